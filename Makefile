@@ -1,0 +1,35 @@
+# pyprobe: `make demo` and `make test` install what they need and need root;
+# run as a normal user they re-run themselves through sudo where it exists.
+VENV   := .venv
+PYTEST := $(VENV)/bin/python -m pytest
+
+# One shell line: re-exec this very target as root, or say how.
+AS_ROOT = if [ "$$(id -u)" != 0 ]; then \
+	if command -v sudo >/dev/null 2>&1; then exec sudo $(MAKE) --no-print-directory $@; fi; \
+	echo "make $@ needs root: log in as root (this machine has no sudo) and run: make $@" >&2; \
+	exit 2; fi
+
+.PHONY: setup demo test test-unit check fmt
+
+setup:
+	@$(AS_ROOT); ./vagrant/provision.sh
+
+demo:
+	@$(AS_ROOT); ./vagrant/provision.sh && $(VENV)/bin/pyprobe demo
+
+# pytest exit 5 ("no tests collected") is a failure here: nothing was proven.
+test:
+	@$(AS_ROOT); ./vagrant/provision.sh && { $(PYTEST) -ra; rc=$$?; \
+	if [ $$rc = 5 ]; then echo "make test: no tests collected" >&2; exit 1; fi; exit $$rc; }
+
+test-unit:
+	$(PYTEST) -ra tests/unit
+
+check:
+	$(VENV)/bin/ruff check pyprobe tests
+	$(VENV)/bin/ruff format --check pyprobe tests
+	$(VENV)/bin/mypy pyprobe
+
+fmt:
+	$(VENV)/bin/ruff format pyprobe tests
+	$(VENV)/bin/ruff check --fix pyprobe tests

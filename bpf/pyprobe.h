@@ -1,0 +1,34 @@
+/* Structs shared between the BPF programs and Python (pyprobe/structs.py
+ * mirrors them with ctypes; tests/unit/test_structs.py compiles this header
+ * with gcc and compares every offset and size). Fixed-width types only, and
+ * explicit padding, so both sides agree without relying on the compiler. */
+#ifndef PYPROBE_H
+#define PYPROBE_H
+
+#define PYPROBE_COMM_LEN 16
+/* TCP states are 1..12 (TCP_NEW_SYN_RECV = 12): 16 slots each way. */
+#define PYPROBE_TCP_STATE_SLOTS 16
+
+/* tcpstate_event.flags */
+#define PYPROBE_F_OWNER_KNOWN 0x1 /* pid/comm: the socket's owner, seen in process context */
+#define PYPROBE_F_DELTA_KNOWN 0x2 /* delta_ns: measured since this socket's previous change */
+
+struct tcpstate_event {
+	__u64 ts_ns;    /* bpf_ktime_get_ns() at the change */
+	__u64 skaddr;   /* kernel address of the socket: its identity while alive */
+	__u64 delta_ns; /* time spent in oldstate */
+	__u32 pid;      /* tgid */
+	__u32 netns;    /* network namespace inode, 0 when unknown */
+	__u8 saddr[16]; /* IPv4 in the first 4 bytes */
+	__u8 daddr[16];
+	__u16 sport; /* host byte order */
+	__u16 dport; /* host byte order */
+	__u16 family;
+	__u8 oldstate;
+	__u8 newstate;
+	__u32 flags;
+	char comm[PYPROBE_COMM_LEN];
+	__u32 _pad;
+};
+
+#endif /* PYPROBE_H */

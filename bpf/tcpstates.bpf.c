@@ -1,0 +1,263 @@
+/* tcpstates: TCP state changes.
+ *
+ * Always: a per-CPU counter matrix old*16+new (no locks, no atomics; user
+ * space sums the CPUs at read time).
+ * With -DSTREAM: per-event records through a ring buffer, with the time spent
+ * in the old state and the socket's owning process, and a lost counter bumped
+ * when the ring buffer is full.
+ *
+ * Hooks (one is compiled in, chosen by user space before load):
+ *   HOOK_RAW_TP  raw tracepoint inet_sock_set_state(sk, oldstate, newstate)
+ *   HOOK_TP      tracepoint sock:inet_sock_set_state
+ *   HOOK_KPROBE  kprobe tcp_set_state(sk, state)
+ * Socket fields are read at offsets user space takes from BTF (OFF_* macros),
+ * never from struct layouts in possibly mismatched kernel headers. */
+#include <uapi/linux/ptrace.h>
+#include <uapi/linux/in.h>
+#include "pyprobe.h"
+#ifdef PYPROBE_OFFSETS_FROM_HEADERS
+/* No BTF, but headers built for this very kernel: let the compiler compute
+ * the OFF_* macros (they expand to __builtin_offsetof). */
+#include <net/sock.h>
+#include <net/inet_sock.h>
+#include <net/net_namespace.h>
+#endif
+
+#ifndef RINGBUF_PAGES
+#define RINGBUF_PAGES 64
+#endif
+#ifndef SOCKETS_MAX
+#define SOCKETS_MAX 65536
+#endif
+#define AF_INET_ 2
+#define AF_INET6_ 10
+#define TCP_CLOSE_ 7
+
+BPF_PERCPU_ARRAY(transitions, u64, PYPROBE_TCP_STATE_SLOTS *PYPROBE_TCP_STATE_SLOTS);
+
+#ifdef STREAM
+struct sk_owner {
+	u64 ts;
+	u32 pid;
+	u32 flags;
+	char comm[PYPROBE_COMM_LEN];
+};
+/* LRU: a socket whose CLOSE we never see (probe started late) cannot leak. */
+BPF_TABLE("lru_hash", u64, struct sk_owner, sockets, SOCKETS_MAX);
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(lost, u64, 1);
+#endif
+
+#define READ_AT(dst, base, off) bpf_probe_read_kernel(&(dst), sizeof(dst), (const char *)(base) + (off))
+
+static __always_inline u32 sk_netns(const void *sk)
+{
+	u32 inum = 0;
+#if defined(OFF_SKC_NET) && defined(OFF_NET_INUM)
+	const void *net = 0;
+	READ_AT(net, sk, OFF_SKC_NET);
+	if (net)
+		READ_AT(inum, net, OFF_NET_INUM);
+#endif
+	return inum;
+}
+
+/* Transitions only a syscall makes (connect, listen, close/shutdown): here
+ * the current task is the socket's owner. Others often run in softirq on
+ * behalf of whatever task the CPU interrupted, so we use the owner we
+ * remembered instead of trusting the current task. */
+static __always_inline int owner_context(int oldstate, int newstate)
+{
+	return newstate == 2 /* SYN_SENT */ || newstate == 10 /* LISTEN */ ||
+	       newstate == 4 /* FIN_WAIT1 */ || newstate == 9 /* LAST_ACK */;
+}
+
+struct change {
+	const void *sk;
+	int oldstate;
+	int newstate;
+	u16 family;
+	u16 sport;
+	u16 dport;
+	u8 saddr[16];
+	u8 daddr[16];
+};
+
+static __always_inline void count(int oldstate, int newstate)
+{
+	u32 idx = ((u32)oldstate & 15) * PYPROBE_TCP_STATE_SLOTS + ((u32)newstate & 15);
+	u64 *c = transitions.lookup(&idx);
+	if (c)
+		(*c)++;
+}
+
+#ifdef STREAM
+static __always_inline int stream(struct change *c)
+{
+	u64 now = bpf_ktime_get_ns();
+	u64 key = (u64)c->sk;
+	struct sk_owner cur = {};
+	u32 flags = 0;
+	u64 delta = 0;
+
+	struct sk_owner *prev = sockets.lookup(&key);
+	if (prev) {
+		delta = now - prev->ts;
+		flags |= PYPROBE_F_DELTA_KNOWN;
+	}
+	if (owner_context(c->oldstate, c->newstate)) {
+		cur.pid = bpf_get_current_pid_tgid() >> 32;
+		bpf_get_current_comm(&cur.comm, sizeof(cur.comm));
+		cur.flags = PYPROBE_F_OWNER_KNOWN;
+	} else if (prev && (prev->flags & PYPROBE_F_OWNER_KNOWN)) {
+		cur.pid = prev->pid;
+		__builtin_memcpy(cur.comm, prev->comm, sizeof(cur.comm));
+		cur.flags = PYPROBE_F_OWNER_KNOWN;
+	} else {
+		/* Unknown owner: report the current task, flagged as a guess. */
+		cur.pid = bpf_get_current_pid_tgid() >> 32;
+		bpf_get_current_comm(&cur.comm, sizeof(cur.comm));
+	}
+	cur.ts = now;
+	flags |= cur.flags;
+	if (c->newstate == TCP_CLOSE_)
+		sockets.delete(&key);
+	else
+		sockets.update(&key, &cur);
+
+	/* Filters: constants compiled in, applied before the ring buffer. */
+#ifdef FILTER_PID
+	if (cur.pid != FILTER_PID)
+		return 0;
+#endif
+#ifdef FILTER_FAMILY
+	if (c->family != FILTER_FAMILY)
+		return 0;
+#endif
+#ifdef LPORT_MATCH
+	if (!(LPORT_MATCH(c->sport)))
+		return 0;
+#endif
+#ifdef DPORT_MATCH
+	if (!(DPORT_MATCH(c->dport)))
+		return 0;
+#endif
+	u32 netns = sk_netns(c->sk);
+#ifdef FILTER_NETNS
+	if (netns != FILTER_NETNS)
+		return 0;
+#endif
+
+	struct tcpstate_event *e = events.ringbuf_reserve(sizeof(struct tcpstate_event));
+	if (!e) {
+		u32 zero = 0;
+		u64 *l = lost.lookup(&zero);
+		if (l)
+			(*l)++;
+		return 0;
+	}
+	e->ts_ns = now;
+	e->skaddr = key;
+	e->delta_ns = delta;
+	e->pid = cur.pid;
+	e->netns = netns;
+	__builtin_memcpy(e->saddr, c->saddr, 16);
+	__builtin_memcpy(e->daddr, c->daddr, 16);
+	e->sport = c->sport;
+	e->dport = c->dport;
+	e->family = c->family;
+	e->oldstate = c->oldstate;
+	e->newstate = c->newstate;
+	e->flags = flags;
+	__builtin_memcpy(e->comm, cur.comm, sizeof(e->comm));
+	e->_pad = 0;
+	events.ringbuf_submit(e, 0);
+	return 0;
+}
+#endif /* STREAM */
+
+static __always_inline int handle(struct change *c)
+{
+	count(c->oldstate, c->newstate);
+#ifdef STREAM
+	stream(c);
+#endif
+	return 0;
+}
+
+#if defined(HOOK_RAW_TP) || defined(HOOK_KPROBE)
+/* Read what the classic tracepoint would give us, straight from the socket. */
+static __always_inline int from_sock(const void *sk, int oldstate, int newstate)
+{
+	struct change c = {};
+	u16 proto = 0, sport_be = 0, dport_be = 0;
+
+	READ_AT(proto, sk, OFF_SK_PROTOCOL);
+	if (proto != IPPROTO_TCP)
+		return 0;
+	c.sk = sk;
+	c.oldstate = oldstate;
+	c.newstate = newstate;
+	READ_AT(c.family, sk, OFF_SKC_FAMILY);
+	/* inet_sport, not skc_num: the tracepoint's choice, and still set after
+	 * the port is released on the way to CLOSE. */
+	READ_AT(sport_be, sk, OFF_INET_SPORT);
+	READ_AT(dport_be, sk, OFF_SKC_DPORT);
+	c.sport = __builtin_bswap16(sport_be);
+	c.dport = __builtin_bswap16(dport_be);
+	if (c.family == AF_INET_) {
+		bpf_probe_read_kernel(c.saddr, 4, (const char *)sk + OFF_SKC_RCV_SADDR);
+		bpf_probe_read_kernel(c.daddr, 4, (const char *)sk + OFF_SKC_DADDR);
+	} else if (c.family == AF_INET6_) {
+		bpf_probe_read_kernel(c.saddr, 16, (const char *)sk + OFF_SKC_V6_RCV_SADDR);
+		bpf_probe_read_kernel(c.daddr, 16, (const char *)sk + OFF_SKC_V6_DADDR);
+	}
+	return handle(&c);
+}
+#endif
+
+#ifdef HOOK_RAW_TP
+int on_raw_tp(struct bpf_raw_tracepoint_args *ctx)
+{
+	return from_sock((const void *)ctx->args[0], (int)ctx->args[1], (int)ctx->args[2]);
+}
+#endif
+
+#ifdef HOOK_KPROBE
+/* tcp_set_state(sk, state): the old state is still in sk->skc_state. Misses
+ * inet_sk_set_state() callers (listen start, accepted-child creation). */
+int on_kprobe(struct pt_regs *ctx)
+{
+	const void *sk = (const void *)PT_REGS_PARM1(ctx);
+	int newstate = (int)PT_REGS_PARM2(ctx);
+	u8 oldstate = 0;
+	READ_AT(oldstate, sk, OFF_SKC_STATE);
+	/* Like the tracepoint, also report a change to the same state. */
+	return from_sock(sk, oldstate, newstate);
+}
+#endif
+
+#ifdef HOOK_TP
+/* bcc generates this struct from the tracepoint's format file at load time,
+ * so its layout is the running kernel's. */
+int on_tp(struct tracepoint__sock__inet_sock_set_state *args)
+{
+	struct change c = {};
+	if (args->protocol != IPPROTO_TCP)
+		return 0;
+	c.sk = args->skaddr;
+	c.oldstate = args->oldstate;
+	c.newstate = args->newstate;
+	c.family = args->family;
+	c.sport = args->sport;
+	c.dport = args->dport;
+	if (c.family == AF_INET_) {
+		__builtin_memcpy(c.saddr, args->saddr, 4);
+		__builtin_memcpy(c.daddr, args->daddr, 4);
+	} else {
+		__builtin_memcpy(c.saddr, args->saddr_v6, 16);
+		__builtin_memcpy(c.daddr, args->daddr_v6, 16);
+	}
+	return handle(&c);
+}
+#endif

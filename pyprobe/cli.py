@@ -1,0 +1,323 @@
+"""pyprobe command line: one subcommand per probe, plus list, doctor, demo.
+
+Every failure a user can cause or fix is one line on stderr and exit 2;
+Ctrl-C exits 130, SIGTERM 143; probes detach on every path.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from . import __version__, netlink, registry
+from .errors import PyprobeError
+from .kernel import KernelEnv, mount_tracefs
+from .render import (
+    TCPSTATE_HEADER,
+    ndjson,
+    print_tables,
+    sockets_table,
+    tcpstate_line,
+    transitions_table,
+)
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so `with probe:` blocks detach."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        cli.main(args=argv, prog_name="pyprobe", standalone_mode=False)
+    except PyprobeError as e:
+        _fail(str(e), e.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as e:
+        _fail(e.format_message() + f" (see pyprobe {_subcommand(argv)}--help)", 2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Terminated:
+        sys.exit(143)
+    except BrokenPipeError:
+        # `pyprobe ... | head`: the reader left; not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+
+
+def _subcommand(argv: list[str] | None) -> str:
+    args = argv if argv is not None else sys.argv[1:]
+    first = next((a for a in args if not a.startswith("-")), None)
+    return f"{first} " if first in cli.commands else ""
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"pyprobe: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _env() -> KernelEnv:
+    env = KernelEnv.detect()
+    if env.tracefs is None:
+        # Tracepoints need tracefs; mount it when we may (like bcc does for debugfs).
+        env.tracefs = mount_tracefs()
+    return env
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="pyprobe")
+def cli() -> None:
+    """Linux network observability on eBPF: TCP states, queues, drops, softirqs, NAPI.
+
+    \b
+    Examples:
+      pyprobe doctor                 # what this kernel allows, and which hook each probe uses
+      pyprobe tcpstates              # stream every TCP state change
+      pyprobe tcpstates -j -L 80     # NDJSON, local port 80 only
+      pyprobe tcpstates --summary 5  # transition counts and live sockets, every 5 s
+    """
+
+
+@cli.command("list")
+def list_cmd() -> None:
+    """The probes, one line each: name, hook it would use here, what it shows."""
+    env = KernelEnv.detect()
+    for name in registry.names():
+        probe = registry.create(name, env=env)
+        choice = probe.available()
+        hook = choice.hook.label if choice.hook else "unavailable"
+        click.echo(f"{name:<12} {hook:<38} {probe.manifest.summary}")
+
+
+@cli.command()
+def doctor() -> None:
+    """Check kernel, BTF, tracefs, headers, kprobes, capabilities, and every probe's hook.
+
+    Exits 0 when at least one probe can run here, 2 otherwise.
+    """
+    from .doctor import report
+
+    ok = report(_env(), click.echo)
+    sys.exit(0 if ok else 2)
+
+
+def _ports(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...]:
+    from .probes.tcpstates import parse_ports
+
+    try:
+        return parse_ports(value)
+    except PyprobeError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option(
+    "-p", "--pid", type=click.IntRange(min=1), help="Only this process (the socket owner)."
+)
+@click.option(
+    "-L", "--localport", "lports", callback=_ports, help="Only these local ports: 80,443."
+)
+@click.option("-D", "--remoteport", "dports", callback=_ports, help="Only these remote ports.")
+@click.option("-4", "--ipv4", "family", flag_value=socket.AF_INET, help="Only IPv4.")
+@click.option("-6", "--ipv6", "family", flag_value=socket.AF_INET6, help="Only IPv6.")
+@click.option("--netns", help="Only this network namespace: inode or name under /run/netns.")
+@click.option("-j", "--json", "as_json", is_flag=True, help="NDJSON, one object per line.")
+@click.option("-T", "--timestamp", is_flag=True, help="Prefix each line with HH:MM:SS.")
+@click.option(
+    "-s",
+    "--summary",
+    is_flag=True,
+    help="Counts instead of a stream: transitions old->new and live sockets per state.",
+)
+@click.option(
+    "-d",
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop the stream after this many seconds.",
+)
+@click.argument("interval", required=False, type=click.FloatRange(min=0, min_open=True))
+@click.argument("count", required=False, type=click.IntRange(min=1))
+def tcpstates(
+    pid: int | None,
+    lports: tuple[int, ...],
+    dports: tuple[int, ...],
+    family: int | None,
+    netns: str | None,
+    as_json: bool,
+    timestamp: bool,
+    summary: bool,
+    duration: float | None,
+    interval: float | None,
+    count: int | None,
+) -> None:
+    """Trace TCP state changes, with the owning process and the time spent in each state.
+
+    \b
+    Stream columns: socket, owner PID/COMM ('*' = softirq, owner not yet seen),
+    network namespace, local and remote endpoint, OLD -> NEW state, ms in OLD.
+    With --summary: [INTERVAL [COUNT]] like the bcc tools; Ctrl-C ends.
+
+    \b
+    Examples:
+      pyprobe tcpstates -T -D 443        # connections to remote port 443
+      pyprobe tcpstates --netns blue -j  # namespace "blue" (ip netns), as NDJSON
+      pyprobe tcpstates --summary 1 10   # ten one-second summaries
+    """
+    from .probes.tcpstates import Filters
+
+    netns_inode = netlink.resolve_netns(netns) if netns else None
+    if summary:
+        if pid or lports or dports or family:
+            raise PyprobeError(
+                "-p/-L/-D/-4/-6 filter the stream; --summary counts everything "
+                "(use --netns to pick a namespace)"
+            )
+        _tcpstates_summary(netns_inode, as_json, interval, count)
+        return
+    if interval is not None:
+        raise PyprobeError("INTERVAL/COUNT go with --summary; use -d/--duration to bound a stream")
+    filters = Filters(pid=pid, lports=lports, dports=dports, family=family, netns=netns_inode)
+    _tcpstates_stream(filters, as_json, timestamp, duration)
+
+
+@contextmanager
+def _attached(name: str, **attach: Any) -> Iterator[Any]:
+    probe = registry.create(name, env=_env())
+    with probe:
+        probe.attach(**attach)
+        yield probe
+
+
+def _tcpstates_stream(filters: Any, as_json: bool, timestamp: bool, duration: float | None) -> None:
+    names = netlink.named_netns()
+    deadline = time.monotonic() + duration if duration else None
+    out = sys.stdout
+    with _attached("tcpstates", stream=True, filters=filters) as probe:
+        print(
+            f"Tracing TCP state changes via {probe.hook.label}... "
+            f"{f'Ending after {duration:g}s' if duration else 'Ctrl-C to end'}.",
+            file=sys.stderr,
+            flush=True,
+        )
+        if not as_json:
+            print(("TIME     " if timestamp else "") + TCPSTATE_HEADER, file=out, flush=True)
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                events = probe.events(timeout_ms=100)
+                for ev in events:
+                    if ev["netns"] and ev["netns"] not in names:
+                        names = netlink.named_netns()  # a namespace created since
+                    if as_json:
+                        ev["netns_name"] = names.get(ev["netns"])
+                        out.write(ndjson(ev) + "\n")
+                    else:
+                        label = netlink.netns_label(ev["netns"], names)
+                        out.write(tcpstate_line(ev, label, timestamp) + "\n")
+                if events:
+                    out.flush()
+        finally:
+            # Drain what is already in the ring buffer, then report losses.
+            for ev in probe.events(timeout_ms=0):
+                out.write(
+                    (
+                        ndjson(ev)
+                        if as_json
+                        else tcpstate_line(ev, netlink.netns_label(ev["netns"], names), timestamp)
+                    )
+                    + "\n"
+                )
+            out.flush()
+            lost = probe.lost()
+            print(
+                f"lost events: {lost}" + (" (ring buffer full)" if lost else ""),
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _tcpstates_summary(
+    netns: int | None, as_json: bool, interval: float | None, count: int | None
+) -> None:
+    with _attached("tcpstates") as probe:
+        print(
+            f"Counting TCP state changes via {probe.hook.label}... "
+            f"{'Ctrl-C to end' if interval is None else ''}",
+            file=sys.stderr,
+            flush=True,
+        )
+        previous: dict[tuple[str, str], int] = {}
+        n = 0
+        while True:
+            try:
+                time.sleep(interval if interval is not None else 1e9)
+            except KeyboardInterrupt:
+                if interval is not None:
+                    raise
+            total = probe.transitions()
+            delta = {k: v - previous.get(k, 0) for k, v in total.items()}
+            previous = total
+            sockets = probe.live_sockets(netns)
+            names = netlink.named_netns()
+            if as_json:
+                print(
+                    ndjson(
+                        {
+                            "time": time.time(),
+                            "transitions": [
+                                {"old": o, "new": w, "count": delta.get((o, w), 0), "total": t}
+                                for (o, w), t in sorted(total.items())
+                            ],
+                            "sockets": {
+                                netlink.netns_label(k, names): c for k, c in sockets.items()
+                            },
+                        }
+                    ),
+                    flush=True,
+                )
+            else:
+                print_tables(
+                    [
+                        transitions_table(delta, total, "TCP state transitions"),
+                        sockets_table(
+                            {netlink.netns_label(k, names): c for k, c in sockets.items()},
+                            "Live TCP sockets per network namespace (sock_diag)",
+                        ),
+                    ]
+                )
+            n += 1
+            if interval is None or (count is not None and n >= count):
+                return
+
+
+@cli.command()
+@click.option(
+    "--connections",
+    default=40,
+    type=click.IntRange(1, 10000),
+    show_default=True,
+    help="Connections per workload.",
+)
+def demo(connections: int) -> None:
+    """Two namespaces joined by a veth pair, bounded TCP traffic, and what tcpstates sees."""
+    from .demo import run
+
+    run(_env(), connections)
+
+
+if __name__ == "__main__":
+    main()

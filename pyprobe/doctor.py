@@ -1,0 +1,105 @@
+"""`pyprobe doctor`: every fact the hook choice rests on, and what to do about it."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable
+
+from . import registry
+from .errors import PyprobeError
+from .kernel import CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN, KernelEnv
+from .loader import preflight
+
+OK, NO, INFO = "ok", "!!", "--"
+
+
+def _bcc_version() -> str:
+    try:
+        import bcc
+
+        return getattr(bcc, "__version__", "") or "installed"
+    except Exception as e:  # a broken install reports its error here
+        return f"import failed: {e}"
+
+
+def report(env: KernelEnv, echo: Callable[[str], None]) -> bool:
+    def line(mark: str, what: str, detail: str) -> None:
+        echo(f"[{mark}] {what:<14} {detail}")
+
+    echo(f"pyprobe {importlib.metadata.version('pyprobe')} on kernel {env.release}")
+    line(
+        OK if env.btf() else NO,
+        "BTF",
+        str(env.btf_path)
+        if env.btf()
+        else "missing: raw tracepoints and kprobes need struct offsets (CONFIG_DEBUG_INFO_BTF=y)",
+    )
+    line(
+        OK if env.tracefs else NO,
+        "tracefs",
+        str(env.tracefs)
+        if env.tracefs
+        else "not mounted: mount -t tracefs tracefs /sys/kernel/tracing",
+    )
+    if env.headers is None:
+        line(NO, "headers", f"missing: /lib/modules/{env.release}/build (run `make setup`)")
+    elif env.headers_match:
+        line(OK, "headers", f"{env.headers} ({env.headers_release}, matches)")
+    else:
+        line(
+            INFO,
+            "headers",
+            f"{env.headers.resolve()} ({env.headers_release}) does not match "
+            f"{env.release}: used only to compile; struct offsets come from BTF",
+        )
+    line(
+        OK if env.kprobes else INFO,
+        "kprobes",
+        "available"
+        if env.kprobes
+        else "not available (CONFIG_KPROBES off): kprobe fallbacks cannot be used here",
+    )
+    caps = {
+        "CAP_BPF": CAP_BPF,
+        "CAP_PERFMON": CAP_PERFMON,
+        "CAP_SYS_ADMIN": CAP_SYS_ADMIN,
+        "CAP_NET_ADMIN": CAP_NET_ADMIN,
+    }
+    have = [n for n, c in caps.items() if env.has_cap(c)]
+    line(
+        OK if env.can_load_bpf else NO,
+        "capabilities",
+        ", ".join(have) if have else "none: run as root (or grant CAP_BPF+CAP_PERFMON)",
+    )
+    line(
+        OK if env.bcc else NO,
+        "bcc",
+        _bcc_version()
+        if env.bcc
+        else "missing: apt-get install python3-bpfcc (venv: --system-site-packages)",
+    )
+    if env.disabled_hooks:
+        line(INFO, "disabled", "PYPROBE_DISABLE_HOOKS=" + ",".join(sorted(env.disabled_hooks)))
+
+    global_ok = True
+    try:
+        preflight(env)
+    except PyprobeError as e:
+        global_ok = False
+        echo(f"\nno probe can load until this is fixed: {e}")
+
+    usable = 0
+    echo("\nprobes (hooks in order of preference; * = chosen):")
+    for name in registry.names():
+        probe = registry.create(name, env=env)
+        choice = probe.available()
+        echo(f"  {name}: {'uses ' + choice.hook.label if choice.hook else 'UNAVAILABLE'}")
+        for v in choice.verdicts:
+            mark = "*" if v.hook is choice.hook else ("+" if v.usable else "-")
+            echo(f"    {mark} {v.hook.label:<38} {v.reason}")
+        usable += choice.hook is not None
+    echo(
+        f"\n{usable} of {len(registry.names())} probes can run here"
+        + ("" if global_ok else " once the problem above is fixed")
+    )
+    return global_ok and usable > 0

@@ -1,0 +1,111 @@
+"""Pick a probe's hook before anything is loaded, and say why.
+
+Like libbpf-tools' tracepoint_exists()/fentry_can_attach(): each hook in the
+manifest's order of preference is checked against the KernelEnv; the first
+usable one wins. Every verdict keeps its reason for `pyprobe doctor`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .btf import BTFError
+from .kernel import KernelEnv
+from .manifest import Hook, Manifest
+
+
+@dataclass(frozen=True)
+class Verdict:
+    hook: Hook
+    usable: bool
+    reason: str
+
+
+@dataclass
+class Offsets:
+    """-D flags for a manifest's [offsets], and where they came from."""
+
+    source: str  # "btf", "headers" or "none"
+    cflags: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # required ones we could not find
+    absent: set[str] = field(default_factory=set)  # optional ones we could not find
+
+    @property
+    def complete(self) -> bool:
+        return self.source != "none" and not self.missing
+
+
+def resolve_offsets(manifest: Manifest, env: KernelEnv) -> Offsets:
+    btf = env.btf()
+    if btf is not None:
+        out = Offsets("btf")
+        for o in manifest.offsets:
+            try:
+                f = btf.field(o.path)
+                if f.bitfield or f.size != o.size:
+                    kind = "a bitfield" if f.bitfield else f"{f.size} bytes"
+                    raise BTFError(f"{o.path} is {kind}, expected {o.size} bytes")
+                out.cflags.append(f"-D{o.macro}={f.offset}")
+            except BTFError as e:
+                (out.absent.add(o.macro) if o.optional else out.missing.append(f"{o.macro}: {e}"))
+        return out
+    if env.headers and env.headers_match:
+        # The compiler computes them from headers built for this very kernel.
+        out = Offsets("headers", ["-DPYPROBE_OFFSETS_FROM_HEADERS"])
+        for o in manifest.offsets:
+            struct, _, member = o.path.partition(".")
+            out.cflags.append(f"-D{o.macro}=__builtin_offsetof(struct {struct}, {member})")
+        return out
+    return Offsets("none", missing=[o.macro for o in manifest.offsets if not o.optional])
+
+
+def judge(hook: Hook, env: KernelEnv, offsets: Offsets) -> Verdict:
+    def no(reason: str) -> Verdict:
+        return Verdict(hook, False, reason)
+
+    if hook.kind in env.disabled_hooks or hook.label in env.disabled_hooks:
+        return no("disabled by PYPROBE_DISABLE_HOOKS")
+    if hook.kind == "raw_tracepoint":
+        if not env.raw_tracepoint_exists(hook.target):
+            return no(f"no raw tracepoint {hook.target} in this kernel")
+    elif hook.kind == "tracepoint":
+        if env.tracefs is None:
+            return no("tracefs not mounted (mount -t tracefs tracefs /sys/kernel/tracing)")
+        if not env.tracepoint_exists(hook.target):
+            return no(f"no tracepoint {hook.target} in this kernel")
+    elif hook.kind == "kprobe":
+        if not env.kprobes:
+            return no("kprobes not available (CONFIG_KPROBES off or no kprobe PMU)")
+        if not env.kernel_symbol(hook.target):
+            return no(f"no kernel function {hook.target} in /proc/kallsyms")
+    if "btf" in hook.needs and env.btf() is None:
+        return no("needs BTF (/sys/kernel/btf/vmlinux)")
+    if "offsets" in hook.needs and not offsets.complete:
+        if offsets.source == "none":
+            return no("needs struct offsets: no BTF and no headers matching this kernel")
+        return no(f"struct offsets missing: {'; '.join(offsets.missing)}")
+    how = {"btf": "offsets from BTF", "headers": "offsets from matching headers"}.get(
+        offsets.source, ""
+    )
+    reason = hook.why + (f"; {how}" if how and "offsets" in hook.needs else "")
+    return Verdict(hook, True, reason)
+
+
+@dataclass
+class Choice:
+    hook: Hook | None
+    verdicts: list[Verdict]
+    offsets: Offsets
+
+    @property
+    def reason(self) -> str:
+        if self.hook:
+            return next(v.reason for v in self.verdicts if v.hook is self.hook)
+        return "; ".join(f"{v.hook.label}: {v.reason}" for v in self.verdicts)
+
+
+def choose(manifest: Manifest, env: KernelEnv) -> Choice:
+    offsets = resolve_offsets(manifest, env)
+    verdicts = [judge(h, env, offsets) for h in manifest.hooks]
+    hook = next((v.hook for v in verdicts if v.usable), None)
+    return Choice(hook, verdicts, offsets)

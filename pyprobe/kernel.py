@@ -1,0 +1,134 @@
+"""What this kernel and this process can do, detected without loading BPF.
+
+Everything the hook choice and `pyprobe doctor` need: tracefs, tracepoints,
+kprobes, BTF, kernel headers (and whether they match), capabilities, bcc.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.util
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .btf import BTF, BTFError
+
+TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 21, 38, 39
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+@dataclass
+class KernelEnv:
+    """A snapshot of the machine; tests build one by hand to simulate others."""
+
+    release: str
+    tracefs: Path | None
+    btf_path: Path | None
+    headers: Path | None
+    headers_release: str | None
+    kprobes: bool
+    cap_eff: int
+    bcc: bool
+    disabled_hooks: frozenset[str] = frozenset()
+    _btf: BTF | None = field(default=None, repr=False)
+
+    @classmethod
+    def detect(cls) -> KernelEnv:
+        release = os.uname().release
+        tracefs = next((p for p in TRACEFS_CANDIDATES if (p / "events").is_dir()), None)
+        btf = Path("/sys/kernel/btf/vmlinux")
+        build = Path(f"/lib/modules/{release}/build")
+        headers = build if (build / "include").is_dir() else None
+        kprobes = Path("/sys/bus/event_source/devices/kprobe").exists() or bool(
+            tracefs and (tracefs / "kprobe_events").exists()
+        )
+        m = re.search(r"^CapEff:\s*([0-9a-f]+)", _read(Path("/proc/self/status")), re.M)
+        disabled = os.environ.get("PYPROBE_DISABLE_HOOKS", "")
+        return cls(
+            release=release,
+            tracefs=tracefs,
+            btf_path=btf if btf.exists() else None,
+            headers=headers,
+            headers_release=_headers_release(headers) if headers else None,
+            kprobes=kprobes,
+            cap_eff=int(m.group(1), 16) if m else 0,
+            bcc=importlib.util.find_spec("bcc") is not None,
+            disabled_hooks=frozenset(x.strip() for x in disabled.split(",") if x.strip()),
+        )
+
+    # -- derived facts ---------------------------------------------------------
+    @property
+    def headers_match(self) -> bool:
+        return self.headers_release == self.release
+
+    def has_cap(self, cap: int) -> bool:
+        return bool(self.cap_eff >> cap & 1)
+
+    @property
+    def can_load_bpf(self) -> bool:
+        # CAP_SYS_ADMIN covers both on kernels before 5.8.
+        tracing = self.has_cap(CAP_BPF) and self.has_cap(CAP_PERFMON)
+        return tracing or self.has_cap(CAP_SYS_ADMIN)
+
+    def btf(self) -> BTF | None:
+        if self._btf is None and self.btf_path is not None:
+            try:
+                self._btf = BTF.load(self.btf_path)
+            except (OSError, BTFError):
+                self.btf_path = None
+        return self._btf
+
+    def tracepoint_exists(self, target: str) -> bool:
+        category, _, event = target.partition(":")
+        return bool(self.tracefs and (self.tracefs / "events" / category / event).is_dir())
+
+    def raw_tracepoint_exists(self, name: str) -> bool:
+        btf = self.btf()
+        if btf is not None:
+            return btf.has_type(f"btf_trace_{name}")
+        # Without BTF: every raw tracepoint is also a classic one somewhere.
+        return bool(self.tracefs and any((self.tracefs / "events").glob(f"*/{name}")))
+
+    def kernel_symbol(self, name: str) -> bool:
+        return _kallsyms().get(name, False)
+
+
+@functools.cache
+def _kallsyms() -> dict[str, bool]:
+    syms: dict[str, bool] = {}
+    for line in _read(Path("/proc/kallsyms")).splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] in "tTwW":
+            syms[parts[2]] = True
+    return syms
+
+
+def _headers_release(build: Path) -> str | None:
+    for rel in ("include/config/kernel.release",):
+        text = _read(build / rel).strip()
+        if text:
+            return text
+    m = re.search(r'UTS_RELEASE\s+"([^"]+)"', _read(build / "include/generated/utsrelease.h"))
+    return m.group(1) if m else None
+
+
+def mount_tracefs() -> Path | None:
+    """Mount tracefs where it is missing (needs root); None when it cannot be."""
+    target = TRACEFS_CANDIDATES[0]
+    if (target / "events").is_dir():
+        return target
+    if os.geteuid() != 0 or not target.is_dir():
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    rc = libc.mount(b"tracefs", str(target).encode(), b"tracefs", 0, None)
+    return target if rc == 0 and (target / "events").is_dir() else None

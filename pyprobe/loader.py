@@ -1,0 +1,171 @@
+"""The one module that imports bcc.
+
+Everything else talks to a `Program` (load, attach, read maps, poll a ring
+buffer, close). Unit tests inject a fake with the same methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import PyprobeError
+from .kernel import KernelEnv
+from .manifest import Hook
+
+RingbufCallback = Callable[[bytes], None]
+
+
+class Program(Protocol):
+    hook: Hook
+
+    def read_counts(self, map_name: str) -> dict[int, int]: ...
+    def open_ringbuf(self, map_name: str, callback: RingbufCallback) -> None: ...
+    def poll(self, timeout_ms: int) -> None: ...
+    def close(self) -> None: ...
+
+
+class Loader(Protocol):
+    def load(self, source: Path, hook: Hook, cflags: list[str]) -> Program: ...
+
+
+def preflight(env: KernelEnv) -> None:
+    """Fail with one line naming the cause and the fix, before bcc is touched."""
+    if not env.can_load_bpf:
+        raise PyprobeError(
+            "permission denied: loading eBPF needs root (or CAP_BPF+CAP_PERFMON); run with sudo"
+        )
+    if not env.bcc:
+        raise PyprobeError(
+            "bcc is not installed for this Python: apt-get install python3-bpfcc "
+            "(a venv needs --system-site-packages; PyPI's 'bcc' is a different project)"
+        )
+    if env.headers is None:
+        raise PyprobeError(
+            f"no kernel headers at /lib/modules/{env.release}/build: run `make setup` "
+            f"(installs linux-headers-{env.release} or the nearest ones and links them)"
+        )
+
+
+@contextlib.contextmanager
+def _captured_stderr(capture: list[str]) -> Iterator[None]:
+    """clang prints diagnostics on fd 2: keep them for the error line, off the terminal."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            capture.append(tmp.read().decode(errors="replace"))
+
+
+class BccProgram:
+    def __init__(self, bpf: Any, hook: Hook) -> None:
+        self.bpf = bpf
+        self.hook = hook
+        self._closed = False
+
+    def read_counts(self, map_name: str) -> dict[int, int]:
+        """key -> value (summed over CPUs for per-CPU maps), zero values left out."""
+        table = self.bpf[map_name]
+        percpu = hasattr(table, "sum")
+        out: dict[int, int] = {}
+        try:
+            items = table.items_lookup_batch()
+            for k, v in items:
+                total = sum(v) if percpu else v.value
+                if total:
+                    out[k.value] = int(total)
+        except Exception:
+            # Kernels without batch ops for this map type: one lookup per key.
+            for k, v in table.items():
+                total = sum(x for x in v) if percpu else v.value
+                if total:
+                    out[k.value] = int(total)
+        return out
+
+    def open_ringbuf(self, map_name: str, callback: RingbufCallback) -> None:
+        def on_event(_ctx: Any, data: Any, size: int) -> int:
+            callback(ctypes.string_at(data, size))
+            return 0
+
+        self.bpf[map_name].open_ring_buffer(on_event)
+
+    def poll(self, timeout_ms: int) -> None:
+        self.bpf.ring_buffer_poll(timeout_ms)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.bpf.cleanup()
+
+
+class BccLoader:
+    def load(self, source: Path, hook: Hook, cflags: list[str]) -> BccProgram:
+        try:
+            from bcc import BPF
+        except ImportError as e:
+            raise PyprobeError(f"cannot import bcc ({e}): apt-get install python3-bpfcc") from None
+        flags = [f"-I{source.parent}", "-Wno-unused-function", *hook.cflags, *cflags]
+        diagnostics: list[str] = []
+        try:
+            with _captured_stderr(diagnostics):
+                bpf = BPF(src_file=str(source).encode(), cflags=flags)
+        except Exception as e:
+            detail = _first_error(diagnostics[0] if diagnostics else "") or str(e)
+            raise PyprobeError(f"{source.name}: compile failed: {detail}") from None
+        program = BccProgram(bpf, hook)
+        try:
+            _attach(bpf, hook)
+        except Exception as e:
+            program.close()
+            raise PyprobeError(f"{source.name}: cannot attach {hook.label}: {e}") from None
+        return program
+
+
+def _first_error(text: str) -> str:
+    for line in text.splitlines():
+        if "error:" in line:
+            return line.strip()
+    return ""
+
+
+def _attach(bpf: Any, hook: Hook) -> None:
+    if hook.kind == "raw_tracepoint":
+        bpf.attach_raw_tracepoint(tp=hook.target.encode(), fn_name=hook.function.encode())
+    elif hook.kind == "tracepoint":
+        bpf.attach_tracepoint(tp=hook.target.encode(), fn_name=hook.function.encode())
+    elif hook.kind == "kprobe":
+        bpf.attach_kprobe(event=hook.target.encode(), fn_name=hook.function.encode())
+    else:
+        raise ValueError(f"unknown hook kind {hook.kind}")
+
+
+def verify(source: Path, hook: Hook, cflags: list[str]) -> None:
+    """Compile and pass the verifier without attaching (tests of fallback hooks)."""
+    from bcc import BPF
+
+    kinds = {
+        "raw_tracepoint": BPF.RAW_TRACEPOINT,
+        "tracepoint": BPF.TRACEPOINT,
+        "kprobe": BPF.KPROBE,
+    }
+    bpf = BPF(
+        src_file=str(source).encode(),
+        cflags=[f"-I{source.parent}", "-Wno-unused-function", *hook.cflags, *cflags],
+    )
+    try:
+        bpf.load_func(hook.function.encode(), kinds[hook.kind])
+    finally:
+        bpf.cleanup()

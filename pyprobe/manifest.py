@@ -1,0 +1,236 @@
+"""Probe manifests (probes/<name>.toml): hooks, offsets, maps, event, metrics.
+
+Parsed into frozen dataclasses and validated up front, so a malformed
+manifest is one clear error naming the file and the key, never a KeyError
+deep inside a probe.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import PyprobeError
+
+HOOK_KINDS = ("raw_tracepoint", "tracepoint", "kprobe")
+NEEDS = ("offsets", "btf")
+MAP_TYPES = ("array", "percpu_array", "hash", "percpu_hash", "lru_hash", "ringbuf")
+METRIC_TYPES = ("counter", "gauge")
+
+
+class ManifestError(PyprobeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Hook:
+    kind: str
+    target: str
+    function: str
+    cflags: tuple[str, ...]
+    needs: tuple[str, ...]
+    why: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.target}"
+
+
+@dataclass(frozen=True)
+class Offset:
+    macro: str
+    path: str
+    size: int
+    optional: bool
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    name: str
+    type: str
+    entries: int
+    stream_only: bool
+
+
+@dataclass(frozen=True)
+class Label:
+    name: str
+    slots: int
+    decoder: str
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    type: str
+    map: str
+    help: str
+    labels: tuple[Label, ...]
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    struct: str
+    ringbuf: str
+    lost_map: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    summary: str
+    path: Path
+    program: Path
+    hooks: tuple[Hook, ...]
+    offsets: tuple[Offset, ...]
+    maps: tuple[MapSpec, ...]
+    event: EventSpec | None
+    metrics: tuple[Metric, ...]
+
+
+class _Reader:
+    """Typed access to a TOML table with errors that name file and key."""
+
+    def __init__(self, source: str, table: dict[str, Any], where: str) -> None:
+        self.source, self.table, self.where = source, table, where
+
+    def _fail(self, key: str, what: str) -> ManifestError:
+        at = f"{self.where}.{key}" if self.where else key
+        return ManifestError(f"{self.source}: {at}: {what}")
+
+    def get(self, key: str, kind: type, default: Any = ...) -> Any:
+        if key not in self.table:
+            if default is ...:
+                raise self._fail(key, "missing")
+            return default
+        value = self.table[key]
+        if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
+            raise self._fail(key, f"expected {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    def choice(self, key: str, allowed: tuple[str, ...]) -> str:
+        value = self.get(key, str)
+        if value not in allowed:
+            raise self._fail(key, f"{value!r} is not one of {', '.join(allowed)}")
+        return value
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        values = self.get(key, list, [])
+        if not all(isinstance(v, str) for v in values):
+            raise self._fail(key, "expected a list of strings")
+        return tuple(values)
+
+    def tables(self, key: str) -> list[_Reader]:
+        items = self.get(key, list, [])
+        if not all(isinstance(i, dict) for i in items):
+            raise self._fail(key, "expected a list of tables")
+        return [_Reader(self.source, t, f"{key}[{n}]") for n, t in enumerate(items)]
+
+    def positive(self, key: str) -> int:
+        value = self.get(key, int)
+        if value <= 0:
+            raise self._fail(key, "must be > 0")
+        return value
+
+
+def parse(text: str, path: Path, bpf_dir: Path) -> Manifest:
+    source = path.name
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ManifestError(f"{source}: not valid TOML: {e}") from None
+    top = _Reader(source, doc, "")
+    probe = _Reader(source, top.get("probe", dict), "probe")
+    name = probe.get("name", str)
+    if name != path.stem:
+        raise ManifestError(f"{source}: probe.name {name!r} must match the file stem {path.stem!r}")
+    program = bpf_dir / f"{path.stem}.bpf.c"
+
+    hooks = tuple(
+        Hook(
+            kind=h.choice("kind", HOOK_KINDS),
+            target=h.get("target", str),
+            function=h.get("function", str),
+            cflags=h.strings("cflags"),
+            needs=tuple(_check_needs(h)),
+            why=h.get("why", str, ""),
+        )
+        for h in top.tables("hooks")
+    )
+    if not hooks:
+        raise ManifestError(f"{source}: hooks: at least one hook is required")
+
+    offsets = []
+    for macro, spec in top.get("offsets", dict, {}).items():
+        if not isinstance(spec, dict):
+            raise ManifestError(f"{source}: offsets.{macro}: expected a table")
+        o = _Reader(source, spec, f"offsets.{macro}")
+        offsets.append(
+            Offset(macro, o.get("path", str), o.positive("size"), o.get("optional", bool, False))
+        )
+
+    maps = tuple(
+        MapSpec(
+            m.get("name", str),
+            m.choice("type", MAP_TYPES),
+            m.positive("entries"),
+            m.get("stream_only", bool, False),
+        )
+        for m in top.tables("maps")
+    )
+    map_names = {m.name for m in maps}
+
+    event = None
+    if "event" in doc:
+        ev = _Reader(source, top.get("event", dict), "event")
+        event = EventSpec(
+            ev.get("struct", str), ev.get("ringbuf", str), ev.get("lost_map", str, "")
+        )
+        if event.lost_map and event.lost_map not in map_names:
+            raise ManifestError(f"{source}: event.lost_map: no map named {event.lost_map!r}")
+
+    metrics = []
+    for m in top.tables("metrics"):
+        labels = tuple(
+            Label(lb.get("name", str), lb.positive("slots"), lb.get("decoder", str, "uint"))
+            for lb in m.tables("labels")
+        )
+        metric = Metric(
+            m.get("name", str),
+            m.choice("type", METRIC_TYPES),
+            m.get("map", str),
+            m.get("help", str),
+            labels,
+        )
+        if metric.map not in map_names:
+            raise ManifestError(f"{source}: metrics {metric.name}: no map named {metric.map!r}")
+        metrics.append(metric)
+
+    return Manifest(
+        name,
+        probe.get("summary", str),
+        path,
+        program,
+        hooks,
+        tuple(offsets),
+        maps,
+        event,
+        tuple(metrics),
+    )
+
+
+def _check_needs(h: _Reader) -> list[str]:
+    needs = list(h.strings("needs"))
+    for n in needs:
+        if n not in NEEDS:
+            raise h._fail("needs", f"{n!r} is not one of {', '.join(NEEDS)}")
+    return needs
+
+
+def load(path: Path, bpf_dir: Path) -> Manifest:
+    manifest = parse(path.read_text(), path, bpf_dir)
+    if not manifest.program.is_file():
+        raise ManifestError(f"{path.name}: its program {manifest.program.name} is missing")
+    return manifest

@@ -1,0 +1,167 @@
+"""The netlink side: network namespaces and sock_diag, through pyroute2.
+
+A network namespace is named by its inode (what BPF sees) and, when it has
+one, its name under /run/netns (what `ip netns` users know).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from .decoders import tcp_state
+from .errors import PyprobeError
+
+NETNS_RUN_DIR = Path("/run/netns")
+T = TypeVar("T")
+# Every TCP state, including request sockets (NEW_SYN_RECV, reported as SYN_RECV).
+ALL_TCP_STATES = (1 << 13) - 1
+
+
+def inode_of(path: str | Path) -> int:
+    return os.stat(path).st_ino
+
+
+def self_netns() -> int:
+    return inode_of("/proc/self/ns/net")
+
+
+def named_netns() -> dict[int, str]:
+    """inode -> name for the namespaces under /run/netns."""
+    names: dict[int, str] = {}
+    if NETNS_RUN_DIR.is_dir():
+        for entry in sorted(NETNS_RUN_DIR.iterdir()):
+            try:
+                names[inode_of(entry)] = entry.name
+            except OSError:
+                continue  # a stale name whose namespace is gone
+    return names
+
+
+def all_netns() -> dict[int, str]:
+    """inode -> a path that opens it, for every namespace in use on the host."""
+    found: dict[int, str] = {}
+    for entry in NETNS_RUN_DIR.iterdir() if NETNS_RUN_DIR.is_dir() else ():
+        try:
+            found.setdefault(inode_of(entry), str(entry))
+        except OSError:
+            continue
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            path = f"/proc/{pid}/ns/net"
+            try:
+                found.setdefault(inode_of(path), path)
+            except OSError:
+                continue  # the process exited, or we may not look
+    return found
+
+
+def netns_label(inode: int, names: dict[int, str] | None = None) -> str:
+    if not inode:
+        return "-"
+    name = (names if names is not None else named_netns()).get(inode)
+    return name or str(inode)
+
+
+def resolve_netns(spec: str) -> int:
+    """An inode from "INODE" or a name under /run/netns."""
+    if spec.isdigit():
+        return int(spec)
+    path = NETNS_RUN_DIR / spec
+    if "/" in spec or not path.exists():
+        raise PyprobeError(
+            f"unknown network namespace {spec!r}: not an inode and not in {NETNS_RUN_DIR}"
+        )
+    return inode_of(path)
+
+
+def start_in_netns(path: str | Path, fn: Callable[[], None], name: str = "") -> threading.Thread:
+    """Start fn in a thread that has entered the namespace at path.
+
+    setns(CLONE_NEWNET) changes only the calling thread, so the rest of the
+    process (and the BPF programs it holds) stay where they are; sockets
+    created inside fn belong to that namespace.
+    """
+    from pyroute2.netns import setns
+
+    def target() -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            setns(fd, flags=0)
+        finally:
+            os.close(fd)
+        fn()
+
+    t = threading.Thread(target=target, name=name or f"netns:{path}", daemon=True)
+    t.start()
+    return t
+
+
+def run_in_netns(path: str | Path, fn: Callable[[], T]) -> T:
+    """fn's result, computed inside the namespace at path."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            result.append(fn())
+        except BaseException as e:
+            error.append(e)
+
+    start_in_netns(path, call).join()
+    if error:
+        raise error[0]
+    if not result:
+        raise OSError(f"could not enter network namespace {path}")
+    return result[0]
+
+
+def tcp_sockets() -> list[dict]:
+    """Every TCP socket of the caller's namespace: state and queues (like `ss -tan`)."""
+    from pyroute2 import DiagSocket
+
+    out: list[dict] = []
+    with DiagSocket() as ds:
+        ds.bind()
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for msg in ds.get_sock_stats(family=family, states=ALL_TCP_STATES):
+                out.append(
+                    {
+                        "family": family,
+                        "state": tcp_state(msg["idiag_state"]),
+                        "recv_q": msg["idiag_rqueue"],
+                        "send_q": msg["idiag_wqueue"],
+                        "src": msg["idiag_src"],
+                        "dst": msg["idiag_dst"],
+                        "sport": msg["idiag_sport"],
+                        "dport": msg["idiag_dport"],
+                    }
+                )
+    return out
+
+
+def tcp_state_counts(netns_path: str | Path | None = None) -> Counter[str]:
+    """The `netstat -n | awk '/^tcp/ {++S[$NF]}'` count, for one namespace."""
+
+    def count() -> Counter[str]:
+        return Counter(s["state"] for s in tcp_sockets())
+
+    return count() if netns_path is None else run_in_netns(netns_path, count)
+
+
+def tcp_state_counts_by_netns(only: int | None = None) -> dict[int, Counter[str]]:
+    """inode -> state counts, for every namespace (or just `only`)."""
+    result: dict[int, Counter[str]] = {}
+    for inode, path in all_netns().items():
+        if only is not None and inode != only:
+            continue
+        try:
+            result[inode] = tcp_state_counts(path)
+        except OSError:
+            continue  # the namespace went away while we looked
+    return result

@@ -1,0 +1,121 @@
+"""tcpstates: decoding, filters and the summary (transitions + live sockets)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from .. import netlink
+from ..decoders import TCP_STATES, inet_addr, tcp_state
+from ..errors import PyprobeError
+from ..probe import PREFIX, Probe
+from ..registry import register
+from ..structs import F_DELTA_KNOWN, F_OWNER_KNOWN, TcpStateEvent
+
+# CLOCK_MONOTONIC (bpf_ktime_get_ns) -> wall clock, fixed once per process.
+_MONO_TO_WALL = time.time() - time.monotonic()
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The stream's filters, compiled into the program as constants."""
+
+    pid: int | None = None
+    lports: tuple[int, ...] = ()
+    dports: tuple[int, ...] = ()
+    family: int | None = None
+    netns: int | None = None
+
+    def cflags(self) -> list[str]:
+        flags = []
+        if self.pid is not None:
+            flags.append(f"-DFILTER_PID={self.pid}")
+        if self.family is not None:
+            flags.append(f"-DFILTER_FAMILY={self.family}")
+        if self.netns is not None:
+            flags.append(f"-DFILTER_NETNS={self.netns}u")
+        for macro, ports in (("LPORT_MATCH", self.lports), ("DPORT_MATCH", self.dports)):
+            if ports:
+                flags.append(f"-D{macro}(p)=(" + "||".join(f"(p)=={p}" for p in ports) + ")")
+        return flags
+
+
+def parse_ports(text: str | None) -> tuple[int, ...]:
+    """ "80,443" -> (80, 443); anything else is a one-line error."""
+    if not text:
+        return ()
+    ports = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or not 0 < int(part) < 65536:
+            raise PyprobeError(
+                f"bad port {part!r} in {text!r}: expected numbers 1-65535, comma-separated"
+            )
+        ports.append(int(part))
+    return tuple(dict.fromkeys(ports))
+
+
+@register("tcpstates")
+class TcpStates(Probe):
+    filters = Filters()
+
+    def attach(
+        self, stream: bool = False, cflags: Sequence[str] = (), filters: Filters | None = None
+    ) -> None:
+        if filters is not None:
+            self.filters = filters
+        if self.filters.netns is not None:
+            choice = self.available()
+            if "OFF_NET_INUM" in choice.offsets.absent or choice.offsets.source == "none":
+                raise PyprobeError(
+                    "--netns needs the socket's namespace: no BTF or matching headers"
+                )
+        super().attach(stream=stream, cflags=[*self.filters.cflags(), *cflags])
+
+    def decode(self, raw: bytes) -> dict[str, Any]:
+        ev = TcpStateEvent.from_buffer_copy(raw)
+        return {
+            "time": ev.ts_ns / 1e9 + _MONO_TO_WALL,
+            "ts_ns": ev.ts_ns,
+            "skaddr": f"{ev.skaddr:#x}",
+            "pid": ev.pid,
+            "comm": ev.comm.decode(errors="replace"),
+            "owner_known": bool(ev.flags & F_OWNER_KNOWN),
+            "netns": ev.netns,
+            "family": "IPv6" if ev.family == socket.AF_INET6 else "IPv4",
+            "saddr": inet_addr(ev.family, bytes(ev.saddr)),
+            "sport": ev.sport,
+            "daddr": inet_addr(ev.family, bytes(ev.daddr)),
+            "dport": ev.dport,
+            "oldstate": tcp_state(ev.oldstate),
+            "newstate": tcp_state(ev.newstate),
+            "ms": ev.delta_ns / 1e6 if ev.flags & F_DELTA_KNOWN else None,
+        }
+
+    def transitions(self) -> dict[tuple[str, str], int]:
+        spec = next(m for m in self.manifest.metrics if m.map == "transitions")
+        return {(old, new): v for (old, new), v in self.samples(spec)}
+
+    @staticmethod
+    def live_sockets(netns: int | None = None) -> dict[int, dict[str, int]]:
+        """inode -> {state: count} from sock_diag, like `netstat -n | awk` per namespace."""
+        return {ino: dict(c) for ino, c in netlink.tcp_state_counts_by_netns(netns).items()}
+
+    def collect(self) -> Iterable[Metric]:
+        yield from super().collect()
+        names = netlink.named_netns()
+        sockets = GaugeMetricFamily(
+            PREFIX + "tcp_sockets",
+            "Live TCP sockets by state and network namespace (sock_diag).",
+            labels=["netns", "state"],
+        )
+        for inode, counts in self.live_sockets().items():
+            for state in TCP_STATES.values():
+                if state in counts:
+                    sockets.add_metric([netlink.netns_label(inode, names), state], counts[state])
+        yield sockets

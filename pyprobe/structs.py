@@ -1,0 +1,32 @@
+"""ctypes mirrors of bpf/pyprobe.h (tests compare every field with gcc's view)."""
+
+import ctypes
+
+COMM_LEN = 16
+TCP_STATE_SLOTS = 16
+F_OWNER_KNOWN = 0x1
+F_DELTA_KNOWN = 0x2
+
+
+class TcpStateEvent(ctypes.Structure):
+    _fields_ = [
+        ("ts_ns", ctypes.c_uint64),
+        ("skaddr", ctypes.c_uint64),
+        ("delta_ns", ctypes.c_uint64),
+        ("pid", ctypes.c_uint32),
+        ("netns", ctypes.c_uint32),
+        ("saddr", ctypes.c_uint8 * 16),
+        ("daddr", ctypes.c_uint8 * 16),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("family", ctypes.c_uint16),
+        ("oldstate", ctypes.c_uint8),
+        ("newstate", ctypes.c_uint8),
+        ("flags", ctypes.c_uint32),
+        ("comm", ctypes.c_char * COMM_LEN),
+        ("_pad", ctypes.c_uint32),
+    ]
+
+
+# Struct name in pyprobe.h -> mirror; the manifests' [event].struct refers to these.
+STRUCTS: dict[str, type[ctypes.Structure]] = {"tcpstate_event": TcpStateEvent}

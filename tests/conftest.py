@@ -1,0 +1,38 @@
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from pyprobe.kernel import KernelEnv
+
+
+def pytest_collection_modifyitems(config, items):
+    """Kernel/root tests need root: skipping them silently would hide a broken
+    CI, so as non-root they are skipped with a reason that says so."""
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="needs root (make test runs as root)")
+    for item in items:
+        if "root" in item.keywords or "kernel" in item.keywords:
+            item.add_marker(skip)
+
+
+def bpf_prog_count() -> int:
+    out = subprocess.run(["bpftool", "prog", "show"], capture_output=True, text=True, check=True)
+    return sum(1 for line in out.stdout.splitlines() if line[:1].isdigit())
+
+
+@pytest.fixture
+def env() -> KernelEnv:
+    return KernelEnv.detect()
+
+
+@pytest.fixture
+def no_programs_left():
+    """Assert the test leaves the kernel with as many BPF programs as it found."""
+    if not shutil.which("bpftool"):
+        pytest.fail("bpftool missing: run make setup")
+    before = bpf_prog_count()
+    yield
+    assert bpf_prog_count() == before

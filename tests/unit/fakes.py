@@ -1,0 +1,105 @@
+"""A fake loader with the Program interface: maps are dicts, the ring buffer a list."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyprobe.btf import BTFError, Field
+
+from pyprobe.kernel import KernelEnv
+from pyprobe.manifest import Hook
+
+
+class FakeProgram:
+    def __init__(self, hook: Hook, cflags: list[str], maps: dict, events: list[bytes]):
+        self.hook, self.cflags, self.maps, self.queued = hook, cflags, maps, events
+        self.callbacks: dict = {}
+        self.closed = False
+
+    def read_counts(self, map_name: str) -> dict[int, int]:
+        return {k: v for k, v in self.maps.get(map_name, {}).items() if v}
+
+    def open_ringbuf(self, map_name: str, callback) -> None:
+        self.callbacks[map_name] = callback
+
+    def poll(self, timeout_ms: int) -> None:
+        for cb in self.callbacks.values():
+            while self.queued:
+                cb(self.queued.pop(0))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeLoader:
+    def __init__(self, maps: dict | None = None, events: list[bytes] | None = None):
+        self.maps = maps or {}
+        self.events = events or []
+        self.programs: list[FakeProgram] = []
+
+    def load(self, source: Path, hook: Hook, cflags: list[str]) -> FakeProgram:
+        prog = FakeProgram(hook, cflags, self.maps, self.events)
+        self.programs.append(prog)
+        return prog
+
+
+class FakeBTF:
+    """Field offsets by dotted path; raises like the real one for the rest."""
+
+    def __init__(self, fields: dict[str, tuple[int, int]], types: set[str] = frozenset()):
+        self.fields, self.types = fields, set(types)
+
+    def field(self, path: str) -> Field:
+        if path not in self.fields:
+            raise BTFError(f"{path}: no member")
+        off, size = self.fields[path]
+        return Field(off, size, False)
+
+    def has_type(self, name: str) -> bool:
+        return name in self.types
+
+
+TCPSTATES_FIELDS = {
+    "sock_common.skc_family": (16, 2), "sock_common.skc_state": (18, 1),
+    "inet_sock.inet_sport": (782, 2), "sock_common.skc_dport": (12, 2),
+    "sock_common.skc_daddr": (0, 4), "sock_common.skc_rcv_saddr": (4, 4),
+    "sock_common.skc_v6_daddr": (56, 16), "sock_common.skc_v6_rcv_saddr": (72, 16),
+    "sock.sk_protocol": (532, 2), "sock_common.skc_net.net": (48, 8), "net.ns.inum": (176, 4),
+}
+
+
+@dataclass
+class FakeEnv(KernelEnv):
+    tracepoints: frozenset[str] = frozenset({"sock:inet_sock_set_state"})
+    symbols: frozenset[str] = frozenset({"tcp_set_state"})
+    fake_btf: FakeBTF | None = None
+
+    def btf(self):
+        return self.fake_btf
+
+    def tracepoint_exists(self, target: str) -> bool:
+        return self.tracefs is not None and target in self.tracepoints
+
+    def raw_tracepoint_exists(self, name: str) -> bool:
+        return self.fake_btf is not None and self.fake_btf.has_type(f"btf_trace_{name}")
+
+    def kernel_symbol(self, name: str) -> bool:
+        return name in self.symbols
+
+
+def fake_env(**over) -> FakeEnv:
+    """A machine like CI's: BTF and tracefs, no kprobes, root, bcc, mismatched headers."""
+    base = dict(
+        fake_btf=FakeBTF(TCPSTATES_FIELDS, {"btf_trace_inet_sock_set_state"}),
+        release="6.18.0-test",
+        tracefs=Path("/nonexistent/tracing"),
+        btf_path=None,
+        headers=Path("/lib/modules/x/build"),
+        headers_release="6.1.0",
+        kprobes=False,
+        cap_eff=(1 << 41) - 1,
+        bcc=True,
+    )
+    base.update(over)
+    return FakeEnv(**base)

@@ -1,0 +1,87 @@
+"""Hook choice: the first usable hook in manifest order, each verdict with its reason."""
+
+from pathlib import Path
+
+from fakes import FakeBTF, fake_env
+
+from pyprobe import registry
+from pyprobe.hooks import choose
+
+
+def tcpstates():
+    return registry.manifests()["tcpstates"]
+
+
+def labels(choice):
+    return [(v.hook.kind, v.usable) for v in choice.verdicts]
+
+
+def test_raw_tracepoint_preferred_with_btf_offsets():
+    choice = choose(tcpstates(), fake_env())
+    assert choice.hook.kind == "raw_tracepoint"
+    assert choice.offsets.source == "btf"
+    assert "-DOFF_NET_INUM=176" in choice.offsets.cflags
+    assert "-DOFF_INET_SPORT=782" in choice.offsets.cflags
+    assert labels(choice) == [("raw_tracepoint", True), ("tracepoint", True), ("kprobe", False)]
+    assert "kprobes not available" in choice.verdicts[2].reason
+
+
+def test_no_btf_mismatched_headers_falls_back_to_tracepoint_without_offsets():
+    choice = choose(tcpstates(), fake_env(fake_btf=None))
+    assert choice.hook.kind == "tracepoint"
+    assert choice.offsets.source == "none"
+    assert "no BTF and no headers matching" in choice.verdicts[0].reason or (
+        "no raw tracepoint" in choice.verdicts[0].reason
+    )
+
+
+def test_no_btf_but_matching_headers_lets_compiler_compute_offsets():
+    env = fake_env(fake_btf=None, headers_release="6.18.0-test", kprobes=True)
+    choice = choose(tcpstates(), env)
+    assert choice.offsets.source == "headers"
+    assert "-DOFF_NET_INUM=__builtin_offsetof(struct net, ns.inum)" in choice.offsets.cflags
+    assert "-DPYPROBE_OFFSETS_FROM_HEADERS" in choice.offsets.cflags
+
+
+def test_tracefs_missing_names_the_fix():
+    env = fake_env(tracefs=None, fake_btf=None)
+    choice = choose(tcpstates(), env)
+    assert choice.hook is None
+    assert "mount -t tracefs" in choice.reason
+
+
+def test_disabled_hooks_give_kprobe_fallback():
+    env = fake_env(kprobes=True, disabled_hooks=frozenset({"raw_tracepoint", "tracepoint"}))
+    choice = choose(tcpstates(), env)
+    assert choice.hook.kind == "kprobe" and choice.hook.target == "tcp_set_state"
+    assert choice.verdicts[0].reason == "disabled by PYPROBE_DISABLE_HOOKS"
+
+
+def test_disable_by_label_and_missing_kernel_function():
+    env = fake_env(kprobes=True, symbols=frozenset(),
+                   disabled_hooks=frozenset({"raw_tracepoint:inet_sock_set_state"}))
+    choice = choose(tcpstates(), env)
+    assert choice.hook.kind == "tracepoint"
+    assert "no kernel function tcp_set_state" in choice.verdicts[2].reason
+
+
+def test_struct_size_mismatch_in_btf_blocks_offset_hooks_only():
+    fields = {"sock.sk_protocol": (532, 1)}  # a kernel where it is a byte (or a bitfield)
+    env = fake_env(fake_btf=FakeBTF(fields, {"btf_trace_inet_sock_set_state"}))
+    choice = choose(tcpstates(), env)
+    assert choice.hook.kind == "tracepoint"
+    assert "expected 2 bytes" in choice.verdicts[0].reason
+
+
+def test_optional_offset_missing_is_absent_not_fatal():
+    fields = {k: v for k, v in __import__("fakes").TCPSTATES_FIELDS.items() if k != "net.ns.inum"}
+    env = fake_env(fake_btf=FakeBTF(fields, {"btf_trace_inet_sock_set_state"}))
+    choice = choose(tcpstates(), env)
+    assert choice.hook.kind == "raw_tracepoint"
+    assert choice.offsets.absent == {"OFF_NET_INUM"}
+
+
+def test_manifest_program_pairs_by_stem():
+    m = tcpstates()
+    assert m.program.name == "tcpstates.bpf.c" and m.program.is_file()
+    assert Path(m.path).stem == m.name

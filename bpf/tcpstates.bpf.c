@@ -127,7 +127,8 @@ static __always_inline int stream(struct change *c)
 
 	/* Filters: constants compiled in, applied before the ring buffer. */
 #ifdef FILTER_PID
-	if (cur.pid != FILTER_PID)
+	/* -p means "sockets this process owns": a guessed pid never matches. */
+	if (!(cur.flags & PYPROBE_F_OWNER_KNOWN) || cur.pid != FILTER_PID)
 		return 0;
 #endif
 #ifdef FILTER_FAMILY

@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except Terminated:
         sys.exit(143)
+    except PermissionError as e:
+        # Last resort: a path we may not read, named, instead of a traceback.
+        _fail(f"permission denied: {e.filename or e}: run as root (or with CAP_BPF+CAP_PERFMON)", 2)
     except BrokenPipeError:
         # `pyprobe ... | head`: the reader left; not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Callable
+from pathlib import Path
 
 from . import registry
 from .errors import PyprobeError
@@ -34,13 +35,12 @@ def report(env: KernelEnv, echo: Callable[[str], None]) -> bool:
         if env.btf()
         else "missing: raw tracepoints and kprobes need struct offsets (CONFIG_DEBUG_INFO_BTF=y)",
     )
-    line(
-        OK if env.tracefs else NO,
-        "tracefs",
-        str(env.tracefs)
-        if env.tracefs
-        else "not mounted: mount -t tracefs tracefs /sys/kernel/tracing",
-    )
+    if env.tracefs:
+        line(OK, "tracefs", str(env.tracefs))
+    elif Path("/sys/kernel/tracing/events").exists() or not env.can_load_bpf:
+        line(NO, "tracefs", "not readable without root (or not mounted): run as root")
+    else:
+        line(NO, "tracefs", "not mounted: mount -t tracefs tracefs /sys/kernel/tracing")
     if env.headers is None:
         line(NO, "headers", f"missing: /lib/modules/{env.release}/build (run `make setup`)")
     elif env.headers_match:

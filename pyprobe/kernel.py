@@ -20,6 +20,14 @@ TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/traci
 CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 21, 38, 39
 
 
+def _is_dir(path: Path) -> bool:
+    """is_dir() that says False where we may not look (tracefs is 0700 for non-root)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text()
@@ -45,10 +53,10 @@ class KernelEnv:
     @classmethod
     def detect(cls) -> KernelEnv:
         release = os.uname().release
-        tracefs = next((p for p in TRACEFS_CANDIDATES if (p / "events").is_dir()), None)
+        tracefs = next((p for p in TRACEFS_CANDIDATES if _is_dir(p / "events")), None)
         btf = Path("/sys/kernel/btf/vmlinux")
         build = Path(f"/lib/modules/{release}/build")
-        headers = build if (build / "include").is_dir() else None
+        headers = build if _is_dir(build / "include") else None
         kprobes = Path("/sys/bus/event_source/devices/kprobe").exists() or bool(
             tracefs and (tracefs / "kprobe_events").exists()
         )
@@ -90,14 +98,17 @@ class KernelEnv:
 
     def tracepoint_exists(self, target: str) -> bool:
         category, _, event = target.partition(":")
-        return bool(self.tracefs and (self.tracefs / "events" / category / event).is_dir())
+        return bool(self.tracefs and _is_dir(self.tracefs / "events" / category / event))
 
     def raw_tracepoint_exists(self, name: str) -> bool:
         btf = self.btf()
         if btf is not None:
             return btf.has_type(f"btf_trace_{name}")
         # Without BTF: every raw tracepoint is also a classic one somewhere.
-        return bool(self.tracefs and any((self.tracefs / "events").glob(f"*/{name}")))
+        try:
+            return bool(self.tracefs and any((self.tracefs / "events").glob(f"*/{name}")))
+        except OSError:
+            return False
 
     def kernel_symbol(self, name: str) -> bool:
         return _kallsyms().get(name, False)
@@ -125,10 +136,10 @@ def _headers_release(build: Path) -> str | None:
 def mount_tracefs() -> Path | None:
     """Mount tracefs where it is missing (needs root); None when it cannot be."""
     target = TRACEFS_CANDIDATES[0]
-    if (target / "events").is_dir():
+    if _is_dir(target / "events"):
         return target
-    if os.geteuid() != 0 or not target.is_dir():
+    if os.geteuid() != 0 or not _is_dir(target):
         return None
     libc = ctypes.CDLL(None, use_errno=True)
     rc = libc.mount(b"tracefs", str(target).encode(), b"tracefs", 0, None)
-    return target if rc == 0 and (target / "events").is_dir() else None
+    return target if rc == 0 and _is_dir(target / "events") else None

@@ -99,7 +99,7 @@ class Server:
 
     def _run(self) -> None:
         try:
-            srv = socket.socket()
+            srv = socket.socket(socket.AF_INET6 if ":" in self.addr else socket.AF_INET)
             srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             srv.bind((self.addr, self.port))
             srv.listen(1024)

@@ -78,7 +78,7 @@ class BccProgram:
 
     def read_counts(self, map_name: str) -> dict[int, int]:
         """key -> value (summed over CPUs for per-CPU maps), zero values left out."""
-        table = self.bpf[map_name]
+        table = self.bpf[map_name.encode()]
         percpu = hasattr(table, "sum")
         out: dict[int, int] = {}
         try:
@@ -100,7 +100,7 @@ class BccProgram:
             callback(ctypes.string_at(data, size))
             return 0
 
-        self.bpf[map_name].open_ring_buffer(on_event)
+        self.bpf[map_name.encode()].open_ring_buffer(on_event)
 
     def poll(self, timeout_ms: int) -> None:
         self.bpf.ring_buffer_poll(timeout_ms)

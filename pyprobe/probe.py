@@ -56,11 +56,11 @@ class Probe:
     def attach(self, stream: bool = False, cflags: Sequence[str] = ()) -> None:
         if self.program is not None:
             return
+        if isinstance(self.loader, BccLoader):
+            preflight(self.env)  # first: a missing privilege explains everything after it
         choice = self.available()
         if choice.hook is None:
             raise PyprobeError(f"{self.name}: no usable hook on this kernel: {choice.reason}")
-        if isinstance(self.loader, BccLoader):
-            preflight(self.env)
         if stream and self.manifest.event is None:
             raise PyprobeError(f"{self.name}: has no event stream")
         flags = [*choice.offsets.cflags, *(["-DSTREAM"] if stream else []), *cflags]

@@ -1,6 +1,7 @@
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -23,6 +24,15 @@ def bpf_prog_count() -> int:
     return sum(1 for line in out.stdout.splitlines() if line[:1].isdigit())
 
 
+def settled_prog_count(expected: int, within: float = 1.0) -> int:
+    """The program count once it reaches expected, or after `within` seconds.
+    The kernel frees a detached program after an RCU grace period, not at close()."""
+    deadline = time.monotonic() + within
+    while (n := bpf_prog_count()) != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return n
+
+
 @pytest.fixture
 def env() -> KernelEnv:
     return KernelEnv.detect()
@@ -35,4 +45,4 @@ def no_programs_left():
         pytest.fail("bpftool missing: run make setup")
     before = bpf_prog_count()
     yield
-    assert bpf_prog_count() == before
+    assert settled_prog_count(before) == before

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyprobe.btf import BTFError, Field
-
 from pyprobe.kernel import KernelEnv
 from pyprobe.manifest import Hook
 
@@ -61,11 +60,17 @@ class FakeBTF:
 
 
 TCPSTATES_FIELDS = {
-    "sock_common.skc_family": (16, 2), "sock_common.skc_state": (18, 1),
-    "inet_sock.inet_sport": (782, 2), "sock_common.skc_dport": (12, 2),
-    "sock_common.skc_daddr": (0, 4), "sock_common.skc_rcv_saddr": (4, 4),
-    "sock_common.skc_v6_daddr": (56, 16), "sock_common.skc_v6_rcv_saddr": (72, 16),
-    "sock.sk_protocol": (532, 2), "sock_common.skc_net.net": (48, 8), "net.ns.inum": (176, 4),
+    "sock_common.skc_family": (16, 2),
+    "sock_common.skc_state": (18, 1),
+    "inet_sock.inet_sport": (782, 2),
+    "sock_common.skc_dport": (12, 2),
+    "sock_common.skc_daddr": (0, 4),
+    "sock_common.skc_rcv_saddr": (4, 4),
+    "sock_common.skc_v6_daddr": (56, 16),
+    "sock_common.skc_v6_rcv_saddr": (72, 16),
+    "sock.sk_protocol": (532, 2),
+    "sock_common.skc_net.net": (48, 8),
+    "net.ns.inum": (176, 4),
 }
 
 

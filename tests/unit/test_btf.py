@@ -30,8 +30,9 @@ class Blob:
         return struct.pack("<III", self.s(name) if name else 0, tid, bit_off)
 
     def bytes(self) -> bytes:
-        hdr = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(self.types), len(self.types),
-                          len(self.strings))
+        hdr = struct.pack(
+            "<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(self.types), len(self.types), len(self.strings)
+        )
         return hdr + self.types + self.strings
 
 
@@ -45,10 +46,20 @@ def build() -> bytes:
     possible_t = b.add("possible_net_t", TYPEDEF, 0, possible)
     inner = b.add("", STRUCT, 2, 4, b.member("daddr", u16, 0) + b.member("saddr", u16, 16))
     anon = b.add("", UNION, 2, 4, b.member("pair", u32, 0) + b.member("", inner, 0))
-    b.add("sk", STRUCT, 4, 24,
-          b.member("", anon, 0) + b.member("family", u16, 32) + b.member("skc_net", possible_t, 64)
-          + b.member("flags", u32, (3 << 24) | 128), kind_flag=1)
-    b.add("state", ENUM, 2, 4, struct.pack("<Ii", b.s("ONE"), 1) + struct.pack("<Ii", b.s("TWO"), 2))
+    b.add(
+        "sk",
+        STRUCT,
+        4,
+        24,
+        b.member("", anon, 0)
+        + b.member("family", u16, 32)
+        + b.member("skc_net", possible_t, 64)
+        + b.member("flags", u32, (3 << 24) | 128),
+        kind_flag=1,
+    )
+    b.add(
+        "state", ENUM, 2, 4, struct.pack("<Ii", b.s("ONE"), 1) + struct.pack("<Ii", b.s("TWO"), 2)
+    )
     b.add("btf_trace_x", TYPEDEF, 0, u32)
     return b.bytes()
 

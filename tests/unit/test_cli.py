@@ -11,11 +11,32 @@ from pyprobe import cli, probe
 from pyprobe.structs import F_DELTA_KNOWN, F_OWNER_KNOWN, TcpStateEvent
 
 
-def event(old, new, sport, dport, pid=42, comm=b"curl", flags=F_OWNER_KNOWN | F_DELTA_KNOWN,
-          delta_ns=1_500_000, family=socket.AF_INET, netns=4026531840):
-    ev = TcpStateEvent(ts_ns=10**9, skaddr=0xFFFF888012345678, delta_ns=delta_ns, pid=pid,
-                       netns=netns, sport=sport, dport=dport, family=family, oldstate=old,
-                       newstate=new, flags=flags, comm=comm)
+def event(
+    old,
+    new,
+    sport,
+    dport,
+    pid=42,
+    comm=b"curl",
+    flags=F_OWNER_KNOWN | F_DELTA_KNOWN,
+    delta_ns=1_500_000,
+    family=socket.AF_INET,
+    netns=4026531840,
+):
+    ev = TcpStateEvent(
+        ts_ns=10**9,
+        skaddr=0xFFFF888012345678,
+        delta_ns=delta_ns,
+        pid=pid,
+        netns=netns,
+        sport=sport,
+        dport=dport,
+        family=family,
+        oldstate=old,
+        newstate=new,
+        flags=flags,
+        comm=comm,
+    )
     if family == socket.AF_INET:
         ev.saddr[:4] = [10, 0, 0, 1]
         ev.daddr[:4] = [10, 0, 0, 2]
@@ -28,10 +49,12 @@ def event(old, new, sport, dport, pid=42, comm=b"curl", flags=F_OWNER_KNOWN | F_
 def fake(monkeypatch):
     loader = FakeLoader(
         maps={"transitions": {7 * 16 + 2: 5, 2 * 16 + 1: 4, 2 * 16 + 7: 1}, "lost": {0: 0}},
-        events=[event(7, 2, 0, 80, flags=F_OWNER_KNOWN, delta_ns=0),
-                event(2, 1, 5555, 80),
-                event(3, 1, 80, 5555, pid=7, comm=b"ksoftirqd/0", flags=F_DELTA_KNOWN),
-                event(7, 2, 0, 443, family=socket.AF_INET6, flags=F_OWNER_KNOWN)],
+        events=[
+            event(7, 2, 0, 80, flags=F_OWNER_KNOWN, delta_ns=0),
+            event(2, 1, 5555, 80),
+            event(3, 1, 80, 5555, pid=7, comm=b"ksoftirqd/0", flags=F_DELTA_KNOWN),
+            event(7, 2, 0, 443, family=socket.AF_INET6, flags=F_OWNER_KNOWN),
+        ],
     )
     monkeypatch.setattr(probe, "DEFAULT_LOADER", lambda: loader)
     monkeypatch.setattr(cli, "_env", lambda: fake_env())
@@ -51,8 +74,11 @@ def test_stream_ndjson(fake, capsys):
     assert code == 0
     records = [json.loads(line) for line in out.splitlines()]
     assert [(r["oldstate"], r["newstate"]) for r in records] == [
-        ("CLOSE", "SYN_SENT"), ("SYN_SENT", "ESTABLISHED"), ("SYN_RECV", "ESTABLISHED"),
-        ("CLOSE", "SYN_SENT")]
+        ("CLOSE", "SYN_SENT"),
+        ("SYN_SENT", "ESTABLISHED"),
+        ("SYN_RECV", "ESTABLISHED"),
+        ("CLOSE", "SYN_SENT"),
+    ]
     first, second, third, v6 = records
     assert first["ms"] is None and second["ms"] == 1.5
     assert second["saddr"] == "10.0.0.1" and second["sport"] == 5555 and second["dport"] == 80
@@ -67,6 +93,7 @@ def test_stream_ndjson(fake, capsys):
 
 def test_stream_text_marks_guessed_owner(fake, capsys):
     code, out, _ = run(capsys, "tcpstates", "-T", "-d", "0.05")
+    assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith("TIME     SKADDR")
     assert "SYN_SENT -> ESTABLISHED" in lines[2] and "1.500" in lines[2] and "curl " in lines[2]
@@ -75,7 +102,9 @@ def test_stream_text_marks_guessed_owner(fake, capsys):
 
 
 def test_filters_compile_into_the_program(fake, capsys):
-    code, _, _ = run(capsys, "tcpstates", "-p", "42", "-L", "80,443", "-D", "22", "-4", "-d", "0.01")
+    code, _, _ = run(
+        capsys, "tcpstates", "-p", "42", "-L", "80,443", "-D", "22", "-4", "-d", "0.01"
+    )
     flags = fake.programs[0].cflags
     assert code == 0
     assert "-DFILTER_PID=42" in flags
@@ -85,8 +114,10 @@ def test_filters_compile_into_the_program(fake, capsys):
 
 
 def test_summary_table(fake, capsys, monkeypatch):
-    monkeypatch.setattr("pyprobe.probes.tcpstates.TcpStates.live_sockets",
-                        staticmethod(lambda netns=None: {4026531840: {"LISTEN": 2, "TIME_WAIT": 3}}))
+    monkeypatch.setattr(
+        "pyprobe.probes.tcpstates.TcpStates.live_sockets",
+        staticmethod(lambda netns=None: {4026531840: {"LISTEN": 2, "TIME_WAIT": 3}}),
+    )
     code, out, _ = run(capsys, "tcpstates", "--summary", "0.01", "1")
     assert code == 0
     assert re.search(r"│ CLOSE +│ SYN_SENT +│ +5 │ +5 │", out)
@@ -111,7 +142,7 @@ def test_summary_table(fake, capsys, monkeypatch):
 )
 def test_bad_input_is_one_line_exit_2(fake, capsys, argv, message):
     code, out, err = run(capsys, *argv)
-    assert code == 2
+    assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("pyprobe: error: ")
     assert message in err
     assert "Traceback" not in err

@@ -58,8 +58,11 @@ def test_disabled_hooks_give_kprobe_fallback():
 
 
 def test_disable_by_label_and_missing_kernel_function():
-    env = fake_env(kprobes=True, symbols=frozenset(),
-                   disabled_hooks=frozenset({"raw_tracepoint:inet_sock_set_state"}))
+    env = fake_env(
+        kprobes=True,
+        symbols=frozenset(),
+        disabled_hooks=frozenset({"raw_tracepoint:inet_sock_set_state"}),
+    )
     choice = choose(tcpstates(), env)
     assert choice.hook.kind == "tracepoint"
     assert "no kernel function tcp_set_state" in choice.verdicts[2].reason

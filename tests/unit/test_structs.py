@@ -11,14 +11,13 @@ from pyprobe.paths import bpf_dir
 
 
 def c_layout(tmp_path, struct: str, fields: list[str]) -> dict[str, int]:
-    checks = "\n".join(
-        f'printf("{f} %zu\\n", offsetof(struct {struct}, {f}));' for f in fields
-    )
+    checks = "\n".join(f'printf("{f} %zu\\n", offsetof(struct {struct}, {f}));' for f in fields)
     src = tmp_path / "layout.c"
     src.write_text(
         "#include <stdio.h>\n#include <stddef.h>\n#include <linux/types.h>\n"
         '#include "pyprobe.h"\n'
-        f'int main(void) {{ {checks} printf("sizeof %zu\\n", sizeof(struct {struct})); return 0; }}\n'
+        f"int main(void) {{ {checks}\n"
+        f'printf("sizeof %zu\\n", sizeof(struct {struct})); return 0; }}\n'
     )
     exe = tmp_path / "layout"
     subprocess.run(["gcc", f"-I{bpf_dir()}", "-o", exe, src], check=True)

@@ -24,7 +24,10 @@
 #endif
 
 #ifndef RINGBUF_PAGES
-#define RINGBUF_PAGES 64
+#define RINGBUF_PAGES 512 /* 2 MiB: ~20k events of burst before a loss */
+#endif
+#ifndef WAKEUP_EVERY
+#define WAKEUP_EVERY 64
 #endif
 #ifndef SOCKETS_MAX
 #define SOCKETS_MAX 65536
@@ -46,6 +49,7 @@ struct sk_owner {
 BPF_TABLE("lru_hash", u64, struct sk_owner, sockets, SOCKETS_MAX);
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(lost, u64, 1);
+BPF_PERCPU_ARRAY(submitted, u64, 1);
 #endif
 
 #define READ_AT(dst, base, off) bpf_probe_read_kernel(&(dst), sizeof(dst), (const char *)(base) + (off))
@@ -172,30 +176,30 @@ static __always_inline int stream(struct change *c)
 	e->flags = flags;
 	__builtin_memcpy(e->comm, cur.comm, sizeof(e->comm));
 	e->_pad = 0;
-	events.ringbuf_submit(e, 0);
+	/* Waking the reader on every event costs more than the event itself:
+	 * wake it every WAKEUP_EVERY events per CPU (bursts), and let it drain
+	 * the rest on its poll tick (user space consumes after each poll). */
+	u32 zero = 0;
+	u64 *n = submitted.lookup(&zero);
+	u64 wake = n && ((*n)++ % WAKEUP_EVERY == 0);
+	events.ringbuf_submit(e, wake ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 	return 0;
 }
 #endif /* STREAM */
 
-static __always_inline int handle(struct change *c)
-{
-	count(c->oldstate, c->newstate);
-#ifdef STREAM
-	stream(c);
-#endif
-	return 0;
-}
-
 #if defined(HOOK_RAW_TP) || defined(HOOK_KPROBE)
-/* Read what the classic tracepoint would give us, straight from the socket. */
+/* Counting needs only the two states; the socket's addresses are read only
+ * when streaming, which keeps the always-on counter program cheap. */
 static __always_inline int from_sock(const void *sk, int oldstate, int newstate)
 {
-	struct change c = {};
-	u16 proto = 0, sport_be = 0, dport_be = 0;
-
+	u16 proto = 0;
 	READ_AT(proto, sk, OFF_SK_PROTOCOL);
 	if (proto != IPPROTO_TCP)
 		return 0;
+	count(oldstate, newstate);
+#ifdef STREAM
+	struct change c = {};
+	u16 sport_be = 0, dport_be = 0;
 	c.sk = sk;
 	c.oldstate = oldstate;
 	c.newstate = newstate;
@@ -213,7 +217,9 @@ static __always_inline int from_sock(const void *sk, int oldstate, int newstate)
 		bpf_probe_read_kernel(c.saddr, 16, (const char *)sk + OFF_SKC_V6_RCV_SADDR);
 		bpf_probe_read_kernel(c.daddr, 16, (const char *)sk + OFF_SKC_V6_DADDR);
 	}
-	return handle(&c);
+	stream(&c);
+#endif
+	return 0;
 }
 #endif
 
@@ -243,9 +249,11 @@ int on_kprobe(struct pt_regs *ctx)
  * so its layout is the running kernel's. */
 int on_tp(struct tracepoint__sock__inet_sock_set_state *args)
 {
-	struct change c = {};
 	if (args->protocol != IPPROTO_TCP)
 		return 0;
+	count(args->oldstate, args->newstate);
+#ifdef STREAM
+	struct change c = {};
 	c.sk = args->skaddr;
 	c.oldstate = args->oldstate;
 	c.newstate = args->newstate;
@@ -259,6 +267,8 @@ int on_tp(struct tracepoint__sock__inet_sock_set_state *args)
 		__builtin_memcpy(c.saddr, args->saddr_v6, 16);
 		__builtin_memcpy(c.daddr, args->daddr_v6, 16);
 	}
-	return handle(&c);
+	stream(&c);
+#endif
+	return 0;
 }
 #endif

@@ -103,7 +103,10 @@ class BccProgram:
         self.bpf[map_name.encode()].open_ring_buffer(on_event)
 
     def poll(self, timeout_ms: int) -> None:
+        # The program wakes us only when a backlog builds up (BPF_RB_NO_WAKEUP
+        # otherwise), so after the wait also take whatever is there.
         self.bpf.ring_buffer_poll(timeout_ms)
+        self.bpf.ring_buffer_consume()
 
     def close(self) -> None:
         if not self._closed:

@@ -210,10 +210,29 @@ def _tcpstates_stream(filters: Any, as_json: bool, timestamp: bool, duration: fl
     names = netlink.named_netns()
     deadline = time.monotonic() + duration if duration else None
     out = sys.stdout
+
+    looked_up: set[int] = set()  # unnamed namespaces: rescan /run/netns once, not per event
+
+    def emit(events: list[dict[str, Any]]) -> None:
+        nonlocal names
+        for ev in events:
+            if ev["netns"] and ev["netns"] not in names and ev["netns"] not in looked_up:
+                names = netlink.named_netns()  # perhaps named since we started
+                looked_up.add(ev["netns"])
+            if as_json:
+                ev["netns_name"] = names.get(ev["netns"])
+                out.write(ndjson(ev) + "\n")
+            else:
+                out.write(
+                    tcpstate_line(ev, netlink.netns_label(ev["netns"], names), timestamp) + "\n"
+                )
+        if events:
+            out.flush()
+
     with _attached("tcpstates", stream=True, filters=filters) as probe:
+        ending = f"Ending after {duration:g}s" if duration else "Ctrl-C to end"
         print(
-            f"Tracing TCP state changes via {probe.hook.label}... "
-            f"{f'Ending after {duration:g}s' if duration else 'Ctrl-C to end'}.",
+            f"Tracing TCP state changes via {probe.hook.label}... {ending}.",
             file=sys.stderr,
             flush=True,
         )
@@ -221,30 +240,9 @@ def _tcpstates_stream(filters: Any, as_json: bool, timestamp: bool, duration: fl
             print(("TIME     " if timestamp else "") + TCPSTATE_HEADER, file=out, flush=True)
         try:
             while deadline is None or time.monotonic() < deadline:
-                events = probe.events(timeout_ms=100)
-                for ev in events:
-                    if ev["netns"] and ev["netns"] not in names:
-                        names = netlink.named_netns()  # a namespace created since
-                    if as_json:
-                        ev["netns_name"] = names.get(ev["netns"])
-                        out.write(ndjson(ev) + "\n")
-                    else:
-                        label = netlink.netns_label(ev["netns"], names)
-                        out.write(tcpstate_line(ev, label, timestamp) + "\n")
-                if events:
-                    out.flush()
+                emit(probe.events(timeout_ms=100))
         finally:
-            # Drain what is already in the ring buffer, then report losses.
-            for ev in probe.events(timeout_ms=0):
-                out.write(
-                    (
-                        ndjson(ev)
-                        if as_json
-                        else tcpstate_line(ev, netlink.netns_label(ev["netns"], names), timestamp)
-                    )
-                    + "\n"
-                )
-            out.flush()
+            emit(probe.events(timeout_ms=0))  # what is already in the ring buffer
             lost = probe.lost()
             print(
                 f"lost events: {lost}" + (" (ring buffer full)" if lost else ""),

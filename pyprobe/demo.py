@@ -85,7 +85,6 @@ def run(env: KernelEnv, connections: int = 40) -> None:
             )
             console.rule("[bold]What the kernel counted")
             total = probe.transitions()
-            print_total = {k: v for k, v in total.items()}
             live = {
                 names[ino]: c
                 for ino, c in (
@@ -94,8 +93,8 @@ def run(env: KernelEnv, connections: int = 40) -> None:
             }
             console.print(
                 transitions_table(
-                    print_total,
-                    print_total,
+                    total,
+                    total,
                     "TCP state transitions (in-kernel per-CPU counters, whole host)",
                 )
             )

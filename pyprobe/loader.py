@@ -129,11 +129,18 @@ class BccLoader:
             detail = _first_error(diagnostics[0] if diagnostics else "") or str(e)
             raise PyprobeError(f"{source.name}: compile failed: {detail}") from None
         program = BccProgram(bpf, hook)
+        log: list[str] = []
         try:
-            _attach(bpf, hook)
+            with _captured_stderr(log):  # bcc prints the verifier log here on failure
+                _attach(bpf, hook)
         except Exception as e:
             program.close()
-            raise PyprobeError(f"{source.name}: cannot attach {hook.label}: {e}") from None
+            last = (
+                next((ln for ln in reversed(log[0].splitlines()) if ln.strip()), "") if log else ""
+            )
+            raise PyprobeError(
+                f"{source.name}: cannot attach {hook.label}: {e} {last}".rstrip()
+            ) from None
         return program
 
 

@@ -10,6 +10,7 @@ detach()    -> nothing left in the kernel; also on `with` exit
 
 from __future__ import annotations
 
+import ctypes
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -93,7 +94,7 @@ class Probe:
         """Generic decode through the ctypes mirror; probes override for names."""
         assert self.manifest.event is not None
         cls = structs.STRUCTS[self.manifest.event.struct]
-        ev = cls.from_buffer_copy(raw[: _sizeof(cls)])
+        ev = cls.from_buffer_copy(raw[: ctypes.sizeof(cls)])
         return {name: getattr(ev, name) for name, *_ in ev._fields_ if not name.startswith("_")}
 
     def events(self, timeout_ms: int = 100) -> list[dict[str, Any]]:
@@ -149,9 +150,3 @@ class Probe:
                 row["value"] = value
                 rows.append(row)
         return rows
-
-
-def _sizeof(cls: type) -> int:
-    import ctypes
-
-    return ctypes.sizeof(cls)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Callable
-from pathlib import Path
 
 from . import registry
 from .errors import PyprobeError
@@ -37,7 +36,7 @@ def report(env: KernelEnv, echo: Callable[[str], None]) -> bool:
     )
     if env.tracefs:
         line(OK, "tracefs", str(env.tracefs))
-    elif Path("/sys/kernel/tracing/events").exists() or not env.can_load_bpf:
+    elif not env.can_load_bpf:  # tracefs is 0700: without privilege it looks absent
         line(NO, "tracefs", "not readable without root (or not mounted): run as root")
     else:
         line(NO, "tracefs", "not mounted: mount -t tracefs tracefs /sys/kernel/tracing")

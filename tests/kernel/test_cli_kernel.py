@@ -98,6 +98,21 @@ def test_not_root_is_one_clear_line():
     assert proc.stderr.count("\n") == 1
 
 
+@pytest.mark.skipif(not shutil.which("runuser"), reason="runuser missing")
+def test_doctor_as_non_root_reports_to_the_end():
+    proc = subprocess.run(
+        ["runuser", "-u", "nobody", "--", PYPROBE, "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert "[!!] tracefs        not readable without root" in proc.stdout
+    assert "[!!] capabilities   none: run as root" in proc.stdout
+    assert "probes can run here once the problem above is fixed" in proc.stdout
+    assert proc.stderr == ""
+
+
 def test_unknown_probe_and_bad_filter_exit_2():
     for args, msg in (
         (["nosuchprobe"], "No such command 'nosuchprobe'"),

@@ -179,6 +179,21 @@ class BTF:
             return Field(bits // 8, 0, True)
         return Field(bits // 8, self._size(mtype), False)
 
+    def raw_tp_args(self, name: str) -> int:
+        """How many arguments raw tracepoint `name` passes (0 when it does not exist).
+
+        btf_trace_<name> is a typedef of a pointer to the probe's prototype,
+        whose first parameter is the tracepoint's private data, not an argument.
+        """
+        for tid in self._by_name.get(f"btf_trace_{name}", []):
+            ptr = self._resolve(tid)
+            _, kind, _, _, ref = self._type(ptr)
+            if kind == _PTR:
+                _, pkind, vlen, _, _ = self._type(ref)
+                if pkind == _FUNC_PROTO:
+                    return max(vlen - 1, 0)
+        return 0
+
     def enum(self, name: str) -> dict[int, str]:
         """Values of a named enum (e.g. skb_drop_reason)."""
         for tid in self._by_name.get(name, []):

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import bisect
+import functools
 import ipaddress
+import re
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .kernel import KernelEnv
 
 # include/net/tcp_states.h; these numbers are uapi-stable.
 TCP_STATES = {
@@ -50,5 +59,185 @@ def family(value: int) -> str:
     return FAMILIES.get(value, str(value))
 
 
+ETH_PROTOCOLS = {0x0800: "IPv4", 0x86DD: "IPv6", 0x0806: "ARP", 0x8100: "VLAN", 0x88CC: "LLDP"}
+IP_PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP"}
+
+
+def eth_protocol(value: int) -> str:
+    return ETH_PROTOCOLS.get(value, f"0x{value:04x}")
+
+
+def ip_protocol(value: int) -> str:
+    return IP_PROTOCOLS.get(value, str(value))
+
+
 # Label decoders by the name used in manifests.
-DECODERS: dict[str, Callable[[int], str]] = {"tcp_state": tcp_state, "uint": uint}
+DECODERS: dict[str, Callable[[int], str]] = {
+    "tcp_state": tcp_state,
+    "uint": uint,
+    "eth_protocol": eth_protocol,
+    "ip_protocol": ip_protocol,
+}
+
+
+def print_symbolic(format_text: str, field: str) -> dict[int, str]:
+    """{value: name} from a tracepoint format's __print_symbolic(REC->field, {1, "A"}, ...)."""
+    start = format_text.find(f"__print_symbolic(REC->{field},")
+    if start < 0:
+        return {}
+    depth, end = 0, len(format_text)
+    for pos in range(start, len(format_text)):
+        depth += {"(": 1, ")": -1}.get(format_text[pos], 0)
+        if format_text[pos] == ")" and depth == 0:
+            end = pos
+            break
+    pairs = re.findall(r'\{\s*(-?\d+)\s*,\s*"(\w+)"\s*\}', format_text[start:end])
+    return {int(v): name for v, name in pairs}
+
+
+def kernel_names(
+    env: KernelEnv, tracepoint: str, field: str, enum: str, prefix: str
+) -> dict[int, str]:
+    """Names of an enum as the running kernel has them: the tracepoint's format
+    file first (what the kernel prints), then BTF. Never a hard-coded list:
+    values move between kernel versions."""
+    if env.tracefs is not None:
+        category, _, event = tracepoint.partition(":")
+        try:
+            text = (env.tracefs / "events" / category / event / "format").read_text()
+        except OSError:
+            text = ""
+        names = print_symbolic(text.partition("print fmt:")[2], field)
+        if names:
+            return names
+    btf = env.btf() if enum else None
+    if btf is not None:
+        try:
+            return {v: n.removeprefix(prefix) for v, n in btf.enum(enum).items()}
+        except Exception:
+            pass
+    return {}
+
+
+class Symbols:
+    """Kernel addresses -> function names, from /proc/kallsyms (root sees addresses)."""
+
+    def __init__(self, path: Path = Path("/proc/kallsyms")) -> None:
+        addrs: list[tuple[int, str]] = []
+        try:
+            for line in path.read_text().splitlines():
+                addr, kind, name, *_ = line.split()
+                if kind in "tTwW" and int(addr, 16):
+                    addrs.append((int(addr, 16), name))
+        except OSError:
+            pass
+        addrs.sort()
+        self._addrs = [a for a, _ in addrs]
+        self._names = [n for _, n in addrs]
+
+    def name(self, addr: int) -> str:
+        i = bisect.bisect_right(self._addrs, addr) - 1
+        if i < 0 or not addr:
+            return f"0x{addr:x}"
+        return f"{self._names[i]}+0x{addr - self._addrs[i]:x}"
+
+    def function(self, addr: int) -> str:
+        return self.name(addr).partition("+")[0]
+
+
+# A decoder with the whole key at hand (a device name needs its namespace too).
+KeyDecoder = Callable[[int, Mapping[str, int]], str]
+
+
+class Decoders:
+    """Label decoders for one machine: the static ones plus those that read the
+    running kernel (drop and reset reasons, softirq names, symbols) or the
+    netlink side (device names per namespace, namespace names)."""
+
+    def __init__(self, env: KernelEnv) -> None:
+        self.env = env
+        self._links: dict[int, dict[int, str]] = {}
+        self._links_at = 0.0
+
+    @functools.cached_property
+    def drop_reasons(self) -> dict[int, str]:
+        return kernel_names(
+            self.env, "skb:kfree_skb", "reason", "skb_drop_reason", "SKB_DROP_REASON_"
+        )
+
+    @functools.cached_property
+    def reset_reasons(self) -> dict[int, str]:
+        return kernel_names(
+            self.env, "tcp:tcp_send_reset", "reason", "sk_rst_reason", "SK_RST_REASON_"
+        )
+
+    @functools.cached_property
+    def softirqs(self) -> dict[int, str]:
+        names = kernel_names(self.env, "irq:softirq_entry", "vec", "", "")
+        return names or dict(enumerate(SOFTIRQ_NAMES))
+
+    @functools.cached_property
+    def symbols(self) -> Symbols:
+        return Symbols()
+
+    def ifname(self, ifindex: int, netns: int) -> str:
+        """A device's name in its namespace; the ifindex when it is gone."""
+        names = self._links.get(netns)
+        if (names is None or ifindex not in names) and time.monotonic() - self._links_at > 1:
+            self._refresh_links()
+            names = self._links.get(netns)
+        return (names or {}).get(ifindex) or (str(ifindex) if ifindex else "-")
+
+    def _refresh_links(self) -> None:
+        from . import netlink
+
+        self._links_at = time.monotonic()
+        self._links = netlink.each_netns(netlink.links)
+
+    def get(self, name: str) -> KeyDecoder:
+        if name in DECODERS:
+            simple = DECODERS[name]
+            return lambda v, _key: simple(v)
+        if name == "drop_reason":
+            return lambda v, _key: self.drop_reasons.get(v, f"REASON_{v}")
+        if name == "reset_reason":
+            return lambda v, _key: self.reset_reasons.get(v, f"REASON_{v}")
+        if name == "softirq":
+            return lambda v, _key: self.softirqs.get(v, f"VEC_{v}")
+        if name == "ksym":
+            return lambda v, _key: self.symbols.function(v)
+        if name == "ifname":
+            return lambda v, key: self.ifname(v, key.get("netns", 0))
+        if name == "netns":
+            return lambda v, _key: str(v) if v else ""
+        if name == "netns_name":
+            return lambda v, _key: _netns_names().get(v, "")
+        raise KeyError(f"no decoder named {name!r}")
+
+
+# include/linux/interrupt.h order; only used when tracefs cannot be read.
+SOFTIRQ_NAMES = (
+    "HI",
+    "TIMER",
+    "NET_TX",
+    "NET_RX",
+    "BLOCK",
+    "IRQ_POLL",
+    "TASKLET",
+    "SCHED",
+    "HRTIMER",
+    "RCU",
+)
+
+
+def _netns_names() -> dict[int, str]:
+    from . import netlink
+
+    now = time.monotonic()
+    if now - _NETNS_CACHE[0] > 1:
+        _NETNS_CACHE[:] = [now, netlink.named_netns()]
+    names: dict[int, str] = _NETNS_CACHE[1]
+    return names
+
+
+_NETNS_CACHE: list = [0.0, {}]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from .btf import BTFError
 from .kernel import KernelEnv
-from .manifest import Hook, Manifest
+from .manifest import Hook, Manifest, Point
 
 
 @dataclass(frozen=True)
@@ -65,19 +65,10 @@ def judge(hook: Hook, env: KernelEnv, offsets: Offsets) -> Verdict:
 
     if hook.kind in env.disabled_hooks or hook.label in env.disabled_hooks:
         return no("disabled by PYPROBE_DISABLE_HOOKS")
-    if hook.kind == "raw_tracepoint":
-        if not env.raw_tracepoint_exists(hook.target):
-            return no(f"no raw tracepoint {hook.target} in this kernel")
-    elif hook.kind == "tracepoint":
-        if env.tracefs is None:
-            return no("tracefs not mounted (mount -t tracefs tracefs /sys/kernel/tracing)")
-        if not env.tracepoint_exists(hook.target):
-            return no(f"no tracepoint {hook.target} in this kernel")
-    elif hook.kind == "kprobe":
-        if not env.kprobes:
-            return no("kprobes not available (CONFIG_KPROBES off or no kprobe PMU)")
-        if not env.kernel_symbol(hook.target):
-            return no(f"no kernel function {hook.target} in /proc/kallsyms")
+    for point in hook.points:
+        problem = _point_problem(hook.kind, point, env)
+        if problem:
+            return no(problem)
     if "btf" in hook.needs and env.btf() is None:
         return no("needs BTF (/sys/kernel/btf/vmlinux)")
     if "offsets" in hook.needs and not offsets.complete:
@@ -89,6 +80,27 @@ def judge(hook: Hook, env: KernelEnv, offsets: Offsets) -> Verdict:
     )
     reason = hook.why + (f"; {how}" if how and "offsets" in hook.needs else "")
     return Verdict(hook, True, reason)
+
+
+def _point_problem(kind: str, point: Point, env: KernelEnv) -> str:
+    target = point.target
+    if kind == "raw_tracepoint":
+        if not env.raw_tracepoint_exists(target):
+            return f"no raw tracepoint {target} in this kernel"
+        if point.min_args and env.raw_tracepoint_args(target) < point.min_args:
+            # Older kernels pass fewer arguments (e.g. kfree_skb before drop reasons).
+            return f"raw tracepoint {target} has fewer than {point.min_args} arguments here"
+    elif kind == "tracepoint":
+        if env.tracefs is None:
+            return "tracefs not mounted (mount -t tracefs tracefs /sys/kernel/tracing)"
+        if not env.tracepoint_exists(target):
+            return f"no tracepoint {target} in this kernel"
+    elif kind == "kprobe":
+        if not env.kprobes:
+            return "kprobes not available (CONFIG_KPROBES off or no kprobe PMU)"
+        if not env.kernel_symbol(target):
+            return f"no kernel function {target} in /proc/kallsyms"
+    return ""
 
 
 @dataclass

@@ -110,6 +110,11 @@ class KernelEnv:
         except OSError:
             return False
 
+    def raw_tracepoint_args(self, name: str) -> int:
+        """Arguments of a raw tracepoint per BTF; without BTF, trust the caller (99)."""
+        btf = self.btf()
+        return btf.raw_tp_args(name) if btf is not None else 99
+
     def kernel_symbol(self, name: str) -> bool:
         return _kallsyms().get(name, False)
 

@@ -22,10 +22,15 @@ from .manifest import Hook
 RingbufCallback = Callable[[bytes], None]
 
 
+# A map key: an integer, or a struct's members in order (see key_fields).
+Key = int | tuple[int, ...]
+
+
 class Program(Protocol):
     hook: Hook
 
-    def read_counts(self, map_name: str) -> dict[int, int]: ...
+    def read_counts(self, map_name: str, per_cpu: bool = False) -> dict[Key, int]: ...
+    def key_fields(self, map_name: str) -> tuple[str, ...]: ...
     def open_ringbuf(self, map_name: str, callback: RingbufCallback) -> None: ...
     def poll(self, timeout_ms: int) -> None: ...
     def close(self) -> None: ...
@@ -76,24 +81,35 @@ class BccProgram:
         self.hook = hook
         self._closed = False
 
-    def read_counts(self, map_name: str) -> dict[int, int]:
-        """key -> value (summed over CPUs for per-CPU maps), zero values left out."""
+    def read_counts(self, map_name: str, per_cpu: bool = False) -> dict[Key, int]:
+        """key -> value, zero values left out. Per-CPU maps are summed over CPUs,
+        or with per_cpu=True split: the CPU number is appended to the key."""
         table = self.bpf[map_name.encode()]
         percpu = hasattr(table, "sum")
-        out: dict[int, int] = {}
+        out: dict[Key, int] = {}
         try:
             items = table.items_lookup_batch()
-            for k, v in items:
-                total = sum(v) if percpu else v.value
-                if total:
-                    out[k.value] = int(total)
         except Exception:
-            # Kernels without batch ops for this map type: one lookup per key.
-            for k, v in table.items():
-                total = sum(x for x in v) if percpu else v.value
+            items = table.items()  # kernels without batch ops for this map type
+        for k, v in items:
+            key = _key(k)
+            if not percpu:
+                if v.value:
+                    out[key] = int(v.value)
+            elif per_cpu:
+                base = key if isinstance(key, tuple) else (key,)
+                for cpu, value in enumerate(v):
+                    if value:
+                        out[(*base, cpu)] = int(value)
+            else:
+                total = sum(v)
                 if total:
-                    out[k.value] = int(total)
+                    out[key] = int(total)
         return out
+
+    def key_fields(self, map_name: str) -> tuple[str, ...]:
+        key_type = self.bpf[map_name.encode()].Key
+        return tuple(name for name, *_ in getattr(key_type, "_fields_", ()))
 
     def open_ringbuf(self, map_name: str, callback: RingbufCallback) -> None:
         def on_event(_ctx: Any, data: Any, size: int) -> int:
@@ -144,6 +160,14 @@ class BccLoader:
         return program
 
 
+def _key(k: Any) -> Key:
+    if isinstance(k, int):
+        return k
+    if hasattr(k, "value"):
+        return int(k.value)
+    return tuple(int(getattr(k, name)) for name, *_ in k._fields_)
+
+
 def _first_error(text: str) -> str:
     for line in text.splitlines():
         if "error:" in line:
@@ -152,14 +176,16 @@ def _first_error(text: str) -> str:
 
 
 def _attach(bpf: Any, hook: Hook) -> None:
-    if hook.kind == "raw_tracepoint":
-        bpf.attach_raw_tracepoint(tp=hook.target.encode(), fn_name=hook.function.encode())
-    elif hook.kind == "tracepoint":
-        bpf.attach_tracepoint(tp=hook.target.encode(), fn_name=hook.function.encode())
-    elif hook.kind == "kprobe":
-        bpf.attach_kprobe(event=hook.target.encode(), fn_name=hook.function.encode())
-    else:
-        raise ValueError(f"unknown hook kind {hook.kind}")
+    for p in hook.points:
+        target, fn = p.target.encode(), p.function.encode()
+        if hook.kind == "raw_tracepoint":
+            bpf.attach_raw_tracepoint(tp=target, fn_name=fn)
+        elif hook.kind == "tracepoint":
+            bpf.attach_tracepoint(tp=target, fn_name=fn)
+        elif hook.kind == "kprobe":
+            bpf.attach_kprobe(event=target, fn_name=fn)
+        else:
+            raise ValueError(f"unknown hook kind {hook.kind}")
 
 
 def verify(source: Path, hook: Hook, cflags: list[str]) -> None:
@@ -176,6 +202,7 @@ def verify(source: Path, hook: Hook, cflags: list[str]) -> None:
         cflags=[f"-I{source.parent}", "-Wno-unused-function", *hook.cflags, *cflags],
     )
     try:
-        bpf.load_func(hook.function.encode(), kinds[hook.kind])
+        for p in hook.points:
+            bpf.load_func(p.function.encode(), kinds[hook.kind])
     finally:
         bpf.cleanup()

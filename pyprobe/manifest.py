@@ -17,7 +17,9 @@ from .errors import PyprobeError
 HOOK_KINDS = ("raw_tracepoint", "tracepoint", "kprobe")
 NEEDS = ("offsets", "btf")
 MAP_TYPES = ("array", "percpu_array", "hash", "percpu_hash", "lru_hash", "ringbuf")
-METRIC_TYPES = ("counter", "gauge")
+METRIC_TYPES = ("counter", "gauge", "histogram")
+# A histogram's last bucket slot holds the sum of the observed values.
+CPU_FIELD = "cpu"  # a label on this field splits a per-CPU map by CPU instead of summing
 
 
 class ManifestError(PyprobeError):
@@ -25,17 +27,34 @@ class ManifestError(PyprobeError):
 
 
 @dataclass(frozen=True)
-class Hook:
-    kind: str
+class Point:
+    """One attach point of a hook: a tracepoint/kprobe and the function on it."""
+
     target: str
     function: str
+    stream_only: bool = False  # attached only when the event stream is on
+    min_args: int = 0  # raw tracepoints: arguments the program reads (checked in BTF)
+
+
+@dataclass(frozen=True)
+class Hook:
+    kind: str
+    points: tuple[Point, ...]
     cflags: tuple[str, ...]
     needs: tuple[str, ...]
     why: str
 
     @property
+    def target(self) -> str:
+        return self.points[0].target
+
+    @property
+    def function(self) -> str:
+        return self.points[0].function
+
+    @property
     def label(self) -> str:
-        return f"{self.kind}:{self.target}"
+        return f"{self.kind}:" + "+".join(p.target for p in self.points)
 
 
 @dataclass(frozen=True)
@@ -57,8 +76,9 @@ class MapSpec:
 @dataclass(frozen=True)
 class Label:
     name: str
-    slots: int
+    slots: int  # integer keys: this label's share of the key (key = a*slots_b + b)
     decoder: str
+    field: str = ""  # struct keys: the key member it comes from
 
 
 @dataclass(frozen=True)
@@ -68,6 +88,8 @@ class Metric:
     map: str
     help: str
     labels: tuple[Label, ...]
+    scale: float = 1.0  # e.g. 1e-9: the map counts nanoseconds, the metric says seconds
+    buckets: int = 0  # histograms: exp2 bucket slots per series (the last one is the sum)
 
 
 @dataclass(frozen=True)
@@ -100,14 +122,15 @@ class _Reader:
         at = f"{self.where}.{key}" if self.where else key
         return ManifestError(f"{self.source}: {at}: {what}")
 
-    def get(self, key: str, kind: type, default: Any = ...) -> Any:
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
         if key not in self.table:
             if default is ...:
                 raise self._fail(key, "missing")
             return default
         value = self.table[key]
-        if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
-            raise self._fail(key, f"expected {kind.__name__}, got {type(value).__name__}")
+        if (kind is not bool and isinstance(value, bool)) or not isinstance(value, kind):
+            want = kind.__name__ if isinstance(kind, type) else "number"
+            raise self._fail(key, f"expected {want}, got {type(value).__name__}")
         return value
 
     def choice(self, key: str, allowed: tuple[str, ...]) -> str:
@@ -151,8 +174,7 @@ def parse(text: str, path: Path, bpf_dir: Path) -> Manifest:
     hooks = tuple(
         Hook(
             kind=h.choice("kind", HOOK_KINDS),
-            target=h.get("target", str),
-            function=h.get("function", str),
+            points=_points(h),
             cflags=h.strings("cflags"),
             needs=tuple(_check_needs(h)),
             why=h.get("why", str, ""),
@@ -193,19 +215,26 @@ def parse(text: str, path: Path, bpf_dir: Path) -> Manifest:
 
     metrics = []
     for m in top.tables("metrics"):
-        labels = tuple(
-            Label(lb.get("name", str), lb.positive("slots"), lb.get("decoder", str, "uint"))
-            for lb in m.tables("labels")
-        )
+        labels = tuple(_label(lb) for lb in m.tables("labels"))
         metric = Metric(
             m.get("name", str),
             m.choice("type", METRIC_TYPES),
             m.get("map", str),
             m.get("help", str),
             labels,
+            float(m.get("scale", (int, float), 1.0)),
+            m.get("buckets", int, 0),
         )
         if metric.map not in map_names:
             raise ManifestError(f"{source}: metrics {metric.name}: no map named {metric.map!r}")
+        if (metric.type == "histogram") != (metric.buckets > 1):
+            raise ManifestError(
+                f"{source}: metrics {metric.name}: buckets (> 1) goes with type histogram only"
+            )
+        if len({bool(lb.field) for lb in labels if lb.field != CPU_FIELD}) > 1:
+            raise ManifestError(
+                f"{source}: metrics {metric.name}: labels use either field or slots, not both"
+            )
         metrics.append(metric)
 
     return Manifest(
@@ -219,6 +248,30 @@ def parse(text: str, path: Path, bpf_dir: Path) -> Manifest:
         event,
         tuple(metrics),
     )
+
+
+def _points(h: _Reader) -> tuple[Point, ...]:
+    if "attach" not in h.table:
+        target, function = h.get("target", str), h.get("function", str)
+        return (Point(target, function, min_args=h.get("min_args", int, 0)),)
+    points = tuple(
+        Point(
+            p.get("target", str),
+            p.get("function", str),
+            p.get("stream_only", bool, False),
+            p.get("min_args", int, 0),
+        )
+        for p in h.tables("attach")
+    )
+    if not points:
+        raise h._fail("attach", "at least one attach point is required")
+    return points
+
+
+def _label(lb: _Reader) -> Label:
+    field = lb.get("field", str, "")
+    slots = lb.get("slots", int, 0) if field else lb.positive("slots")
+    return Label(lb.get("name", str), slots, lb.get("decoder", str, "uint"), field)
 
 
 def _check_needs(h: _Reader) -> list[str]:

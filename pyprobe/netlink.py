@@ -156,12 +156,68 @@ def tcp_state_counts(netns_path: str | Path | None = None) -> Counter[str]:
 
 def tcp_state_counts_by_netns(only: int | None = None) -> dict[int, Counter[str]]:
     """inode -> state counts, for every namespace (or just `only`)."""
-    result: dict[int, Counter[str]] = {}
+    return each_netns(lambda: Counter(s["state"] for s in tcp_sockets()), only)
+
+
+def _in(path: str | Path | None, fn: Callable[[], T]) -> T:
+    return fn() if path is None else run_in_netns(path, fn)
+
+
+def links(netns_path: str | Path | None = None) -> dict[int, str]:
+    """ifindex -> name in one namespace (ifindexes repeat across namespaces)."""
+    from pyroute2 import IPRoute
+
+    def get() -> dict[int, str]:
+        with IPRoute() as ipr:
+            return {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
+
+    return _in(netns_path, get)
+
+
+def qdiscs(netns_path: str | Path | None = None) -> list[dict]:
+    """Every qdisc of one namespace with its tc stats (like `tc -s qdisc`)."""
+    from pyroute2 import IPRoute
+
+    def get() -> list[dict]:
+        out = []
+        with IPRoute() as ipr:
+            names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
+            for m in ipr.get_qdiscs():
+                queue: dict[str, int] = {}
+                basic: dict[str, int] = {}
+                stats2 = m.get_attr("TCA_STATS2")
+                if stats2 is not None:
+                    queue = stats2.get_attr("TCA_STATS_QUEUE") or {}
+                    basic = stats2.get_attr("TCA_STATS_BASIC") or {}
+                out.append(
+                    {
+                        "ifindex": m["index"],
+                        "device": names.get(m["index"], str(m["index"])),
+                        "kind": m.get_attr("TCA_KIND"),
+                        "handle": f"{m['handle'] >> 16:x}:",
+                        "root": m["parent"] == 0xFFFFFFFF,
+                        "qlen": queue.get("qlen", 0),
+                        "backlog": queue.get("backlog", 0),
+                        "drops": queue.get("drops", 0),
+                        "requeues": queue.get("requeues", 0),
+                        "overlimits": queue.get("overlimits", 0),
+                        "packets": basic.get("packets", 0),
+                        "bytes": basic.get("bytes", 0),
+                    }
+                )
+        return out
+
+    return _in(netns_path, get)
+
+
+def each_netns(fn: Callable[[], T], only: int | None = None) -> dict[int, T]:
+    """inode -> fn() run inside each namespace of the host (or just `only`)."""
+    result: dict[int, T] = {}
     for inode, path in all_netns().items():
         if only is not None and inode != only:
             continue
         try:
-            result[inode] = tcp_state_counts(path)
+            result[inode] = run_in_netns(path, fn)
         except OSError:
             continue  # the namespace went away while we looked
     return result

@@ -11,22 +11,30 @@ detach()    -> nothing left in the kernel; also on `with` exit
 from __future__ import annotations
 
 import ctypes
+import dataclasses
+import functools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from . import structs
-from .decoders import DECODERS
+from .decoders import Decoders
 from .errors import PyprobeError
 from .hooks import Choice, choose
 from .kernel import KernelEnv
 from .loader import BccLoader, Loader, Program, preflight
-from .manifest import Hook, Manifest
+from .manifest import CPU_FIELD, Hook, Manifest
 from .manifest import Metric as MetricSpec
 
 PREFIX = "pyprobe_"
+SLOT_FIELD = "slot"  # a histogram key's bucket member
 # What a Probe loads with when none is given; unit tests swap in a fake.
 DEFAULT_LOADER: Callable[[], Loader] = BccLoader
 
@@ -65,7 +73,9 @@ class Probe:
         if stream and self.manifest.event is None:
             raise PyprobeError(f"{self.name}: has no event stream")
         flags = [*choice.offsets.cflags, *(["-DSTREAM"] if stream else []), *cflags]
-        self.program = self.loader.load(self.manifest.program, choice.hook, flags)
+        points = tuple(p for p in choice.hook.points if stream or not p.stream_only)
+        hook = dataclasses.replace(choice.hook, points=points)
+        self.program = self.loader.load(self.manifest.program, hook, flags)
         self.streaming = stream
         if stream and self.manifest.event:
             self.program.open_ringbuf(self.manifest.event.ringbuf, self._on_event)
@@ -111,32 +121,90 @@ class Probe:
         return sum(self._attached().read_counts(event.lost_map).values())
 
     # -- aggregates --------------------------------------------------------------
+    @functools.cached_property
+    def decoders(self) -> Decoders:
+        return Decoders(self.env)
+
     def _metric_specs(self) -> Iterator[MetricSpec]:
         stream_only = {m.name for m in self.manifest.maps if m.stream_only}
         for spec in self.manifest.metrics:
             if spec.map not in stream_only or self.streaming:
                 yield spec
 
-    def samples(self, spec: MetricSpec) -> list[tuple[tuple[str, ...], int]]:
-        """(label values, value) for a manifest metric, keys split by label slots."""
-        counts = self._attached().read_counts(spec.map)
+    def raw_series(self, spec: MetricSpec) -> Iterator[tuple[dict[str, int], int]]:
+        """(key fields, value) for a manifest metric. Integer keys are split by the
+        labels' slots (and a histogram's bucket slot, lowest); struct keys by member."""
+        program = self._attached()
+        per_cpu = any(lb.field == CPU_FIELD for lb in spec.labels)
+        counts = program.read_counts(spec.map, per_cpu=per_cpu)
+        struct_key = any(lb.field not in ("", CPU_FIELD) for lb in spec.labels)
+        names = program.key_fields(spec.map) if struct_key else ()
+        for key, value in counts.items():
+            parts = key if isinstance(key, tuple) else (key,)
+            if struct_key:
+                fields = dict(zip(names, parts, strict=False))
+                if per_cpu:
+                    fields[CPU_FIELD] = parts[-1]
+            else:
+                number, fields = parts[0], {}
+                if per_cpu:
+                    fields[CPU_FIELD] = parts[-1]
+                if spec.buckets:
+                    number, fields[SLOT_FIELD] = divmod(number, spec.buckets)
+                for label in reversed(spec.labels):
+                    if not label.field:
+                        number, fields[label.name] = divmod(number, label.slots)
+            yield fields, value
+
+    def _labels(self, spec: MetricSpec, fields: dict[str, int]) -> tuple[str, ...]:
         out = []
-        for key, value in sorted(counts.items()):
-            labels = []
-            for label in reversed(spec.labels):
-                key, index = divmod(key, label.slots)
-                labels.append(DECODERS[label.decoder](index))
-            out.append((tuple(reversed(labels)), value))
-        return out
+        for label in spec.labels:
+            value = fields.get(label.field or label.name, 0)
+            out.append(self.decoders.get(label.decoder)(value, fields))
+        return tuple(out)
+
+    def samples(self, spec: MetricSpec) -> list[tuple[tuple[str, ...], float]]:
+        """(label values, value) for a counter or gauge, series with equal labels summed."""
+        merged: dict[tuple[str, ...], float] = {}
+        for fields, value in self.raw_series(spec):
+            labels = self._labels(spec, fields)
+            merged[labels] = merged.get(labels, 0) + (
+                value * spec.scale if spec.scale != 1 else value
+            )
+        return sorted(merged.items())
+
+    def histograms(self, spec: MetricSpec) -> list[tuple[tuple[str, ...], list[int], float]]:
+        """(label values, count per exp2 bucket, sum) for a histogram metric.
+
+        Bucket slot k counts values in (2**(k-1), 2**k] (slot 0: 0 and 1); the
+        last slot holds the sum of the values, so one map serves both."""
+        series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+        top = spec.buckets - 1
+        for fields, value in self.raw_series(spec):
+            labels = self._labels(spec, fields)
+            buckets, total = series.setdefault(labels, ([0] * top, [0.0]))
+            slot = fields.get(SLOT_FIELD, 0)
+            if slot >= top:
+                total[0] += value * spec.scale
+            else:
+                buckets[slot] += value
+        return sorted((labels, b, t[0]) for labels, (b, t) in series.items())
 
     def collect(self) -> Iterable[Metric]:
         for spec in self._metric_specs():
             names = [lb.name for lb in spec.labels]
+            name = PREFIX + spec.name
+            if spec.type == "histogram":
+                hist = HistogramMetricFamily(name, spec.help, labels=names)
+                for labels, buckets, total in self.histograms(spec):
+                    hist.add_metric(list(labels), _cumulative(buckets, spec.scale), total)
+                yield hist
+                continue
             family: CounterMetricFamily | GaugeMetricFamily
             if spec.type == "counter":
-                family = CounterMetricFamily(PREFIX + spec.name, spec.help, labels=names)
+                family = CounterMetricFamily(name, spec.help, labels=names)
             else:
-                family = GaugeMetricFamily(PREFIX + spec.name, spec.help, labels=names)
+                family = GaugeMetricFamily(name, spec.help, labels=names)
             for labels, value in self.samples(spec):
                 family.add_metric(list(labels), value)
             yield family
@@ -144,9 +212,29 @@ class Probe:
     def rows(self) -> list[dict[str, Any]]:
         rows = []
         for spec in self._metric_specs():
+            label_names = [lb.name for lb in spec.labels]
+            if spec.type == "histogram":
+                for labels, buckets, total in self.histograms(spec):
+                    row: dict[str, Any] = {"metric": spec.name}
+                    row.update(zip(label_names, labels, strict=True))
+                    row.update(count=sum(buckets), sum=total, buckets=buckets)
+                    rows.append(row)
+                continue
             for labels, value in self.samples(spec):
-                row: dict[str, Any] = {"metric": spec.name}
-                row.update(zip((lb.name for lb in spec.labels), labels, strict=True))
+                row = {"metric": spec.name}
+                row.update(zip(label_names, labels, strict=True))
                 row["value"] = value
                 rows.append(row)
         return rows
+
+
+def _cumulative(buckets: list[int], scale: float) -> list[tuple[str, float]]:
+    """Prometheus buckets (le, cumulative count) from exp2 slot counts."""
+    last = max((k for k, n in enumerate(buckets) if n), default=0)
+    out: list[tuple[str, float]] = []
+    running = 0
+    for k in range(last + 1):
+        running += buckets[k]
+        out.append((repr(float(2**k * scale)), running))
+    out.append(("+Inf", running))
+    return out

@@ -99,7 +99,7 @@ class TcpStates(Probe):
 
     def transitions(self) -> dict[tuple[str, str], int]:
         spec = next(m for m in self.manifest.metrics if m.map == "transitions")
-        return {(old, new): v for (old, new), v in self.samples(spec)}
+        return {(old, new): int(v) for (old, new), v in self.samples(spec)}
 
     @staticmethod
     def live_sockets(netns: int | None = None) -> dict[int, dict[str, int]]:

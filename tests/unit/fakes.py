@@ -16,8 +16,19 @@ class FakeProgram:
         self.callbacks: dict = {}
         self.closed = False
 
-    def read_counts(self, map_name: str) -> dict[int, int]:
-        return {k: v for k, v in self.maps.get(map_name, {}).items() if v}
+    def read_counts(self, map_name: str, per_cpu: bool = False) -> dict:
+        """Maps are {key: value}, or {key: [value per CPU]} for per-CPU ones."""
+        out: dict = {}
+        for k, v in self.maps.get(map_name, {}).items():
+            if isinstance(v, list) and per_cpu:
+                base = k if isinstance(k, tuple) else (k,)
+                out.update({(*base, cpu): n for cpu, n in enumerate(v) if n})
+            elif sum(v) if isinstance(v, list) else v:
+                out[k] = sum(v) if isinstance(v, list) else v
+        return out
+
+    def key_fields(self, map_name: str) -> tuple[str, ...]:
+        return tuple(self.maps.get(f"{map_name}.fields", ()))
 
     def open_ringbuf(self, map_name: str, callback) -> None:
         self.callbacks[map_name] = callback
@@ -57,6 +68,9 @@ class FakeBTF:
 
     def has_type(self, name: str) -> bool:
         return name in self.types
+
+    def raw_tp_args(self, name: str) -> int:
+        return 99 if f"btf_trace_{name}" in self.types else 0
 
 
 TCPSTATES_FIELDS = {

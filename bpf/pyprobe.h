@@ -31,4 +31,27 @@ struct tcpstate_event {
 	__u32 _pad;
 };
 
+/* drop_event.flags */
+#define PYPROBE_F_HAS_TUPLE 0x4 /* saddr/daddr/ports parsed from the packet */
+
+struct drop_event {
+	__u64 ts_ns;
+	__u64 location; /* kernel address that freed the packet */
+	__u64 skaddr;   /* the socket it belonged to, 0 when none */
+	__u32 pid;      /* the socket's owner, or the task in process context */
+	__u32 netns;
+	__u32 ifindex;
+	__u32 reason; /* enum skb_drop_reason, as numbered by the running kernel */
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u16 protocol; /* ethertype, host byte order */
+	__u8 family;    /* AF_INET / AF_INET6 of the IP header, 0 when none */
+	__u8 l4proto;   /* IPPROTO_* */
+	__u32 flags;
+	char comm[PYPROBE_COMM_LEN];
+	__u32 _pad;
+};
+
 #endif /* PYPROBE_H */

@@ -77,6 +77,7 @@ DECODERS: dict[str, Callable[[int], str]] = {
     "uint": uint,
     "eth_protocol": eth_protocol,
     "ip_protocol": ip_protocol,
+    "direction": lambda v: "receive" if v else "transmit",
 }
 
 

@@ -66,7 +66,7 @@ def judge(hook: Hook, env: KernelEnv, offsets: Offsets) -> Verdict:
     if hook.kind in env.disabled_hooks or hook.label in env.disabled_hooks:
         return no("disabled by PYPROBE_DISABLE_HOOKS")
     for point in hook.points:
-        problem = _point_problem(hook.kind, point, env)
+        problem = _point_problem(point.kind or hook.kind, point, env)
         if problem:
             return no(problem)
     if "btf" in hook.needs and env.btf() is None:
@@ -95,6 +95,9 @@ def _point_problem(kind: str, point: Point, env: KernelEnv) -> str:
             return "tracefs not mounted (mount -t tracefs tracefs /sys/kernel/tracing)"
         if not env.tracepoint_exists(target):
             return f"no tracepoint {target} in this kernel"
+        missing = [f for f in point.fields if f not in env.tracepoint_fields(target)]
+        if missing:
+            return f"tracepoint {target} has no field {', '.join(missing)} here"
     elif kind == "kprobe":
         if not env.kprobes:
             return "kprobes not available (CONFIG_KPROBES off or no kprobe PMU)"

@@ -110,6 +110,13 @@ class KernelEnv:
         except OSError:
             return False
 
+    def tracepoint_fields(self, target: str) -> set[str]:
+        category, _, event = target.partition(":")
+        if self.tracefs is None:
+            return set()
+        text = _read(self.tracefs / "events" / category / event / "format")
+        return set(re.findall(r"field:[^;]*?(\w+)(?:\[\d*\])?;", text))
+
     def raw_tracepoint_args(self, name: str) -> int:
         """Arguments of a raw tracepoint per BTF; without BTF, trust the caller (99)."""
         btf = self.btf()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ class Program(Protocol):
 
     def read_counts(self, map_name: str, per_cpu: bool = False) -> dict[Key, int]: ...
     def key_fields(self, map_name: str) -> tuple[str, ...]: ...
+    def leaf_fields(self, map_name: str) -> tuple[str, ...]: ...
     def open_ringbuf(self, map_name: str, callback: RingbufCallback) -> None: ...
     def poll(self, timeout_ms: int) -> None: ...
     def close(self) -> None: ...
@@ -82,10 +84,15 @@ class BccProgram:
         self._closed = False
 
     def read_counts(self, map_name: str, per_cpu: bool = False) -> dict[Key, int]:
-        """key -> value, zero values left out. Per-CPU maps are summed over CPUs,
-        or with per_cpu=True split: the CPU number is appended to the key."""
+        """key -> value, zero values left out.
+
+        Per-CPU maps are summed over CPUs, or with per_cpu=True split: the CPU
+        number is appended to the key. A struct value (several counters under
+        one key, one map update per event) is split too: the member's index
+        (see leaf_fields) is appended to the key, before the CPU."""
         table = self.bpf[map_name.encode()]
         percpu = hasattr(table, "sum")
+        members = list(self.leaf_fields(map_name))
         out: dict[Key, int] = {}
         try:
             items = table.items_lookup_batch()
@@ -93,19 +100,27 @@ class BccProgram:
             items = table.items()  # kernels without batch ops for this map type
         for k, v in items:
             key = _key(k)
-            if not percpu:
-                if v.value:
-                    out[key] = int(v.value)
-            elif per_cpu:
-                base = key if isinstance(key, tuple) else (key,)
-                for cpu, value in enumerate(v):
+            base = key if isinstance(key, tuple) else (key,)
+            per_cpu_values = list(v) if percpu else [v]
+            if not per_cpu:
+                per_cpu_values = [_sum_leaves(per_cpu_values, members)]
+            for cpu, leaf in enumerate(per_cpu_values):
+                tail = (cpu,) if per_cpu else ()
+                if members:
+                    for i, name in enumerate(members):
+                        value = int(getattr(leaf, name))
+                        if value:
+                            out[(*base, i, *tail)] = value
+                else:
+                    value = int(getattr(leaf, "value", leaf))
                     if value:
-                        out[(*base, cpu)] = int(value)
-            else:
-                total = sum(v)
-                if total:
-                    out[key] = int(total)
+                        out[(*base, *tail) if per_cpu or isinstance(key, tuple) else key] = value
         return out
+
+    def leaf_fields(self, map_name: str) -> tuple[str, ...]:
+        table = self.bpf[map_name.encode()]
+        leaf = getattr(table, "sLeaf", table.Leaf)  # per-CPU maps: Leaf is an array of sLeaf
+        return tuple(name for name, *_ in getattr(leaf, "_fields_", ()))
 
     def key_fields(self, map_name: str) -> tuple[str, ...]:
         key_type = self.bpf[map_name.encode()].Key
@@ -140,7 +155,7 @@ class BccLoader:
         diagnostics: list[str] = []
         try:
             with _captured_stderr(diagnostics):
-                bpf = BPF(src_file=str(source).encode(), cflags=flags)
+                bpf = BPF(text=program_text(source).encode(), cflags=flags)
         except Exception as e:
             detail = _first_error(diagnostics[0] if diagnostics else "") or str(e)
             raise PyprobeError(f"{source.name}: compile failed: {detail}") from None
@@ -160,6 +175,47 @@ class BccLoader:
         return program
 
 
+class _Sum:
+    """Per-CPU leaves added up member by member."""
+
+    def __init__(self, **values: int) -> None:
+        self.__dict__.update(values)
+
+
+def _sum_leaves(leaves: list[Any], members: list[str]) -> Any:
+    if len(leaves) == 1:
+        return leaves[0]
+    if members:
+        return _Sum(**{m: sum(int(getattr(x, m)) for x in leaves) for m in members})
+    return sum(int(getattr(x, "value", x)) for x in leaves)
+
+
+_LOCAL_INCLUDE = re.compile(r'^#include "([\w.]+)"\s*$', re.M)
+
+
+def program_text(source: Path) -> str:
+    """The program with its local headers pasted in.
+
+    bcc rewrites map operations (events.ringbuf_reserve(), owners.update())
+    only in code written in the main file; in an #included header they stay
+    calls through a function pointer and the verifier rejects the program
+    ("unknown opcode 8d"). Pasting our own headers in keeps the shared
+    helpers shared."""
+    seen: set[str] = set()
+
+    def paste(m: re.Match[str]) -> str:
+        name = m.group(1)
+        path = source.parent / name
+        if not path.is_file():
+            return m.group(0)
+        if name in seen:
+            return ""
+        seen.add(name)
+        return _LOCAL_INCLUDE.sub(paste, path.read_text()) + f'\n#line 1 "{source.name}"\n'
+
+    return _LOCAL_INCLUDE.sub(paste, source.read_text())
+
+
 def _key(k: Any) -> Key:
     if isinstance(k, int):
         return k
@@ -177,15 +233,15 @@ def _first_error(text: str) -> str:
 
 def _attach(bpf: Any, hook: Hook) -> None:
     for p in hook.points:
-        target, fn = p.target.encode(), p.function.encode()
-        if hook.kind == "raw_tracepoint":
+        target, fn, kind = p.target.encode(), p.function.encode(), p.kind or hook.kind
+        if kind == "raw_tracepoint":
             bpf.attach_raw_tracepoint(tp=target, fn_name=fn)
-        elif hook.kind == "tracepoint":
+        elif kind == "tracepoint":
             bpf.attach_tracepoint(tp=target, fn_name=fn)
-        elif hook.kind == "kprobe":
+        elif kind == "kprobe":
             bpf.attach_kprobe(event=target, fn_name=fn)
         else:
-            raise ValueError(f"unknown hook kind {hook.kind}")
+            raise ValueError(f"unknown hook kind {kind}")
 
 
 def verify(source: Path, hook: Hook, cflags: list[str]) -> None:
@@ -198,11 +254,11 @@ def verify(source: Path, hook: Hook, cflags: list[str]) -> None:
         "kprobe": BPF.KPROBE,
     }
     bpf = BPF(
-        src_file=str(source).encode(),
+        text=program_text(source).encode(),
         cflags=[f"-I{source.parent}", "-Wno-unused-function", *hook.cflags, *cflags],
     )
     try:
         for p in hook.points:
-            bpf.load_func(p.function.encode(), kinds[hook.kind])
+            bpf.load_func(p.function.encode(), kinds[p.kind or hook.kind])
     finally:
         bpf.cleanup()

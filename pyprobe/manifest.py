@@ -34,6 +34,8 @@ class Point:
     function: str
     stream_only: bool = False  # attached only when the event stream is on
     min_args: int = 0  # raw tracepoints: arguments the program reads (checked in BTF)
+    fields: tuple[str, ...] = ()  # tracepoints: format fields the program reads
+    kind: str = ""  # when it differs from its hook's (e.g. a raw tracepoint helper)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class Metric:
     labels: tuple[Label, ...]
     scale: float = 1.0  # e.g. 1e-9: the map counts nanoseconds, the metric says seconds
     buckets: int = 0  # histograms: exp2 bucket slots per series (the last one is the sum)
+    value: str = ""  # maps with struct values: the member this metric reads
 
 
 @dataclass(frozen=True)
@@ -224,6 +227,7 @@ def parse(text: str, path: Path, bpf_dir: Path) -> Manifest:
             labels,
             float(m.get("scale", (int, float), 1.0)),
             m.get("buckets", int, 0),
+            m.get("value", str, ""),
         )
         if metric.map not in map_names:
             raise ManifestError(f"{source}: metrics {metric.name}: no map named {metric.map!r}")
@@ -252,20 +256,22 @@ def parse(text: str, path: Path, bpf_dir: Path) -> Manifest:
 
 def _points(h: _Reader) -> tuple[Point, ...]:
     if "attach" not in h.table:
-        target, function = h.get("target", str), h.get("function", str)
-        return (Point(target, function, min_args=h.get("min_args", int, 0)),)
-    points = tuple(
-        Point(
-            p.get("target", str),
-            p.get("function", str),
-            p.get("stream_only", bool, False),
-            p.get("min_args", int, 0),
-        )
-        for p in h.tables("attach")
-    )
+        return (_point(h),)
+    points = tuple(_point(p) for p in h.tables("attach"))
     if not points:
         raise h._fail("attach", "at least one attach point is required")
     return points
+
+
+def _point(p: _Reader) -> Point:
+    return Point(
+        p.get("target", str),
+        p.get("function", str),
+        p.get("stream_only", bool, False),
+        p.get("min_args", int, 0),
+        p.strings("fields"),
+        p.choice("kind", HOOK_KINDS) if "kind" in p.table else "",
+    )
 
 
 def _label(lb: _Reader) -> Label:

@@ -139,8 +139,17 @@ class Probe:
         counts = program.read_counts(spec.map, per_cpu=per_cpu)
         struct_key = any(lb.field not in ("", CPU_FIELD) for lb in spec.labels)
         names = program.key_fields(spec.map) if struct_key else ()
+        member = -1
+        if spec.value:
+            member = program.leaf_fields(spec.map).index(spec.value)
         for key, value in counts.items():
             parts = key if isinstance(key, tuple) else (key,)
+            if spec.value:
+                # the member's index follows the key (and precedes the CPU)
+                at = -2 if per_cpu else -1
+                if parts[at] != member:
+                    continue
+                parts = parts[:at] + (parts[-1:] if per_cpu else ())
             if struct_key:
                 fields = dict(zip(names, parts, strict=False))
                 if per_cpu:

@@ -6,6 +6,7 @@ COMM_LEN = 16
 TCP_STATE_SLOTS = 16
 F_OWNER_KNOWN = 0x1
 F_DELTA_KNOWN = 0x2
+F_HAS_TUPLE = 0x4
 
 
 class TcpStateEvent(ctypes.Structure):
@@ -28,5 +29,30 @@ class TcpStateEvent(ctypes.Structure):
     ]
 
 
+class DropEvent(ctypes.Structure):
+    _fields_ = [
+        ("ts_ns", ctypes.c_uint64),
+        ("location", ctypes.c_uint64),
+        ("skaddr", ctypes.c_uint64),
+        ("pid", ctypes.c_uint32),
+        ("netns", ctypes.c_uint32),
+        ("ifindex", ctypes.c_uint32),
+        ("reason", ctypes.c_uint32),
+        ("saddr", ctypes.c_uint8 * 16),
+        ("daddr", ctypes.c_uint8 * 16),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("protocol", ctypes.c_uint16),
+        ("family", ctypes.c_uint8),
+        ("l4proto", ctypes.c_uint8),
+        ("flags", ctypes.c_uint32),
+        ("comm", ctypes.c_char * COMM_LEN),
+        ("_pad", ctypes.c_uint32),
+    ]
+
+
 # Struct name in pyprobe.h -> mirror; the manifests' [event].struct refers to these.
-STRUCTS: dict[str, type[ctypes.Structure]] = {"tcpstate_event": TcpStateEvent}
+STRUCTS: dict[str, type[ctypes.Structure]] = {
+    "tcpstate_event": TcpStateEvent,
+    "drop_event": DropEvent,
+}

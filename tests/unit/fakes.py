@@ -30,6 +30,9 @@ class FakeProgram:
     def key_fields(self, map_name: str) -> tuple[str, ...]:
         return tuple(self.maps.get(f"{map_name}.fields", ()))
 
+    def leaf_fields(self, map_name: str) -> tuple[str, ...]:
+        return tuple(self.maps.get(f"{map_name}.leaf", ()))
+
     def open_ringbuf(self, map_name: str, callback) -> None:
         self.callbacks[map_name] = callback
 

@@ -1,0 +1,145 @@
+/* netdev: packets and bytes each device sent and received, transmit errors,
+ * packets queued to the device, and a packet-size histogram — per device and
+ * namespace, counted where the driver is handed the packet (net_dev_xmit) and
+ * where the stack takes it (netif_receive_skb), so it matches the device's
+ * own statistics. Bytes include the link-layer header, like those do.
+ *
+ * Hooks: HOOK_RAW_TP (raw tracepoints, skb/device at BTF offsets), HOOK_TP
+ * (net:* tracepoints), HOOK_KPROBE (dev_hard_start_xmit/__netif_receive_skb_core:
+ * transmit return codes unknown there). */
+#include <uapi/linux/ptrace.h>
+#include "pyprobe_bpf.h"
+
+struct dev_key {
+	u32 netns;
+	u32 ifindex;
+};
+struct dev_val {
+	u64 tx_packets;
+	u64 tx_bytes;
+	u64 tx_errors; /* driver refused the packet (NETDEV_TX_BUSY or an error) */
+	u64 queued;    /* packets handed to the device's queueing (net_dev_queue) */
+	u64 rx_packets;
+	u64 rx_bytes;
+};
+struct size_key {
+	u32 netns;
+	u32 ifindex;
+	u32 direction; /* 0 transmit, 1 receive */
+	u32 slot;
+};
+
+BPF_TABLE("percpu_hash", struct dev_key, struct dev_val, devices, 4096);
+BPF_TABLE("percpu_hash", struct size_key, u64, sizes, 32768);
+
+static __always_inline struct dev_val *dev_of(const void *dev, struct dev_key *k)
+{
+	struct dev_val zero = {};
+	dev_ids(dev, &k->ifindex, &k->netns);
+	return devices.lookup_or_try_init(k, &zero);
+}
+
+static __always_inline void size(struct dev_key *k, u32 dir, u64 len)
+{
+	struct size_key s = {.netns = k->netns, .ifindex = k->ifindex, .direction = dir};
+	u64 zero = 0, *h;
+	s.slot = hist_slot(len);
+	h = sizes.lookup_or_try_init(&s, &zero);
+	if (h)
+		(*h)++;
+	s.slot = HIST_SUM;
+	h = sizes.lookup_or_try_init(&s, &zero);
+	if (h)
+		*h += len;
+}
+
+static __always_inline const void *skb_dev(const void *skb)
+{
+	const void *dev = 0;
+	READ_AT(dev, skb, OFF_SKB_DEV);
+	return dev;
+}
+
+static __always_inline int xmit(const void *dev, int rc, u64 len)
+{
+	struct dev_key k = {};
+	struct dev_val *v = dev_of(dev, &k);
+	if (!v)
+		return 0;
+	if (rc != 0) {
+		v->tx_errors++;
+		return 0;
+	}
+	v->tx_packets++;
+	v->tx_bytes += len;
+	size(&k, 0, len);
+	return 0;
+}
+
+static __always_inline int queue(const void *skb)
+{
+	struct dev_key k = {};
+	struct dev_val *v = dev_of(skb_dev(skb), &k);
+	if (v)
+		v->queued++;
+	return 0;
+}
+
+static __always_inline int receive(const void *skb)
+{
+	struct dev_key k = {};
+	u32 len = 0;
+	u16 mac = 0;
+	unsigned char *head = 0, *data = 0;
+	READ_AT(len, skb, OFF_SKB_LEN);
+	READ_AT(mac, skb, OFF_SKB_MAC_HEADER);
+	READ_AT(head, skb, OFF_SKB_HEAD);
+	READ_AT(data, skb, OFF_SKB_DATA);
+	/* The link-layer header was pulled already; the device counted it. */
+	if (mac != 0xffff && data >= head + mac)
+		len += data - (head + mac);
+	struct dev_val *v = dev_of(skb_dev(skb), &k);
+	if (!v)
+		return 0;
+	v->rx_packets++;
+	v->rx_bytes += len;
+	size(&k, 1, len);
+	return 0;
+}
+
+#ifdef HOOK_RAW_TP
+/* net_dev_xmit(skb, rc, dev, skb_len) */
+int on_xmit(struct bpf_raw_tracepoint_args *ctx)
+{
+	return xmit((const void *)ctx->args[2], (int)ctx->args[1], (u32)ctx->args[3]);
+}
+int on_queue(struct bpf_raw_tracepoint_args *ctx) { return queue((const void *)ctx->args[0]); }
+int on_receive(struct bpf_raw_tracepoint_args *ctx) { return receive((const void *)ctx->args[0]); }
+#endif
+
+#ifdef HOOK_TP
+int on_tp_xmit(struct tracepoint__net__net_dev_xmit *args)
+{
+	return xmit(skb_dev(args->skbaddr), args->rc, args->len);
+}
+int on_tp_queue(struct tracepoint__net__net_dev_queue *args) { return queue(args->skbaddr); }
+int on_tp_receive(struct tracepoint__net__netif_receive_skb *args) { return receive(args->skbaddr); }
+#endif
+
+#ifdef HOOK_KPROBE
+/* dev_hard_start_xmit(first, dev, txq, ret): counted on entry, as sent. */
+int on_kprobe_xmit(struct pt_regs *ctx)
+{
+	const void *skb = (const void *)PT_REGS_PARM1(ctx);
+	u32 len = 0;
+	READ_AT(len, skb, OFF_SKB_LEN);
+	return xmit((const void *)PT_REGS_PARM2(ctx), 0, len);
+}
+int on_kprobe_receive(struct pt_regs *ctx)
+{
+	const void *skb = 0;
+	/* __netif_receive_skb_core(struct sk_buff **pskb, ...) */
+	bpf_probe_read_kernel(&skb, sizeof(skb), (void *)PT_REGS_PARM1(ctx));
+	return receive(skb);
+}
+#endif

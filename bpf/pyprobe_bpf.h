@@ -1,0 +1,224 @@
+/* Helpers shared by the BPF programs (kernel side only; the structs shared
+ * with Python are in pyprobe.h). */
+#ifndef PYPROBE_BPF_H
+#define PYPROBE_BPF_H
+
+/* Read a kernel struct member at an offset user space took from BTF. */
+#define READ_AT(dst, base, off) \
+	bpf_probe_read_kernel(&(dst), sizeof(dst), (const char *)(base) + (off))
+
+/* exp2 histograms: slot k counts values in (2^(k-1), 2^k], slot 0 holds 0
+ * and 1; the last slot (HIST_SUM) accumulates the values themselves, so
+ * one map gives Prometheus both the buckets and the _sum. */
+#define HIST_SLOTS 64
+#define HIST_SUM (HIST_SLOTS - 1)
+
+static __always_inline u32 log2_floor(u64 v)
+{
+	u32 r = 0, shift;
+	shift = (v > 0xFFFFFFFFULL) << 5; v >>= shift; r |= shift;
+	shift = (v > 0xFFFF) << 4; v >>= shift; r |= shift;
+	shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
+	shift = (v > 0xF) << 2; v >>= shift; r |= shift;
+	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
+	r |= (v >> 1);
+	return r;
+}
+
+static __always_inline u32 hist_slot(u64 v)
+{
+	u32 slot = v <= 1 ? 0 : log2_floor(v - 1) + 1;
+	return slot < HIST_SUM ? slot : HIST_SUM - 1;
+}
+
+/* A device's ifindex and namespace inode (ifindexes repeat across namespaces). */
+#if defined(OFF_DEV_IFINDEX)
+static __always_inline void dev_ids(const void *dev, u32 *ifindex, u32 *netns)
+{
+	*ifindex = 0;
+	*netns = 0;
+	if (!dev)
+		return;
+	READ_AT(*ifindex, dev, OFF_DEV_IFINDEX);
+#if defined(OFF_DEV_NET) && defined(OFF_NET_INUM)
+	const void *net = 0;
+	READ_AT(net, dev, OFF_DEV_NET);
+	if (net)
+		READ_AT(*netns, net, OFF_NET_INUM);
+#endif
+}
+#endif
+
+#if defined(OFF_SKC_NET) && defined(OFF_NET_INUM)
+static __always_inline u32 sk_netns_inum(const void *sk)
+{
+	u32 inum = 0;
+	const void *net = 0;
+	if (!sk)
+		return 0;
+	READ_AT(net, sk, OFF_SKC_NET);
+	if (net)
+		READ_AT(inum, net, OFF_NET_INUM);
+	return inum;
+}
+#endif
+
+/* ---- Event streams (compiled with -DSTREAM) ------------------------------ */
+#ifdef STREAM
+#ifndef RINGBUF_PAGES
+#define RINGBUF_PAGES 256
+#endif
+#ifndef WAKEUP_EVERY
+#define WAKEUP_EVERY 32
+#endif
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(lost, u64, 1);      /* reserve failed: ring buffer full */
+BPF_PERCPU_ARRAY(submitted, u64, 1); /* for batching wake-ups */
+
+static __always_inline void *event_reserve(u32 size)
+{
+	void *e = events.ringbuf_reserve(size);
+	if (!e) {
+		u32 zero = 0;
+		u64 *l = lost.lookup(&zero);
+		if (l)
+			(*l)++;
+	}
+	return e;
+}
+
+/* Waking the reader per event costs more than the event: wake it every
+ * WAKEUP_EVERY events per CPU; it drains the rest on its poll tick. */
+static __always_inline void event_submit(void *e)
+{
+	u32 zero = 0;
+	u64 *n = submitted.lookup(&zero);
+	u64 wake = n && ((*n)++ % WAKEUP_EVERY == 0);
+	events.ringbuf_submit(e, wake ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+#ifdef OWNER_TRACKING
+/* Who owns a socket, when the event happens in softirq on behalf of
+ * whatever task the CPU interrupted (the bcc tools print that task). A
+ * per-CPU flag set between softirq_entry and softirq_exit says whether the
+ * current task can be trusted; owners are remembered where they act
+ * themselves: connect, listen, close (inet_sock_set_state), or an earlier
+ * event in process context. Attach on_softirq_entry/exit and on_state as
+ * stream-only raw tracepoints. */
+struct owner {
+	u32 pid;
+	char comm[PYPROBE_COMM_LEN];
+};
+BPF_TABLE("lru_hash", u64, struct owner, owners, 65536);
+BPF_PERCPU_ARRAY(in_softirq, u32, 1);
+
+int on_softirq_entry(struct bpf_raw_tracepoint_args *ctx)
+{
+	u32 zero = 0, *f = in_softirq.lookup(&zero);
+	if (f)
+		*f = 1;
+	return 0;
+}
+
+int on_softirq_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	u32 zero = 0, *f = in_softirq.lookup(&zero);
+	if (f)
+		*f = 0;
+	return 0;
+}
+
+/* inet_sock_set_state(sk, oldstate, newstate) into SYN_SENT, LISTEN,
+ * FIN_WAIT1 or LAST_ACK: made by the owner itself, in a syscall. */
+int on_state(struct bpf_raw_tracepoint_args *ctx)
+{
+	int newstate = (int)ctx->args[2];
+	if (newstate != 2 && newstate != 10 && newstate != 4 && newstate != 9)
+		return 0;
+	u64 key = ctx->args[0];
+	struct owner o = {.pid = bpf_get_current_pid_tgid() >> 32};
+	bpf_get_current_comm(o.comm, sizeof(o.comm));
+	owners.update(&key, &o);
+	return 0;
+}
+
+/* Fill pid/comm with the socket's owner; returns PYPROBE_F_OWNER_KNOWN or 0. */
+static __always_inline u32 owner_of(const void *sk, u32 *pid, char *comm)
+{
+	u32 zero = 0, *soft = in_softirq.lookup(&zero);
+	u64 key = (u64)sk;
+	if (!(soft && *soft)) {
+		struct owner o = {.pid = bpf_get_current_pid_tgid() >> 32};
+		bpf_get_current_comm(o.comm, sizeof(o.comm));
+		*pid = o.pid;
+		__builtin_memcpy(comm, o.comm, PYPROBE_COMM_LEN);
+		if (sk)
+			owners.update(&key, &o);
+		return PYPROBE_F_OWNER_KNOWN;
+	}
+	if (sk) {
+		struct owner *o = owners.lookup(&key);
+		if (o) {
+			*pid = o->pid;
+			__builtin_memcpy(comm, o->comm, PYPROBE_COMM_LEN);
+			return PYPROBE_F_OWNER_KNOWN;
+		}
+	}
+	return 0;
+}
+#endif /* OWNER_TRACKING */
+#endif /* STREAM */
+
+/* ---- Packet headers --------------------------------------------------------- */
+#if defined(OFF_SKB_HEAD) && defined(OFF_SKB_NETWORK_HEADER)
+struct tuple {
+	u8 saddr[16];
+	u8 daddr[16];
+	u16 sport;
+	u16 dport;
+	u8 family; /* AF_INET/AF_INET6, 0 when the packet is not IP */
+	u8 l4proto;
+};
+
+/* Addresses and ports from the packet's IP header (not from a socket). */
+static __always_inline void skb_tuple(const void *skb, struct tuple *t)
+{
+	unsigned char *head = 0;
+	u16 nh = 0, th = 0xffff;
+	u8 first = 0;
+	READ_AT(head, skb, OFF_SKB_HEAD);
+	READ_AT(nh, skb, OFF_SKB_NETWORK_HEADER);
+#ifdef OFF_SKB_TRANSPORT_HEADER
+	READ_AT(th, skb, OFF_SKB_TRANSPORT_HEADER);
+#endif
+	if (!head || nh == 0xffff)
+		return;
+	const unsigned char *ip = head + nh;
+	bpf_probe_read_kernel(&first, 1, ip);
+	u32 l4off = 0;
+	if ((first >> 4) == 4) {
+		t->family = 2;
+		bpf_probe_read_kernel(&t->l4proto, 1, ip + 9);
+		bpf_probe_read_kernel(t->saddr, 4, ip + 12);
+		bpf_probe_read_kernel(t->daddr, 4, ip + 16);
+		l4off = (first & 0xf) * 4;
+	} else if ((first >> 4) == 6) {
+		t->family = 10;
+		bpf_probe_read_kernel(&t->l4proto, 1, ip + 6);
+		bpf_probe_read_kernel(t->saddr, 16, ip + 8);
+		bpf_probe_read_kernel(t->daddr, 16, ip + 24);
+		l4off = 40; /* extension headers: ports left out below */
+	} else {
+		return;
+	}
+	if (t->l4proto != 6 && t->l4proto != 17)
+		return;
+	const unsigned char *l4 = (th != 0xffff && th > nh) ? head + th : ip + l4off;
+	u16 ports[2] = {};
+	bpf_probe_read_kernel(ports, sizeof(ports), l4);
+	t->sport = __builtin_bswap16(ports[0]);
+	t->dport = __builtin_bswap16(ports[1]);
+}
+#endif
+
+#endif /* PYPROBE_BPF_H */

@@ -1,0 +1,91 @@
+"""drops: reason names from the running kernel, the benign filter, decoding.
+
+The benign filter hides drops that are part of normal operation, so the
+person debugging sees the real ones first. It applies to the stream (in the
+kernel, before the ring buffer) and to the tables; the counters and the
+exporter still count every drop, with its reason as a label.
+
+Default benign reasons, and why they are normal:
+  SOCKET_CLOSE   the application closed a socket with data it never read
+  QUEUE_PURGE    a socket or device queue flushed on teardown
+  TCP_OLD_DATA   a duplicate TCP segment: its data had arrived already
+  TCP_CLOSE      a segment for a socket that is closing
+  OTHERHOST      a frame for another host's MAC (bridges, promiscuous mode)
+Override with --all, or --benign REASON,... (an empty list hides nothing).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from ..decoders import inet_addr, ip_protocol
+from ..errors import PyprobeError
+from ..probe import Probe
+from ..registry import register
+from ..structs import F_HAS_TUPLE, F_OWNER_KNOWN, DropEvent
+from .tcpstates import _MONO_TO_WALL
+
+DEFAULT_BENIGN = ("SOCKET_CLOSE", "QUEUE_PURGE", "TCP_OLD_DATA", "TCP_CLOSE", "OTHERHOST")
+
+
+@register("drops")
+class Drops(Probe):
+    benign: tuple[str, ...] = DEFAULT_BENIGN
+
+    def reason_numbers(self, names: Sequence[str]) -> list[int]:
+        """Kernel numbers of reason names; an unknown name is a one-line error."""
+        by_name = {n: v for v, n in self.decoders.drop_reasons.items()}
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise PyprobeError(
+                f"unknown drop reason {', '.join(unknown)}; this kernel has: "
+                + ", ".join(sorted(by_name))
+            )
+        return [by_name[n] for n in names]
+
+    def attach(
+        self, stream: bool = False, cflags: Sequence[str] = (), benign: Sequence[str] | None = None
+    ) -> None:
+        if benign is not None:
+            self.benign = tuple(benign)
+        present = set(self.decoders.drop_reasons.values())
+        numbers = self.reason_numbers([n for n in self.benign if n in present])
+        flags = list(cflags)
+        if numbers:
+            flags.append("-DBENIGN(r)=(" + "||".join(f"(r)=={n}" for n in numbers) + ")")
+        super().attach(stream=stream, cflags=flags)
+
+    def decode(self, raw: bytes) -> dict[str, Any]:
+        ev = DropEvent.from_buffer_copy(raw)
+        tuple_known = bool(ev.flags & F_HAS_TUPLE)
+        family = ev.family if tuple_known else 0
+        return {
+            "time": ev.ts_ns / 1e9 + _MONO_TO_WALL,
+            "reason": self.decoders.drop_reasons.get(ev.reason, f"REASON_{ev.reason}"),
+            "location": self.decoders.symbols.name(ev.location),
+            "pid": ev.pid,
+            "comm": ev.comm.decode(errors="replace"),
+            "owner_known": bool(ev.flags & F_OWNER_KNOWN),
+            "netns": ev.netns,
+            "device": self.decoders.ifname(ev.ifindex, ev.netns) if ev.ifindex else "",
+            "protocol": self.decoders.get("eth_protocol")(ev.protocol, {}),
+            "family": {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}.get(family, ""),
+            "l4": ip_protocol(ev.l4proto) if tuple_known else "",
+            "saddr": inet_addr(family, bytes(ev.saddr)) if tuple_known else "",
+            "sport": ev.sport,
+            "daddr": inet_addr(family, bytes(ev.daddr)) if tuple_known else "",
+            "dport": ev.dport,
+            "skaddr": f"{ev.skaddr:#x}" if ev.skaddr else "",
+        }
+
+    def is_benign(self, reason: str) -> bool:
+        return reason in self.benign
+
+    def by_reason(self) -> dict[str, int]:
+        spec = self.manifest.metrics[0]
+        out: dict[str, int] = {}
+        for labels, value in self.samples(spec):
+            out[labels[0]] = out.get(labels[0], 0) + int(value)
+        return out

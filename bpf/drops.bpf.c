@@ -18,6 +18,11 @@
 #include "pyprobe.h"
 #define OWNER_TRACKING
 #include "pyprobe_bpf.h"
+#if (defined(HOOK_TP) || defined(HOOK_TP_NOREASON)) && __has_include(<net/dropreason.h>)
+/* bcc declares the tracepoint's reason field as enum skb_drop_reason; only
+ * the type is needed (4 bytes) — the values come from the running kernel. */
+#include <net/dropreason.h>
+#endif
 
 #ifndef BENIGN
 #define BENIGN(r) 0

@@ -54,4 +54,28 @@ struct drop_event {
 	__u32 _pad;
 };
 
+/* tcp_event.kind */
+#define PYPROBE_TCP_RETRANSMIT 1
+#define PYPROBE_TCP_SYNACK_RETRANSMIT 2
+#define PYPROBE_TCP_RESET_SENT 3
+#define PYPROBE_TCP_RESET_RECEIVED 4
+
+struct tcp_event {
+	__u64 ts_ns;
+	__u64 skaddr;
+	__u32 pid;
+	__u32 netns;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u8 kind;  /* PYPROBE_TCP_* */
+	__u8 state; /* the socket's TCP state, 0 when there is no socket */
+	__u32 reason; /* resets sent: enum sk_rst_reason */
+	__u32 segs;   /* retransmits: segments */
+	__u32 flags;
+	char comm[PYPROBE_COMM_LEN];
+};
+
 #endif /* PYPROBE_H */

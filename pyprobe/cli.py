@@ -314,6 +314,231 @@ def _tcpstates_summary(
                 return
 
 
+# -- the counting probes --------------------------------------------------------
+def _json_option(f: Any) -> Any:
+    return click.option("-j", "--json", "as_json", is_flag=True, help="NDJSON output.")(f)
+
+
+def _interval_args(f: Any) -> Any:
+    f = click.argument("count", required=False, type=click.IntRange(min=1))(f)
+    return click.argument("interval", required=False, type=click.FloatRange(min=0, min_open=True))(
+        f
+    )
+
+
+def _top_option(f: Any) -> Any:
+    return click.option(
+        "-n",
+        "--top",
+        default=20,
+        show_default=True,
+        type=click.IntRange(1, 100000),
+        help="Rows per table.",
+    )(f)
+
+
+def _stream_options(f: Any) -> Any:
+    f = click.option(
+        "-d",
+        "--duration",
+        type=click.FloatRange(min=0, min_open=True),
+        help="Stop the stream after this many seconds.",
+    )(f)
+    f = click.option("-T", "--timestamp", is_flag=True, help="Prefix lines with HH:MM:SS.")(f)
+    return click.option("--stream", is_flag=True, help="One line per event instead of counts.")(f)
+
+
+def _counts(
+    name: str,
+    as_json: bool,
+    top: int,
+    interval: float | None,
+    count: int | None,
+    attach: dict[str, Any] | None = None,
+    keep: Any = None,
+    footer: Any = None,
+) -> None:
+    from .render import metric_tables
+    from .watch import intervals, row_key, with_deltas
+
+    with _attached(name, **(attach or {})) as probe:
+        titles = {m.name: m.name for m in probe.manifest.metrics}
+        print(
+            f"Counting {name} via {probe.hook_label}... "
+            + ("Ctrl-C to end" if interval is None else f"every {interval:g}s"),
+            file=sys.stderr,
+            flush=True,
+        )
+        previous: dict[tuple, dict[str, Any]] = {}
+
+        def report(n: int) -> None:
+            nonlocal previous
+            rows = [r for r in probe.rows() if keep is None or keep(r)]
+            rows = with_deltas(rows, previous)
+            previous = {row_key(r): r for r in rows}
+            if as_json:
+                record = {"time": time.time(), "probe": name, "hook": probe.hook_label}
+                print(ndjson({**record, "rows": rows}), flush=True)
+            else:
+                print_tables(metric_tables(rows, titles, top))
+                if not rows:
+                    click.echo(f"{time.strftime('%H:%M:%S')} no {name} events")
+                if footer:
+                    click.echo(footer(probe))
+
+        intervals(report, interval, count)
+
+
+@cli.command(context_settings=CONTEXT)
+@_json_option
+@_top_option
+@_interval_args
+def softirqs(as_json: bool, top: int, interval: float | None, count: int | None) -> None:
+    """softirq runs, raises and time per CPU and vector (NET_RX, NET_TX, ...).
+
+    \b
+    The counts /proc/softirqs keeps, plus the time each vector took and a
+    histogram of time per run. [INTERVAL [COUNT]]: like the bcc tools.
+    """
+    _counts("softirqs", as_json, top, interval, count)
+
+
+@cli.command(context_settings=CONTEXT)
+@_json_option
+@_top_option
+@_interval_args
+def napi(as_json: bool, top: int, interval: float | None, count: int | None) -> None:
+    """NAPI polls per device: polls, packets, polls that used the whole budget.
+
+    \b
+    Interrupts vs polling: a busy device is polled (many packets per poll,
+    budget often exhausted) instead of interrupting per packet. Device
+    "backlog" is the per-CPU queue of drivers without NAPI (veth without GRO,
+    loopback).
+    """
+    _counts("napi", as_json, top, interval, count)
+
+
+@cli.command(context_settings=CONTEXT)
+@_json_option
+@_top_option
+@_interval_args
+def netdev(as_json: bool, top: int, interval: float | None, count: int | None) -> None:
+    """Packets, bytes, transmit errors and packet sizes per device and namespace."""
+    _counts("netdev", as_json, top, interval, count)
+
+
+@cli.command(context_settings=CONTEXT)
+@_stream_options
+@click.option("--all", "show_all", is_flag=True, help="Also show benign drops.")
+@click.option(
+    "--benign",
+    help="Comma-separated reasons to treat as benign, instead of the default list "
+    "(an empty string hides nothing).",
+)
+@_json_option
+@_top_option
+@_interval_args
+def drops(
+    stream: bool,
+    timestamp: bool,
+    duration: float | None,
+    show_all: bool,
+    benign: str | None,
+    as_json: bool,
+    top: int,
+    interval: float | None,
+    count: int | None,
+) -> None:
+    """Packet drops by reason (as this kernel names them), location, device, netns.
+
+    \b
+    Benign drops are hidden unless --all (default list: SOCKET_CLOSE,
+    QUEUE_PURGE, TCP_OLD_DATA, TCP_CLOSE, OTHERHOST; see --benign).
+    --stream: each drop with its 5-tuple and owner ('*' = owner unknown:
+    dropped in softirq, socket not seen in process context).
+    """
+    from .probes.drops import DEFAULT_BENIGN
+
+    benign_list: tuple[str, ...] = DEFAULT_BENIGN
+    if benign is not None:
+        benign_list = tuple(b.strip() for b in benign.split(",") if b.strip())
+    if show_all:
+        benign_list = ()
+    if stream:
+        if interval is not None:
+            raise PyprobeError("INTERVAL/COUNT go with counts; use -d/--duration with --stream")
+        with _attached("drops", stream=True, benign=benign_list) as probe:
+            _stream(
+                probe,
+                as_json,
+                timestamp,
+                duration,
+                keep=lambda ev: not probe.is_benign(ev["reason"], ev["location"]),
+            )
+        return
+
+    def hidden(probe: Any) -> str:
+        n = sum(
+            r["value"]
+            for r in probe.rows()
+            if probe.is_benign(r.get("reason", ""), r.get("location", ""))
+        )
+        return f"{n} benign drops not shown (--all shows them)" if n else ""
+
+    _counts(
+        "drops",
+        as_json,
+        top,
+        interval,
+        count,
+        attach={"benign": benign_list},
+        keep=lambda r: not _drops_benign(r, benign_list),
+        footer=hidden,
+    )
+
+
+def _drops_benign(row: dict[str, Any], benign: tuple[str, ...]) -> bool:
+    reason = row.get("reason", "")
+    return reason in benign or f"{reason}@{row.get('location', '')}" in benign
+
+
+@cli.command(context_settings=CONTEXT)
+@_stream_options
+@_json_option
+@_top_option
+@_interval_args
+def tcpretrans(
+    stream: bool,
+    timestamp: bool,
+    duration: float | None,
+    as_json: bool,
+    top: int,
+    interval: float | None,
+    count: int | None,
+) -> None:
+    """TCP retransmits and resets (sent, with reason; received), by netns and state.
+
+    \b
+    --stream: each retransmit/reset with its 5-tuple, state and owner.
+    """
+    if stream:
+        if interval is not None:
+            raise PyprobeError("INTERVAL/COUNT go with counts; use -d/--duration with --stream")
+        with _attached("tcpretrans", stream=True) as probe:
+            _stream(probe, as_json, timestamp, duration)
+        return
+    _counts("tcpretrans", as_json, top, interval, count)
+
+
+def _stream(
+    probe: Any, as_json: bool, timestamp: bool, duration: float | None, keep: Any = None
+) -> None:
+    from .watch import stream
+
+    stream(probe, probe.line, probe.HEADER, as_json, timestamp, duration, keep or (lambda e: True))
+
+
 @cli.command()
 @click.option(
     "--connections",

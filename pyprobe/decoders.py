@@ -35,6 +35,8 @@ FAMILIES: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 
 
 def tcp_state(value: int) -> str:
+    if value == 0:
+        return "NONE"  # an event with no socket (e.g. a reset for a closed port)
     return TCP_STATES.get(value, f"UNKNOWN_{value}")
 
 
@@ -78,6 +80,9 @@ DECODERS: dict[str, Callable[[int], str]] = {
     "eth_protocol": eth_protocol,
     "ip_protocol": ip_protocol,
     "direction": lambda v: "receive" if v else "transmit",
+    "queue_event": lambda v: (
+        ("rcvqueue_full", "exceed_rmem", "exceed_wmem")[v] if v < 3 else str(v)
+    ),
 }
 
 
@@ -207,12 +212,15 @@ class Decoders:
             return lambda v, _key: self.softirqs.get(v, f"VEC_{v}")
         if name == "ksym":
             return lambda v, _key: self.symbols.function(v)
+        if name == "napi_device":
+            # NAPI instances without a device: the per-CPU backlog of netif_rx().
+            return lambda v, key: self.ifname(v, key.get("netns", 0)) if v else "backlog"
         if name == "ifname":
             return lambda v, key: self.ifname(v, key.get("netns", 0))
         if name == "netns":
             return lambda v, _key: str(v) if v else ""
         if name == "netns_name":
-            return lambda v, _key: _netns_names().get(v, "")
+            return lambda v, _key: netns_name(v)
         raise KeyError(f"no decoder named {name!r}")
 
 
@@ -229,6 +237,11 @@ SOFTIRQ_NAMES = (
     "HRTIMER",
     "RCU",
 )
+
+
+def netns_name(inode: int) -> str:
+    """The name under /run/netns of a namespace inode, "" when it has none."""
+    return _netns_names().get(inode, "")
 
 
 def _netns_names() -> dict[int, str]:

@@ -7,13 +7,14 @@ routes nowhere else. Traffic runs in threads that entered a namespace
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .netlink import NETNS_RUN_DIR, inode_of
+from .netlink import NETNS_RUN_DIR, inode_of, run_in_netns
 from .netlink import start_in_netns as in_netns
 
 SUBNET = "10.231.{}.{}"
@@ -42,6 +43,14 @@ class VethPair:
     def addr_b(self) -> str:
         return SUBNET.format(self.net, 2)
 
+    @property
+    def dev_a(self) -> str:
+        return f"{self.prefix}a"[:15]
+
+    @property
+    def dev_b(self) -> str:
+        return f"{self.prefix}b"[:15]
+
     def path(self, ns: str) -> Path:
         return NETNS_RUN_DIR / ns
 
@@ -54,11 +63,15 @@ class VethPair:
         try:
             netns.create(self.a)
             netns.create(self.b)
-            va, vb = f"{self.prefix}a"[:15], f"{self.prefix}b"[:15]
+            va, vb = self.dev_a, self.dev_b
             with IPRoute() as ipr:
                 ipr.link("add", ifname=va, kind="veth", peer={"ifname": vb, "net_ns_fd": self.b})
                 ipr.link("set", index=ipr.link_lookup(ifname=va)[0], net_ns_fd=self.a)
             for ns, dev, addr in ((self.a, va, self.addr_a), (self.b, vb, self.addr_b)):
+                # No IPv6 on the veth: no router solicitations or DAD arriving
+                # at random times in the middle of exact packet counts.
+                sysctl = Path(f"/proc/sys/net/ipv6/conf/{dev}/disable_ipv6")
+                run_in_netns(self.path(ns), functools.partial(sysctl.write_text, "1"))
                 with NetNS(ns) as n:
                     idx = n.link_lookup(ifname=dev)[0]
                     n.addr("add", index=idx, address=addr, prefixlen=24)
@@ -160,3 +173,98 @@ def refused(ns_path: str | Path, addr: str, port: int, n: int) -> int:
 
     in_netns(ns_path, run, name="refused").join()
     return count[0]
+
+
+def udp_blast(ns_path: str | Path, addr: str, port: int, n: int, size: int = 100) -> int:
+    """n datagrams of size bytes from a namespace; returns how many were sent."""
+    sent = [0]
+
+    def run() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(n):
+                s.sendto(b"u" * size, (addr, port))
+                sent[0] += 1
+
+    in_netns(ns_path, run, name="udp").join()
+    return sent[0]
+
+
+class Listener:
+    """A TCP listener in a namespace that misbehaves on purpose, to fill queues:
+    accept=False never accepts (the accept queue grows); read=False accepts
+    and never reads (Recv-Q grows); otherwise it reads everything (a sink)."""
+
+    def __init__(
+        self,
+        ns_path: str | Path,
+        addr: str,
+        port: int,
+        backlog: int = 128,
+        accept: bool = True,
+        read: bool = True,
+    ):
+        self.received = 0
+        self.conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._args = (addr, port, backlog, accept, read)
+        self._thread = in_netns(ns_path, self._run, name=f"listener:{port}")
+        if not self._ready.wait(5):
+            raise RuntimeError(f"listener on {addr}:{port} did not start")
+
+    def _run(self) -> None:
+        addr, port, backlog, accept, read = self._args
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind((addr, port))
+        srv.listen(backlog)
+        srv.settimeout(0.05)
+        self._ready.set()
+        with srv:
+            while not self._stop.is_set():
+                if not accept:
+                    self._stop.wait(0.05)
+                    continue
+                try:
+                    conn, _ = srv.accept()
+                except TimeoutError:
+                    continue
+                self.conns.append(conn)
+                if read:
+                    conn.settimeout(10)
+                    while chunk := conn.recv(65536):
+                        self.received += len(chunk)
+        for c in self.conns:
+            c.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def send_bytes(ns_path: str | Path, addr: str, port: int, nbytes: int, close: bool = True):
+    """Connect from a namespace and send nbytes; returns the socket when close=False."""
+    kept: list[socket.socket] = []
+
+    def run() -> None:
+        c = socket.create_connection((addr, port), timeout=10)
+        c.sendall(b"b" * nbytes)
+        if close:
+            c.close()
+        else:
+            kept.append(c)
+
+    in_netns(ns_path, run, name="send").join()
+    return kept[0] if kept else None
+
+
+def connect_only(ns_path: str | Path, addr: str, port: int, n: int) -> list[socket.socket]:
+    """n connections left open (they complete the handshake, nobody accepts)."""
+    conns: list[socket.socket] = []
+
+    def run() -> None:
+        for _ in range(n):
+            conns.append(socket.create_connection((addr, port), timeout=5))
+
+    in_netns(ns_path, run, name="connect").join()
+    return conns

@@ -56,7 +56,9 @@ class Hook:
 
     @property
     def label(self) -> str:
-        return f"{self.kind}:" + "+".join(p.target for p in self.points)
+        """kind:target[+target...]; helpers attached only for the stream left out."""
+        main = [p.target for p in self.points if not p.stream_only]
+        return f"{self.kind}:" + "+".join(main or [self.points[0].target])
 
 
 @dataclass(frozen=True)

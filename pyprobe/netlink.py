@@ -140,6 +140,7 @@ def tcp_sockets() -> list[dict]:
                         "dst": msg["idiag_dst"],
                         "sport": msg["idiag_sport"],
                         "dport": msg["idiag_dport"],
+                        "inode": msg["idiag_inode"],
                     }
                 )
     return out
@@ -221,3 +222,40 @@ def each_netns(fn: Callable[[], T], only: int | None = None) -> dict[int, T]:
         except OSError:
             continue  # the namespace went away while we looked
     return result
+
+
+def socket_owners() -> dict[int, tuple[int, str]]:
+    """socket inode -> (pid, comm) from /proc/*/fd, like `ss -p` (first owner wins)."""
+    owners: dict[int, tuple[int, str]] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"{fd_dir}/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                owners.setdefault(int(target[8:-1]), (int(pid), comm))
+    return owners
+
+
+def link_stats(netns_path: str | Path | None = None) -> dict[str, dict[str, int]]:
+    """name -> the device's own counters (rx_packets, tx_bytes, ...), as in
+    /sys/class/net/NAME/statistics, for one namespace (IFLA_STATS64)."""
+    from pyroute2 import IPRoute
+
+    def get() -> dict[str, dict[str, int]]:
+        with IPRoute() as ipr:
+            return {
+                m.get_attr("IFLA_IFNAME"): dict(m.get_attr("IFLA_STATS64") or {})
+                for m in ipr.get_links()
+            }
+
+    return _in(netns_path, get)

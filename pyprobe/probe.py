@@ -58,6 +58,10 @@ class Probe:
     def hook(self) -> Hook | None:
         return self.program.hook if self.program else None
 
+    @property
+    def hook_label(self) -> str:
+        return self.hook.label if self.hook else "-"
+
     # -- lifecycle -------------------------------------------------------------
     def available(self) -> Choice:
         return choose(self.manifest, self.env)
@@ -226,7 +230,15 @@ class Probe:
                 for labels, buckets, total in self.histograms(spec):
                     row: dict[str, Any] = {"metric": spec.name}
                     row.update(zip(label_names, labels, strict=True))
-                    row.update(count=sum(buckets), sum=total, buckets=buckets)
+                    n = sum(buckets)
+                    last = max((k for k, c in enumerate(buckets) if c), default=-1)
+                    row.update(
+                        count=n,
+                        sum=total,
+                        p50=_quantile(buckets, 0.5, spec.scale),
+                        p99=_quantile(buckets, 0.99, spec.scale),
+                        buckets=buckets[: last + 1],
+                    )
                     rows.append(row)
                 continue
             for labels, value in self.samples(spec):
@@ -247,3 +259,14 @@ def _cumulative(buckets: list[int], scale: float) -> list[tuple[str, float]]:
         out.append((repr(float(2**k * scale)), running))
     out.append(("+Inf", running))
     return out
+
+
+def _quantile(buckets: list[int], q: float, scale: float) -> float:
+    """Upper bound of the exp2 bucket holding the q-quantile (0 when empty)."""
+    total = sum(buckets)
+    running = 0
+    for k, n in enumerate(buckets):
+        running += n
+        if total and running >= q * total:
+            return 2**k * scale
+    return 0.0

@@ -27,7 +27,7 @@ TCPSTATE_HEADER = (
 )
 
 
-def _hostport(addr: str, port: int) -> str:
+def hostport(addr: str, port: int) -> str:
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
@@ -37,7 +37,7 @@ def tcpstate_line(ev: Mapping[str, Any], netns_name: str, timestamps: bool) -> s
     comm = ev["comm"] + ("" if ev["owner_known"] else "*")
     line = (
         f"{ev['skaddr'][-8:]:<8} {ev['pid']:>7} {comm[:12]:<12} {netns_name[:12]:<12} "
-        f"{_hostport(ev['saddr'], ev['sport']):<22} {_hostport(ev['daddr'], ev['dport']):<22} "
+        f"{hostport(ev['saddr'], ev['sport']):<22} {hostport(ev['daddr'], ev['dport']):<22} "
         f"{ev['oldstate']:>11} -> {ev['newstate']:<11} {ms:>9}"
     )
     return f"{clock(ev['time'])} {line}" if timestamps else line
@@ -78,3 +78,51 @@ def print_tables(
 
 def rows_to_text(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(ndjson(r) for r in rows)
+
+
+_HIDDEN = {"metric", "value", "delta", "count", "sum", "buckets", "p50", "p99", "netns_name"}
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def netns_cell(row: Mapping[str, Any]) -> str:
+    return row.get("netns_name") or str(row.get("netns") or "-")
+
+
+def metric_tables(
+    rows: Sequence[Mapping[str, Any]], titles: Mapping[str, str], top: int = 20
+) -> list[Table]:
+    """One table per metric: its labels, the change since the last report and
+    the total; histograms show count, mean and p50/p99 bucket bounds."""
+    by_metric: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        by_metric.setdefault(row["metric"], []).append(row)
+    tables = []
+    for metric, group in by_metric.items():
+        group = sorted(group, key=lambda r: (-r["delta"], -r.get("value", r.get("count", 0))))
+        labels = [k for k in group[0] if k not in _HIDDEN]
+        table = Table(title=titles.get(metric, metric), title_justify="left")
+        for label in labels:
+            table.add_column(label.upper())
+        histogram = "count" in group[0]
+        cols = ["COUNT", "TOTAL", "MEAN", "P50<=", "P99<="] if histogram else ["DELTA", "TOTAL"]
+        for c in cols:
+            table.add_column(c, justify="right")
+        for row in group[:top]:
+            cells = [netns_cell(row) if k == "netns" else _cell(row[k]) for k in labels]
+            if histogram:
+                mean = row["sum"] / row["count"] if row["count"] else 0
+                cells += [str(row["delta"]), str(row["count"])] + [
+                    _cell(v) for v in (mean, row["p50"], row["p99"])
+                ]
+            else:
+                cells += [_cell(row["delta"]), _cell(row["value"])]
+            table.add_row(*cells)
+        if len(group) > top:
+            table.caption = f"{len(group) - top} more rows (use -j for all)"
+        tables.append(table)
+    return tables

@@ -51,8 +51,32 @@ class DropEvent(ctypes.Structure):
     ]
 
 
+TCP_RETRANSMIT, TCP_SYNACK_RETRANSMIT, TCP_RESET_SENT, TCP_RESET_RECEIVED = 1, 2, 3, 4
+
+
+class TcpEvent(ctypes.Structure):
+    _fields_ = [
+        ("ts_ns", ctypes.c_uint64),
+        ("skaddr", ctypes.c_uint64),
+        ("pid", ctypes.c_uint32),
+        ("netns", ctypes.c_uint32),
+        ("saddr", ctypes.c_uint8 * 16),
+        ("daddr", ctypes.c_uint8 * 16),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("family", ctypes.c_uint16),
+        ("kind", ctypes.c_uint8),
+        ("state", ctypes.c_uint8),
+        ("reason", ctypes.c_uint32),
+        ("segs", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("comm", ctypes.c_char * COMM_LEN),
+    ]
+
+
 # Struct name in pyprobe.h -> mirror; the manifests' [event].struct refers to these.
 STRUCTS: dict[str, type[ctypes.Structure]] = {
     "tcpstate_event": TcpStateEvent,
     "drop_event": DropEvent,
+    "tcp_event": TcpEvent,
 }

@@ -11,23 +11,34 @@ Default benign reasons, and why they are normal:
   TCP_OLD_DATA   a duplicate TCP segment: its data had arrived already
   TCP_CLOSE      a segment for a socket that is closing
   OTHERHOST      a frame for another host's MAC (bridges, promiscuous mode)
-Override with --all, or --benign REASON,... (an empty list hides nothing).
+  NOT_SPECIFIED@udp_destruct_common
+                 datagrams nobody read when their UDP socket was closed
+An entry is REASON (filtered in the kernel, before the ring buffer) or
+REASON@function (filtered in user space, by where the packet was freed).
+Override with --all, or --benign ENTRY,... (an empty list hides nothing).
 """
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Sequence
 from typing import Any
 
-from ..decoders import inet_addr, ip_protocol
+from ..decoders import FAMILIES, inet_addr, ip_protocol, netns_name
 from ..errors import PyprobeError
 from ..probe import Probe
 from ..registry import register
+from ..render import hostport
 from ..structs import F_HAS_TUPLE, F_OWNER_KNOWN, DropEvent
 from .tcpstates import _MONO_TO_WALL
 
-DEFAULT_BENIGN = ("SOCKET_CLOSE", "QUEUE_PURGE", "TCP_OLD_DATA", "TCP_CLOSE", "OTHERHOST")
+DEFAULT_BENIGN = (
+    "SOCKET_CLOSE",
+    "QUEUE_PURGE",
+    "TCP_OLD_DATA",
+    "TCP_CLOSE",
+    "OTHERHOST",
+    "NOT_SPECIFIED@udp_destruct_common",
+)
 
 
 @register("drops")
@@ -51,6 +62,7 @@ class Drops(Probe):
         if benign is not None:
             self.benign = tuple(benign)
         present = set(self.decoders.drop_reasons.values())
+        self.reason_numbers([b.partition("@")[0] for b in self.benign if "@" in b])  # validate
         numbers = self.reason_numbers([n for n in self.benign if n in present])
         flags = list(cflags)
         if numbers:
@@ -69,9 +81,10 @@ class Drops(Probe):
             "comm": ev.comm.decode(errors="replace"),
             "owner_known": bool(ev.flags & F_OWNER_KNOWN),
             "netns": ev.netns,
+            "netns_name": netns_name(ev.netns),
             "device": self.decoders.ifname(ev.ifindex, ev.netns) if ev.ifindex else "",
             "protocol": self.decoders.get("eth_protocol")(ev.protocol, {}),
-            "family": {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}.get(family, ""),
+            "family": FAMILIES.get(family, ""),
             "l4": ip_protocol(ev.l4proto) if tuple_known else "",
             "saddr": inet_addr(family, bytes(ev.saddr)) if tuple_known else "",
             "sport": ev.sport,
@@ -80,8 +93,25 @@ class Drops(Probe):
             "skaddr": f"{ev.skaddr:#x}" if ev.skaddr else "",
         }
 
-    def is_benign(self, reason: str) -> bool:
-        return reason in self.benign
+    HEADER = (
+        f"{'PID':>7} {'COMM':<12} {'NETNS':<12} {'DEV':<10} {'PROTO':<5} "
+        f"{'SOURCE':<22} {'DESTINATION':<22} {'REASON':<22} LOCATION"
+    )
+
+    def line(self, ev: dict[str, Any]) -> str:
+        comm = ev["comm"] + ("" if ev["owner_known"] else "*")
+        src = hostport(ev["saddr"], ev["sport"]) if ev["saddr"] else "-"
+        dst = hostport(ev["daddr"], ev["dport"]) if ev["daddr"] else "-"
+        netns = ev["netns_name"] or str(ev["netns"] or "-")
+        return (
+            f"{ev['pid']:>7} {comm[:12]:<12} {netns[:12]:<12} {(ev['device'] or '-')[:10]:<10} "
+            f"{(ev['l4'] or ev['protocol'])[:5]:<5} {src:<22} {dst:<22} {ev['reason'][:22]:<22} "
+            f"{ev['location']}"
+        )
+
+    def is_benign(self, reason: str, location: str = "") -> bool:
+        function = location.partition("+")[0]
+        return reason in self.benign or f"{reason}@{function}" in self.benign
 
     def by_reason(self) -> dict[str, int]:
         spec = self.manifest.metrics[0]

@@ -7,7 +7,7 @@ import socket
 import pytest
 from fakes import FakeLoader, fake_env
 
-from pyprobe import cli, probe
+from pyprobe import cli, probe, registry
 from pyprobe.structs import F_DELTA_KNOWN, F_OWNER_KNOWN, TcpStateEvent
 
 
@@ -152,4 +152,6 @@ def test_list_one_line_per_probe(fake, capsys):
     code, out, _ = run(capsys, "list")
     assert code == 0
     assert out.splitlines() == [line for line in out.splitlines() if line]
-    assert out.startswith("tcpstates    raw_tracepoint:inet_sock_set_state")
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert set(lines) == set(registry.names())
+    assert lines["tcpstates"].startswith("tcpstates    raw_tracepoint:inet_sock_set_state")

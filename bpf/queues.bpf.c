@@ -1,0 +1,61 @@
+/* queues: the moments a socket's buffers overflow — sock:sock_rcvqueue_full
+ * (a packet refused because the receive queue is over sk_rcvbuf) and
+ * sock:sock_exceed_buf_limit (protocol memory pressure) — counted by
+ * namespace, event, protocol and local port. Queue depths themselves come
+ * from sock_diag and tc stats in user space, at read time.
+ *
+ * Hooks: HOOK_RAW_TP sock_rcvqueue_full(sk, skb), sock_exceed_buf_limit(sk,
+ * prot, allocated, kind); HOOK_TP the sock:* tracepoints (sk from BTF-free
+ * fields is not there, so the tracepoint fallback counts without port/netns). */
+#include <uapi/linux/ptrace.h>
+#include "pyprobe_bpf.h"
+
+#define EV_RCVQUEUE_FULL 0
+#define EV_EXCEED_RMEM 1
+#define EV_EXCEED_WMEM 2
+
+struct q_key {
+	u32 netns;
+	u16 event;
+	u16 protocol;
+	u16 port;
+	u16 _pad;
+};
+BPF_TABLE("percpu_hash", struct q_key, u64, overflows, 8192);
+
+static __always_inline int count(const void *sk, u16 event)
+{
+	struct q_key k = {.event = event};
+	if (sk) {
+		k.netns = sk_netns_inum(sk);
+		READ_AT(k.protocol, sk, OFF_SK_PROTOCOL);
+		READ_AT(k.port, sk, OFF_SKC_NUM);
+	}
+	u64 zero = 0, *c = overflows.lookup_or_try_init(&k, &zero);
+	if (c)
+		(*c)++;
+	return 0;
+}
+
+#ifdef HOOK_RAW_TP
+int on_rcvqueue_full(struct bpf_raw_tracepoint_args *ctx)
+{
+	return count((const void *)ctx->args[0], EV_RCVQUEUE_FULL);
+}
+/* kind: SK_MEM_SEND 0, SK_MEM_RECV 1 */
+int on_exceed(struct bpf_raw_tracepoint_args *ctx)
+{
+	return count((const void *)ctx->args[0], ctx->args[3] ? EV_EXCEED_RMEM : EV_EXCEED_WMEM);
+}
+#endif
+
+#ifdef HOOK_TP
+int on_tp_rcvqueue_full(struct tracepoint__sock__sock_rcvqueue_full *args)
+{
+	return count(0, EV_RCVQUEUE_FULL);
+}
+int on_tp_exceed(struct tracepoint__sock__sock_exceed_buf_limit *args)
+{
+	return count(0, args->kind ? EV_EXCEED_RMEM : EV_EXCEED_WMEM);
+}
+#endif

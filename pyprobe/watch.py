@@ -1,0 +1,94 @@
+"""The two ways a probe is watched from the command line.
+
+stream():    per-event lines (or NDJSON) from the ring buffer until Ctrl-C or a
+             duration; at the end, the events still buffered and the lost count.
+intervals(): [INTERVAL [COUNT]] like the bcc tools: every INTERVAL seconds the
+             counts since the previous one and the totals; without INTERVAL,
+             one report at Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TextIO
+
+from .probe import Probe
+from .render import clock, ndjson
+
+Row = dict[str, Any]
+
+
+def stream(
+    probe: Probe,
+    line: Callable[[Mapping[str, Any]], str],
+    header: str,
+    as_json: bool,
+    timestamp: bool,
+    duration: float | None,
+    keep: Callable[[Mapping[str, Any]], bool] = lambda ev: True,
+    out: TextIO | None = None,
+) -> None:
+    out = out or sys.stdout
+    deadline = time.monotonic() + duration if duration else None
+
+    def emit(events: list[dict[str, Any]]) -> None:
+        for ev in events:
+            if not keep(ev):
+                continue
+            if as_json:
+                out.write(ndjson(ev) + "\n")
+            else:
+                out.write((f"{clock(ev['time'])} " if timestamp else "") + line(ev) + "\n")
+        if events:
+            out.flush()
+
+    ending = f"Ending after {duration:g}s" if duration else "Ctrl-C to end"
+    print(f"Tracing {probe.name} via {probe.hook_label}... {ending}.", file=sys.stderr, flush=True)
+    if not as_json:
+        print(("TIME     " if timestamp else "") + header, file=out, flush=True)
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            emit(probe.events(timeout_ms=100))
+    finally:
+        emit(probe.events(timeout_ms=0))
+        lost = probe.lost()
+        print(
+            f"lost events: {lost}" + (" (ring buffer full)" if lost else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def row_key(row: Mapping[str, Any]) -> tuple:
+    return tuple((k, v) for k, v in row.items() if k not in ("value", "count", "sum", "buckets"))
+
+
+def with_deltas(rows: list[Row], previous: Mapping[tuple, Row]) -> list[Row]:
+    """Each row with `delta`: its growth since the previous report."""
+    out = []
+    for row in rows:
+        before = previous.get(row_key(row), {})
+        field = "value" if "value" in row else "count"
+        out.append({**row, "delta": row[field] - before.get(field, 0)})
+    return out
+
+
+def intervals(
+    report: Callable[[int], None],
+    interval: float | None,
+    count: int | None,
+) -> None:
+    """Call report(n) every interval seconds, count times (or once at Ctrl-C)."""
+    n = 0
+    while True:
+        try:
+            time.sleep(interval if interval is not None else 1e9)
+        except KeyboardInterrupt:
+            if interval is not None:
+                raise
+        report(n)
+        n += 1
+        if interval is None or (count is not None and n >= count):
+            return

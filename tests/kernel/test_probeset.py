@@ -1,0 +1,402 @@
+"""The probe set on the real kernel: real eBPF, traffic in namespaces made
+here, and every number compared with the kernel's own count of the same thing
+(device statistics, /proc/softirqs, /proc/net/snmp, nftables counters,
+sock_diag and ss, /proc/net/icmp)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pyprobe import lab, loader, netlink, registry
+from pyprobe.decoders import print_symbolic
+
+pytestmark = [pytest.mark.root, pytest.mark.kernel]
+
+
+def sh(ns: str, cmd: str) -> str:
+    """A command inside a test namespace (tests may use the tools; the product does not)."""
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, "sh", "-c", cmd], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def snmp(ns_path, proto: str = "Tcp") -> dict[str, int]:
+    def read() -> dict[str, int]:
+        text = Path("/proc/thread-self/net/snmp").read_text()
+        lines = [ln.split() for ln in text.splitlines() if ln.startswith(f"{proto}:")]
+        return dict(zip(lines[0][1:], map(int, lines[1][1:]), strict=True))
+
+    return netlink.run_in_netns(ns_path, read)
+
+
+@pytest.fixture
+def pair():
+    with lab.VethPair(prefix=f"pq{time.monotonic_ns() % 100000}", net=77) as p:
+        yield p
+
+
+def rows(probe, metric: str) -> list[dict]:
+    return [r for r in probe.rows() if r["metric"] == metric]
+
+
+def value(probe, metric: str, **labels) -> float:
+    return sum(
+        r.get("value", r.get("count", 0))
+        for r in rows(probe, metric)
+        if all(str(r.get(k)) == str(v) for k, v in labels.items())
+    )
+
+
+# -- every probe ------------------------------------------------------------------
+@pytest.mark.parametrize("name", registry.names())
+def test_attaches_reports_its_hook_and_detaches(name, env, no_programs_left):
+    probe = registry.create(name, env=env)
+    choice = probe.available()
+    assert choice.hook is not None, choice.reason
+    stream = probe.manifest.event is not None
+    with probe:
+        probe.attach(stream=stream)
+        assert probe.hook_label.startswith(choice.hook.kind)
+        assert choice.hook.kind == "raw_tracepoint"  # the cheapest, on this kernel
+        list(probe.collect())
+        if stream:
+            probe.events(timeout_ms=0)
+            assert probe.lost() == 0
+    assert probe.program is None
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_every_fallback_hook_passes_the_verifier_here(name, env):
+    """Each hook variant whose attach points exist on this kernel compiles and
+    passes the verifier with the stream compiled in (kprobes: in the VM)."""
+    probe = registry.create(name, env=env)
+    choice = probe.available()
+    flags = [*choice.offsets.cflags, *(["-DSTREAM"] if probe.manifest.event else [])]
+    checked = 0
+    for verdict in choice.verdicts:
+        hook = verdict.hook
+        if hook.kind == "kprobe":
+            continue
+        if (
+            not verdict.usable
+            and "fewer than" not in verdict.reason
+            and "no field" not in verdict.reason
+        ):
+            continue
+        loader.verify(probe.manifest.program, hook, flags)
+        checked += 1
+    assert checked >= 2
+
+
+# -- drops --------------------------------------------------------------------------
+def test_drop_reason_names_come_from_the_kernel(env):
+    probe = registry.create("drops", env=env)
+    fmt = (env.tracefs / "events/skb/kfree_skb/format").read_text()
+    from_format = print_symbolic(fmt, "reason")
+    assert probe.decoders.drop_reasons == from_format
+    assert len(from_format) > 50
+    # and they agree with BTF's enum, an independent source
+    btf = env.btf().enum("skb_drop_reason")
+    for number, name in from_format.items():
+        assert btf[number] == f"SKB_DROP_REASON_{name}"
+
+
+N_FW = 50
+N_CLOSED = 30
+
+
+def test_drops_netfilter_and_no_socket_equal_the_packets_sent(pair, env):
+    sh(
+        pair.b,
+        "nft add table inet pq; "
+        "nft add chain inet pq in '{ type filter hook input priority 0; }'; "
+        "nft add rule inet pq in udp dport 7000 counter drop",
+    )
+    probe = registry.create("drops", env=env)
+    with probe:
+        probe.attach(stream=True)
+        assert lab.udp_blast(pair.path(pair.a), pair.addr_b, 7000, N_FW) == N_FW
+        assert lab.refused(pair.path(pair.a), pair.addr_b, 9, N_CLOSED) == N_CLOSED
+        time.sleep(0.1)
+        events = probe.events(timeout_ms=200)
+        ns_b = str(pair.inode(pair.b))
+        nft = json.loads(sh(pair.b, "nft -j list ruleset"))
+        counted = next(
+            x["rule"]["expr"][1]["counter"]["packets"] for x in nft["nftables"] if "rule" in x
+        )
+        assert counted == N_FW
+        assert value(probe, "drops_total", reason="NETFILTER_DROP", netns=ns_b) == N_FW
+        assert value(probe, "drops_total", reason="NO_SOCKET", netns=ns_b) == N_CLOSED
+        dev = {r["device"] for r in rows(probe, "drops_total") if r["netns"] == ns_b}
+        assert dev == {pair.dev_b}
+        fw = [e for e in events if e["reason"] == "NETFILTER_DROP"]
+        assert len(fw) == N_FW
+        assert {(e["l4"], e["saddr"], e["daddr"], e["dport"]) for e in fw} == {
+            ("UDP", pair.addr_a, pair.addr_b, 7000)
+        }
+        assert {e["location"].partition("+")[0] for e in fw} <= {"nft_do_chain", "nf_hook_slow"}
+        assert {e["netns_name"] for e in fw} == {pair.b}
+        closed = [e for e in events if e["reason"] == "NO_SOCKET"]
+        assert len(closed) == N_CLOSED and {e["dport"] for e in closed} == {9}
+        assert probe.lost() == 0
+
+
+def udp_close_unread(ns_path, n: int) -> None:
+    def run() -> None:
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind(("127.0.0.1", 7300))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(n):
+                s.sendto(b"x", ("127.0.0.1", 7300))
+        u.close()
+
+    netlink.run_in_netns(ns_path, run)
+
+
+def test_benign_drops_hidden_by_default_shown_with_all(pair, env):
+    hidden, shown = registry.create("drops", env=env), registry.create("drops", env=env)
+    with hidden, shown:
+        hidden.attach(stream=True)
+        shown.attach(stream=True, benign=())
+        udp_close_unread(pair.path(pair.a), 5)
+        time.sleep(0.2)  # the socket is destroyed after an RCU grace period
+        # freed at socket destruction: no device, no socket left; found by port
+        ev_hidden = [e for e in hidden.events(200) if e["dport"] == 7300]
+        ev_shown = [e for e in shown.events(200) if e["dport"] == 7300]
+        keep = [e for e in ev_hidden if not hidden.is_benign(e["reason"], e["location"])]
+        assert keep == []
+        assert len(ev_shown) == 5
+        assert all(shown.is_benign(e["reason"], e["location"]) is False for e in ev_shown)
+        assert all(hidden.is_benign(e["reason"], e["location"]) for e in ev_shown)
+        # the counters count every drop, benign or not
+        assert value(hidden, "drops_total", location="udp_destruct_common") >= 5
+
+
+# -- softirqs -------------------------------------------------------------------------
+def proc_softirqs() -> dict[tuple[int, str], int]:
+    lines = Path("/proc/softirqs").read_text().splitlines()
+    cpus = len(lines[0].split())
+    out = {}
+    for line in lines[1:]:
+        name, *counts = line.split()
+        for cpu, n in enumerate(counts[:cpus]):
+            out[(cpu, name.rstrip(":"))] = int(n)
+    return out
+
+
+def test_softirq_counts_match_proc_softirqs(pair, env):
+    probe = registry.create("softirqs", env=env)
+    with probe:
+        probe.attach()
+        srv = lab.Server(pair.path(pair.b), pair.addr_b, 7200)
+        time.sleep(0.2)
+        before_p = {(int(r["cpu"]), r["vector"]): r["value"] for r in rows(probe, "softirqs_total")}
+        before_k = proc_softirqs()
+        lab.churn(pair.path(pair.a), pair.addr_b, 7200, 300)
+        after_k = proc_softirqs()
+        after_p = {(int(r["cpu"]), r["vector"]): r["value"] for r in rows(probe, "softirqs_total")}
+        srv.stop()
+    checked = 0
+    for key in after_k:
+        kernel = after_k[key] - before_k[key]
+        ours = after_p.get(key, 0) - before_p.get(key, 0)
+        assert abs(ours - kernel) <= max(0.01 * kernel, 2), (key, ours, kernel)
+        checked += kernel >= 100
+    assert checked >= 1
+    net_rx = sum(after_k[k] - before_k[k] for k in after_k if k[1] == "NET_RX")
+    assert net_rx > 300
+
+
+# -- napi ---------------------------------------------------------------------------------
+def test_napi_polls_and_packets_equal_what_the_device_received(pair, env):
+    # veth delivers through NAPI once the receiver has GRO on and the sender
+    # does not hand it TSO packets (veth_skb_is_eligible_for_gro)
+    sh(pair.b, f"ethtool -K {pair.dev_b} gro on")
+    sh(pair.a, f"ethtool -K {pair.dev_a} tso off")
+    probe = registry.create("napi", env=env)
+    with probe:
+        probe.attach()
+        before = netlink.link_stats(pair.path(pair.b))[pair.dev_b]["rx_packets"]
+        lab.udp_blast(pair.path(pair.a), pair.addr_b, 7400, 200)
+        time.sleep(0.1)
+        received = netlink.link_stats(pair.path(pair.b))[pair.dev_b]["rx_packets"] - before
+        labels = {"netns": pair.inode(pair.b), "device": pair.dev_b}
+        polls = value(probe, "napi_polls_total", **labels)
+        packets = value(probe, "napi_packets_total", **labels)
+        hist = rows(probe, "napi_poll_packets")
+    assert received >= 200
+    assert 0 < polls <= packets
+    assert packets == received
+    h = next(r for r in hist if r["device"] == pair.dev_b)
+    assert h["count"] == polls and h["sum"] == packets
+
+
+# -- netdev -------------------------------------------------------------------------------
+def test_netdev_packets_and_bytes_equal_device_statistics(pair, env):
+    probe = registry.create("netdev", env=env)
+    with probe:
+        probe.attach()
+        srv = lab.Server(pair.path(pair.b), pair.addr_b, 7500)
+        before = {ns: netlink.link_stats(pair.path(ns)) for ns in (pair.a, pair.b)}
+        base = {r_key(r): r["value"] for r in probe.rows() if "value" in r}
+        lab.churn(pair.path(pair.a), pair.addr_b, 7500, 50)
+        lab.udp_blast(pair.path(pair.a), pair.addr_b, 7501, 100, size=1200)
+        time.sleep(0.1)
+        after = {ns: netlink.link_stats(pair.path(ns)) for ns in (pair.a, pair.b)}
+        now = {r_key(r): r["value"] for r in probe.rows() if "value" in r}
+        sizes = rows(probe, "netdev_packet_size_bytes")
+        srv.stop()
+    checks = 0
+    for ns, dev in ((pair.a, pair.dev_a), (pair.b, pair.dev_b)):
+        inode = str(pair.inode(ns))
+        for metric, stat in (
+            ("netdev_transmit_packets_total", "tx_packets"),
+            ("netdev_transmit_bytes_total", "tx_bytes"),
+            ("netdev_receive_packets_total", "rx_packets"),
+            ("netdev_receive_bytes_total", "rx_bytes"),
+        ):
+            kernel = after[ns][dev][stat] - before[ns][dev][stat]
+            key = (metric, inode, dev)
+            assert now.get(key, 0) - base.get(key, 0) == kernel, (ns, metric)
+            checks += kernel > 0
+    assert checks == 8
+    tx = next(r for r in sizes if r["device"] == pair.dev_a and r["direction"] == "transmit")
+    assert (
+        tx["count"] == now[("netdev_transmit_packets_total", str(pair.inode(pair.a)), pair.dev_a)]
+    )
+
+
+def r_key(r: dict) -> tuple:
+    return (r["metric"], r["netns"], r["device"])
+
+
+# -- queues ---------------------------------------------------------------------------------
+def ss_queues(ns: str, port: int) -> list[tuple[str, int, int]]:
+    out = sh(ns, f"ss -tanH '( sport = :{port} )'")
+    return [(f[0], int(f[1]), int(f[2])) for f in (ln.split() for ln in out.splitlines())]
+
+
+def test_queues_recv_q_backlog_and_qdisc(pair, env):
+    probe = registry.create("queues", env=env)
+    probe.netns = pair.inode(pair.b)
+    hoarder = lab.Listener(pair.path(pair.b), pair.addr_b, 7600, read=False)
+    stuck = lab.Listener(pair.path(pair.b), pair.addr_b, 7601, backlog=16, accept=False)
+    kept = []
+    try:
+        kept.append(lab.send_bytes(pair.path(pair.a), pair.addr_b, 7600, 5000, close=False))
+        kept += lab.connect_only(pair.path(pair.a), pair.addr_b, 7601, 5)
+        time.sleep(0.2)
+        with probe:
+            probe.attach()
+            top = probe.top(50)
+        unread = [s for s in top["sockets"] if s["local"].endswith(":7600")]
+        assert [(s["state"], s["recv_q"]) for s in unread] == [("ESTABLISHED", 5000)]
+        assert ss_queues(pair.b, 7600)[-1][1:] == (5000, 0)  # ss agrees
+        listener = next(s for s in top["listeners"] if s["local"].endswith(":7601"))
+        assert (listener["backlog"], listener["backlog_max"]) == (5, 16)
+        assert ("LISTEN", 5, 16) in ss_queues(pair.b, 7601)
+        assert listener["comm"]  # the owning process, found by socket inode
+    finally:
+        for c in kept:
+            c.close()
+        hoarder.stop()
+        stuck.stop()
+
+
+def test_qdisc_backlog_from_a_rate_limited_device(pair, env):
+    sh(pair.a, f"tc qdisc add dev {pair.dev_a} root tbf rate 256kbit burst 4k limit 500k")
+    probe = registry.create("queues", env=env)
+    probe.netns = pair.inode(pair.a)
+    lab.udp_blast(pair.path(pair.a), pair.addr_b, 7700, 200, size=1400)
+    q = next(q for q in probe.qdiscs()[pair.inode(pair.a)] if q["device"] == pair.dev_a)
+    assert q["kind"] == "tbf" and q["backlog"] > 0 and q["qlen"] > 0
+    tc = sh(pair.a, f"tc -s qdisc show dev {pair.dev_a}")
+    assert "tbf" in tc and "backlog 0b 0p" not in tc
+
+
+def test_rcvqueue_full_equals_the_sockets_drop_count(pair, env):
+    """ICMP ping sockets queue with sock_queue_rcv_skb (UDP and raw sockets no
+    longer fire sock:sock_rcvqueue_full); /proc/net/icmp counts their drops."""
+    path = pair.path(pair.a)
+    netlink.run_in_netns(
+        path, lambda: Path("/proc/sys/net/ipv4/ping_group_range").write_text("0 0")
+    )
+    probe = registry.create("queues", env=env)
+
+    def pings() -> int:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256)
+        s.connect(("127.0.0.1", 0))
+        for i in range(30):
+            s.send(struct.pack("!BBHHH", 8, 0, 0, 0, i) + b"p" * 200)
+        time.sleep(0.1)
+        line = Path("/proc/thread-self/net/icmp").read_text().splitlines()[1]
+        s.close()
+        return int(line.split()[-1])
+
+    with probe:
+        probe.attach()
+        dropped = netlink.run_in_netns(path, pings)
+        ours = value(
+            probe, "socket_buffer_overflows_total", netns=pair.inode(pair.a), event="rcvqueue_full"
+        )
+    assert dropped > 0
+    assert ours == dropped
+
+
+# -- tcpretrans -----------------------------------------------------------------------------
+def test_retransmits_equal_tcp_retrans_segs_and_resets_are_seen(pair, env):
+    # ~10% loss of a->b data packets (no netem in this kernel: nftables numgen)
+    sh(
+        pair.b,
+        "nft add table inet loss; "
+        "nft add chain inet loss in '{ type filter hook input priority 0; }'; "
+        "nft add rule inet loss in tcp dport 7800 numgen random mod 100 lt 10 drop",
+    )
+    probe = registry.create("tcpretrans", env=env)
+    sink = lab.Listener(pair.path(pair.b), pair.addr_b, 7800)
+    try:
+        with probe:
+            probe.attach(stream=True)
+            before_a, before_b = snmp(pair.path(pair.a)), snmp(pair.path(pair.b))
+            lab.send_bytes(pair.path(pair.a), pair.addr_b, 7800, 2_000_000)
+            assert lab.refused(pair.path(pair.a), pair.addr_b, 9, 10) == 10
+            time.sleep(0.3)
+            after_a, after_b = snmp(pair.path(pair.a)), snmp(pair.path(pair.b))
+            events = probe.events(200)
+            retrans_a = value(probe, "tcp_retransmit_segments_total", netns=pair.inode(pair.a))
+            retrans_b = value(probe, "tcp_retransmit_segments_total", netns=pair.inode(pair.b))
+            rst_sent = rows(probe, "tcp_resets_sent_total")
+            rst_recv = rows(probe, "tcp_resets_received_total")
+            lost = probe.lost()
+    finally:
+        sink.stop()
+    kernel_a = after_a["RetransSegs"] - before_a["RetransSegs"]
+    assert kernel_a > 0
+    assert retrans_a == kernel_a
+    assert retrans_b == after_b["RetransSegs"] - before_b["RetransSegs"]
+    ns_a, ns_b = str(pair.inode(pair.a)), str(pair.inode(pair.b))
+    sent = {(r["netns"], r["state"], r["reason"]): r["value"] for r in rst_sent}
+    assert sent[(ns_b, "NONE", "NO_SOCKET")] == 10
+    assert after_b["OutRsts"] - before_b["OutRsts"] == sum(
+        v for (ns, *_), v in sent.items() if ns == ns_b
+    )
+    recv = {(r["netns"], r["state"]): r["value"] for r in rst_recv}
+    assert recv[(ns_a, "SYN_SENT")] == 10
+    kinds = Counter(e["kind"] for e in events)
+    assert kinds["reset_sent"] >= 10 and kinds["reset_received"] == 10
+    segs = sum(e["segs"] for e in events if e["kind"] in ("retransmit", "synack_retransmit"))
+    assert segs == kernel_a + (after_b["RetransSegs"] - before_b["RetransSegs"])
+    rst = [e for e in events if e["kind"] == "reset_sent" and e["netns"] == pair.inode(pair.b)]
+    assert {(e["saddr"], e["sport"], e["daddr"]) for e in rst} == {(pair.addr_b, 9, pair.addr_a)}
+    retrans = [e for e in events if e["kind"] == "retransmit"]
+    assert {(e["daddr"], e["dport"]) for e in retrans} == {(pair.addr_b, 7800)}
+    assert lost == 0

@@ -98,5 +98,5 @@ def test_missing_program_is_named(tmp_path):
 def test_unknown_probe_lists_known():
     from pyprobe.errors import PyprobeError
 
-    with pytest.raises(PyprobeError, match="unknown probe 'nope'; known probes: .*tcpstates"):
+    with pytest.raises(PyprobeError, match=r"unknown probe 'nope'; known probes: .*tcpstates"):
         registry.create("nope")

@@ -531,6 +531,122 @@ def tcpretrans(
     _counts("tcpretrans", as_json, top, interval, count)
 
 
+@cli.command(context_settings=CONTEXT)
+@_json_option
+@_top_option
+@_interval_args
+def conn(as_json: bool, top: int, interval: float | None, count: int | None) -> None:
+    """Connections in trouble: per connection, its retransmits, resets and drops.
+
+    \b
+    Joins the tcpretrans, drops and tcpstates streams by the connection's two
+    endpoints (both directions, both namespaces of a local connection), with
+    its current state and owning process. Every INTERVAL seconds (default: at
+    Ctrl-C), the connections with the most failures.
+    """
+    from contextlib import ExitStack
+
+    from .conn import ConnView
+    from .render import conn_table
+
+    view = ConnView()
+    env = _env()
+    with ExitStack() as stack:
+        probes = {}
+        for name in ("tcpretrans", "drops", "tcpstates"):
+            probe = stack.enter_context(registry.create(name, env=env))
+            probe.attach(stream=True)
+            probes[name] = probe
+        print(
+            "Joining retransmits, resets and drops per connection... "
+            + ("Ctrl-C to end" if interval is None else f"every {interval:g}s"),
+            file=sys.stderr,
+            flush=True,
+        )
+        deadline_n = 0
+        while True:
+            end = time.monotonic() + (interval if interval is not None else 1e9)
+            try:
+                while time.monotonic() < end:
+                    for name, probe in probes.items():
+                        view.feed(name, probe.events(timeout_ms=30))
+            except KeyboardInterrupt:
+                if interval is not None:
+                    raise
+            for name, probe in probes.items():
+                view.feed(name, probe.events(timeout_ms=0))
+            failing = view.failing(top)
+            if as_json:
+                print(ndjson({"time": time.time(), "connections": [c.record() for c in failing]}))
+            else:
+                print_tables([conn_table(failing, "Connections with retransmits, resets or drops")])
+                lost = sum(p.lost() for p in probes.values())
+                if lost:
+                    click.echo(f"lost events: {lost}")
+            sys.stdout.flush()
+            deadline_n += 1
+            if interval is None or (count is not None and deadline_n >= count):
+                return
+
+
+@cli.command("top", context_settings=CONTEXT)
+@click.option(
+    "-i",
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds between refreshes.",
+)
+@click.option("-c", "--count", type=click.IntRange(min=1), help="Stop after this many refreshes.")
+@click.option(
+    "--probe",
+    "only",
+    multiple=True,
+    help="Only these probes (repeat); default: all that can run here.",
+)
+def top_cmd(interval: float, count: int | None, only: tuple[str, ...]) -> None:
+    """Every probe at once, refreshed in place: rates per second, busiest first.
+
+    \b
+    Full-screen on a terminal (q or Ctrl-C to quit); printed frame after frame
+    when the output is not a terminal.
+    """
+    from contextlib import ExitStack
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from .top import TopView
+
+    env = _env()
+    names = list(only) or registry.names()
+    with ExitStack() as stack:
+        probes = {}
+        for name in names:
+            probe = stack.enter_context(registry.create(name, env=env))
+            if probe.available().hook is None:
+                if only:
+                    raise PyprobeError(f"{name}: {probe.available().reason}")
+                continue  # top shows what this kernel allows; doctor says why not
+            probe.attach()
+            probes[name] = probe
+        view = TopView(probes)
+        console = Console()
+        n = 0
+        if console.is_terminal and count is None:
+            with Live(view.frame(), console=console, screen=True, auto_refresh=False) as live:
+                while True:
+                    time.sleep(interval)
+                    live.update(view.frame(), refresh=True)
+        view.frame()  # the baseline for the first rates
+        while count is None or n < count:
+            time.sleep(interval)
+            Console(width=max(console.width, 160)).print(view.frame())
+            sys.stdout.flush()
+            n += 1
+
+
 def _stream(
     probe: Any, as_json: bool, timestamp: bool, duration: float | None, keep: Any = None
 ) -> None:

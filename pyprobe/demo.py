@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 
 from rich.console import Console
 
@@ -20,6 +21,7 @@ from .kernel import KernelEnv
 from .lab import Server, VethPair, churn, refused
 from .probes.tcpstates import TcpStates
 from .render import TCPSTATE_HEADER, sockets_table, tcpstate_line, transitions_table
+from .top import TopView
 
 SHOW_LINES = 14  # per workload; the rest is counted, not printed
 
@@ -30,7 +32,17 @@ def run(env: KernelEnv, connections: int = 40) -> None:
     lab = VethPair(prefix="ppdemo")
     probe = registry.create("tcpstates", env=env)
     assert isinstance(probe, TcpStates)
-    with lab, probe:
+    with lab, probe, ExitStack() as others:
+        # Every other probe counts along; one `pyprobe top` frame at the end.
+        counting = {}
+        for name in registry.names():
+            if name != "tcpstates":
+                other = others.enter_context(registry.create(name, env=env))
+                if other.available().hook is not None:
+                    other.attach()
+                    counting[name] = other
+        view = TopView(counting)
+        view.frame()
         srv, cli = lab.a, lab.b
         names = {lab.inode(srv): "srv", lab.inode(cli): "cli"}
         console.print(
@@ -106,6 +118,8 @@ def run(env: KernelEnv, connections: int = 40) -> None:
                 )
             )
             lost = probe.lost()
+            console.rule("[bold]Everything else, over the whole demo (pyprobe top)")
+            console.print(view.frame())
         finally:
             s1.stop()
             s2.stop()

@@ -58,7 +58,7 @@ class VethPair:
         return inode_of(self.path(ns))
 
     def up(self) -> VethPair:
-        from pyroute2 import IPRoute, NetNS, netns
+        from pyroute2 import IPRoute, netns
 
         try:
             netns.create(self.a)
@@ -68,15 +68,7 @@ class VethPair:
                 ipr.link("add", ifname=va, kind="veth", peer={"ifname": vb, "net_ns_fd": self.b})
                 ipr.link("set", index=ipr.link_lookup(ifname=va)[0], net_ns_fd=self.a)
             for ns, dev, addr in ((self.a, va, self.addr_a), (self.b, vb, self.addr_b)):
-                # No IPv6 on the veth: no router solicitations or DAD arriving
-                # at random times in the middle of exact packet counts.
-                sysctl = Path(f"/proc/sys/net/ipv6/conf/{dev}/disable_ipv6")
-                run_in_netns(self.path(ns), functools.partial(sysctl.write_text, "1"))
-                with NetNS(ns) as n:
-                    idx = n.link_lookup(ifname=dev)[0]
-                    n.addr("add", index=idx, address=addr, prefixlen=24)
-                    n.link("set", index=idx, state="up")
-                    n.link("set", index=n.link_lookup(ifname="lo")[0], state="up")
+                run_in_netns(self.path(ns), functools.partial(_configure, dev, addr))
         except BaseException:
             self.down()
             raise
@@ -94,6 +86,20 @@ class VethPair:
 
     def __exit__(self, *exc: object) -> None:
         self.down()
+
+
+def _configure(dev: str, addr: str) -> None:
+    """Inside the namespace (a thread that entered it; no forked helper):
+    no IPv6 on the veth — no router solicitations or DAD arriving at random
+    times in the middle of exact packet counts — then the address, then up."""
+    from pyroute2 import IPRoute
+
+    Path(f"/proc/sys/net/ipv6/conf/{dev}/disable_ipv6").write_text("1")
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=dev)[0]
+        ipr.addr("add", index=idx, address=addr, prefixlen=24)
+        ipr.link("set", index=idx, state="up")
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
 
 
 class Server:

@@ -72,6 +72,8 @@ def print_tables(
     tables: Iterable[Table], out: TextIO | None = None, width: int | None = None
 ) -> None:
     console = Console(file=out, width=width, color_system=None if out else "auto", highlight=False)
+    if width is None and not console.is_terminal:
+        console.width = 200  # piped: whole rows, not ellipses
     for t in tables:
         console.print(t)
 
@@ -126,3 +128,26 @@ def metric_tables(
             table.caption = f"{len(group) - top} more rows (use -j for all)"
         tables.append(table)
     return tables
+
+
+def conn_table(conns: Sequence[Any], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("ENDPOINT", "ENDPOINT", "STATE", "OWNER"):
+        table.add_column(col)
+    for col in ("RETRANS", "RST SENT", "RST RECV"):
+        table.add_column(col, justify="right")
+    table.add_column("DROPS")
+    for c in conns:
+        owner = f"{c.pid}/{c.comm}" if c.pid else "-"
+        drops = ", ".join(f"{r}:{n}" for r, n in c.drops.most_common()) or "0"
+        table.add_row(
+            hostport(*c.a),
+            hostport(*c.b),
+            c.state or "-",
+            owner,
+            str(c.retransmits),
+            str(c.resets_sent),
+            str(c.resets_received),
+            drops,
+        )
+    return table

@@ -33,6 +33,20 @@ def settled_prog_count(expected: int, within: float = 1.0) -> int:
     return n
 
 
+def quiet_prog_count(within: float = 2.0) -> int:
+    """The program count once programs detached by an earlier test are freed
+    (unchanged for 100 ms): a baseline that later frees cannot undercut."""
+    deadline = time.monotonic() + within
+    last = bpf_prog_count()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = bpf_prog_count()
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 @pytest.fixture
 def env() -> KernelEnv:
     return KernelEnv.detect()
@@ -43,6 +57,6 @@ def no_programs_left():
     """Assert the test leaves the kernel with as many BPF programs as it found."""
     if not shutil.which("bpftool"):
         pytest.fail("bpftool missing: run make setup")
-    before = bpf_prog_count()
+    before = quiet_prog_count()
     yield
     assert settled_prog_count(before) == before

@@ -16,7 +16,7 @@ import pytest
 
 from pyprobe import lab, registry
 from pyprobe.kernel import KernelEnv
-from tests.conftest import bpf_prog_count, settled_prog_count
+from tests.conftest import bpf_prog_count, quiet_prog_count, settled_prog_count
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 PYPROBE = str(Path(sys.executable).with_name("pyprobe"))
@@ -67,7 +67,7 @@ def test_json_stream_during_churn(pair, no_programs_left):
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signals_detach_everything(sig, code):
-    before = bpf_prog_count()
+    before = quiet_prog_count()
     proc = start("tcpstates")
     assert bpf_prog_count() == before + 1
     proc.send_signal(sig)

@@ -103,9 +103,9 @@ def drain(probe, quiet_ms: int = 300) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def run():
-    from tests.conftest import bpf_prog_count, settled_prog_count
+    from tests.conftest import bpf_prog_count, quiet_prog_count, settled_prog_count
 
-    before = bpf_prog_count()
+    before = quiet_prog_count()
     pair = lab.VethPair(prefix=f"pt{__import__('os').getpid()}", net=11).up()
     probes = {}
     client = None

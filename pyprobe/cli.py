@@ -532,6 +532,48 @@ def tcpretrans(
 
 
 @cli.command(context_settings=CONTEXT)
+@click.option("--netns", help="Only this network namespace: inode or name under /run/netns.")
+@_json_option
+@click.option(
+    "-n",
+    "--top",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 100000),
+    help="Sockets and listeners shown.",
+)
+@_interval_args
+def queues(
+    netns: str | None, as_json: bool, top: int, interval: float | None, count: int | None
+) -> None:
+    """Deepest socket queues (Recv-Q/Send-Q), accept backlogs, qdisc backlogs, overflows.
+
+    \b
+    Recv-Q/Send-Q as `ss` shows them, per namespace, with the owning process;
+    for listeners, connections waiting to be accepted and the limit. Qdiscs
+    from tc stats. Overflows (receive queue full, memory limits) are counted
+    in the kernel since the start. Without INTERVAL: one report now.
+    """
+    from .render import queue_tables
+
+    inode = netlink.resolve_netns(netns) if netns else None
+    with _attached("queues") as probe:
+        probe.netns = inode
+        n = 0
+        while True:
+            snapshot = probe.top(top)
+            overflows = [r for r in probe.rows() if r["metric"] == "socket_buffer_overflows_total"]
+            if as_json:
+                print(ndjson({"time": time.time(), **snapshot, "overflows": overflows}), flush=True)
+            else:
+                print_tables(queue_tables(snapshot, overflows))
+            n += 1
+            if interval is None or (count is not None and n >= count):
+                return
+            time.sleep(interval)
+
+
+@cli.command(context_settings=CONTEXT)
 @_json_option
 @_top_option
 @_interval_args

@@ -151,3 +151,63 @@ def conn_table(conns: Sequence[Any], title: str) -> Table:
             drops,
         )
     return table
+
+
+def queue_tables(
+    snapshot: Mapping[str, Any], overflows: Sequence[Mapping[str, Any]]
+) -> list[Table]:
+    socks = Table(title="Socket queues, deepest first (sock_diag)", title_justify="left")
+    for col in ("NETNS", "STATE", "LOCAL", "PEER", "RECV-Q", "SEND-Q", "PROCESS"):
+        socks.add_column(col, justify="right" if col.endswith("-Q") else "left")
+    for s in snapshot["sockets"]:
+        socks.add_row(
+            netns_cell(s),
+            s["state"],
+            s["local"],
+            s["peer"],
+            str(s["recv_q"]),
+            str(s["send_q"]),
+            f"{s['pid']}/{s['comm']}" if s.get("pid") else "-",
+        )
+    listen = Table(title="Listeners: accept queue (waiting / limit)", title_justify="left")
+    for col in ("NETNS", "LOCAL", "WAITING", "LIMIT", "PROCESS"):
+        listen.add_column(col, justify="right" if col in ("WAITING", "LIMIT") else "left")
+    for s in snapshot["listeners"]:
+        listen.add_row(
+            netns_cell(s),
+            s["local"],
+            str(s["backlog"]),
+            str(s["backlog_max"]),
+            f"{s['pid']}/{s['comm']}" if s.get("pid") else "-",
+        )
+    qd = Table(title="qdiscs (tc stats)", title_justify="left")
+    for col in (
+        "NETNS",
+        "DEV",
+        "KIND",
+        "HANDLE",
+        "BACKLOG",
+        "QLEN",
+        "DROPS",
+        "REQUEUES",
+        "OVERLIMITS",
+    ):
+        qd.add_column(col)
+    for q in snapshot["qdiscs"]:
+        qd.add_row(
+            netns_cell(q),
+            q["device"],
+            q["kind"],
+            q["handle"],
+            f"{q['backlog']}b",
+            f"{q['qlen']}p",
+            str(q["drops"]),
+            str(q["requeues"]),
+            str(q["overlimits"]),
+        )
+    over = Table(title="Socket buffer overflows since start", title_justify="left")
+    for col in ("NETNS", "EVENT", "PROTOCOL", "COUNT"):
+        over.add_column(col)
+    for r in overflows:
+        over.add_row(netns_cell(r), r["event"], r["protocol"], str(r["value"]))
+    return [socks, listen, qd, over]

@@ -61,8 +61,11 @@ def stream(
         )
 
 
+_MEASURES = ("value", "count", "sum", "buckets", "delta", "p50", "p99")
+
+
 def row_key(row: Mapping[str, Any]) -> tuple:
-    return tuple((k, v) for k, v in row.items() if k not in ("value", "count", "sum", "buckets"))
+    return tuple((k, v) for k, v in row.items() if k not in _MEASURES)
 
 
 def with_deltas(rows: list[Row], previous: Mapping[tuple, Row]) -> list[Row]:

@@ -20,6 +20,7 @@ Override with --all, or --benign ENTRY,... (an empty list hides nothing).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,9 +51,12 @@ class Drops(Probe):
         by_name = {n: v for v, n in self.decoders.drop_reasons.items()}
         unknown = [n for n in names if n not in by_name]
         if unknown:
+            close = difflib.get_close_matches(unknown[0], list(by_name), n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
             raise PyprobeError(
-                f"unknown drop reason {', '.join(unknown)}; this kernel has: "
-                + ", ".join(sorted(by_name))
+                f"unknown drop reason {', '.join(unknown)}: {hint}this kernel has "
+                f"{len(by_name)} (see `pyprobe drops --all`, or the reason list in "
+                "/sys/kernel/tracing/events/skb/kfree_skb/format)"
             )
         return [by_name[n] for n in names]
 
@@ -62,7 +66,11 @@ class Drops(Probe):
         if benign is not None:
             self.benign = tuple(benign)
         present = set(self.decoders.drop_reasons.values())
-        self.reason_numbers([b.partition("@")[0] for b in self.benign if "@" in b])  # validate
+        # A name this kernel lacks is a typo, unless it is one of our defaults
+        # (reasons come and go between kernel versions).
+        self.reason_numbers(
+            [b.partition("@")[0] for b in self.benign if b not in DEFAULT_BENIGN]
+        )
         numbers = self.reason_numbers([n for n in self.benign if n in present])
         flags = list(cflags)
         if numbers:

@@ -1,0 +1,121 @@
+"""The probe-set commands as users run them: subprocesses, JSON, exit codes,
+nothing left attached; numbers checked against what the workload did."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from pyprobe import lab
+from tests.kernel.test_cli_kernel import PYPROBE
+
+pytestmark = [pytest.mark.root, pytest.mark.kernel]
+
+
+def start(*args: str) -> subprocess.Popen:
+    """Start pyprobe and wait until it says it is tracing or counting (stderr)."""
+    proc = subprocess.Popen(
+        [PYPROBE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    line = proc.stderr.readline()
+    assert line.startswith(("Tracing", "Counting", "Joining")), line + proc.stderr.read()
+    return proc
+
+
+@pytest.fixture
+def pair():
+    with lab.VethPair(prefix=f"ps{os.getpid()}", net=13) as p:
+        yield p
+
+
+def test_drops_stream_json_has_each_refused_syn(pair, no_programs_left):
+    proc = start("drops", "--stream", "-j", "-d", "2")
+    assert lab.refused(pair.path(pair.a), pair.addr_b, 9, 12) == 12
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    mine = [e for e in events if e["netns_name"] == pair.b]
+    assert len(mine) == 12
+    assert {(e["reason"], e["l4"], e["saddr"], e["dport"]) for e in mine} == {
+        ("NO_SOCKET", "TCP", pair.addr_a, 9)
+    }
+    assert "lost events: 0" in err
+
+
+def test_counts_json_reports_deltas(pair, no_programs_left):
+    proc = start("netdev", "-j", "1", "2")
+    time.sleep(0.2)
+    lab.udp_blast(pair.path(pair.a), pair.addr_b, 7000, 40)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    reports = [json.loads(line) for line in out.splitlines()]
+    assert len(reports) == 2 and all(r["probe"] == "netdev" for r in reports)
+    sent = [
+        r
+        for report in reports
+        for r in report["rows"]
+        if r["metric"] == "netdev_transmit_packets_total" and r["device"] == pair.dev_a
+    ]
+    assert sum(r["delta"] for r in sent) == sent[-1]["value"] >= 40
+
+
+def test_conn_joins_resets_and_drops_per_connection(pair, no_programs_left):
+    proc = start("conn", "-j", "2", "1")
+    lab.refused(pair.path(pair.a), pair.addr_b, 9, 5)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    conns = json.loads(out)["connections"]
+    refused = [c for c in conns if c["endpoints"][1] == f"{pair.addr_b}:9"]
+    assert len(refused) == 5
+    for c in refused:
+        assert (c["resets_sent"], c["resets_received"], c["drops"]) == (1, 1, {"NO_SOCKET": 1})
+        assert c["comm"] and c["pid"]  # the connecting process, learned at connect()
+
+
+def test_top_during_traffic_shows_every_panel(pair, no_programs_left):
+    srv = lab.Server(pair.path(pair.b), pair.addr_b, 7100)
+    proc = subprocess.Popen(
+        [PYPROBE, "top", "-i", "1", "-c", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(4)  # compile and attach every probe, first frame
+        lab.churn(pair.path(pair.a), pair.addr_b, 7100, 100)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        srv.stop()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    for title in (
+        "TCP state changes",
+        "Drops",
+        "softirq runs",
+        "NAPI polls",
+        "RX packets",
+        "Retransmits",
+        "Deepest socket queues",
+        "qdisc backlog",
+    ):
+        assert title in out
+    assert pair.dev_a in out and pair.b in out
+    assert "ESTABLISHED" in out
+
+
+def test_bad_input_is_one_line_and_exit_2():
+    for args, words in (
+        (["drops", "--benign", "NOT_A_REASON"], "unknown drop reason NOT_A_REASON"),
+        (["drops", "--stream", "1"], "INTERVAL/COUNT go with counts"),
+        (["queues", "--netns", "no-such-ns"], "unknown network namespace"),
+        (["top", "--probe", "nope"], "unknown probe 'nope'"),
+        (["softirqs", "0"], "Invalid value"),
+    ):
+        proc = subprocess.run([PYPROBE, *args], capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 2, (args, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0], (args, proc.stderr)

@@ -60,8 +60,20 @@ class FakeLoader:
 class FakeBTF:
     """Field offsets by dotted path; raises like the real one for the rest."""
 
-    def __init__(self, fields: dict[str, tuple[int, int]], types: set[str] = frozenset()):
+    def __init__(
+        self,
+        fields: dict[str, tuple[int, int]],
+        types: set[str] = frozenset(),
+        args: dict[str, int] | None = None,
+        enums: dict[str, dict[int, str]] | None = None,
+    ):
         self.fields, self.types = fields, set(types)
+        self.args, self.enums = args or {}, enums or {}
+
+    def enum(self, name: str) -> dict[int, str]:
+        if name not in self.enums:
+            raise BTFError(f"enum {name} not in BTF")
+        return self.enums[name]
 
     def field(self, path: str) -> Field:
         if path not in self.fields:
@@ -73,7 +85,9 @@ class FakeBTF:
         return name in self.types
 
     def raw_tp_args(self, name: str) -> int:
-        return 99 if f"btf_trace_{name}" in self.types else 0
+        if f"btf_trace_{name}" not in self.types:
+            return 0
+        return self.args.get(name, 99)
 
 
 TCPSTATES_FIELDS = {
@@ -96,6 +110,7 @@ class FakeEnv(KernelEnv):
     tracepoints: frozenset[str] = frozenset({"sock:inet_sock_set_state"})
     symbols: frozenset[str] = frozenset({"tcp_set_state"})
     fake_btf: FakeBTF | None = None
+    fields: dict | None = None  # tracepoint -> its format fields
 
     def btf(self):
         return self.fake_btf
@@ -108,6 +123,9 @@ class FakeEnv(KernelEnv):
 
     def kernel_symbol(self, name: str) -> bool:
         return name in self.symbols
+
+    def tracepoint_fields(self, target: str) -> set[str]:
+        return set((self.fields or {}).get(target, ()))
 
 
 def fake_env(**over) -> FakeEnv:

@@ -42,3 +42,10 @@ def test_constants_match_header():
     assert f"#define PYPROBE_TCP_STATE_SLOTS {structs.TCP_STATE_SLOTS}" in header
     assert f"#define PYPROBE_F_OWNER_KNOWN {structs.F_OWNER_KNOWN:#x}" in header
     assert f"#define PYPROBE_F_DELTA_KNOWN {structs.F_DELTA_KNOWN:#x}" in header
+
+
+def test_probe_set_constants_match_header():
+    header = (bpf_dir() / "pyprobe.h").read_text()
+    assert f"#define PYPROBE_F_HAS_TUPLE {structs.F_HAS_TUPLE:#x}" in header
+    for name in ("RETRANSMIT", "SYNACK_RETRANSMIT", "RESET_SENT", "RESET_RECEIVED"):
+        assert f"#define PYPROBE_TCP_{name} {getattr(structs, f'TCP_{name}')}" in header

@@ -142,6 +142,21 @@ int on_state(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
+/* tcp_sendmsg_locked(sk, ...) and tcp_rcv_space_adjust(sk) run in the
+ * owner's sendmsg/recvmsg: this is how accepted sockets (which never change
+ * state in process context before their close) get a known owner. */
+int on_owner_io(struct bpf_raw_tracepoint_args *ctx)
+{
+	u32 zero = 0, *soft = in_softirq.lookup(&zero);
+	if (soft && *soft)
+		return 0;
+	u64 key = ctx->args[0];
+	struct owner o = {.pid = bpf_get_current_pid_tgid() >> 32};
+	bpf_get_current_comm(o.comm, sizeof(o.comm));
+	owners.update(&key, &o);
+	return 0;
+}
+
 /* Fill pid/comm with the socket's owner; returns PYPROBE_F_OWNER_KNOWN or 0. */
 static __always_inline u32 owner_of(const void *sk, u32 *pid, char *comm)
 {

@@ -187,6 +187,23 @@ static __always_inline int stream(struct change *c)
 }
 #endif /* STREAM */
 
+#ifdef STREAM
+/* tcp_sendmsg_locked(sk, ...): the owner sending, in its own syscall. The
+ * way an accepted socket (created in softirq, no state change in process
+ * context before its close) gets a known owner. */
+int on_sendmsg(struct bpf_raw_tracepoint_args *ctx)
+{
+	u64 key = ctx->args[0];
+	struct sk_owner *o = sockets.lookup(&key);
+	if (!o || (o->flags & PYPROBE_F_OWNER_KNOWN))
+		return 0;
+	o->pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(&o->comm, sizeof(o->comm));
+	o->flags |= PYPROBE_F_OWNER_KNOWN;
+	return 0;
+}
+#endif
+
 #if defined(HOOK_RAW_TP) || defined(HOOK_KPROBE)
 /* Counting needs only the two states; the socket's addresses are read only
  * when streaming, which keeps the always-on counter program cheap. */

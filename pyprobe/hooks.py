@@ -67,7 +67,7 @@ def judge(hook: Hook, env: KernelEnv, offsets: Offsets) -> Verdict:
         return no("disabled by PYPROBE_DISABLE_HOOKS")
     for point in hook.points:
         problem = _point_problem(point.kind or hook.kind, point, env)
-        if problem:
+        if problem and not point.optional:
             return no(problem)
     if "btf" in hook.needs and env.btf() is None:
         return no("needs BTF (/sys/kernel/btf/vmlinux)")
@@ -80,6 +80,17 @@ def judge(hook: Hook, env: KernelEnv, offsets: Offsets) -> Verdict:
     )
     reason = hook.why + (f"; {how}" if how and "offsets" in hook.needs else "")
     return Verdict(hook, True, reason)
+
+
+def usable_points(hook: Hook, env: KernelEnv, stream: bool) -> tuple[Point, ...]:
+    """The points to attach: stream helpers only with the stream, optional
+    ones only where this kernel has them."""
+    return tuple(
+        p
+        for p in hook.points
+        if (stream or not p.stream_only)
+        and not (p.optional and _point_problem(p.kind or hook.kind, p, env))
+    )
 
 
 def _point_problem(kind: str, point: Point, env: KernelEnv) -> str:

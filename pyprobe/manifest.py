@@ -36,6 +36,7 @@ class Point:
     min_args: int = 0  # raw tracepoints: arguments the program reads (checked in BTF)
     fields: tuple[str, ...] = ()  # tracepoints: format fields the program reads
     kind: str = ""  # when it differs from its hook's (e.g. a raw tracepoint helper)
+    optional: bool = False  # skipped where this kernel lacks it, instead of ruling out the hook
 
 
 @dataclass(frozen=True)
@@ -273,6 +274,7 @@ def _point(p: _Reader) -> Point:
         p.get("min_args", int, 0),
         p.strings("fields"),
         p.choice("kind", HOOK_KINDS) if "kind" in p.table else "",
+        p.get("optional", bool, False),
     )
 
 

@@ -27,7 +27,7 @@ from prometheus_client.core import (
 from . import structs
 from .decoders import Decoders
 from .errors import PyprobeError
-from .hooks import Choice, choose
+from .hooks import Choice, choose, usable_points
 from .kernel import KernelEnv
 from .loader import BccLoader, Loader, Program, preflight
 from .manifest import CPU_FIELD, Hook, Manifest
@@ -77,7 +77,7 @@ class Probe:
         if stream and self.manifest.event is None:
             raise PyprobeError(f"{self.name}: has no event stream")
         flags = [*choice.offsets.cflags, *(["-DSTREAM"] if stream else []), *cflags]
-        points = tuple(p for p in choice.hook.points if stream or not p.stream_only)
+        points = usable_points(choice.hook, self.env, stream)
         hook = dataclasses.replace(choice.hook, points=points)
         self.program = self.loader.load(self.manifest.program, hook, flags)
         self.streaming = stream

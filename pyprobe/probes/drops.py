@@ -68,9 +68,7 @@ class Drops(Probe):
         present = set(self.decoders.drop_reasons.values())
         # A name this kernel lacks is a typo, unless it is one of our defaults
         # (reasons come and go between kernel versions).
-        self.reason_numbers(
-            [b.partition("@")[0] for b in self.benign if b not in DEFAULT_BENIGN]
-        )
+        self.reason_numbers([b.partition("@")[0] for b in self.benign if b not in DEFAULT_BENIGN])
         numbers = self.reason_numbers([n for n in self.benign if n in present])
         flags = list(cflags)
         if numbers:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pyprobe import lab, registry
+from pyprobe.hooks import usable_points
 from pyprobe.kernel import KernelEnv
 from tests.conftest import bpf_prog_count, quiet_prog_count, settled_prog_count
 
@@ -69,7 +70,9 @@ def test_json_stream_during_churn(pair, no_programs_left):
 def test_signals_detach_everything(sig, code):
     before = quiet_prog_count()
     proc = start("tcpstates")
-    assert bpf_prog_count() == before + 1
+    probe = registry.create("tcpstates")
+    points = usable_points(probe.available().hook, probe.env, stream=True)
+    assert bpf_prog_count() == before + len(points)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=5)
     assert proc.returncode == code, err

@@ -400,3 +400,68 @@ def test_retransmits_equal_tcp_retrans_segs_and_resets_are_seen(pair, env):
     retrans = [e for e in events if e["kind"] == "retransmit"]
     assert {(e["daddr"], e["dport"]) for e in retrans} == {(pair.addr_b, 7800)}
     assert lost == 0
+
+
+CLIENT = """
+import socket, sys, time
+c = socket.create_connection(("{addr}", 7650), timeout=10)
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+assert c.recv(5) == b"hello"
+for _ in range(200):
+    c.send(b"d" * 100)
+    time.sleep(0.001)
+c.shutdown(socket.SHUT_WR)
+c.recv(1)
+print("done", flush=True)
+"""
+
+
+def test_drops_in_softirq_are_attributed_to_the_sockets_owner(pair, env):
+    """The bcc tools print whatever task the CPU was running when the packet was
+    dropped (here: the sender, whose send ran the receive softirq). The owner of
+    the receiving socket, learned where it sent in process context, is right."""
+    import os
+    import sys
+
+    sh(
+        pair.b,
+        "nft add table inet own; "
+        "nft add chain inet own in '{ type filter hook input priority 0; }'; "
+        "nft add rule inet own in tcp dport 7650 ip length gt 100 numgen inc mod 3 lt 1 drop",
+    )
+    got = []
+
+    def serve() -> None:
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind((pair.addr_b, 7650))
+        srv.listen()
+        srv.settimeout(10)
+        conn, _ = srv.accept()
+        with conn, srv:
+            conn.sendall(b"hello")  # the owner acts in process context here
+            conn.settimeout(20)
+            while chunk := conn.recv(65536):
+                got.append(len(chunk))
+            conn.sendall(b"x")
+
+    probe = registry.create("drops", env=env)
+    with probe:
+        probe.attach(stream=True)
+        thread = netlink.start_in_netns(pair.path(pair.b), serve)
+        time.sleep(0.1)
+        client = subprocess.run(
+            ["ip", "netns", "exec", pair.a, sys.executable, "-c", CLIENT.format(addr=pair.addr_b)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        thread.join(20)
+        events = [
+            e for e in probe.events(200) if e["reason"] == "NETFILTER_DROP" and e["dport"] == 7650
+        ]
+    assert client.stdout.strip() == "done", client.stderr
+    assert sum(got) == 200 * 100
+    with_socket = [e for e in events if e["skaddr"]]
+    assert len(with_socket) >= 3  # early demux found the receiving socket
+    assert {(e["pid"], e["owner_known"]) for e in with_socket} == {(os.getpid(), True)}

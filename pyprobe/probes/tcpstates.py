@@ -112,10 +112,10 @@ class TcpStates(Probe):
         sockets = GaugeMetricFamily(
             PREFIX + "tcp_sockets",
             "Live TCP sockets by state and network namespace (sock_diag).",
-            labels=["netns", "state"],
+            labels=["netns", "netns_name", "state"],
         )
         for inode, counts in self.live_sockets().items():
             for state in TCP_STATES.values():
                 if state in counts:
-                    sockets.add_metric([netlink.netns_label(inode, names), state], counts[state])
+                    sockets.add_metric([str(inode), names.get(inode, ""), state], counts[state])
         yield sockets

@@ -562,7 +562,7 @@ def queues(
         n = 0
         while True:
             snapshot = probe.top(top)
-            overflows = [r for r in probe.rows() if r["metric"] == "socket_buffer_overflows_total"]
+            overflows = probe.overflows()
             if as_json:
                 print(ndjson({"time": time.time(), **snapshot, "overflows": overflows}), flush=True)
             else:

@@ -206,8 +206,8 @@ def queue_tables(
             str(q["overlimits"]),
         )
     over = Table(title="Socket buffer overflows since start", title_justify="left")
-    for col in ("NETNS", "EVENT", "PROTOCOL", "COUNT"):
+    for col in ("NETNS", "EVENT", "PROTOCOL", "PORT", "COUNT"):
         over.add_column(col)
     for r in overflows:
-        over.add_row(netns_cell(r), r["event"], r["protocol"], str(r["value"]))
+        over.add_row(netns_cell(r), r["event"], r["protocol"], str(r["port"]), str(r["value"]))
     return [socks, listen, qd, over]

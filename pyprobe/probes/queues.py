@@ -78,6 +78,25 @@ class Queues(Probe):
         qdiscs.sort(key=lambda q: (-q["backlog"], -q["drops"]))
         return {"sockets": found, "listeners": listeners, "qdiscs": qdiscs}
 
+    def overflows(self) -> list[dict[str, Any]]:
+        """Buffer overflows per namespace, event, protocol and local port (the
+        metric leaves the port out: one series per port would be unbounded)."""
+        spec = self.manifest.metrics[0]
+        names = netlink.named_netns()
+        out = []
+        for fields, value in self.raw_series(spec):
+            out.append(
+                {
+                    "netns": fields["netns"],
+                    "netns_name": names.get(fields["netns"], ""),
+                    "event": self.decoders.get("queue_event")(fields["event"], fields),
+                    "protocol": self.decoders.get("ip_protocol")(fields["protocol"], fields),
+                    "port": fields["port"],
+                    "value": value,
+                }
+            )
+        return sorted(out, key=lambda r: -r["value"])
+
     def collect(self) -> Iterable[Metric]:
         yield from super().collect()
         names = netlink.named_netns()

@@ -348,8 +348,11 @@ def test_rcvqueue_full_equals_the_sockets_drop_count(pair, env):
         ours = value(
             probe, "socket_buffer_overflows_total", netns=pair.inode(pair.a), event="rcvqueue_full"
         )
+        by_port = probe.overflows()
     assert dropped > 0
     assert ours == dropped
+    [row] = [r for r in by_port if r["netns"] == pair.inode(pair.a)]
+    assert (row["protocol"], row["value"], row["netns_name"]) == ("ICMP", dropped, pair.a)
 
 
 # -- tcpretrans -----------------------------------------------------------------------------

@@ -697,6 +697,60 @@ def _stream(
     stream(probe, probe.line, probe.HEADER, as_json, timestamp, duration, keep or (lambda e: True))
 
 
+@cli.command("export", context_settings=CONTEXT)
+@click.option(
+    "--web.listen-address",
+    "address",
+    default="127.0.0.1:9977",
+    show_default=True,
+    help="HOST:PORT to serve /metrics on (loopback by default).",
+)
+@click.option(
+    "--web.config.file",
+    "web_config",
+    type=click.Path(dir_okay=False),
+    help="TLS and basic auth, in the Prometheus exporter-toolkit format; re-read on SIGHUP.",
+)
+@click.option("--probe", "include", multiple=True, help="Only this probe (repeat).")
+@click.option("--no-probe", "exclude", multiple=True, help="Not this probe (repeat).")
+@click.option("--strict", is_flag=True, help="A probe that cannot attach is fatal.")
+@click.option(
+    "--bpf-stats",
+    is_flag=True,
+    help="Count BPF run time per program while running (BPF_ENABLE_STATS; off again on exit).",
+)
+@click.option(
+    "--log.level",
+    "log_level",
+    default="info",
+    type=click.Choice(["debug", "info", "warn", "error"]),
+    show_default=True,
+)
+def export_cmd(
+    address: str,
+    web_config: str | None,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    strict: bool,
+    bpf_stats: bool,
+    log_level: str,
+) -> None:
+    """Serve every probe as Prometheus metrics (a long-lived daemon).
+
+    \b
+    Order of start-up: the config is validated and the port bound before any
+    BPF program is loaded. Maps are read at scrape time. A probe this kernel
+    cannot run is reported (pyprobe_probe_attached 0) and the rest serve,
+    unless --strict. SIGHUP re-reads --web.config.file (a bad one keeps the
+    old); SIGTERM/SIGINT detach everything and exit 0.
+    """
+    from .exporter.daemon import Options, run, setup_logging
+
+    setup_logging("warning" if log_level == "warn" else log_level)
+    opts = Options(address, web_config, include, exclude, strict, bpf_stats)
+    run(opts, _env())
+
+
 @cli.command()
 @click.option(
     "--connections",

@@ -107,9 +107,12 @@ class BccProgram:
             for cpu, leaf in enumerate(per_cpu_values):
                 tail = (cpu,) if per_cpu else ()
                 if members:
-                    for i, name in enumerate(members):
-                        value = int(getattr(leaf, name))
-                        if value:
+                    # A key that exists reports every member, zeros included: a
+                    # device that polled but never exhausted its budget has a
+                    # budget-exhausted counter of 0, not no counter.
+                    values = [int(getattr(leaf, name)) for name in members]
+                    if any(values):
+                        for i, value in enumerate(values):
                             out[(*base, i, *tail)] = value
                 else:
                     value = int(getattr(leaf, "value", leaf))
@@ -125,6 +128,18 @@ class BccProgram:
     def key_fields(self, map_name: str) -> tuple[str, ...]:
         key_type = self.bpf[map_name.encode()].Key
         return tuple(name for name, *_ in getattr(key_type, "_fields_", ()))
+
+    def program_fds(self) -> dict[str, int]:
+        """function name -> fd of each loaded program (for run-time stats)."""
+        return {name.decode(): fn.fd for name, fn in self.bpf.funcs.items()}
+
+    def map_usage(self, names: list[str]) -> list[tuple[str, int, int]]:
+        """(map, entries in use, capacity) of these (hash) maps."""
+        out = []
+        for name in names:
+            table = self.bpf[name.encode()]
+            out.append((name, sum(1 for _ in table), int(table.max_entries)))
+        return out
 
     def open_ringbuf(self, map_name: str, callback: RingbufCallback) -> None:
         def on_event(_ctx: Any, data: Any, size: int) -> int:

@@ -124,6 +124,22 @@ class Probe:
             return 0
         return sum(self._attached().read_counts(event.lost_map).values())
 
+    # -- health, for the exporter's self-metrics --------------------------------------
+    def map_usage(self) -> list[tuple[str, int, int]]:
+        """(map, entries, capacity) of the hash maps this program has loaded."""
+        names = [
+            m.name
+            for m in self.manifest.maps
+            if m.type in ("hash", "percpu_hash", "lru_hash")
+            and (self.streaming or not m.stream_only)
+        ]
+        usage = getattr(self._attached(), "map_usage", None)
+        return usage(names) if usage else []
+
+    def program_fds(self) -> dict[str, int]:
+        fds = getattr(self._attached(), "program_fds", None)
+        return fds() if fds else {}
+
     # -- aggregates --------------------------------------------------------------
     @functools.cached_property
     def decoders(self) -> Decoders:

@@ -12,8 +12,11 @@ KREL=$(uname -r)
 ARCH=$(dpkg --print-architecture)
 
 # Debian packages. bcc comes from python3-bpfcc (never PyPI's unrelated "bcc").
+# prometheus (promtool too) runs in the end-to-end tests, started by them;
+# openssl makes their test certificates.
 PKGS=(python3-bpfcc bpfcc-tools bpftool iproute2 python3-venv python3-pip
-      procps iputils-ping nftables iperf3 ethtool gcc libc6-dev)
+      procps iputils-ping nftables iperf3 ethtool gcc libc6-dev
+      prometheus openssl)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 apt_updated=0
@@ -22,6 +25,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   apt_update
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts the prometheus service on install where systemd runs; the
+  # tests start their own on a free port, so keep the machine quiet.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 
 # Kernel headers: bcc compiles against /lib/modules/$KREL/build. Prefer the

@@ -1,0 +1,1 @@
+"""`pyprobe export`: the probes as a Prometheus exporter daemon."""

@@ -1,0 +1,74 @@
+"""Label caps: a metric family keeps at most N distinct values per label; the
+rest fold into the value "other" (their samples summed), and the distinct
+values folded are counted.
+
+Values are sticky: the first N seen keep their own series for the life of the
+daemon, so a counter never jumps between its own series and "other" (which
+would break rate()). No per-socket or per-port label exists by default.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+
+from prometheus_client.core import Metric
+from prometheus_client.samples import Sample
+
+OTHER = "other"
+# Labels whose values come from the outside world get tight caps.
+DEFAULT_CAPS = {
+    "netns": 100,
+    "netns_name": 100,
+    "device": 200,
+    "location": 100,
+    "reason": 200,
+    "handle": 50,
+}
+DEFAULT_CAP = 500  # any other label (states, vectors, CPUs are bounded anyway)
+
+
+class LabelCaps:
+    def __init__(self, caps: Mapping[str, int] | None = None, default: int = DEFAULT_CAP):
+        self.caps = {**DEFAULT_CAPS, **(caps or {})}
+        self.default = default
+        self._seen: dict[tuple[str, str], set[str]] = {}
+        self._folded: dict[tuple[str, str], set[str]] = {}
+        self._lock = threading.Lock()
+
+    def cap(self, label: str) -> int:
+        return self.caps.get(label, self.default)
+
+    def _keep(self, family: str, label: str, value: str) -> bool:
+        seen = self._seen.setdefault((family, label), set())
+        if value in seen:
+            return True
+        if len(seen) < self.cap(label):
+            seen.add(value)
+            return True
+        self._folded.setdefault((family, label), set()).add(value)
+        return False
+
+    def apply(self, family: Metric) -> Metric:
+        with self._lock:
+            merged: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+            order: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+            for s in family.samples:
+                labels = {
+                    k: (v if k == "le" or self._keep(family.name, k, v) else OTHER)
+                    for k, v in s.labels.items()
+                }
+                key = (s.name, tuple(sorted(labels.items())))
+                if key not in merged:
+                    order.append(key)
+                    merged[key] = 0.0
+                merged[key] += s.value
+        family.samples = [
+            Sample(name, dict(labels), merged[(name, labels)]) for name, labels in order
+        ]
+        return family
+
+    def folded(self) -> Iterable[tuple[str, str, int]]:
+        """(family, label, distinct values folded into "other")."""
+        with self._lock:
+            return [(f, lb, len(v)) for (f, lb), v in sorted(self._folded.items())]

@@ -1,0 +1,155 @@
+"""The exporter daemon's life: validate the config, bind the port, attach the
+probes, serve; SIGHUP re-reads the web config (a bad one keeps the old);
+SIGTERM/SIGINT detach everything and exit 0."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from .. import registry as probes_registry
+from ..errors import PyprobeError
+from ..kernel import KernelEnv
+from . import bpfstats, webconfig
+from .caps import LabelCaps
+from .collectors import ProbeCollector, ProbeState, SelfCollector
+from .server import Server, parse_address
+
+log = logging.getLogger("pyprobe.exporter")
+
+
+@dataclass
+class Options:
+    address: str
+    web_config: str | None = None
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    strict: bool = False
+    bpf_stats: bool = False
+
+
+def select(include: Sequence[str], exclude: Sequence[str]) -> list[str]:
+    known = probes_registry.names()
+    for name in (*include, *exclude):
+        if name not in known:
+            raise PyprobeError(f"unknown probe {name!r}; known probes: {', '.join(known)}")
+    chosen = list(include) or known
+    return [n for n in chosen if n not in exclude]
+
+
+def setup_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="ts=%(asctime)s level=%(levelname)s %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+
+
+@contextlib.contextmanager
+def _signals(stop: threading.Event, reload: threading.Event) -> Iterator[None]:
+    def on_stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    def on_hup(signum: int, frame: Any) -> None:
+        reload.set()
+
+    previous = {
+        s: signal.signal(s, h)
+        for s, h in ((signal.SIGTERM, on_stop), (signal.SIGINT, on_stop), (signal.SIGHUP, on_hup))
+    }
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def run(opts: Options, env: KernelEnv) -> None:
+    # 1. everything that can be wrong with the command line or the config
+    config = webconfig.load(opts.web_config)
+    host, port = parse_address(opts.address)
+    names = select(opts.include, opts.exclude)
+    if not names:
+        raise PyprobeError("no probes left to run (--probe/--no-probe)")
+    # 2. the port: a port in use fails here, before any program is loaded
+    registry = CollectorRegistry(auto_describe=False)
+    reload_state = {"ok": True, "at": time.time()}
+    server = Server((host, port), registry, config)
+    stop, reload = threading.Event(), threading.Event()
+    states: dict[str, ProbeState] = {}
+    stats_fd = None
+    thread: threading.Thread | None = None
+    try:
+        with _signals(stop, reload):
+            # 3. the probes
+            caps = LabelCaps()
+            for name in names:
+                probe = probes_registry.create(name, env=env)
+                state = ProbeState(name, probe)
+                try:
+                    probe.attach()
+                    log.info('msg="probe attached" probe=%s hook=%s', name, probe.hook_label)
+                except PyprobeError as e:
+                    if opts.strict:
+                        raise
+                    state.error = str(e)
+                    log.warning('msg="probe not attached" probe=%s error="%s"', name, e)
+                states[name] = state
+                registry.register(ProbeCollector(state, caps))
+                if stop.is_set():
+                    return
+            self_collector = SelfCollector(states, caps, reload_state)
+            if opts.bpf_stats:
+                try:
+                    stats_fd = bpfstats.enable_stats()
+                    self_collector.stats_on = True
+                except OSError as e:
+                    log.warning('msg="cannot enable BPF run-time stats" error="%s"', e.strerror)
+            registry.register(self_collector)
+            # 4. serve
+            thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+            thread.start()
+            scheme = "https" if config.tls else "http"
+            log.info(
+                'msg="listening" address=%s://%s:%d probes=%d/%d',
+                scheme,
+                host,
+                server.server_address[1],
+                sum(s.attached for s in states.values()),
+                len(states),
+            )
+            while not stop.is_set():
+                reload.wait(0.5)
+                if reload.is_set():
+                    reload.clear()
+                    _reload(server, opts.web_config, reload_state)
+    finally:
+        if thread is not None:
+            server.shutdown()
+        server.server_close()
+        for state in states.values():
+            if state.probe is not None:
+                state.probe.detach()
+        if stats_fd is not None:
+            os.close(stats_fd)
+        log.info('msg="stopped: every probe detached"')
+
+
+def _reload(server: Server, path: str | None, state: dict) -> None:
+    try:
+        server.config = webconfig.load(path)
+    except PyprobeError as e:
+        state["ok"] = False
+        log.error('msg="config reload failed, keeping the old one" error="%s"', e)
+        return
+    state["ok"], state["at"] = True, time.time()
+    log.info('msg="config reloaded" file=%s', path or "-")

@@ -1,0 +1,126 @@
+"""The exporter's HTTP server: /metrics from a CollectorRegistry, with the
+web config's TLS and basic auth. Bound (socket created and listening) before
+any BPF is loaded, so a port in use fails first and cleanly."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import errno
+import logging
+import socket
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from ..errors import PyprobeError
+from .webconfig import WebConfig
+
+log = logging.getLogger("pyprobe.exporter")
+DEFAULT_ADDRESS = "127.0.0.1:9977"
+LANDING = b"""<html><head><title>pyprobe exporter</title></head><body>
+<h1>pyprobe exporter</h1><p><a href="/metrics">Metrics</a></p></body></html>
+"""
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise PyprobeError(
+            f"bad --web.listen-address {text!r}: expected HOST:PORT, e.g. {DEFAULT_ADDRESS}"
+        )
+    host = host.strip("[]")
+    return host or "0.0.0.0", int(port)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64
+
+    def __init__(self, address: tuple[str, int], registry: CollectorRegistry, config: WebConfig):
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.registry = registry
+        self.config = config  # replaced whole on SIGHUP; read once per request
+        self.scrape_lock = threading.Lock()  # one scrape at a time reads the maps
+        try:
+            super().__init__(address, Handler)
+        except OSError as e:
+            why = "port in use" if e.errno == errno.EADDRINUSE else e.strerror
+            raise PyprobeError(f"cannot listen on {address[0]}:{address[1]}: {why}") from None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # TLS handshakes happen here, in the connection's thread, so a slow or
+        # hostile client cannot stall the accept loop.
+        ctx = self.config.tls
+        if ctx is not None:
+            request.settimeout(10)
+            try:
+                request = ctx.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError) as e:
+                log.debug("tls handshake failed from %s: %s", client_address, e)
+                return
+        super().finish_request(request, client_address)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Server
+    timeout = 10  # per connection: no slowloris
+    server_version = "pyprobe"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s " + format, self.client_address[0], *args)
+
+    def _send(
+        self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8", extra=()
+    ) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (*self.server.config.headers.items(), *extra):
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _authorized(self) -> bool:
+        config = self.server.config
+        if not config.users:
+            return True
+        header = self.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, _, password = base64.b64decode(token, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return config.authorized(user, password)
+
+    def do_GET(self) -> None:
+        if not self._authorized():
+            self._send(
+                401, b"Unauthorized\n", extra=[("WWW-Authenticate", 'Basic realm="pyprobe"')]
+            )
+            return
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
+            with self.server.scrape_lock:
+                body = encoder(self.server.registry)
+            self._send(200, body, ctype)
+        elif path == "/":
+            self._send(200, LANDING, "text/html; charset=utf-8")
+        else:
+            self._send(404, b"Not Found\n")
+
+    do_HEAD = do_GET
+
+    def _refuse(self) -> None:
+        self._send(405, b"Method Not Allowed\n", extra=[("Allow", "GET, HEAD")])
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse

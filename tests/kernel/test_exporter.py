@@ -1,0 +1,529 @@
+"""`pyprobe export` as users run it: a real daemon, a real Prometheus scraping
+it, every dashboard panel's and every rule's query run against that
+Prometheus; security (loopback default, basic auth, TLS) and faults (port in
+use, signals, a broken config on SIGHUP, a probe that cannot attach)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pyprobe import lab, netlink
+from tests.conftest import bpf_prog_count, quiet_prog_count, settled_prog_count
+from tests.kernel.test_cli_kernel import PYPROBE
+
+pytestmark = [pytest.mark.root, pytest.mark.kernel]
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARD = ROOT / "dashboards" / "pyprobe-overview.json"
+RULES = ROOT / "dashboards" / "rules" / "pyprobe.rules.yml"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Exporter:
+    def __init__(self, *args: str, env: dict | None = None, prefix: list[str] | None = None):
+        self.port = free_port()
+        self.args = ["--web.listen-address", f"127.0.0.1:{self.port}", *args]
+        self.proc = subprocess.Popen(
+            [*(prefix or []), PYPROBE, "export", *self.args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.log: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            self.log.append(line)
+            if 'msg="listening"' in line:
+                return
+        raise AssertionError(
+            "exporter did not start:\n" + "".join(self.log) + self.proc.stderr.read()
+        )
+
+    def url(self, path: str = "/metrics", scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, float]:
+        start = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(10)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        return self.proc.returncode, time.monotonic() - start
+
+
+def get(url: str, auth: tuple[str, str] | None = None, context=None) -> tuple[int, str]:
+    req = urllib.request.Request(url)
+    if auth:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10, context=context) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith((name + "{", name + " ")) and all(
+            f'{k}="{v}"' in line for k, v in labels.items()
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+@pytest.fixture(scope="module")
+def exporter():
+    exp = Exporter("--bpf-stats")
+    yield exp
+    code, took = exp.stop()
+    assert code == 0 and took < 2, (code, took)
+
+
+def test_promtool_finds_nothing_to_complain_about(exporter):
+    status, text = get(exporter.url())
+    assert status == 200
+    check = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True
+    )
+    assert check.returncode == 0 and check.stdout.strip() == check.stderr.strip() == "", (
+        check.stdout + check.stderr
+    )
+
+
+def test_self_metrics(exporter):
+    _, text = get(exporter.url())
+    for probe in ("tcpstates", "drops", "softirqs", "napi", "netdev", "queues", "tcpretrans"):
+        assert sample(text, "pyprobe_probe_attached", probe=probe) == 1
+        assert sample(text, "pyprobe_scrape_collector_success", collector=probe) == 1
+    assert sample(text, "pyprobe_build_info") == 1
+    assert sample(text, "pyprobe_map_max_entries", probe="drops", map="drops") == 10240
+    assert sample(text, "pyprobe_bpf_program_runs_total", probe="softirqs", program="on_entry") > 0
+    assert sample(text, "pyprobe_config_last_reload_successful") == 1
+
+
+# -- end to end, with a real Prometheus ------------------------------------------------
+def prometheus_query(port: int, expr: str) -> dict:
+    q = urllib.parse.urlencode({"query": expr})
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/query?{q}", timeout=10) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return json.loads(e.read())
+
+
+def traffic(pair: lab.VethPair) -> None:
+    """Something for every panel: connections, refusals (resets, drops), loss
+    (retransmits), a NAPI veth, a non-reading receiver, a socket overflow."""
+    subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            pair.b,
+            "sh",
+            "-c",
+            f"ethtool -K {pair.dev_b} gro on; "
+            "nft add table inet loss; "
+            "nft add chain inet loss in '{ type filter hook input priority 0; }'; "
+            "nft add rule inet loss in tcp dport 7801 numgen random mod 100 lt 10 drop",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        ["ip", "netns", "exec", pair.a, "ethtool", "-K", pair.dev_a, "tso", "off"],
+        check=True,
+        capture_output=True,
+    )
+    srv = lab.Server(pair.path(pair.b), pair.addr_b, 7800)
+    sink = lab.Listener(pair.path(pair.b), pair.addr_b, 7801)
+    try:
+        lab.churn(pair.path(pair.a), pair.addr_b, 7800, 50)
+        lab.refused(pair.path(pair.a), pair.addr_b, 9, 10)
+        lab.send_bytes(pair.path(pair.a), pair.addr_b, 7801, 500_000)
+        netlink.run_in_netns(
+            pair.path(pair.a),
+            lambda: Path("/proc/sys/net/ipv4/ping_group_range").write_text("0 0"),
+        )
+
+        def overflow() -> None:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256)
+            s.connect(("127.0.0.1", 0))
+            for i in range(20):
+                s.send(struct.pack("!BBHHH", 8, 0, 0, 0, i) + b"p" * 200)
+            time.sleep(0.05)
+            s.close()
+
+        netlink.run_in_netns(pair.path(pair.a), overflow)
+    finally:
+        srv.stop()
+        sink.stop()
+
+
+def panel_queries() -> list[tuple[str, str]]:
+    dash = json.loads(DASHBOARD.read_text())
+    out = []
+    for panel in dash["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for var, value in (
+                ("$__rate_interval", "30s"),
+                ("$instance", ".*"),
+                ("$netns", ".*"),
+                ("$device", ".*"),
+            ):
+                expr = expr.replace(var, value)
+            out.append((panel["title"], expr))
+    return out
+
+
+THRESHOLD = re.compile(r"\s*(==|!=|>=|<=|>|<)\s*[-+0-9.eE]+\s*$")
+
+
+def rule_queries() -> list[tuple[str, str]]:
+    """Every rule's expression; an alert's without its threshold (a healthy
+    system fires none, but the series it compares must exist)."""
+    out = []
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        for rule in group["rules"]:
+            name = rule.get("alert") or rule["record"]
+            out.append((name, THRESHOLD.sub("", rule["expr"].strip())))
+    return out
+
+
+def test_dashboard_json_is_what_build_py_builds():
+    built = subprocess.run(
+        ["python3", "-c", "import build; print(build.render(), end='')"],
+        cwd=ROOT / "dashboards",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert built == DASHBOARD.read_text()
+
+
+def test_rules_pass_promtool():
+    check = subprocess.run(
+        ["promtool", "check", "rules", str(RULES)], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_every_panel_and_rule_query_returns_series_from_a_real_prometheus(exporter, tmp_path):
+    prom_port = free_port()
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(RULES)],
+        "scrape_configs": [
+            {"job_name": "pyprobe", "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]}
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    prom = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with lab.VethPair(prefix=f"pe{os.getpid() % 10000}", net=14) as pair:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # Prometheus up and scraping
+                r = prometheus_query(prom_port, 'up{job="pyprobe"}') if prom.poll() is None else {}
+                if r.get("data", {}).get("result"):
+                    break
+                time.sleep(0.5)
+            traffic(pair)
+            time.sleep(1.5)
+            traffic(pair)  # twice: rates need two samples that differ
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                r = prometheus_query(prom_port, 'count_over_time(up{job="pyprobe"}[1m])')
+                if float(r["data"]["result"][0]["value"][1]) >= 6:
+                    break
+                time.sleep(0.5)
+            assert (
+                prometheus_query(prom_port, 'up{job="pyprobe"}')["data"]["result"][0]["value"][1]
+                == "1"
+            )
+            failures = []
+            queries = panel_queries() + rule_queries()
+            for title, expr in queries:
+                r = prometheus_query(prom_port, expr)
+                if r.get("status") != "success":
+                    failures.append(f"{title}: error {r.get('error')}: {expr}")
+                elif not r["data"]["result"]:
+                    failures.append(f"{title}: no series: {expr}")
+            assert not failures, "\n".join(failures)
+            assert len(queries) >= 40
+    finally:
+        prom.terminate()
+        prom.wait(10)
+
+
+# -- security ------------------------------------------------------------------------
+def test_default_bind_is_loopback_only():
+    with lab.VethPair(prefix=f"pl{os.getpid() % 10000}", net=15) as pair:
+        exp = Exporter(prefix=["ip", "netns", "exec", pair.a])
+        # the default address, not ours: drop --web.listen-address from the command line
+        exp.stop()
+        exp = Exporter("--probe", "softirqs", prefix=["ip", "netns", "exec", pair.a])
+        try:
+
+            def local() -> int:
+                return get(exp.url())[0]
+
+            assert netlink.run_in_netns(pair.path(pair.a), local) == 200
+
+            def remote() -> str:
+                try:
+                    socket.create_connection((pair.addr_a, exp.port), timeout=3).close()
+                    return "connected"
+                except ConnectionRefusedError:
+                    return "refused"
+
+            assert netlink.run_in_netns(pair.path(pair.b), remote) == "refused"
+        finally:
+            assert exp.stop()[0] == 0
+
+
+def test_loopback_is_the_default_address():
+    from click.testing import CliRunner
+
+    from pyprobe.cli import cli
+
+    help_text = CliRunner().invoke(cli, ["export", "--help"]).output
+    assert "127.0.0.1:9977" in help_text
+
+
+@pytest.fixture
+def tls_files(tmp_path):
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(tmp_path / "key.pem"),
+            "-out",
+            str(tmp_path / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return tmp_path
+
+
+def write_config(path: Path, tls: bool, users: dict[str, str]) -> Path:
+    import bcrypt
+
+    doc: dict = {
+        "basic_auth_users": {
+            u: bcrypt.hashpw(p.encode(), bcrypt.gensalt(4)).decode() for u, p in users.items()
+        }
+    }
+    if tls:
+        doc["tls_server_config"] = {"cert_file": "cert.pem", "key_file": "key.pem"}
+    cfg = path / "web.yml"
+    cfg.write_text(yaml.safe_dump(doc))
+    return cfg
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
+def test_basic_auth_and_tls(tls_files):
+    cfg = write_config(tls_files, tls=True, users={"alice": "s3cret"})
+    exp = Exporter("--probe", "softirqs", "--web.config.file", str(cfg))
+    try:
+        ctx = ssl.create_default_context(cafile=str(tls_files / "cert.pem"))
+        url = exp.url(scheme="https")
+        assert get(url, context=ctx)[0] == 401
+        assert get(url, ("alice", "wrong"), ctx)[0] == 401
+        assert get(url, ("mallory", "s3cret"), ctx)[0] == 401
+        status, text = get(url, ("alice", "s3cret"), ctx)
+        assert status == 200 and "pyprobe_softirqs_total" in text
+        # A client willing to speak TLS 1.0-1.1 (security level 0), so that
+        # only the server's minimum can refuse it; the same client is served
+        # once it may use TLS 1.2.
+        old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        old.check_hostname, old.verify_mode = False, ssl.CERT_NONE
+        old.set_ciphers("DEFAULT:@SECLEVEL=0")
+        old.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+            get(url, ("alice", "s3cret"), old)
+        old.maximum_version = ssl.TLSVersion.TLSv1_2
+        assert get(url, ("alice", "s3cret"), old)[0] == 200
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError, http_error())):
+            get(exp.url(), ("alice", "s3cret"))  # plain HTTP on the TLS port
+    finally:
+        assert exp.stop()[0] == 0
+
+
+def http_error():
+    import http.client
+
+    return http.client.HTTPException
+
+
+# -- faults ----------------------------------------------------------------------------
+def test_port_in_use_exits_2_before_any_program_loads():
+    before = quiet_prog_count()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        start = time.monotonic()
+        proc = subprocess.run(
+            [PYPROBE, "export", "--web.listen-address", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        took = time.monotonic() - start
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "port in use" in lines[0], proc.stderr
+    assert "probe attached" not in proc.stderr
+    assert bpf_prog_count() == before
+    assert took < 5  # nothing was compiled
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ("tls_server_config: [", "not valid YAML"),
+        ("basic_auth_users:\n  bob: plaintext\n", "expected a bcrypt hash"),
+        (
+            "tls_server_config:\n  cert_file: x.pem\n  key_file: y.pem\n  min_version: TLS11\n",
+            "not allowed",
+        ),
+        ("no_such_key: 1\n", "unknown key"),
+    ],
+)
+def test_bad_web_config_exits_2_with_one_line(tmp_path, content, words):
+    cfg = tmp_path / "web.yml"
+    cfg.write_text(content)
+    proc = subprocess.run(
+        [PYPROBE, "export", "--web.config.file", str(cfg), "--web.listen-address", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0] and "web.yml" in lines[0], proc.stderr
+
+
+def test_sigterm_and_sigint_exit_0_quickly_with_nothing_left():
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        before = quiet_prog_count()
+        exp = Exporter()
+        assert bpf_prog_count() > before
+        code, took = exp.stop(sig)
+        assert code == 0 and took < 2, (sig, code, took, exp.proc.stderr.read())
+        assert settled_prog_count(before) == before
+
+
+def test_sighup_with_a_broken_config_keeps_serving_the_old_one(tls_files):
+    cfg = write_config(tls_files, tls=False, users={"alice": "s3cret"})
+    exp = Exporter("--probe", "softirqs", "--web.config.file", str(cfg))
+    try:
+        assert get(exp.url(), ("alice", "s3cret"))[0] == 200
+        cfg.write_text("basic_auth_users: [not, a, mapping")
+        exp.proc.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        status, text = get(exp.url(), ("alice", "s3cret"))
+        assert status == 200
+        assert sample(text, "pyprobe_config_last_reload_successful") == 0
+        write_config(tls_files, tls=False, users={"bob": "hunter2"})
+        exp.proc.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        assert get(exp.url(), ("alice", "s3cret"))[0] == 401
+        status, text = get(exp.url(), ("bob", "hunter2"))
+        assert status == 200 and sample(text, "pyprobe_config_last_reload_successful") == 1
+        assert exp.proc.poll() is None
+    finally:
+        assert exp.stop()[0] == 0
+
+
+NAPI_OFF = {"PYPROBE_DISABLE_HOOKS": "raw_tracepoint:napi_poll,tracepoint:napi:napi_poll"}
+
+
+def test_a_probe_that_cannot_attach_is_reported_and_the_rest_serve():
+    exp = Exporter("--probe", "napi", "--probe", "softirqs", env=NAPI_OFF)
+    try:
+        status, text = get(exp.url())
+        assert status == 200
+        assert sample(text, "pyprobe_probe_attached", probe="napi", hook="") == 0
+        assert sample(text, "pyprobe_probe_attached", probe="softirqs") == 1
+        assert "pyprobe_softirqs_total{" in text and "pyprobe_napi_polls_total{" not in text
+        assert any("probe=napi" in line and "not attached" in line for line in exp.log)
+    finally:
+        assert exp.stop()[0] == 0
+
+
+def test_strict_makes_a_probe_that_cannot_attach_fatal():
+    before = quiet_prog_count()
+    proc = subprocess.run(
+        [
+            PYPROBE,
+            "export",
+            "--strict",
+            "--probe",
+            "softirqs",
+            "--probe",
+            "napi",
+            "--web.listen-address",
+            f"127.0.0.1:{free_port()}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **NAPI_OFF},
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("pyprobe: error: napi: no usable hook")
+    assert settled_prog_count(before) == before

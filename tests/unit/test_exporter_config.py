@@ -1,0 +1,114 @@
+"""The exporter's pieces that need no kernel: web config, label caps, options."""
+
+from __future__ import annotations
+
+import bcrypt
+import pytest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+from pyprobe.errors import PyprobeError
+from pyprobe.exporter import webconfig
+from pyprobe.exporter.caps import OTHER, LabelCaps
+from pyprobe.exporter.daemon import select
+from pyprobe.exporter.server import parse_address
+
+
+def write(tmp_path, text: str):
+    p = tmp_path / "web.yml"
+    p.write_text(text)
+    return p
+
+
+def test_empty_or_absent_config_means_plain_http_without_auth(tmp_path):
+    assert webconfig.load(None).tls is None
+    cfg = webconfig.load(write(tmp_path, ""))
+    assert cfg.tls is None and cfg.users == {}
+
+
+def test_basic_auth_checks_bcrypt_and_remembers_success(tmp_path):
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode().replace("$2b$", "$2y$")
+    cfg = webconfig.load(write(tmp_path, f"basic_auth_users:\n  alice: '{hashed}'\n"))
+    assert cfg.authorized("alice", "pw")
+    assert cfg.authorized("alice", "pw")  # from the cache
+    assert not cfg.authorized("alice", "nope")
+    assert not cfg.authorized("bob", "pw")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[1, 2]", "expected a mapping at the top level"),
+        (
+            "tls_server_config:\n  cert_file: a\n  bogus: 1\n",
+            "tls_server_config.bogus: unknown key",
+        ),
+        ("tls_server_config:\n  key_file: k\n", "tls_server_config.cert_file: required"),
+        ("tls_server_config:\n  cert_file: nope.pem\n  key_file: k\n", "no such file"),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n"
+            "  client_auth_type: RequireAnyClientCert\n",
+            "only NoClientCert",
+        ),
+        ("basic_auth_users:\n  a: 1234\n", "expected a bcrypt hash"),
+        ("http_server_config:\n  headers: [x]\n", "headers: expected a mapping"),
+    ],
+)
+def test_bad_configs_name_file_and_key(tmp_path, text, message):
+    with pytest.raises(webconfig.ConfigError, match=message) as e:
+        webconfig.load(write(tmp_path, text))
+    assert str(e.value).startswith("web.yml: ")
+
+
+def test_old_tls_is_refused(tmp_path):
+    (tmp_path / "a").write_text("x")
+    (tmp_path / "b").write_text("x")
+    text = "tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS10\n"
+    with pytest.raises(webconfig.ConfigError, match="older TLS is refused"):
+        webconfig.load(write(tmp_path, text))
+
+
+def family(n: int) -> CounterMetricFamily:
+    f = CounterMetricFamily("pyprobe_x", "h", labels=["device", "state"])
+    for i in range(n):
+        f.add_metric([f"dev{i}", "up"], i + 1)
+    return f
+
+
+def test_caps_fold_the_rest_into_other_and_stay_sticky():
+    caps = LabelCaps({"device": 3})
+    first = caps.apply(family(5))
+    values = {s.labels["device"]: s.value for s in first.samples}
+    assert values == {"dev0": 1, "dev1": 2, "dev2": 3, OTHER: 4 + 5}
+    # a new big series later does not displace the sticky ones
+    f = family(5)
+    f.add_metric(["dev9", "up"], 1000)
+    values = {s.labels["device"]: s.value for s in caps.apply(f).samples}
+    assert values[OTHER] == 4 + 5 + 1000 and "dev9" not in values
+    assert list(caps.folded()) == [("pyprobe_x", "device", 3)]
+
+
+def test_caps_merge_histograms_bucket_by_bucket():
+    caps = LabelCaps({"device": 1})
+    h = HistogramMetricFamily("pyprobe_h", "h", labels=["device"])
+    h.add_metric(["a"], [("1.0", 1), ("+Inf", 2)], 5)
+    h.add_metric(["b"], [("1.0", 3), ("+Inf", 3)], 1)
+    h.add_metric(["c"], [("1.0", 0), ("+Inf", 4)], 9)
+    out = {
+        (s.name, s.labels.get("device"), s.labels.get("le")): s.value for s in caps.apply(h).samples
+    }
+    assert out[("pyprobe_h_bucket", OTHER, "1.0")] == 3
+    assert out[("pyprobe_h_bucket", OTHER, "+Inf")] == 7
+    assert out[("pyprobe_h_sum", OTHER, None)] == 10
+    assert out[("pyprobe_h_bucket", "a", "+Inf")] == 2
+
+
+def test_probe_selection_and_addresses():
+    assert "napi" not in select((), ("napi",))
+    assert select(("drops",), ()) == ["drops"]
+    with pytest.raises(PyprobeError, match="unknown probe 'nope'"):
+        select(("nope",), ())
+    assert parse_address("127.0.0.1:9977") == ("127.0.0.1", 9977)
+    assert parse_address("[::1]:9977") == ("::1", 9977)
+    for bad in ("9977", "host:port", "1.2.3.4:70000"):
+        with pytest.raises(PyprobeError, match=r"bad --web\.listen-address"):
+            parse_address(bad)

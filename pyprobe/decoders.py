@@ -151,6 +151,12 @@ class Symbols:
         return self.name(addr).partition("+")[0]
 
 
+@functools.cache
+def kernel_symbols() -> Symbols:
+    """/proc/kallsyms, read once per process (~0.1 s; kernel text does not move)."""
+    return Symbols()
+
+
 # A decoder with the whole key at hand (a device name needs its namespace too).
 KeyDecoder = Callable[[int, Mapping[str, int]], str]
 
@@ -182,12 +188,14 @@ class Decoders:
         names = kernel_names(self.env, "irq:softirq_entry", "vec", "", "")
         return names or dict(enumerate(SOFTIRQ_NAMES))
 
-    @functools.cached_property
+    @property
     def symbols(self) -> Symbols:
-        return Symbols()
+        return kernel_symbols()
 
     def ifname(self, ifindex: int, netns: int) -> str:
         """A device's name in its namespace; the ifindex when it is gone."""
+        if not ifindex:
+            return "-"
         names = self._links.get(netns)
         if (names is None or ifindex not in names) and time.monotonic() - self._links_at > 1:
             self._refresh_links()

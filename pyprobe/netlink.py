@@ -7,15 +7,17 @@ one, its name under /run/netns (what `ip netns` users know).
 from __future__ import annotations
 
 import os
-import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from . import sockdiag
 from .decoders import tcp_state
 from .errors import PyprobeError
+from .sockdiag import Sock
 
 NETNS_RUN_DIR = Path("/run/netns")
 T = TypeVar("T")
@@ -121,43 +123,42 @@ def run_in_netns(path: str | Path, fn: Callable[[], T]) -> T:
     return result[0]
 
 
-def tcp_sockets() -> list[dict]:
+def tcp_sockets() -> list[Sock]:
     """Every TCP socket of the caller's namespace: state and queues (like `ss -tan`)."""
-    from pyroute2 import DiagSocket
-
-    out: list[dict] = []
-    with DiagSocket() as ds:
-        ds.bind()
-        for family in (socket.AF_INET, socket.AF_INET6):
-            for msg in ds.get_sock_stats(family=family, states=ALL_TCP_STATES):
-                out.append(
-                    {
-                        "family": family,
-                        "state": tcp_state(msg["idiag_state"]),
-                        "recv_q": msg["idiag_rqueue"],
-                        "send_q": msg["idiag_wqueue"],
-                        "src": msg["idiag_src"],
-                        "dst": msg["idiag_dst"],
-                        "sport": msg["idiag_sport"],
-                        "dport": msg["idiag_dport"],
-                        "inode": msg["idiag_inode"],
-                    }
-                )
-    return out
+    return sockdiag.tcp_sockets()
 
 
 def tcp_state_counts(netns_path: str | Path | None = None) -> Counter[str]:
     """The `netstat -n | awk '/^tcp/ {++S[$NF]}'` count, for one namespace."""
 
     def count() -> Counter[str]:
-        return Counter(s["state"] for s in tcp_sockets())
+        return Counter(tcp_state(s.state) for s in sockdiag.tcp_sockets())
 
     return count() if netns_path is None else run_in_netns(netns_path, count)
 
 
+_SNAPSHOT: dict[str, object] = {"at": 0.0, "data": {}}
+_SNAPSHOT_LOCK = threading.Lock()
+
+
+def tcp_snapshot(max_age: float = 0.5) -> dict[int, list[Sock]]:
+    """inode -> TCP sockets, for every namespace; one sock_diag pass shared by
+    everything that asks within max_age seconds (e.g. one scrape's collectors)."""
+    with _SNAPSHOT_LOCK:
+        if time.monotonic() - float(_SNAPSHOT["at"]) > max_age:  # type: ignore[arg-type]
+            _SNAPSHOT["data"] = each_netns(sockdiag.tcp_sockets)
+            _SNAPSHOT["at"] = time.monotonic()
+        data: dict[int, list[Sock]] = _SNAPSHOT["data"]  # type: ignore[assignment]
+        return data
+
+
 def tcp_state_counts_by_netns(only: int | None = None) -> dict[int, Counter[str]]:
     """inode -> state counts, for every namespace (or just `only`)."""
-    return each_netns(lambda: Counter(s["state"] for s in tcp_sockets()), only)
+    return {
+        inode: Counter(tcp_state(s.state) for s in socks)
+        for inode, socks in tcp_snapshot().items()
+        if only is None or inode == only
+    }
 
 
 def _in(path: str | Path | None, fn: Callable[[], T]) -> T:

@@ -115,6 +115,9 @@ def run(opts: Options, env: KernelEnv) -> None:
                 except OSError as e:
                     log.warning('msg="cannot enable BPF run-time stats" error="%s"', e.strerror)
             registry.register(self_collector)
+            # One collection before serving: symbol tables and name caches are
+            # loaded now, not during the first scrape.
+            list(registry.collect())
             # 4. serve
             thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
             thread.start()

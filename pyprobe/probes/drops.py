@@ -74,6 +74,7 @@ class Drops(Probe):
         if numbers:
             flags.append("-DBENIGN(r)=(" + "||".join(f"(r)=={n}" for n in numbers) + ")")
         super().attach(stream=stream, cflags=flags)
+        self.decoders.symbols  # noqa: B018 - load kallsyms now, not in the first scrape
 
     def decode(self, raw: bytes) -> dict[str, Any]:
         ev = DropEvent.from_buffer_copy(raw)

@@ -8,7 +8,7 @@ connections waiting in the accept queue / the queue's limit.
 
 from __future__ import annotations
 
-import ipaddress
+import bisect
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,10 +20,12 @@ from prometheus_client.core import (
 )
 
 from .. import netlink
-from ..decoders import endpoint
+from ..decoders import TCP_STATE_NUMBERS, endpoint, tcp_state
 from ..probe import PREFIX, Probe
 from ..registry import register
+from ..sockdiag import Sock
 
+LISTEN = TCP_STATE_NUMBERS["LISTEN"]
 # Buckets of the queue-depth distribution (bytes), 0 first: most queues are empty.
 QUEUE_BUCKETS = (0, 1024, 16384, 65536, 262144, 1048576, 4194304, 16777216)
 
@@ -32,44 +34,38 @@ QUEUE_BUCKETS = (0, 1024, 16384, 65536, 262144, 1048576, 4194304, 16777216)
 class Queues(Probe):
     netns: int | None = None  # only this namespace, when set
 
-    def sockets(self) -> dict[int, list[dict[str, Any]]]:
+    def sockets(self) -> dict[int, list[Sock]]:
         """inode of the namespace -> its TCP sockets with queues (sock_diag)."""
-        return netlink.each_netns(netlink.tcp_sockets, self.netns)
+        snap = netlink.tcp_snapshot()
+        return {k: v for k, v in snap.items() if self.netns is None or k == self.netns}
 
     def qdiscs(self) -> dict[int, list[dict[str, Any]]]:
         return netlink.each_netns(netlink.qdiscs, self.netns)
 
     def top(self, n: int = 10, owners: bool = True) -> dict[str, list[dict[str, Any]]]:
-        """The deepest socket queues, the listeners, and the qdiscs with a backlog."""
+        """The deepest socket queues, the listeners, and the qdiscs with a backlog.
+        Only the top n are decoded into rows (addresses, names, owners)."""
         names = netlink.named_netns()
-        found: list[dict[str, Any]] = []
-        listeners: list[dict[str, Any]] = []
+        queued: list[tuple[int, Sock]] = []
+        listening: list[tuple[int, Sock]] = []
         for inode, socks in self.sockets().items():
             for s in socks:
-                row = {
-                    "netns": inode,
-                    "netns_name": names.get(inode, ""),
-                    "state": s["state"],
-                    "local": endpoint(s["family"], _packed(s["src"]), s["sport"]),
-                    "peer": endpoint(s["family"], _packed(s["dst"]), s["dport"]),
-                    "recv_q": s["recv_q"],
-                    "send_q": s["send_q"],
-                    "inode": s["inode"],
-                }
-                if s["state"] == "LISTEN":
-                    row["backlog"], row["backlog_max"] = row.pop("recv_q"), row.pop("send_q")
-                    listeners.append(row)
-                elif s["recv_q"] or s["send_q"]:
-                    found.append(row)
-        found.sort(key=lambda r: -(r["recv_q"] + r["send_q"]))
-        found = found[:n]
-        listeners.sort(key=lambda r: -r["backlog"])
-        listeners = listeners[:n]
+                if s.state == LISTEN:
+                    listening.append((inode, s))
+                elif s.recv_q or s.send_q:
+                    queued.append((inode, s))
+        queued.sort(key=lambda x: -(x[1].recv_q + x[1].send_q))
+        listening.sort(key=lambda x: -x[1].recv_q)
+        found = [_row(inode, s, names) for inode, s in queued[:n]]
+        listeners = []
+        for inode, s in listening[:n]:
+            r = _row(inode, s, names)
+            r["backlog"], r["backlog_max"] = r.pop("recv_q"), r.pop("send_q")
+            listeners.append(r)
         if owners:
             who = netlink.socket_owners()
-            for row in (*found, *listeners):
-                pid, comm = who.get(row["inode"], (0, ""))
-                row["pid"], row["comm"] = pid, comm
+            for r in (*found, *listeners):
+                r["pid"], r["comm"] = who.get(r["inode"], (0, ""))
         qdiscs = [
             {"netns": inode, "netns_name": names.get(inode, ""), **q}
             for inode, qs in self.qdiscs().items()
@@ -122,18 +118,15 @@ class Queues(Probe):
             queues: dict[str, list[int]] = {"recv": [], "send": []}
             waiting, fullest = 0, 0.0
             for s in socks:
-                if s["state"] == "LISTEN":
-                    waiting += s["recv_q"]
-                    if s["send_q"]:
-                        fullest = max(fullest, s["recv_q"] / s["send_q"])
+                if s.state == LISTEN:
+                    waiting += s.recv_q
+                    if s.send_q:
+                        fullest = max(fullest, s.recv_q / s.send_q)
                 else:
-                    queues["recv"].append(s["recv_q"])
-                    queues["send"].append(s["send_q"])
+                    queues["recv"].append(s.recv_q)
+                    queues["send"].append(s.send_q)
             for queue, values in queues.items():
-                buckets = [(str(b), sum(1 for v in values if v <= b)) for b in QUEUE_BUCKETS] + [
-                    ("+Inf", len(values))
-                ]
-                depth.add_metric([*ns, queue], buckets, sum(values))
+                depth.add_metric([*ns, queue], _buckets(values), sum(values))
             backlog.add_metric(ns, waiting)
             backlog_max.add_metric(ns, fullest)
         yield depth
@@ -170,5 +163,28 @@ class Queues(Probe):
         yield from counters.values()
 
 
-def _packed(addr: str) -> bytes:
-    return ipaddress.ip_address(addr).packed if addr else b""
+def _row(inode: int, s: Sock, names: dict[int, str]) -> dict[str, Any]:
+    return {
+        "netns": inode,
+        "netns_name": names.get(inode, ""),
+        "state": tcp_state(s.state),
+        "local": endpoint(s.family, s.src, s.sport),
+        "peer": endpoint(s.family, s.dst, s.dport),
+        "recv_q": s.recv_q,
+        "send_q": s.send_q,
+        "inode": s.inode,
+    }
+
+
+def _buckets(values: list[int]) -> list[tuple[str, float]]:
+    """Cumulative Prometheus buckets of QUEUE_BUCKETS over the values."""
+    counts = [0] * (len(QUEUE_BUCKETS) + 1)
+    for v in values:
+        counts[bisect.bisect_left(QUEUE_BUCKETS, v)] += 1
+    out: list[tuple[str, float]] = []
+    running = 0
+    for bound, c in zip(QUEUE_BUCKETS, counts, strict=False):
+        running += c
+        out.append((str(bound), running))
+    out.append(("+Inf", len(values)))
+    return out

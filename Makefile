@@ -9,7 +9,7 @@ AS_ROOT = if [ "$$(id -u)" != 0 ]; then \
 	echo "make $@ needs root: log in as root (this machine has no sudo) and run: make $@" >&2; \
 	exit 2; fi
 
-.PHONY: setup demo test test-unit check fmt
+.PHONY: setup demo test test-unit vm-test check fmt
 
 setup:
 	@$(AS_ROOT); ./vagrant/provision.sh
@@ -21,6 +21,11 @@ demo:
 test:
 	@$(AS_ROOT); ./vagrant/provision.sh && { $(PYTEST) -ra; rc=$$?; \
 	if [ $$rc = 5 ]; then echo "make test: no tests collected" >&2; exit 1; fi; exit $$rc; }
+
+# The kprobe fallbacks, proven in a qemu VM (TCG only) running Debian's kernel;
+# the image is built once and cached in /var/cache/pyprobe-vm.
+vm-test:
+	@$(AS_ROOT); ./vagrant/provision.sh && ./vagrant/qemu/run-tests.sh
 
 test-unit:
 	$(PYTEST) -ra tests/unit

@@ -122,11 +122,34 @@ int on_tp_noreason(struct tracepoint__skb__kfree_skb *args)
 }
 #endif
 
-#ifdef HOOK_KPROBE
-int on_kprobe(struct pt_regs *ctx)
+#if defined(HOOK_KPROBE) || defined(HOOK_KPROBE_REASON)
+/* At function entry the return address is on top of the stack: the caller
+ * that dropped the packet, like the tracepoint's location. */
+static __always_inline u64 caller(struct pt_regs *ctx)
 {
 	u64 ret = 0;
 	bpf_probe_read_kernel(&ret, sizeof(ret), (void *)PT_REGS_SP(ctx));
-	return drop((const void *)PT_REGS_PARM1(ctx), ret, 0, 0);
+	return ret;
+}
+#endif
+
+#ifdef HOOK_KPROBE_REASON
+/* kfree_skb_reason(skb, reason) (5.17+, before the tracepoint grew rx_sk);
+ * on some kernels it also frees consumed packets (SKB_CONSUMED): not drops. */
+int on_kprobe_reason(struct pt_regs *ctx)
+{
+	u32 reason = (u32)PT_REGS_PARM2(ctx);
+#ifdef SKB_CONSUMED_REASON
+	if (reason == SKB_CONSUMED_REASON)
+		return 0;
+#endif
+	return drop((const void *)PT_REGS_PARM1(ctx), caller(ctx), reason, 0);
+}
+#endif
+
+#ifdef HOOK_KPROBE
+int on_kprobe(struct pt_regs *ctx)
+{
+	return drop((const void *)PT_REGS_PARM1(ctx), caller(ctx), 0, 0);
 }
 #endif

@@ -751,6 +751,102 @@ def export_cmd(
     run(opts, _env())
 
 
+@cli.group(context_settings=CONTEXT)
+def lab() -> None:
+    """Network namespaces wired like the notes: veth, bridge, VXLAN; bounded traffic.
+
+    \b
+    Built with netlink (pyroute2) on 10.231.0.0/16 addresses that route
+    nowhere else; `pyprobe lab down` removes every namespace it made.
+    """
+
+
+@lab.command("up")
+@click.option(
+    "-t",
+    "--topology",
+    default="veth",
+    show_default=True,
+    type=click.Choice(["veth", "bridge", "vxlan"]),
+    help="veth: h1-h2; bridge: h1,h2,h3 on br0; vxlan: two bridges joined over VXLAN 42/4789.",
+)
+@click.option("--stp", is_flag=True, help="Spanning tree on the bridges.")
+@click.option(
+    "--loss",
+    type=click.FloatRange(0, 100, max_open=True),
+    default=0.0,
+    help="Drop this % of h2's incoming packets (an eBPF tc filter).",
+)
+@click.option(
+    "--delay",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Delay h1's packets by this many ms (needs netem).",
+)
+@click.option("--rate", help="Limit h1's egress (tbf), e.g. 10mbit.")
+def lab_up(topology: str, stp: bool, loss: float, delay: float, rate: str | None) -> None:
+    """Bring a lab topology up."""
+    from . import topology as topo
+
+    built = topo.Lab(topology, stp=stp, loss=loss, delay_ms=delay, rate=rate).up()
+    hosts = ", ".join(f"{h['netns']} {h['addr']}" for h in built.hosts.values())
+    click.echo(f"lab up: {topology} — {hosts}")
+
+
+@lab.command("down")
+def lab_down() -> None:
+    """Remove every lab namespace (and so every device in it)."""
+    from . import topology as topo
+
+    removed = topo.down()
+    click.echo(f"lab down: removed {', '.join(removed) if removed else 'nothing'}")
+
+
+@lab.command("status")
+@_json_option
+def lab_status(as_json: bool) -> None:
+    """What is up: namespaces, devices, addresses, bridges."""
+    from . import topology as topo
+
+    state, found = topo.active(), topo.status()
+    if as_json:
+        click.echo(ndjson({"lab": state, "namespaces": found}))
+        return
+    if not found:
+        click.echo("lab: nothing up")
+        return
+    if state:
+        click.echo(
+            f"lab: {state['topology']} (stp {'on' if state['stp'] else 'off'}, "
+            f"loss {state['loss']}%, delay {state['delay_ms']} ms, rate {state['rate'] or '-'})"
+        )
+    for ns in found:
+        for link in ns["links"]:
+            if link["dev"] == "lo":
+                continue
+            master = f" master {link['master']}" if link["master"] else ""
+            click.echo(
+                f"  {ns['netns']:<12} {link['dev']:<10} {link['kind'] or '-':<7} "
+                f"{link['state']:<5} {' '.join(link['addrs'])}{master}"
+            )
+
+
+@lab.command("traffic")
+@click.argument(
+    "workloads", nargs=-1, type=click.Choice(["churn", "bulk", "hoard", "refused", "firewall"])
+)
+@click.option("--connections", default=100, show_default=True, type=click.IntRange(1, 100000))
+def lab_traffic(workloads: tuple[str, ...], connections: int) -> None:
+    """Run bounded workloads from h1 to h2 (all of them by default)."""
+    from .workloads import WORKLOADS, Hosts
+
+    hosts = Hosts.from_lab()
+    for name in workloads or tuple(WORKLOADS):
+        fn = WORKLOADS[name]
+        kwargs = {"n": connections} if name in ("churn", "refused", "firewall") else {}
+        click.echo(fn(hosts, **kwargs))
+
+
 @cli.command()
 @click.option(
     "--connections",

@@ -277,3 +277,26 @@ def verify(source: Path, hook: Hook, cflags: list[str]) -> None:
             bpf.load_func(p.function.encode(), kinds[p.kind or hook.kind])
     finally:
         bpf.cleanup()
+
+
+@contextlib.contextmanager
+def tc_program(source: Path, function: str, cflags: list[str]) -> Iterator[tuple[int, str]]:
+    """A compiled tc classifier: (fd, name) while the block runs. Attach it
+    (e.g. a cls_bpf filter through pyroute2) inside the block; the filter then
+    holds the program, which outlives this process until its device goes."""
+    try:
+        from bcc import BPF
+    except ImportError as e:
+        raise PyprobeError(f"cannot import bcc ({e}): apt-get install python3-bpfcc") from None
+    diagnostics: list[str] = []
+    try:
+        with _captured_stderr(diagnostics):
+            bpf = BPF(text=program_text(source).encode(), cflags=cflags)
+            fn = bpf.load_func(function.encode(), BPF.SCHED_CLS)
+    except Exception as e:
+        detail = _first_error(diagnostics[0] if diagnostics else "") or str(e)
+        raise PyprobeError(f"{source.name}: {detail}") from None
+    try:
+        yield fn.fd, function
+    finally:
+        bpf.cleanup()

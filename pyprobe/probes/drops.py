@@ -71,10 +71,24 @@ class Drops(Probe):
         self.reason_numbers([b.partition("@")[0] for b in self.benign if b not in DEFAULT_BENIGN])
         numbers = self.reason_numbers([n for n in self.benign if n in present])
         flags = list(cflags)
+        consumed = self._consumed_value()
+        if consumed is not None:
+            flags.append(f"-DSKB_CONSUMED_REASON={consumed}")
         if numbers:
             flags.append("-DBENIGN(r)=(" + "||".join(f"(r)=={n}" for n in numbers) + ")")
         super().attach(stream=stream, cflags=flags)
         self.decoders.symbols  # noqa: B018 - load kallsyms now, not in the first scrape
+
+    def _consumed_value(self) -> int | None:
+        """SKB_CONSUMED's number in this kernel (BTF), for the kprobe path."""
+        btf = self.env.btf()
+        if btf is None:
+            return None
+        try:
+            values = {name: v for v, name in btf.enum("skb_drop_reason").items()}
+        except Exception:
+            return None
+        return values.get("SKB_CONSUMED")
 
     def decode(self, raw: bytes) -> dict[str, Any]:
         ev = DropEvent.from_buffer_copy(raw)

@@ -1,0 +1,107 @@
+"""The kprobe fallbacks, attached for real and checked against the kernel's own
+counts. Runs inside the qemu VM (`make vm-test`: Debian's kernel has kprobes,
+this machine's does not), with every tracepoint hook disabled."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pyprobe import lab, netlink, registry
+from pyprobe.kernel import KernelEnv
+
+pytestmark = [
+    pytest.mark.vm,
+    pytest.mark.skipif(
+        os.environ.get("PYPROBE_VM") != "1", reason="runs inside the VM: make vm-test"
+    ),
+]
+N = 30
+REFUSED = 10
+
+
+def snmp(ns_path) -> dict[str, int]:
+    def read() -> dict[str, int]:
+        lines = [
+            ln.split()
+            for ln in Path("/proc/thread-self/net/snmp").read_text().splitlines()
+            if ln.startswith("Tcp:")
+        ]
+        return dict(zip(lines[0][1:], map(int, lines[1][1:]), strict=True))
+
+    return netlink.run_in_netns(ns_path, read)
+
+
+@pytest.fixture(scope="module")
+def run():
+    os.environ["PYPROBE_DISABLE_HOOKS"] = "raw_tracepoint,tracepoint"
+    env = KernelEnv.detect()
+    assert env.kprobes, "this VM's kernel should have kprobes"
+    probes = {name: registry.create(name, env=env) for name in ("tcpstates", "drops")}
+    hooks = {}
+    with lab.VethPair(prefix="vm", net=31) as pair:
+        start = time.monotonic()
+        for name, p in probes.items():
+            p.attach(stream=True)
+            hooks[name] = p.hook_label
+        compile_s = time.monotonic() - start
+        srv = lab.Server(pair.path(pair.a), pair.addr_a, 8080)
+        done = lab.churn(pair.path(pair.b), pair.addr_a, 8080, N)
+        refused = lab.refused(pair.path(pair.b), pair.addr_a, 8082, REFUSED)
+        time.sleep(0.5)
+        srv.stop()
+        events = {name: p.events(timeout_ms=300) for name, p in probes.items()}
+        result = {
+            "pair": pair,
+            "hooks": hooks,
+            "compile_s": compile_s,
+            "done": done,
+            "refused": refused,
+            "events": events,
+            "transitions": probes["tcpstates"].transitions(),
+            "drops": probes["drops"].rows(),
+            "snmp": {"cli": snmp(pair.path(pair.b)), "srv": snmp(pair.path(pair.a))},
+            "lost": {n: p.lost() for n, p in probes.items()},
+        }
+        for p in probes.values():
+            p.detach()
+    print(f"kprobe hooks {hooks}, compiled and attached in {compile_s:.0f}s")
+    yield result
+
+
+def test_the_kprobe_hooks_are_the_ones_attached(run):
+    assert run["hooks"]["tcpstates"].startswith("kprobe:tcp_set_state")
+    assert run["hooks"]["drops"].startswith("kprobe:kfree_skb")
+    assert run["done"] == N and run["refused"] == REFUSED
+    assert run["lost"] == {"tcpstates": 0, "drops": 0}
+
+
+def test_tcpstates_kprobe_counts_equal_snmp(run):
+    cli = run["pair"].inode(run["pair"].b)
+    client = Counter(
+        (e["oldstate"], e["newstate"]) for e in run["events"]["tcpstates"] if e["netns"] == cli
+    )
+    snmp_cli = run["snmp"]["cli"]
+    assert client[("CLOSE", "SYN_SENT")] == snmp_cli["ActiveOpens"] == N + REFUSED
+    assert client[("SYN_SENT", "ESTABLISHED")] == N
+    assert client[("SYN_SENT", "CLOSE")] == snmp_cli["AttemptFails"] == REFUSED
+    assert client[("ESTABLISHED", "FIN_WAIT1")] == N
+    # the in-kernel counters agree with the stream
+    assert run["transitions"][("CLOSE", "SYN_SENT")] >= N + REFUSED
+
+
+def test_drops_kprobe_sees_each_refused_syn(run):
+    srv = str(run["pair"].inode(run["pair"].a))
+    no_socket = sum(
+        r["value"] for r in run["drops"] if r["reason"] == "NO_SOCKET" and r["netns"] == srv
+    )
+    assert no_socket == REFUSED
+    stream = [
+        e for e in run["events"]["drops"] if e["reason"] == "NO_SOCKET" and e["dport"] == 8082
+    ]
+    assert len(stream) == REFUSED
+    assert {e["location"].partition("+")[0] for e in stream} <= {"tcp_v4_rcv", "tcp_v6_rcv"}

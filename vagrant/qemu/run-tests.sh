@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# make vm-test: boot the cached Debian image under qemu with software
+# emulation (TCG: never KVM, it crashed this kind of host), with this checkout
+# on a second disk, and run tests/vm inside (the kprobe fallbacks, attached
+# for real). Exit status: the tests'.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+PROJECT=$(cd "$HERE/../.." && pwd)
+CACHE=${PYPROBE_VM_CACHE:-/var/cache/pyprobe-vm}
+TIMEOUT=${PYPROBE_VM_TIMEOUT:-1200}
+log() { echo "vm-test: $*" >&2; }
+"$HERE/build-image.sh" "$CACHE"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# The project disk: sources and tests only (no .venv, no .git).
+mkdir "$work/project"
+tar -C "$PROJECT" --exclude=.venv --exclude=.git --exclude='__pycache__' \
+    --exclude='.pytest_cache' --exclude='.mypy_cache' --exclude='.ruff_cache' -cf - . \
+  | tar -C "$work/project" -xf -
+mkfs.ext4 -q -L pyprobe-project -d "$work/project" "$work/project.img" 256M
+# The root disk: a throwaway copy, so every run starts from the cached image.
+cp --sparse=always "$CACHE/rootfs.img" "$work/rootfs.img"
+
+log "booting (TCG, 2 vCPUs): bcc compiles take about a minute each under emulation"
+start=$(date +%s)
+set +e
+timeout "$TIMEOUT" qemu-system-x86_64 \
+  -accel tcg -cpu qemu64 -smp 2 -m 2048 \
+  -nographic -no-reboot -nic none \
+  -kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.img" \
+  -append "root=/dev/vda rw console=ttyS0 panic=1 init=/sbin/pyprobe-vm-init quiet" \
+  -drive file="$work/rootfs.img",format=raw,if=virtio \
+  -drive file="$work/project.img",format=raw,if=virtio \
+  </dev/null >"$work/console.log" 2>&1
+qemu_rc=$?
+set -e
+elapsed=$(( $(date +%s) - start ))
+mkdir -p "$PROJECT/.vm"
+cp "$work/console.log" "$PROJECT/.vm/console.log"
+tr -d '\r' <"$work/console.log" | grep -v '^\[ *[0-9.]*\]' | tail -40
+result=$(tr -d '\r' <"$work/console.log" | sed -n 's/^PYPROBE-VM-RESULT: \([0-9]*\).*/\1/p' | tail -1)
+if [ -z "$result" ]; then
+  log "no result after ${elapsed}s (qemu exit $qemu_rc); full console in .vm/console.log"
+  exit 1
+fi
+log "tests exited $result after ${elapsed}s; console in .vm/console.log"
+exit "$result"

@@ -34,9 +34,10 @@ QUEUE_BUCKETS = (0, 1024, 16384, 65536, 262144, 1048576, 4194304, 16777216)
 class Queues(Probe):
     netns: int | None = None  # only this namespace, when set
 
-    def sockets(self) -> dict[int, list[Sock]]:
-        """inode of the namespace -> its TCP sockets with queues (sock_diag)."""
-        snap = netlink.tcp_snapshot()
+    def sockets(self, max_age: float = 0.5) -> dict[int, list[Sock]]:
+        """inode of the namespace -> its TCP sockets with queues (sock_diag); one
+        pass serves every collector of a scrape (max_age), 0 asks the kernel now."""
+        snap = netlink.tcp_snapshot(max_age)
         return {k: v for k, v in snap.items() if self.netns is None or k == self.netns}
 
     def qdiscs(self) -> dict[int, list[dict[str, Any]]]:
@@ -48,7 +49,7 @@ class Queues(Probe):
         names = netlink.named_netns()
         queued: list[tuple[int, Sock]] = []
         listening: list[tuple[int, Sock]] = []
-        for inode, socks in self.sockets().items():
+        for inode, socks in self.sockets(max_age=0).items():
             for s in socks:
                 if s.state == LISTEN:
                     listening.append((inode, s))

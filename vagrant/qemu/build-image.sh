@@ -21,13 +21,23 @@ MIRROR=${MIRROR:-http://deb.debian.org/debian}
 mkdir -p "$CACHE"
 ROOT="$CACHE/root"
 rm -rf "$ROOT"
-PKGS=linux-image-cloud-amd64,linux-headers-cloud-amd64,python3-bpfcc,iproute2,kmod,procps,\
-python3-click,python3-rich,python3-pyroute2,python3-prometheus-client,python3-yaml,\
-python3-bcrypt,python3-pytest,iputils-ping,nftables,ethtool,ca-certificates
+# debootstrap itself gets the set known to configure cleanly; the rest is
+# installed with apt inside the tree (with /proc and /dev mounted).
+BASE=linux-image-cloud-amd64,linux-headers-cloud-amd64,python3-bpfcc,iproute2,kmod,procps
+MORE="python3-click python3-rich python3-pyroute2 python3-prometheus-client python3-yaml
+      python3-bcrypt python3-pytest iputils-ping ethtool"
 log "debootstrap bookworm from $MIRROR (a few minutes)"
 start=$(date +%s)
-debootstrap --variant=minbase --include="$PKGS" bookworm "$ROOT" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
+debootstrap --variant=minbase --include="$BASE" bookworm "$ROOT" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
   || { tail -20 "$CACHE/debootstrap.log" >&2; exit 1; }
+mount -t proc proc "$ROOT/proc"
+mount --bind /dev "$ROOT/dev"
+trap 'umount "$ROOT/proc" "$ROOT/dev" 2>/dev/null || true' EXIT
+chroot "$ROOT" apt-get install -y -qq --no-install-recommends $MORE >>"$CACHE/debootstrap.log" 2>&1 \
+  || { tail -20 "$CACHE/debootstrap.log" >&2; exit 1; }
+chroot "$ROOT" apt-get clean
+umount "$ROOT/proc" "$ROOT/dev"
+trap - EXIT
 # The guest's init: mount what bcc and the tests need, run them, power off.
 install -m 0755 "$(dirname "$0")/guest-init.sh" "$ROOT/sbin/pyprobe-vm-init"
 echo pyprobe-vm > "$ROOT/etc/hostname"

@@ -7,7 +7,12 @@ deep inside a probe.
 
 from __future__ import annotations
 
-import tomllib
+import sys
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (Ubuntu 22.04): the same parser, as a package
+    import tomli as tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

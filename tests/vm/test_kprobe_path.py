@@ -56,7 +56,8 @@ def run():
         srv.stop()
         events = {name: p.events(timeout_ms=300) for name, p in probes.items()}
         result = {
-            "pair": pair,
+            "srv": pair.inode(pair.a),
+            "cli": pair.inode(pair.b),
             "hooks": hooks,
             "compile_s": compile_s,
             "done": done,
@@ -81,7 +82,7 @@ def test_the_kprobe_hooks_are_the_ones_attached(run):
 
 
 def test_tcpstates_kprobe_counts_equal_snmp(run):
-    cli = run["pair"].inode(run["pair"].b)
+    cli = run["cli"]
     client = Counter(
         (e["oldstate"], e["newstate"]) for e in run["events"]["tcpstates"] if e["netns"] == cli
     )
@@ -95,7 +96,7 @@ def test_tcpstates_kprobe_counts_equal_snmp(run):
 
 
 def test_drops_kprobe_sees_each_refused_syn(run):
-    srv = str(run["pair"].inode(run["pair"].a))
+    srv = str(run["srv"])
     no_socket = sum(
         r["value"] for r in run["drops"] if r["reason"] == "NO_SOCKET" and r["netns"] == srv
     )

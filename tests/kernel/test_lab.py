@@ -1,0 +1,180 @@
+"""`pyprobe lab` and `make demo`: the topologies carry traffic, the impairments
+drop what they say (checked against the kernel's own UDP counters), and
+nothing is left behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from pyprobe import lab, netlink, registry, topology
+from tests.conftest import quiet_prog_count, settled_prog_count
+from tests.kernel.test_cli_kernel import PYPROBE
+
+pytestmark = [pytest.mark.root, pytest.mark.kernel]
+
+
+def lab_namespaces() -> list[str]:
+    return sorted(p.name for p in netlink.NETNS_RUN_DIR.glob(f"{topology.PREFIX}-*"))
+
+
+@pytest.fixture(autouse=True)
+def clean():
+    topology.down()
+    yield
+    topology.down()
+    assert lab_namespaces() == []
+
+
+def links(ns: str) -> dict[str, dict]:
+    return {
+        link["dev"]: link
+        for entry in topology.status()
+        if entry["netns"] == topology.ns_name(ns)
+        for link in entry["links"]
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "stp"), [("veth", False), ("bridge", False), ("bridge", True), ("vxlan", False)]
+)
+def test_each_topology_carries_tcp_and_is_what_it_says(name, stp, env):
+    netdev = registry.create("netdev", env=env)
+    with topology.Lab(name, stp=stp) as built, netdev:
+        netdev.attach()
+        h1, h2 = built.hosts["h1"], built.hosts["h2"]
+        srv = lab.Server(topology.ns_path("h2"), h2["addr"], 8080)
+        try:
+            assert lab.churn(topology.ns_path("h1"), h2["addr"], 8080, 20) == 20
+        finally:
+            srv.stop()
+        if name == "bridge":
+            ports = links("sw")
+            assert ports["br0"]["kind"] == "bridge"
+            assert {ports[f"port{n}"]["master"] for n in (1, 2, 3)} == {"br0"}
+            assert "h3" in built.hosts
+        if name == "vxlan":
+            for sw in ("sw1", "sw2"):
+                vx = links(sw)[f"vxlan{topology.VNI}"]
+                assert (vx["kind"], vx["master"]) == ("vxlan", "br0")
+            carried = [
+                r
+                for r in netdev.rows()
+                if r["metric"] == "netdev_transmit_packets_total"
+                and r["device"] == f"vxlan{topology.VNI}"
+                and r["netns_name"] == "pplab-sw1"
+            ]
+            assert carried and carried[0]["value"] > 20  # the TCP exchange, encapsulated
+        assert h1["addr"] != h2["addr"]
+    assert lab_namespaces() == []
+
+
+def test_loss_drops_equal_what_udp_did_not_receive(env):
+    """Every datagram is either dropped by the loss filter (TC_INGRESS) or read by
+    the receiving socket: the two add up to what was sent, exactly."""
+    import socket
+
+    drops = registry.create("drops", env=env)
+    with topology.Lab("veth", loss=20) as built, drops:
+        drops.attach()
+        h2 = built.hosts["h2"]
+        held: list[socket.socket] = []
+
+        def bind() -> None:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+            s.bind((h2["addr"], 9000))
+            held.append(s)
+
+        netlink.run_in_netns(topology.ns_path("h2"), bind)
+        lab.udp_blast(topology.ns_path("h1"), h2["addr"], 9000, 2000)
+        time.sleep(0.2)
+        received = 0
+        held[0].setblocking(False)
+        try:
+            while held[0].recv(2048):
+                received += 1
+        except BlockingIOError:
+            pass
+        held[0].close()
+        ns_h2 = str(netlink.inode_of(topology.ns_path("h2")))
+        dropped = sum(
+            r["value"] for r in drops.rows() if r["reason"] == "TC_INGRESS" and r["netns"] == ns_h2
+        )
+    assert dropped + received == 2000
+    assert 250 <= dropped <= 550  # 20% of 2000, give or take
+
+
+def test_firewall_workload_drops_exactly_what_it_sends(env):
+    from pyprobe import workloads
+
+    drops = registry.create("drops", env=env)
+    with topology.Lab("veth"), drops:
+        drops.attach()
+        line = workloads.firewall(workloads.Hosts.from_lab(), 77)
+        ns_h2 = str(netlink.inode_of(topology.ns_path("h2")))
+        dropped = sum(
+            r["value"] for r in drops.rows() if r["reason"] == "TC_INGRESS" and r["netns"] == ns_h2
+        )
+    assert "77 UDP datagrams" in line and dropped == 77
+
+
+def run_cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([PYPROBE, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_lab_cli_up_status_traffic_down():
+    up = run_cli("lab", "up", "-t", "bridge", "--loss", "5")
+    assert up.returncode == 0, up.stderr
+    again = run_cli("lab", "up")
+    assert again.returncode == 2 and "already up" in again.stderr
+    status = json.loads(run_cli("lab", "status", "-j").stdout)
+    assert status["lab"]["topology"] == "bridge"
+    assert {ns["netns"] for ns in status["namespaces"]} == {
+        "pplab-h1",
+        "pplab-h2",
+        "pplab-h3",
+        "pplab-sw",
+    }
+    traffic = run_cli("lab", "traffic", "churn", "refused", "firewall", "--connections", "10")
+    assert traffic.returncode == 0, traffic.stderr
+    assert "churn: 10 connections" in traffic.stdout
+    assert "refused: 10 connects" in traffic.stdout
+    down = run_cli("lab", "down")
+    assert down.returncode == 0 and "pplab-sw" in down.stdout
+    assert lab_namespaces() == []
+    assert run_cli("lab", "traffic").returncode == 2  # nothing up: one line, exit 2
+
+
+def test_delay_without_netem_is_one_clear_line():
+    proc = run_cli("lab", "up", "--delay", "50")
+    if proc.returncode == 0:
+        pytest.skip("this kernel has netem")
+    assert proc.returncode == 2
+    assert "needs netem" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert lab_namespaces() == []
+
+
+def test_make_demo_runs_every_workload_and_leaves_nothing():
+    before = quiet_prog_count()
+    proc = run_cli("demo", timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    for section in (
+        "1. 40 connections",
+        "2. A receiver that never reads",
+        "3. 10 connects",
+        "4. A firewall rule",
+        "5. Interrupts vs polling",
+        "pyprobe top",
+        "Summary",
+    ):
+        assert section in out, section
+    assert "TIME_WAIT on h1: 40" in out
+    assert "NO_SOCKET drops: 10" in out and "firewall drops: 50" in out
+    assert "lost events: 0" in out and "namespaces removed" in out
+    assert lab_namespaces() == []
+    assert settled_prog_count(before) == before

@@ -23,7 +23,7 @@ demo:
 test:
 	@$(AS_ROOT); ./vagrant/provision.sh && { $(PYTEST) -ra; rc=$$?; \
 	if [ $$rc = 5 ]; then echo "make test: no tests collected" >&2; exit 1; fi; \
-	[ $$rc = 0 ] || exit $$rc; }; ./vagrant/qemu/run-tests.sh
+	[ $$rc = 0 ] || exit $$rc; } && ./vagrant/qemu/run-tests.sh
 
 # The kprobe fallbacks, proven in a qemu VM (TCG only) running Debian's kernel;
 # the image is built once and cached in /var/cache/pyprobe-vm.

@@ -263,7 +263,11 @@ def test_every_panel_and_rule_query_returns_series_from_a_real_prometheus(export
         with lab.VethPair(prefix=f"pe{os.getpid() % 10000}", net=14) as pair:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:  # Prometheus up and scraping
-                r = prometheus_query(prom_port, 'up{job="pyprobe"}') if prom.poll() is None else {}
+                assert prom.poll() is None, prom.stderr.read()
+                try:
+                    r = prometheus_query(prom_port, 'up{job="pyprobe"}')
+                except urllib.error.URLError:
+                    r = {}  # not listening yet
                 if r.get("data", {}).get("result"):
                     break
                 time.sleep(0.5)

@@ -5,7 +5,7 @@
 #   vagrant/qemu/build-image.sh [CACHE_DIR]   -> CACHE_DIR/rootfs.img, vmlinuz, initrd.img
 set -euo pipefail
 CACHE=${1:-/var/cache/pyprobe-vm}
-STAMP="$CACHE/image-v1.done"
+STAMP="$CACHE/image-v2.done"  # v2: init runs the project's guest-run.sh
 log() { echo "vm-image: $*" >&2; }
 if [ -f "$STAMP" ]; then log "cached: $CACHE"; exit 0; fi
 [ "$(id -u)" = 0 ] || { echo "vm-image: needs root" >&2; exit 2; }

@@ -9,7 +9,7 @@ AS_ROOT = if [ "$$(id -u)" != 0 ]; then \
 	echo "make $@ needs root: log in as root (this machine has no sudo) and run: make $@" >&2; \
 	exit 2; fi
 
-.PHONY: setup demo test test-unit vm-test check fmt
+.PHONY: setup demo test test-unit vm-test bench check fmt
 
 setup:
 	@$(AS_ROOT); ./vagrant/provision.sh
@@ -29,6 +29,10 @@ test:
 # the image is built once and cached in /var/cache/pyprobe-vm.
 vm-test:
 	@$(AS_ROOT); ./vagrant/provision.sh && ./vagrant/qemu/run-tests.sh
+
+# Side by side with the bcc tools and bpftrace; writes bench/RESULTS.md.
+bench:
+	@$(AS_ROOT); ./vagrant/provision.sh && $(VENV)/bin/python bench/run.py
 
 test-unit:
 	$(PYTEST) -ra tests/unit

@@ -1,9 +1,8 @@
-"""Scrape time of `pyprobe export` with many live TCP sockets, and how many
-series it serves by default.
+"""Scrape time of `pyprobe export` with many live TCP sockets, the series it
+serves by default, its memory, and its time from start to first data.
 
-Opens N connections between two namespaces (2N sockets), starts the
-exporter, scrapes it repeatedly and prints p50/p99 scrape time and the series
-count. A measurement for the notes and bench/, not a test.
+Opens N/2 connections between two namespaces (N sockets), starts the
+exporter, scrapes it repeatedly. Used by bench/run.py; also runs alone:
 
     .venv/bin/python bench/scrape.py [--sockets 10000] [--scrapes 30]
 """
@@ -11,7 +10,6 @@ count. A measurement for the notes and bench/, not a test.
 from __future__ import annotations
 
 import argparse
-import resource
 import socket
 import statistics
 import subprocess
@@ -21,64 +19,113 @@ import time
 import urllib.request
 from pathlib import Path
 
-from pyprobe import lab, netlink
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pyprobe import lab, netlink  # noqa: E402
 
 PYPROBE = str(Path(sys.executable).with_name("pyprobe"))
+
+
+PER_WORKER = 9000  # connections per helper process: 2 fds each, under a 20k fd limit
+
+
+def hold(ns_a: str, ns_b: str, addr_b: str, port: int, n: int) -> None:
+    """A helper process: n connections from ns_a to a listener in ns_b, held
+    open until stdin closes (the fd limit caps sockets per process)."""
+    accepted: list[socket.socket] = []
+    ready = threading.Event()
+
+    def serve() -> None:
+        srv = socket.socket()
+        srv.bind((addr_b, port))
+        srv.listen(4096)
+        ready.set()
+        while len(accepted) < n:
+            accepted.append(srv.accept()[0])
+
+    netlink.start_in_netns(netlink.NETNS_RUN_DIR / ns_b, serve)
+    ready.wait()
+    clients: list[socket.socket] = []
+
+    def connect() -> None:
+        for _ in range(n):
+            clients.append(socket.create_connection((addr_b, port)))
+
+    netlink.start_in_netns(netlink.NETNS_RUN_DIR / ns_a, connect).join()
+    while len(accepted) < n:
+        time.sleep(0.05)
+    print("ready", flush=True)
+    sys.stdin.read()
+
+
+def measure(sockets: int, scrapes: int = 30, port: int = 19999) -> dict[str, float]:
+    n = sockets // 2
+    with lab.VethPair(prefix="ppscrape", net=91) as pair:
+        netlink.run_in_netns(
+            pair.path(pair.a),
+            lambda: Path("/proc/sys/net/ipv4/ip_local_port_range").write_text("1024 65535"),
+        )
+        workers = []
+        for k, start in enumerate(range(0, n, PER_WORKER)):
+            count = min(PER_WORKER, n - start)
+            workers.append(subprocess.Popen(
+                [sys.executable, __file__, "--hold", pair.a, pair.b, pair.addr_b,
+                 str(9100 + k), str(count)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            ))
+        for w in workers:
+            assert w.stdout is not None and w.stdout.readline().strip() == "ready"
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            [PYPROBE, "export", "--web.listen-address", f"127.0.0.1:{port}"],
+            stderr=subprocess.PIPE, text=True,
+        )
+        assert proc.stderr is not None
+        while 'msg="listening"' not in (proc.stderr.readline() or 'msg="listening"'):
+            pass
+        url = f"http://127.0.0.1:{port}/metrics"
+        body = urllib.request.urlopen(url).read().decode()
+        startup = time.monotonic() - start
+        times, series = [], 0
+        for _ in range(scrapes):
+            t = time.perf_counter()
+            body = urllib.request.urlopen(url).read().decode()
+            times.append(time.perf_counter() - t)
+            series = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
+            time.sleep(0.1)
+        rss = next(
+            int(line.split()[1]) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+            if line.startswith("VmRSS:")
+        )
+        proc.terminate()
+        proc.wait(10)
+        for w in workers:
+            w.communicate()
+    times.sort()
+    return {
+        "sockets": 2 * n,
+        "p50_ms": statistics.median(times) * 1000,
+        "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))] * 1000,
+        "series": series,
+        "rss_mb": rss / 1024,
+        "startup_s": startup,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sockets", type=int, default=10000)
     ap.add_argument("--scrapes", type=int, default=30)
+    ap.add_argument("--hold", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    n = args.sockets // 2
-    resource.setrlimit(resource.RLIMIT_NOFILE, (n * 2 + 1000, n * 2 + 1000))
-    with lab.VethPair(prefix="ppscrape", net=91) as pair:
-        accepted: list[socket.socket] = []
-        ready = threading.Event()
-
-        def serve() -> None:
-            srv = socket.socket()
-            srv.bind((pair.addr_b, 9100))
-            srv.listen(4096)
-            ready.set()
-            while len(accepted) < n:
-                accepted.append(srv.accept()[0])
-
-        netlink.start_in_netns(pair.path(pair.b), serve)
-        ready.wait()
-        clients: list[socket.socket] = []
-
-        def connect() -> None:
-            for _ in range(n):
-                clients.append(socket.create_connection((pair.addr_b, 9100)))
-
-        netlink.start_in_netns(pair.path(pair.a), connect).join()
-        while len(accepted) < n:
-            time.sleep(0.05)
-        port = 19999
-        proc = subprocess.Popen(
-            [PYPROBE, "export", "--web.listen-address", f"127.0.0.1:{port}"],
-            stderr=subprocess.PIPE, text=True,
-        )
-        while 'msg="listening"' not in (proc.stderr.readline() or 'msg="listening"'):
-            pass
-        times, series = [], 0
-        for _ in range(args.scrapes):
-            start = time.perf_counter()
-            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
-            times.append(time.perf_counter() - start)
-            series = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
-        proc.terminate()
-        proc.wait(10)
-        for s in clients + accepted:
-            s.close()
-    print(" ".join(f"{t*1000:.0f}" for t in times))
-    times.sort()
-    p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+    if args.hold:
+        ns_a, ns_b, addr, port, count = args.hold
+        hold(ns_a, ns_b, addr, int(port), int(count))
+        return
+    r = measure(args.sockets, args.scrapes)
     print(
-        f"{2 * n} live sockets: scrape p50 {statistics.median(times) * 1000:.1f} ms, "
-        f"p99 {p99 * 1000:.1f} ms over {len(times)} scrapes; {series} series"
+        f"{r['sockets']} live sockets: scrape p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms; "
+        f"{r['series']} series; RSS {r['rss_mb']:.0f} MB; first data after {r['startup_s']:.1f} s"
     )
 
 

@@ -1,0 +1,118 @@
+/* Connection churn for the benchmark: connect, 1-byte request, 1-byte reply,
+ * close — as fast as one client can, for a fixed time.
+ *   churn server ADDR PORT            (serves until killed)
+ *   churn client ADDR PORT SECONDS    (prints connections/s)
+ *   churn udp ADDR PORT SECONDS SIZE  (prints datagrams/s sent)
+ *   churn udpsink ADDR PORT           (reads datagrams until killed)       */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static struct sockaddr_in addr_of(const char *ip, int port)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+	inet_pton(AF_INET, ip, &a.sin_addr);
+	return a;
+}
+
+static int server(const char *ip, int port)
+{
+	struct sockaddr_in a = addr_of(ip, port);
+	int one = 1, s = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(s, (void *)&a, sizeof(a)) || listen(s, 4096)) {
+		perror("server");
+		return 1;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	for (;;) {
+		int c = accept(s, NULL, NULL);
+		char b;
+		if (c < 0)
+			continue;
+		if (read(c, &b, 1) == 1)
+			(void)!write(c, &b, 1);
+		close(c);
+	}
+}
+
+static int client(const char *ip, int port, double secs)
+{
+	struct sockaddr_in a = addr_of(ip, port);
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+	long n = 0;
+	double end = now() + secs, start = now();
+	while (now() < end) {
+		int s = socket(AF_INET, SOCK_STREAM, 0);
+		char b = 'x';
+		if (connect(s, (void *)&a, sizeof(a)) == 0 && write(s, &b, 1) == 1 &&
+		    read(s, &b, 1) == 1)
+			n++;
+		/* Close with RST instead of TIME_WAIT so a run cannot exhaust the
+		 * ephemeral ports; the states passed through are the same up to
+		 * FIN_WAIT1 on this side. */
+		setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		close(s);
+	}
+	printf("%.1f\n", n / (now() - start));
+	return 0;
+}
+
+static int udpsink(const char *ip, int port)
+{
+	struct sockaddr_in a = addr_of(ip, port);
+	char buf[2048];
+	int big = 1 << 22, s = socket(AF_INET, SOCK_DGRAM, 0);
+	setsockopt(s, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+	if (bind(s, (void *)&a, sizeof(a))) {
+		perror("udpsink");
+		return 1;
+	}
+	for (;;)
+		(void)!recv(s, buf, sizeof(buf), 0);
+}
+
+static int udp(const char *ip, int port, double secs, int size)
+{
+	struct sockaddr_in a = addr_of(ip, port);
+	char buf[2048] = {0};
+	int s = socket(AF_INET, SOCK_DGRAM, 0);
+	long n = 0;
+	double end = now() + secs, start = now();
+	if (size > (int)sizeof(buf))
+		size = sizeof(buf);
+	while (now() < end)
+		for (int i = 0; i < 64; i++)
+			if (sendto(s, buf, size, 0, (void *)&a, sizeof(a)) == size)
+				n++;
+	printf("%.1f\n", n / (now() - start));
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc >= 4 && !strcmp(argv[1], "server"))
+		return server(argv[2], atoi(argv[3]));
+	if (argc >= 5 && !strcmp(argv[1], "client"))
+		return client(argv[2], atoi(argv[3]), atof(argv[4]));
+	if (argc >= 4 && !strcmp(argv[1], "udpsink"))
+		return udpsink(argv[2], atoi(argv[3]));
+	if (argc >= 6 && !strcmp(argv[1], "udp"))
+		return udp(argv[2], atoi(argv[3]), atof(argv[4]), atoi(argv[5]));
+	fprintf(stderr, "usage: churn server|client|udp ...\n");
+	return 2;
+}

@@ -1,0 +1,400 @@
+"""`make bench`: pyprobe side by side with the bcc tools and bpftrace.
+
+Arms alternate within each repetition (A/B/A/B...), every arm runs every
+workload, and each figure is the median of the repetitions with its spread.
+Writes bench/results.json and bench/RESULTS.md (date and machine included).
+
+    .venv/bin/python bench/run.py [--reps 3] [--seconds 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from pyprobe import lab  # noqa: E402
+from scrape import measure as scrape_measure  # noqa: E402
+
+PYPROBE = str(Path(sys.executable).with_name("pyprobe"))
+CHURN = Path(tempfile.gettempdir()) / "pyprobe-bench-churn"
+STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+PORT = 19981
+
+ARMS: dict[str, list[str] | None] = {
+    "none": None,
+    "pyprobe exporter, core probes": [
+        PYPROBE, "export", "--probe", "tcpstates", "--probe", "drops",
+        "--web.listen-address", f"127.0.0.1:{PORT}",
+    ],
+    "pyprobe exporter, every probe": [PYPROBE, "export", "--web.listen-address", f"127.0.0.1:{PORT}"],
+    "pyprobe tcpstates -j (stream)": [PYPROBE, "tcpstates", "-j"],
+    "tcpstates-bpfcc": ["tcpstates-bpfcc"],
+    "tcplife-bpfcc": ["tcplife-bpfcc"],
+    "tcpretrans-bpfcc": ["tcpretrans-bpfcc"],
+    "softirqs-bpfcc": ["softirqs-bpfcc", "3600"],
+    "bpftrace: count inet_sock_set_state": [
+        "bpftrace", "-e",
+        "tracepoint:sock:inet_sock_set_state { @[args->oldstate, args->newstate] = count(); }",
+    ],
+    "bpftrace: count net_dev_xmit+netif_receive_skb": [
+        "bpftrace", "-e",
+        "tracepoint:net:net_dev_xmit, tracepoint:net:netif_receive_skb { @[probe] = count(); }",
+    ],
+}
+STREAMING = {"pyprobe tcpstates -j (stream)", "tcpstates-bpfcc"}
+
+
+def sh(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, **kw)
+
+
+def progs() -> dict[int, dict]:
+    out = sh("bpftool", "prog", "show", "-j").stdout
+    return {p["id"]: p for p in json.loads(out or "[]")}
+
+
+def settle(within: float = 3.0) -> int:
+    """Program count once it stops changing."""
+    last, deadline = len(progs()), time.monotonic() + within
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = len(progs())
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+class Arm:
+    def __init__(self, name: str, cmd: list[str] | None, log: Path) -> None:
+        self.name, self.cmd, self.log = name, cmd, log
+        self.proc: subprocess.Popen | None = None
+        self.ids: set[int] = set()
+        self.error = ""
+        self.startup = 0.0
+
+    def start(self) -> bool:
+        if self.cmd is None:
+            return True
+        if not shutil.which(self.cmd[0]):
+            self.error = f"{self.cmd[0]} not installed"
+            return False
+        before = set(progs())
+        start = time.monotonic()
+        out = open(self.log, "w")
+        # Streams write to a file like `> /dev/null` would, so their output is counted.
+        self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.error = f"exited {self.proc.returncode}: " + self.log.read_text()[-300:].strip()
+                return False
+            new = set(progs()) - before
+            if new and len(set(progs()) - before) == len(new):
+                time.sleep(0.5)
+                if set(progs()) - before == new:
+                    self.ids = new
+                    self.startup = time.monotonic() - start
+                    return True
+            time.sleep(0.2)
+        self.error = "did not attach within 90 s"
+        self.stop()
+        return False
+
+    def stop(self) -> str:
+        if self.proc is None:
+            return ""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+        return self.log.read_text()
+
+    def run_stats(self) -> dict[int, tuple[str, int, int]]:
+        now = progs()
+        return {i: (now[i].get("name", "?"), now[i].get("run_time_ns", 0), now[i].get("run_cnt", 0))
+                for i in self.ids if i in now}
+
+
+class Workloads:
+    """Servers live for the whole benchmark; each workload runs `seconds`."""
+
+    def __init__(self, pair: lab.VethPair, seconds: float) -> None:
+        self.pair, self.seconds = pair, seconds
+        a, b = pair.a, pair.b
+        self.servers = [
+            subprocess.Popen([str(CHURN), "server", "127.0.0.1", "18080"]),
+            subprocess.Popen(["ip", "netns", "exec", b, str(CHURN), "server", pair.addr_b, "18080"]),
+            subprocess.Popen(["ip", "netns", "exec", b, str(CHURN), "udpsink", pair.addr_b, "18081"]),
+            subprocess.Popen(["ip", "netns", "exec", b, "iperf3", "-s", "-p", "18082"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        ]
+        self.a = a
+        time.sleep(0.5)
+
+    def run(self) -> dict[str, float]:
+        s = str(self.seconds)
+        out = {}
+        out["churn, loopback (conn/s)"] = float(sh(str(CHURN), "client", "127.0.0.1", "18080", s).stdout)
+        out["churn, veth (conn/s)"] = float(
+            sh("ip", "netns", "exec", self.a, str(CHURN), "client", self.pair.addr_b, "18080", s).stdout
+        )
+        out["small UDP, veth (pkt/s)"] = float(
+            sh("ip", "netns", "exec", self.a, str(CHURN), "udp", self.pair.addr_b, "18081", s, "64").stdout
+        )
+        r = sh("ip", "netns", "exec", self.a, "iperf3", "-c", self.pair.addr_b, "-p", "18082",
+               "-t", s, "-J")
+        try:
+            out["iperf3, veth (Gbit/s)"] = json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
+        except (ValueError, KeyError):
+            out["iperf3, veth (Gbit/s)"] = float("nan")
+        return out
+
+    def close(self) -> None:
+        for p in self.servers:
+            p.kill()
+            p.wait()
+
+
+def stream_events(name: str, text: str, seconds: float) -> dict[str, float]:
+    if name.startswith("pyprobe"):
+        events = sum(1 for line in text.splitlines() if line.startswith("{"))
+        m = re.search(r"lost events: (\d+)", text)
+        lost = int(m.group(1)) if m else 0
+    else:
+        events = sum(1 for line in text.splitlines() if re.match(r"^[0-9a-f]{6,}\s", line))
+        lost = sum(int(n) for n in re.findall(r"[Ll]ost (\d+) samples", text))
+    return {"events_per_s": events / seconds, "lost": lost}
+
+
+def machine() -> dict[str, str]:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    return {"kernel": platform.release(), "cpus": str(os.cpu_count()), "cpu": cpu,
+            "python": platform.python_version(), "host": platform.node()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--quick", action="store_true", help="1 rep, 1 s, 1k/10k sockets (a smoke run)")
+    ap.add_argument("--report", action="store_true", help="re-render RESULTS.md from results.json")
+    args = ap.parse_args()
+    if args.report:
+        (HERE / "RESULTS.md").write_text(markdown(json.loads((HERE / "results.json").read_text())))
+        return
+    if args.quick:
+        args.reps, args.seconds = 1, 1.0
+    started = time.monotonic()
+    if not shutil.which("bpftrace"):
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "bpftrace"],
+                       check=False, capture_output=True)
+    subprocess.run(["gcc", "-O2", "-o", str(CHURN), str(HERE / "churn.c")], check=True)
+    old_stats = STATS.read_text().strip()
+    STATS.write_text("1")
+    results: dict[str, dict] = {name: {"workloads": {}, "programs": {}, "stream": [], "error": ""}
+                                for name in ARMS}
+    logs = Path(tempfile.mkdtemp(prefix="pyprobe-bench-"))
+    try:
+        with lab.VethPair(prefix="ppbench", net=95) as pair:
+            work = Workloads(pair, args.seconds)
+            try:
+                for rep in range(args.reps):
+                    for name, cmd in ARMS.items():
+                        arm = Arm(name, cmd, logs / f"{rep}-{re.sub(r'[^a-z0-9]+', '-', name.lower())}.log")
+                        print(f"[{time.monotonic() - started:5.0f}s] rep {rep + 1}/{args.reps}: {name}",
+                              file=sys.stderr, flush=True)
+                        if not arm.start():
+                            results[name]["error"] = arm.error
+                            continue
+                        results[name].setdefault("startup_s", []).append(arm.startup)
+                        before = arm.run_stats()
+                        t0 = time.monotonic()
+                        figures = work.run()
+                        elapsed = time.monotonic() - t0
+                        after = arm.run_stats()
+                        text = arm.stop()
+                        for k, v in figures.items():
+                            results[name]["workloads"].setdefault(k, []).append(v)
+                        # Programs of one arm with the same name (e.g. on_raw_tp in two
+                        # probes) are added up: total time / total runs.
+                        per_name: dict[str, list[int]] = {}
+                        for pid, (prog, ns1, n1) in after.items():
+                            _, ns0, n0 = before.get(pid, (prog, 0, 0))
+                            acc = per_name.setdefault(prog, [0, 0])
+                            acc[0] += ns1 - ns0
+                            acc[1] += n1 - n0
+                        for prog, (ns, runs) in per_name.items():
+                            if runs:
+                                results[name]["programs"].setdefault(prog, []).append(
+                                    (ns / runs, runs / elapsed)
+                                )
+                        if name in STREAMING:
+                            results[name]["stream"].append(stream_events(name, text, elapsed))
+                        settle()
+            finally:
+                work.close()
+    finally:
+        STATS.write_text(old_stats)
+    sockets = [1000, 10000] if args.quick else [1000, 10000, 100000]
+    scrape = {}
+    for n in sockets:
+        print(f"[{time.monotonic() - started:5.0f}s] scrape with {n} sockets", file=sys.stderr, flush=True)
+        scrape[n] = scrape_measure(n, 10 if args.quick else 30)
+    report = {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "reps": args.reps,
+        "seconds": args.seconds,
+        "arms": results,
+        "scrape": scrape,
+        "duration_s": time.monotonic() - started,
+    }
+    (HERE / "results.json").write_text(json.dumps(report, indent=1))
+    (HERE / "RESULTS.md").write_text(markdown(report))
+    print((HERE / "RESULTS.md").read_text())
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def markdown(r: dict) -> str:
+    arms = r["arms"]
+    base = arms["none"]["workloads"]
+    workloads = list(base)
+    m = r["machine"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"{r['date']} · {m['host']} · kernel {m['kernel']} · {m['cpus']} × {m['cpu']} · "
+        f"{r['reps']} repetitions × {r['seconds']:g} s per workload, arms alternating · "
+        f"whole run {r['duration_s'] / 60:.1f} min. Produced by `make bench` (bench/run.py).",
+        "",
+        "## Throughput, as a ratio to no tracing (median, [min–max] over repetitions)",
+        "",
+        "| arm | " + " | ".join(workloads) + " |",
+        "|---|" + "---|" * len(workloads),
+    ]
+    for name, res in arms.items():
+        if res["error"]:
+            lines.append(f"| {name} | " + " | ".join(["fails here: " + res["error"][:60]] +
+                                                     [""] * (len(workloads) - 1)) + " |")
+            continue
+        cells = []
+        for w in workloads:
+            vals, b = res["workloads"].get(w, []), med(base.get(w, []))
+            if name == "none":
+                cells.append(f"{med(vals):,.2f}" if "Gbit" in w else f"{med(vals):,.0f}")
+            else:
+                ratios = [v / b for v in vals] if b else []
+                cells.append(f"{med(ratios):.2f} [{min(ratios):.2f}–{max(ratios):.2f}]" if ratios else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "(The `none` row is absolute: connections/s, packets/s, Gbit/s.)", "",
+              "## BPF programs: ns per run and runs per second (kernel.bpf_stats_enabled)", "",
+              "| arm | program | ns/run | runs/s |", "|---|---|---|---|"]
+    for name, res in arms.items():
+        for prog, samples in sorted(res["programs"].items()):
+            lines.append(f"| {name} | {prog} | {med([s[0] for s in samples]):.0f} | "
+                         f"{med([s[1] for s in samples]):,.0f} |")
+    lines += ["", "## Streaming: events captured per second and lost (during all workloads)", "",
+              "| tool | events/s | lost |", "|---|---|---|"]
+    for name in STREAMING:
+        for s in arms[name]["stream"]:
+            lines.append(f"| {name} | {s['events_per_s']:,.0f} | {s['lost']} |")
+    lines += ["", "## The exporter: scrape time, series, memory, start-up", "",
+              "| live sockets | scrape p50 | scrape p99 | series | RSS | start to first data |",
+              "|---|---|---|---|---|---|"]
+    for n, s in r["scrape"].items():
+        lines.append(f"| {int(n):,} | {s['p50_ms']:.1f} ms | {s['p99_ms']:.1f} ms | {s['series']} | "
+                     f"{s['rss_mb']:.0f} MB | {s['startup_s']:.1f} s |")
+    lines += ["", "## Targets (issue 7), measured in this run", "",
+              "| target | measured | met |", "|---|---|---|"]
+    for target, measured, ok in targets(r):
+        lines.append(f"| {target} | {measured} | {'yes' if ok else '**no**'} |")
+    lines += [
+        "",
+        "## Reading these numbers",
+        "",
+        "- This is a 2-vCPU Firecracker VM. A ping-pong workload (churn) runs *faster* when",
+        "  another task keeps a vCPU busy, because an idle vCPU halts and its wake-up costs a",
+        "  VM exit: the streaming arm, which burns a CPU decoding events, shows ratios above 1",
+        "  for that reason, not because tracing is free. Compare arms that idle alike.",
+        "- `none` is measured in every repetition, between the other arms; ratios use its",
+        "  median.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def targets(r: dict) -> list[tuple[str, str, bool]]:
+    arms, base = r["arms"], r["arms"]["none"]["workloads"]
+
+    def ratio(arm: str, w: str) -> float:
+        vals, b = arms[arm]["workloads"].get(w, []), med(base.get(w, []))
+        return med([v / b for v in vals]) if vals and b else float("nan")
+
+    def ns(arm: str) -> dict[str, float]:
+        return {p: med([s[0] for s in v]) for p, v in arms[arm]["programs"].items()}
+
+    out = []
+    core, every = "pyprobe exporter, core probes", "pyprobe exporter, every probe"
+    churn = ["churn, loopback (conn/s)", "churn, veth (conn/s)"]
+    c = [ratio(core, w) for w in churn]
+    out.append(("exporter, core probes: churn ≥ 0.98", " / ".join(f"{x:.2f}" for x in c),
+                min(c) >= 0.98))
+    e = [ratio(every, w) for w in churn]
+    out.append(("exporter, every probe: churn ≥ 0.95", " / ".join(f"{x:.2f}" for x in e),
+                min(e) >= 0.95))
+    i = [ratio(a, "iperf3, veth (Gbit/s)") for a in (core, every)]
+    out.append(("exporter: iperf3 ≥ 0.99 (core / every)", " / ".join(f"{x:.2f}" for x in i),
+                min(i) >= 0.99))
+    counters = {k: v for k, v in ns(every).items() if k not in ("on_retransmit",)}
+    worst = max(counters.values()) if counters else float("nan")
+    out.append(("counter programs ≤ 40 ns/run", f"{min(counters.values()):.0f}–{worst:.0f} ns",
+                worst <= 40))
+    stream = "pyprobe tcpstates -j (stream)"
+    s_ns = ns(stream).get("on_raw_tp", float("nan"))
+    out.append(("stateful (streaming) program ≤ 100 ns/run", f"{s_ns:.0f} ns", s_ns <= 100))
+    lost = sum(x["lost"] for x in arms[stream]["stream"])
+    out.append(("streaming tcpstates ≥ 0.85 × none with 0 lost",
+                f"{ratio(stream, churn[0]):.2f} (inflated, see below), lost {lost:,}",
+                lost == 0 and ratio(stream, churn[0]) >= 0.85))
+    sc = r["scrape"]
+    p10, p100 = sc.get("10000", sc.get(10000)), sc.get("100000", sc.get(100000))
+    if p10:
+        out.append(("scrape p99 ≤ 20 ms at 10k sockets", f"{p10['p99_ms']:.0f} ms",
+                    p10["p99_ms"] <= 20))
+    if p100:
+        out.append(("scrape p99 ≤ 50 ms at 100k sockets", f"{p100['p99_ms']:.0f} ms",
+                    p100["p99_ms"] <= 50))
+    starts = [s["startup_s"] for s in sc.values()]
+    out.append(("start to first data ≤ 3 s", f"{max(starts):.1f} s", max(starts) <= 3))
+    rss = [s["rss_mb"] for s in sc.values()]
+    out.append(("daemon RSS ≤ 100 MB", f"{min(rss):.0f}–{max(rss):.0f} MB", max(rss) <= 100))
+    return out
+
+
+if __name__ == "__main__":
+    main()

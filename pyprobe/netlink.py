@@ -141,24 +141,25 @@ _SNAPSHOT: dict[str, object] = {"at": 0.0, "data": {}}
 _SNAPSHOT_LOCK = threading.Lock()
 
 
-def tcp_snapshot(max_age: float = 0.5) -> dict[int, list[Sock]]:
+def tcp_snapshot(max_age: float = 0.5) -> dict[int, list[tuple]]:
     """inode -> TCP sockets, for every namespace; one sock_diag pass shared by
     everything that asks within max_age seconds (e.g. one scrape's collectors)."""
     with _SNAPSHOT_LOCK:
         if time.monotonic() - float(_SNAPSHOT["at"]) > max_age:  # type: ignore[arg-type]
-            _SNAPSHOT["data"] = each_netns(sockdiag.tcp_sockets)
+            _SNAPSHOT["data"] = each_netns(sockdiag.tcp_stats)
             _SNAPSHOT["at"] = time.monotonic()
-        data: dict[int, list[Sock]] = _SNAPSHOT["data"]  # type: ignore[assignment]
+        data: dict[int, list[tuple]] = _SNAPSHOT["data"]  # type: ignore[assignment]
         return data
 
 
 def tcp_state_counts_by_netns(only: int | None = None) -> dict[int, Counter[str]]:
     """inode -> state counts, for every namespace (or just `only`)."""
-    return {
-        inode: Counter(tcp_state(s.state) for s in socks)
-        for inode, socks in tcp_snapshot().items()
-        if only is None or inode == only
-    }
+    out: dict[int, Counter[str]] = {}
+    for inode, records in tcp_snapshot().items():
+        if only is None or inode == only:
+            counts = Counter(r[0] for r in records)
+            out[inode] = Counter({tcp_state(k): v for k, v in counts.items()})
+    return out
 
 
 def _in(path: str | Path | None, fn: Callable[[], T]) -> T:

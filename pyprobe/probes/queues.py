@@ -19,11 +19,11 @@ from prometheus_client.core import (
     Metric,
 )
 
-from .. import netlink
+from .. import netlink, sockdiag
 from ..decoders import TCP_STATE_NUMBERS, endpoint, tcp_state
 from ..probe import PREFIX, Probe
 from ..registry import register
-from ..sockdiag import Sock
+from ..sockdiag import RECV_Q, SEND_Q, STATE, Sock
 
 LISTEN = TCP_STATE_NUMBERS["LISTEN"]
 # Buckets of the queue-depth distribution (bytes), 0 first: most queues are empty.
@@ -34,11 +34,15 @@ QUEUE_BUCKETS = (0, 1024, 16384, 65536, 262144, 1048576, 4194304, 16777216)
 class Queues(Probe):
     netns: int | None = None  # only this namespace, when set
 
-    def sockets(self, max_age: float = 0.5) -> dict[int, list[Sock]]:
-        """inode of the namespace -> its TCP sockets with queues (sock_diag); one
-        pass serves every collector of a scrape (max_age), 0 asks the kernel now."""
-        snap = netlink.tcp_snapshot(max_age)
+    def stats(self) -> dict[int, list[tuple]]:
+        """inode of the namespace -> (state, recv_q, send_q) of its TCP sockets;
+        one sock_diag pass serves every collector of a scrape."""
+        snap = netlink.tcp_snapshot()
         return {k: v for k, v in snap.items() if self.netns is None or k == self.netns}
+
+    def records(self) -> dict[int, list[tuple]]:
+        """Full sock_diag records (addresses too), read now: for top-N rows."""
+        return netlink.each_netns(sockdiag.tcp_records, self.netns)
 
     def qdiscs(self) -> dict[int, list[dict[str, Any]]]:
         return netlink.each_netns(netlink.qdiscs, self.netns)
@@ -49,12 +53,12 @@ class Queues(Probe):
         names = netlink.named_netns()
         queued: list[tuple[int, Sock]] = []
         listening: list[tuple[int, Sock]] = []
-        for inode, socks in self.sockets(max_age=0).items():
-            for s in socks:
-                if s.state == LISTEN:
-                    listening.append((inode, s))
-                elif s.recv_q or s.send_q:
-                    queued.append((inode, s))
+        for inode, records in self.records().items():
+            for rec in records:
+                if rec[STATE] == LISTEN:
+                    listening.append((inode, Sock.from_record(rec)))
+                elif rec[RECV_Q] or rec[SEND_Q]:
+                    queued.append((inode, Sock.from_record(rec)))
         queued.sort(key=lambda x: -(x[1].recv_q + x[1].send_q))
         listening.sort(key=lambda x: -x[1].recv_q)
         found = [_row(inode, s, names) for inode, s in queued[:n]]
@@ -114,19 +118,14 @@ class Queues(Probe):
             "The fullest listener's accept queue as a fraction of its limit, per namespace.",
             labels=labels,
         )
-        for inode, socks in self.sockets().items():
+        for inode, stats in self.stats().items():
             ns = [str(inode), names.get(inode, "")]
-            queues: dict[str, list[int]] = {"recv": [], "send": []}
-            waiting, fullest = 0, 0.0
-            for s in socks:
-                if s.state == LISTEN:
-                    waiting += s.recv_q
-                    if s.send_q:
-                        fullest = max(fullest, s.recv_q / s.send_q)
-                else:
-                    queues["recv"].append(s.recv_q)
-                    queues["send"].append(s.send_q)
-            for queue, values in queues.items():
+            listeners = [(rq, wq) for state, rq, wq in stats if state == LISTEN]
+            waiting = sum(q for q, _ in listeners)
+            fullest = max((q / cap for q, cap in listeners if cap), default=0.0)
+            others = [s for s in stats if s[0] != LISTEN]
+            for queue, index in (("recv", 1), ("send", 2)):
+                values = sorted(s[index] for s in others)
                 depth.add_metric([*ns, queue], _buckets(values), sum(values))
             backlog.add_metric(ns, waiting)
             backlog_max.add_metric(ns, fullest)
@@ -178,14 +177,9 @@ def _row(inode: int, s: Sock, names: dict[int, str]) -> dict[str, Any]:
 
 
 def _buckets(values: list[int]) -> list[tuple[str, float]]:
-    """Cumulative Prometheus buckets of QUEUE_BUCKETS over the values."""
-    counts = [0] * (len(QUEUE_BUCKETS) + 1)
-    for v in values:
-        counts[bisect.bisect_left(QUEUE_BUCKETS, v)] += 1
-    out: list[tuple[str, float]] = []
-    running = 0
-    for bound, c in zip(QUEUE_BUCKETS, counts, strict=False):
-        running += c
-        out.append((str(bound), running))
+    """Cumulative Prometheus buckets of QUEUE_BUCKETS over sorted values."""
+    out: list[tuple[str, float]] = [
+        (str(bound), bisect.bisect_right(values, bound)) for bound in QUEUE_BUCKETS
+    ]
     out.append(("+Inf", len(values)))
     return out

@@ -24,7 +24,7 @@
 #endif
 
 #ifndef RINGBUF_PAGES
-#define RINGBUF_PAGES 512 /* 2 MiB: ~20k events of burst before a loss */
+#define RINGBUF_PAGES 4096 /* 16 MiB: ~170k events of burst before a loss */
 #endif
 #ifndef WAKEUP_EVERY
 #define WAKEUP_EVERY 64

@@ -25,6 +25,7 @@ from .render import (
     ndjson,
     print_tables,
     sockets_table,
+    tcpstate_json,
     tcpstate_line,
     transitions_table,
 )
@@ -229,8 +230,7 @@ def _tcpstates_stream(filters: Any, as_json: bool, timestamp: bool, duration: fl
                 names = netlink.named_netns()  # perhaps named since we started
                 looked_up.add(ev["netns"])
             if as_json:
-                ev["netns_name"] = names.get(ev["netns"])
-                out.write(ndjson(ev) + "\n")
+                out.write(tcpstate_json(ev, names.get(ev["netns"])) + "\n")
             else:
                 out.write(
                     tcpstate_line(ev, netlink.netns_label(ev["netns"], names), timestamp) + "\n"

@@ -82,6 +82,7 @@ class BccProgram:
         self.bpf = bpf
         self.hook = hook
         self._closed = False
+        self._raised: BaseException | None = None
 
     def read_counts(self, map_name: str, per_cpu: bool = False) -> dict[Key, int]:
         """key -> value, zero values left out.
@@ -143,7 +144,14 @@ class BccProgram:
 
     def open_ringbuf(self, map_name: str, callback: RingbufCallback) -> None:
         def on_event(_ctx: Any, data: Any, size: int) -> int:
-            callback(ctypes.string_at(data, size))
+            # An exception cannot cross the C frames of ring_buffer_poll: ctypes
+            # would print and drop it (a Ctrl-C under load was lost that way).
+            # Keep it, stop consuming (nonzero), and raise it in poll().
+            try:
+                callback(ctypes.string_at(data, size))
+            except BaseException as e:
+                self._raised = e
+                return -1
             return 0
 
         self.bpf[map_name.encode()].open_ring_buffer(on_event)
@@ -152,7 +160,14 @@ class BccProgram:
         # The program wakes us only when a backlog builds up (BPF_RB_NO_WAKEUP
         # otherwise), so after the wait also take whatever is there.
         self.bpf.ring_buffer_poll(timeout_ms)
+        self._reraise()
         self.bpf.ring_buffer_consume()
+        self._reraise()
+
+    def _reraise(self) -> None:
+        if self._raised is not None:
+            raised, self._raised = self._raised, None
+            raise raised
 
     def close(self) -> None:
         if not self._closed:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import socket
+import struct
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -11,11 +13,16 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from .. import netlink
-from ..decoders import TCP_STATES, inet_addr, tcp_state
+from ..decoders import TCP_STATES, tcp_state
 from ..errors import PyprobeError
 from ..probe import PREFIX, Probe
 from ..registry import register
 from ..structs import F_DELTA_KNOWN, F_OWNER_KNOWN, TcpStateEvent
+
+# struct tcpstate_event (bpf/pyprobe.h), for struct.unpack_from.
+_EVENT = struct.Struct("=QQQII16s16sHHHBBI16s4x")
+assert _EVENT.size == ctypes.sizeof(TcpStateEvent)
+_STATES = dict(TCP_STATES)
 
 # CLOCK_MONOTONIC (bpf_ktime_get_ns) -> wall clock, fixed once per process.
 _MONO_TO_WALL = time.time() - time.monotonic()
@@ -78,23 +85,43 @@ class TcpStates(Probe):
         super().attach(stream=stream, cflags=[*self.filters.cflags(), *cflags])
 
     def decode(self, raw: bytes) -> dict[str, Any]:
-        ev = TcpStateEvent.from_buffer_copy(raw)
+        # The hot path of the stream (100k+ events/s): one struct.unpack_from
+        # (the layout is TcpStateEvent's, checked by a test) and C-level
+        # address formatting; ~2x faster than ctypes + ipaddress.
+        (
+            ts,
+            skaddr,
+            delta,
+            pid,
+            netns,
+            saddr,
+            daddr,
+            sport,
+            dport,
+            family,
+            old,
+            new,
+            flags,
+            comm,
+        ) = _EVENT.unpack_from(raw)
+        v6 = family == socket.AF_INET6
+        ntop = socket.inet_ntop
         return {
-            "time": ev.ts_ns / 1e9 + _MONO_TO_WALL,
-            "ts_ns": ev.ts_ns,
-            "skaddr": f"{ev.skaddr:#x}",
-            "pid": ev.pid,
-            "comm": ev.comm.decode(errors="replace"),
-            "owner_known": bool(ev.flags & F_OWNER_KNOWN),
-            "netns": ev.netns,
-            "family": "IPv6" if ev.family == socket.AF_INET6 else "IPv4",
-            "saddr": inet_addr(ev.family, bytes(ev.saddr)),
-            "sport": ev.sport,
-            "daddr": inet_addr(ev.family, bytes(ev.daddr)),
-            "dport": ev.dport,
-            "oldstate": tcp_state(ev.oldstate),
-            "newstate": tcp_state(ev.newstate),
-            "ms": ev.delta_ns / 1e6 if ev.flags & F_DELTA_KNOWN else None,
+            "time": ts / 1e9 + _MONO_TO_WALL,
+            "ts_ns": ts,
+            "skaddr": f"{skaddr:#x}",
+            "pid": pid,
+            "comm": comm.rstrip(b"\0").decode(errors="replace"),
+            "owner_known": bool(flags & F_OWNER_KNOWN),
+            "netns": netns,
+            "family": "IPv6" if v6 else "IPv4",
+            "saddr": ntop(socket.AF_INET6, saddr) if v6 else ntop(socket.AF_INET, saddr[:4]),
+            "sport": sport,
+            "daddr": ntop(socket.AF_INET6, daddr) if v6 else ntop(socket.AF_INET, daddr[:4]),
+            "dport": dport,
+            "oldstate": _STATES.get(old) or tcp_state(old),
+            "newstate": _STATES.get(new) or tcp_state(new),
+            "ms": delta / 1e6 if flags & F_DELTA_KNOWN else None,
         }
 
     def transitions(self) -> dict[tuple[str, str], int]:

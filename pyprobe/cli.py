@@ -270,48 +270,34 @@ def _tcpstates_summary(
             file=sys.stderr,
             flush=True,
         )
+        from .watch import intervals
+
         previous: dict[tuple[str, str], int] = {}
-        n = 0
-        while True:
-            try:
-                time.sleep(interval if interval is not None else 1e9)
-            except KeyboardInterrupt:
-                if interval is not None:
-                    raise
+
+        def report(n: int) -> None:
+            nonlocal previous
             total = probe.transitions()
             delta = {k: v - previous.get(k, 0) for k, v in total.items()}
             previous = total
             sockets = probe.live_sockets(netns)
             names = netlink.named_netns()
+            by_ns = {netlink.netns_label(k, names): c for k, c in sockets.items()}
             if as_json:
-                print(
-                    ndjson(
-                        {
-                            "time": time.time(),
-                            "transitions": [
-                                {"old": o, "new": w, "count": delta.get((o, w), 0), "total": t}
-                                for (o, w), t in sorted(total.items())
-                            ],
-                            "sockets": {
-                                netlink.netns_label(k, names): c for k, c in sockets.items()
-                            },
-                        }
-                    ),
-                    flush=True,
-                )
+                transitions = [
+                    {"old": o, "new": w, "count": delta.get((o, w), 0), "total": t}
+                    for (o, w), t in sorted(total.items())
+                ]
+                record = {"time": time.time(), "transitions": transitions, "sockets": by_ns}
+                print(ndjson(record), flush=True)
             else:
                 print_tables(
                     [
                         transitions_table(delta, total, "TCP state transitions"),
-                        sockets_table(
-                            {netlink.netns_label(k, names): c for k, c in sockets.items()},
-                            "Live TCP sockets per network namespace (sock_diag)",
-                        ),
+                        sockets_table(by_ns, "Live TCP sockets per network namespace (sock_diag)"),
                     ]
                 )
-            n += 1
-            if interval is None or (count is not None and n >= count):
-                return
+
+        intervals(report, interval, count)
 
 
 # -- the counting probes --------------------------------------------------------
@@ -466,8 +452,7 @@ def drops(
     if show_all:
         benign_list = ()
     if stream:
-        if interval is not None:
-            raise PyprobeError("INTERVAL/COUNT go with counts; use -d/--duration with --stream")
+        _stream_takes_no_interval(interval)
         with _attached("drops", stream=True, benign=benign_list) as probe:
             _stream(
                 probe,
@@ -523,8 +508,7 @@ def tcpretrans(
     --stream: each retransmit/reset with its 5-tuple, state and owner.
     """
     if stream:
-        if interval is not None:
-            raise PyprobeError("INTERVAL/COUNT go with counts; use -d/--duration with --stream")
+        _stream_takes_no_interval(interval)
         with _attached("tcpretrans", stream=True) as probe:
             _stream(probe, as_json, timestamp, duration)
         return
@@ -687,6 +671,11 @@ def top_cmd(interval: float, count: int | None, only: tuple[str, ...]) -> None:
             Console(width=max(console.width, 160)).print(view.frame())
             sys.stdout.flush()
             n += 1
+
+
+def _stream_takes_no_interval(interval: float | None) -> None:
+    if interval is not None:
+        raise PyprobeError("INTERVAL/COUNT go with counts; use -d/--duration with --stream")
 
 
 def _stream(

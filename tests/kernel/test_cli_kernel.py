@@ -33,7 +33,7 @@ def start(*args: str, env: dict | None = None) -> subprocess.Popen:
         env={**os.environ, **(env or {})},
     )
     line = proc.stderr.readline()
-    assert line.startswith(("Tracing", "Counting")), line + proc.stderr.read()
+    assert line.startswith(("Tracing", "Counting", "Joining")), line + proc.stderr.read()
     return proc
 
 

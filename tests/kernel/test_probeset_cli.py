@@ -11,19 +11,9 @@ import time
 import pytest
 
 from pyprobe import lab
-from tests.kernel.test_cli_kernel import PYPROBE
+from tests.kernel.test_cli_kernel import PYPROBE, start
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
-
-
-def start(*args: str) -> subprocess.Popen:
-    """Start pyprobe and wait until it says it is tracing or counting (stderr)."""
-    proc = subprocess.Popen(
-        [PYPROBE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    line = proc.stderr.readline()
-    assert line.startswith(("Tracing", "Counting", "Joining")), line + proc.stderr.read()
-    return proc
 
 
 @pytest.fixture

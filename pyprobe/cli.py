@@ -217,47 +217,33 @@ def _attached(name: str, **attach: Any) -> Iterator[Any]:
 
 
 def _tcpstates_stream(filters: Any, as_json: bool, timestamp: bool, duration: float | None) -> None:
-    names = netlink.named_netns()
-    deadline = time.monotonic() + duration if duration else None
-    out = sys.stdout
+    from .watch import stream
 
+    names = netlink.named_netns()
     looked_up: set[int] = set()  # unnamed namespaces: rescan /run/netns once, not per event
 
-    def emit(events: list[dict[str, Any]]) -> None:
+    def name_of(inode: int) -> str | None:
         nonlocal names
-        for ev in events:
-            if ev["netns"] and ev["netns"] not in names and ev["netns"] not in looked_up:
-                names = netlink.named_netns()  # perhaps named since we started
-                looked_up.add(ev["netns"])
-            if as_json:
-                out.write(tcpstate_json(ev, names.get(ev["netns"])) + "\n")
-            else:
-                out.write(
-                    tcpstate_line(ev, netlink.netns_label(ev["netns"], names), timestamp) + "\n"
-                )
-        if events:
-            out.flush()
+        if inode and inode not in names and inode not in looked_up:
+            names = netlink.named_netns()  # perhaps named since we started
+            looked_up.add(inode)
+        return names.get(inode)
+
+    def line(ev: Any) -> str:
+        name_of(ev["netns"])
+        return tcpstate_line(ev, netlink.netns_label(ev["netns"], names), timestamps=False)
 
     with _attached("tcpstates", stream=True, filters=filters) as probe:
-        ending = f"Ending after {duration:g}s" if duration else "Ctrl-C to end"
-        print(
-            f"Tracing TCP state changes via {probe.hook.label}... {ending}.",
-            file=sys.stderr,
-            flush=True,
+        stream(
+            probe,
+            line,
+            TCPSTATE_HEADER,
+            as_json,
+            timestamp,
+            duration,
+            json_line=lambda ev: tcpstate_json(ev, name_of(ev["netns"])),
+            what="TCP state changes",
         )
-        if not as_json:
-            print(("TIME     " if timestamp else "") + TCPSTATE_HEADER, file=out, flush=True)
-        try:
-            while deadline is None or time.monotonic() < deadline:
-                emit(probe.events(timeout_ms=100))
-        finally:
-            emit(probe.events(timeout_ms=0))  # what is already in the ring buffer
-            lost = probe.lost()
-            print(
-                f"lost events: {lost}" + (" (ring buffer full)" if lost else ""),
-                file=sys.stderr,
-                flush=True,
-            )
 
 
 def _tcpstates_summary(

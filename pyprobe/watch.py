@@ -29,6 +29,8 @@ def stream(
     duration: float | None,
     keep: Callable[[Mapping[str, Any]], bool] = lambda ev: True,
     out: TextIO | None = None,
+    json_line: Callable[[Mapping[str, Any]], str] = ndjson,
+    what: str = "",
 ) -> None:
     out = out or sys.stdout
     deadline = time.monotonic() + duration if duration else None
@@ -38,14 +40,18 @@ def stream(
             if not keep(ev):
                 continue
             if as_json:
-                out.write(ndjson(ev) + "\n")
+                out.write(json_line(ev) + "\n")
             else:
                 out.write((f"{clock(ev['time'])} " if timestamp else "") + line(ev) + "\n")
         if events:
             out.flush()
 
     ending = f"Ending after {duration:g}s" if duration else "Ctrl-C to end"
-    print(f"Tracing {probe.name} via {probe.hook_label}... {ending}.", file=sys.stderr, flush=True)
+    print(
+        f"Tracing {what or probe.name} via {probe.hook_label}... {ending}.",
+        file=sys.stderr,
+        flush=True,
+    )
     if not as_json:
         print(("TIME     " if timestamp else "") + header, file=out, flush=True)
     try:

@@ -39,6 +39,8 @@ static __always_inline struct dev_val *dev_of(const void *dev, struct dev_key *k
 	return devices.lookup_or_try_init(k, &zero);
 }
 
+/* One map update per packet: the histogram's sum is the device's byte
+ * counter, which user space supplies (pyprobe/probes/netdev.py). */
 static __always_inline void size(struct dev_key *k, u32 dir, u64 len)
 {
 	struct size_key s = {.netns = k->netns, .ifindex = k->ifindex, .direction = dir};
@@ -47,10 +49,6 @@ static __always_inline void size(struct dev_key *k, u32 dir, u64 len)
 	h = sizes.lookup_or_try_init(&s, &zero);
 	if (h)
 		(*h)++;
-	s.slot = HIST_SUM;
-	h = sizes.lookup_or_try_init(&s, &zero);
-	if (h)
-		*h += len;
 }
 
 static __always_inline const void *skb_dev(const void *skb)

@@ -272,6 +272,8 @@ def test_netdev_packets_and_bytes_equal_device_statistics(pair, env):
     assert (
         tx["count"] == now[("netdev_transmit_packets_total", str(pair.inode(pair.a)), pair.dev_a)]
     )
+    # the histogram's sum is the byte counter (the program keeps no sum slot)
+    assert tx["sum"] == now[("netdev_transmit_bytes_total", str(pair.inode(pair.a)), pair.dev_a)]
 
 
 def r_key(r: dict) -> tuple:

@@ -374,11 +374,19 @@ def test_retransmits_equal_tcp_retrans_segs_and_resets_are_seen(pair, env):
             before_a, before_b = snmp(pair.path(pair.a)), snmp(pair.path(pair.b))
             lab.send_bytes(pair.path(pair.a), pair.addr_b, 7800, 2_000_000)
             assert lab.refused(pair.path(pair.a), pair.addr_b, 9, 10) == 10
-            time.sleep(0.3)
-            after_a, after_b = snmp(pair.path(pair.a)), snmp(pair.path(pair.b))
+            # A FIN lost to the filter is retransmitted after the transfer, on a
+            # timer: compare once the kernel's count has stopped moving, so
+            # neither side of the comparison is read mid-retransmit.
+            deadline = time.monotonic() + 10
+            while True:
+                time.sleep(0.3)
+                after_a, after_b = snmp(pair.path(pair.a)), snmp(pair.path(pair.b))
+                retrans_a = value(probe, "tcp_retransmit_segments_total", netns=pair.inode(pair.a))
+                retrans_b = value(probe, "tcp_retransmit_segments_total", netns=pair.inode(pair.b))
+                settled = (after_a, after_b) == (snmp(pair.path(pair.a)), snmp(pair.path(pair.b)))
+                if settled or time.monotonic() > deadline:
+                    break
             events = probe.events(200)
-            retrans_a = value(probe, "tcp_retransmit_segments_total", netns=pair.inode(pair.a))
-            retrans_b = value(probe, "tcp_retransmit_segments_total", netns=pair.inode(pair.b))
             rst_sent = rows(probe, "tcp_resets_sent_total")
             rst_recv = rows(probe, "tcp_resets_received_total")
             lost = probe.lost()

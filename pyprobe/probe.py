@@ -10,6 +10,7 @@ detach()    -> nothing left in the kernel; also on `with` exit
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import functools
@@ -49,6 +50,7 @@ class Probe:
         self.program: Program | None = None
         self.streaming = False
         self._pending: deque[dict[str, Any]] = deque()
+        self._reads: dict[tuple[str, bool], dict] | None = None
 
     @property
     def name(self) -> str:
@@ -156,7 +158,14 @@ class Probe:
         labels' slots (and a histogram's bucket slot, lowest); struct keys by member."""
         program = self._attached()
         per_cpu = any(lb.field == CPU_FIELD for lb in spec.labels)
-        counts = program.read_counts(spec.map, per_cpu=per_cpu)
+        reads = self._reads
+        if reads is None:
+            counts = program.read_counts(spec.map, per_cpu=per_cpu)
+        else:  # several metrics of one collection read the same map once
+            cache_key = (spec.map, per_cpu)
+            if cache_key not in reads:
+                reads[cache_key] = program.read_counts(spec.map, per_cpu=per_cpu)
+            counts = reads[cache_key]
         struct_key = any(lb.field not in ("", CPU_FIELD) for lb in spec.labels)
         names = program.key_fields(spec.map) if struct_key else ()
         member = -1
@@ -219,7 +228,24 @@ class Probe:
                 buckets[slot] += value
         return sorted((labels, b, t[0]) for labels, (b, t) in series.items())
 
+    @contextlib.contextmanager
+    def one_reading(self) -> Iterator[None]:
+        """Within this block each map is read once, however many metrics use it
+        (netdev's six counters all come from one map)."""
+        if self._reads is not None:  # nested (a subclass's collect around ours)
+            yield
+            return
+        self._reads = {}
+        try:
+            yield
+        finally:
+            self._reads = None
+
     def collect(self) -> Iterable[Metric]:
+        with self.one_reading():
+            yield from self._collect()
+
+    def _collect(self) -> Iterable[Metric]:
         for spec in self._metric_specs():
             names = [lb.name for lb in spec.labels]
             name = PREFIX + spec.name
@@ -239,6 +265,10 @@ class Probe:
             yield family
 
     def rows(self) -> list[dict[str, Any]]:
+        with self.one_reading():
+            return self._rows()
+
+    def _rows(self) -> list[dict[str, Any]]:
         rows = []
         for spec in self._metric_specs():
             label_names = [lb.name for lb in spec.labels]

@@ -35,6 +35,9 @@
 #define AF_INET_ 2
 #define AF_INET6_ 10
 #define TCP_CLOSE_ 7
+/* READ_AT, and with -DSTREAM the ring buffer with its lost/submitted counters
+ * and event_reserve()/event_submit(), shared with the other probes. */
+#include "pyprobe_bpf.h"
 
 BPF_PERCPU_ARRAY(transitions, u64, PYPROBE_TCP_STATE_SLOTS *PYPROBE_TCP_STATE_SLOTS);
 
@@ -47,23 +50,16 @@ struct sk_owner {
 };
 /* LRU: a socket whose CLOSE we never see (probe started late) cannot leak. */
 BPF_TABLE("lru_hash", u64, struct sk_owner, sockets, SOCKETS_MAX);
-BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
-BPF_PERCPU_ARRAY(lost, u64, 1);
-BPF_PERCPU_ARRAY(submitted, u64, 1);
 #endif
 
-#define READ_AT(dst, base, off) bpf_probe_read_kernel(&(dst), sizeof(dst), (const char *)(base) + (off))
-
+/* The namespace, where BTF gave the (optional) offsets; 0 otherwise. */
 static __always_inline u32 sk_netns(const void *sk)
 {
-	u32 inum = 0;
 #if defined(OFF_SKC_NET) && defined(OFF_NET_INUM)
-	const void *net = 0;
-	READ_AT(net, sk, OFF_SKC_NET);
-	if (net)
-		READ_AT(inum, net, OFF_NET_INUM);
+	return sk_netns_inum(sk);
+#else
+	return 0;
 #endif
-	return inum;
 }
 
 /* Transitions only a syscall makes (connect, listen, close/shutdown): here
@@ -153,14 +149,9 @@ static __always_inline int stream(struct change *c)
 		return 0;
 #endif
 
-	struct tcpstate_event *e = events.ringbuf_reserve(sizeof(struct tcpstate_event));
-	if (!e) {
-		u32 zero = 0;
-		u64 *l = lost.lookup(&zero);
-		if (l)
-			(*l)++;
-		return 0;
-	}
+	struct tcpstate_event *e = event_reserve(sizeof(struct tcpstate_event));
+	if (!e)
+		return 0; /* counted in `lost` */
 	e->ts_ns = now;
 	e->skaddr = key;
 	e->delta_ns = delta;
@@ -176,13 +167,7 @@ static __always_inline int stream(struct change *c)
 	e->flags = flags;
 	__builtin_memcpy(e->comm, cur.comm, sizeof(e->comm));
 	e->_pad = 0;
-	/* Waking the reader on every event costs more than the event itself:
-	 * wake it every WAKEUP_EVERY events per CPU (bursts), and let it drain
-	 * the rest on its poll tick (user space consumes after each poll). */
-	u32 zero = 0;
-	u64 *n = submitted.lookup(&zero);
-	u64 wake = n && ((*n)++ % WAKEUP_EVERY == 0);
-	events.ringbuf_submit(e, wake ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	event_submit(e); /* wakes the reader every WAKEUP_EVERY events only */
 	return 0;
 }
 #endif /* STREAM */

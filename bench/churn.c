@@ -1,7 +1,7 @@
 /* Connection churn for the benchmark: connect, 1-byte request, 1-byte reply,
  * close — as fast as one client can, for a fixed time.
  *   churn server ADDR PORT            (serves until killed)
- *   churn client ADDR PORT SECONDS    (prints connections/s)
+ *   churn client ADDR PORT SECONDS [MAX] (prints connections/s; stops at MAX)
  *   churn udp ADDR PORT SECONDS SIZE  (prints datagrams/s sent)
  *   churn udpsink ADDR PORT           (reads datagrams until killed)       */
 #include <arpa/inet.h>
@@ -50,13 +50,13 @@ static int server(const char *ip, int port)
 	}
 }
 
-static int client(const char *ip, int port, double secs)
+static int client(const char *ip, int port, double secs, long max)
 {
 	struct sockaddr_in a = addr_of(ip, port);
 	struct linger lg = {.l_onoff = 1, .l_linger = 0};
 	long n = 0;
 	double end = now() + secs, start = now();
-	while (now() < end) {
+	while (now() < end && (max <= 0 || n < max)) {
 		int s = socket(AF_INET, SOCK_STREAM, 0);
 		char b = 'x';
 		if (connect(s, (void *)&a, sizeof(a)) == 0 && write(s, &b, 1) == 1 &&
@@ -108,7 +108,7 @@ int main(int argc, char **argv)
 	if (argc >= 4 && !strcmp(argv[1], "server"))
 		return server(argv[2], atoi(argv[3]));
 	if (argc >= 5 && !strcmp(argv[1], "client"))
-		return client(argv[2], atoi(argv[3]), atof(argv[4]));
+		return client(argv[2], atoi(argv[3]), atof(argv[4]), argc >= 6 ? atol(argv[5]) : 0);
 	if (argc >= 4 && !strcmp(argv[1], "udpsink"))
 		return udpsink(argv[2], atoi(argv[3]));
 	if (argc >= 6 && !strcmp(argv[1], "udp"))

@@ -36,7 +36,7 @@ struct drop_key {
 	u16 protocol;
 	u16 _pad;
 };
-BPF_TABLE("percpu_hash", struct drop_key, u64, drops, 10240);
+BPF_TABLE("percpu_hash", struct drop_key, u64, drops, MAX_drops);
 
 #ifdef STREAM
 static __always_inline void stream(const void *skb, const void *sk, struct drop_key *k)
@@ -89,6 +89,8 @@ static __always_inline int drop(const void *skb, u64 location, u32 reason, const
 	u64 zero = 0, *c = drops.lookup_or_try_init(&k, &zero);
 	if (c)
 		(*c)++;
+	else
+		map_full(MAP_ID_drops);
 #ifdef STREAM
 	stream(skb, sk, &k);
 #endif

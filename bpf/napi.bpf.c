@@ -22,8 +22,8 @@ struct dev_slot {
 	u32 slot;
 };
 
-BPF_TABLE("percpu_hash", struct dev_key, struct napi_val, napi, 4096);
-BPF_TABLE("percpu_hash", struct dev_slot, u64, work_hist, 16384);
+BPF_TABLE("percpu_hash", struct dev_key, struct napi_val, napi, MAX_napi);
+BPF_TABLE("percpu_hash", struct dev_slot, u64, work_hist, MAX_work_hist);
 
 static __always_inline int poll(const void *napi_struct, int work, int budget)
 {
@@ -36,15 +36,21 @@ static __always_inline int poll(const void *napi_struct, int work, int budget)
 		v->polls++;
 		v->packets += work;
 		v->exhausted += work >= budget;
+	} else {
+		map_full(MAP_ID_napi);
 	}
 	struct dev_slot s = {.netns = k.netns, .ifindex = k.ifindex, .slot = hist_slot(work)};
 	u64 one = 0, *h = work_hist.lookup_or_try_init(&s, &one);
 	if (h)
 		(*h)++;
+	else
+		map_full(MAP_ID_work_hist);
 	s.slot = HIST_SUM;
 	h = work_hist.lookup_or_try_init(&s, &one);
 	if (h)
 		*h += work;
+	else
+		map_full(MAP_ID_work_hist);
 	return 0;
 }
 

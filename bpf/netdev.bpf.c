@@ -29,14 +29,17 @@ struct size_key {
 	u32 slot;
 };
 
-BPF_TABLE("percpu_hash", struct dev_key, struct dev_val, devices, 4096);
-BPF_TABLE("percpu_hash", struct size_key, u64, sizes, 32768);
+BPF_TABLE("percpu_hash", struct dev_key, struct dev_val, devices, MAX_devices);
+BPF_TABLE("percpu_hash", struct size_key, u64, sizes, MAX_sizes);
 
 static __always_inline struct dev_val *dev_of(const void *dev, struct dev_key *k)
 {
 	struct dev_val zero = {};
 	dev_ids(dev, &k->ifindex, &k->netns);
-	return devices.lookup_or_try_init(k, &zero);
+	struct dev_val *v = devices.lookup_or_try_init(k, &zero);
+	if (!v)
+		map_full(MAP_ID_devices);
+	return v;
 }
 
 /* One map update per packet: the histogram's sum is the device's byte
@@ -49,6 +52,8 @@ static __always_inline void size(struct dev_key *k, u32 dir, u64 len)
 	h = sizes.lookup_or_try_init(&s, &zero);
 	if (h)
 		(*h)++;
+	else
+		map_full(MAP_ID_sizes);
 }
 
 static __always_inline const void *skb_dev(const void *skb)

@@ -31,6 +31,19 @@ static __always_inline u32 hist_slot(u64 v)
 	return slot < HIST_SUM ? slot : HIST_SUM - 1;
 }
 
+/* Maps are sized by the manifest (-DMAX_<map>) and numbered (-DMAP_ID_<map>).
+ * An insert into a full hash map fails: counted per map, never silent
+ * (pyprobe_map_update_errors_total). */
+#define MAP_ERROR_SLOTS 16
+BPF_PERCPU_ARRAY(map_errors, u64, MAP_ERROR_SLOTS);
+
+static __always_inline void map_full(u32 id)
+{
+	u64 *n = map_errors.lookup(&id);
+	if (n)
+		(*n)++;
+}
+
 /* A device's ifindex and namespace inode (ifindexes repeat across namespaces). */
 #if defined(OFF_DEV_IFINDEX)
 static __always_inline void dev_ids(const void *dev, u32 *ifindex, u32 *netns)
@@ -109,7 +122,7 @@ struct owner {
 	u32 pid;
 	char comm[PYPROBE_COMM_LEN];
 };
-BPF_TABLE("lru_hash", u64, struct owner, owners, 65536);
+BPF_TABLE("lru_hash", u64, struct owner, owners, MAX_owners);
 BPF_PERCPU_ARRAY(in_softirq, u32, 1);
 
 int on_softirq_entry(struct bpf_raw_tracepoint_args *ctx)

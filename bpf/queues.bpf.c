@@ -21,7 +21,7 @@ struct q_key {
 	u16 port;
 	u16 _pad;
 };
-BPF_TABLE("percpu_hash", struct q_key, u64, overflows, 8192);
+BPF_TABLE("percpu_hash", struct q_key, u64, overflows, MAX_overflows);
 
 static __always_inline int count(const void *sk, u16 event)
 {
@@ -34,6 +34,8 @@ static __always_inline int count(const void *sk, u16 event)
 	u64 zero = 0, *c = overflows.lookup_or_try_init(&k, &zero);
 	if (c)
 		(*c)++;
+	else
+		map_full(MAP_ID_overflows);
 	return 0;
 }
 

@@ -30,9 +30,9 @@ struct ns_state_reason {
 	u32 state;
 	u32 reason;
 };
-BPF_TABLE("percpu_hash", struct ns_state, u64, retransmits, 4096);
-BPF_TABLE("percpu_hash", struct ns_state_reason, u64, resets_sent, 4096);
-BPF_TABLE("percpu_hash", struct ns_state, u64, resets_received, 4096);
+BPF_TABLE("percpu_hash", struct ns_state, u64, retransmits, MAX_retransmits);
+BPF_TABLE("percpu_hash", struct ns_state_reason, u64, resets_sent, MAX_resets_sent);
+BPF_TABLE("percpu_hash", struct ns_state, u64, resets_received, MAX_resets_received);
 
 static __always_inline u8 sk_state(const void *sk)
 {
@@ -101,6 +101,8 @@ static __always_inline int retransmit(const void *sk, const void *skb, int err)
 	u64 zero = 0, *c = retransmits.lookup_or_try_init(&k, &zero);
 	if (c)
 		*c += segs;
+	else
+		map_full(MAP_ID_retransmits);
 	STREAM_EVENT(PYPROBE_TCP_RETRANSMIT, sk, skb, k.netns, k.state, 0, segs);
 	return 0;
 }
@@ -112,6 +114,8 @@ static __always_inline int synack(const void *req)
 	u64 zero = 0, *c = retransmits.lookup_or_try_init(&k, &zero);
 	if (c)
 		(*c)++;
+	else
+		map_full(MAP_ID_retransmits);
 	STREAM_EVENT(PYPROBE_TCP_SYNACK_RETRANSMIT, req, 0, k.netns, 3, 0, 1);
 	return 0;
 }
@@ -129,6 +133,8 @@ static __always_inline int reset_sent(const void *sk, const void *skb, u32 reaso
 	u64 zero = 0, *c = resets_sent.lookup_or_try_init(&k, &zero);
 	if (c)
 		(*c)++;
+	else
+		map_full(MAP_ID_resets_sent);
 	STREAM_EVENT(PYPROBE_TCP_RESET_SENT, sk, skb, k.netns, k.state, reason, 0);
 	return 0;
 }
@@ -139,6 +145,8 @@ static __always_inline int reset_received(const void *sk)
 	u64 zero = 0, *c = resets_received.lookup_or_try_init(&k, &zero);
 	if (c)
 		(*c)++;
+	else
+		map_full(MAP_ID_resets_received);
 	STREAM_EVENT(PYPROBE_TCP_RESET_RECEIVED, sk, 0, k.netns, k.state, 0, 0);
 	return 0;
 }

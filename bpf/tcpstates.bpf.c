@@ -29,9 +29,6 @@
 #ifndef WAKEUP_EVERY
 #define WAKEUP_EVERY 64
 #endif
-#ifndef SOCKETS_MAX
-#define SOCKETS_MAX 65536
-#endif
 #define AF_INET_ 2
 #define AF_INET6_ 10
 #define TCP_CLOSE_ 7
@@ -49,7 +46,7 @@ struct sk_owner {
 	char comm[PYPROBE_COMM_LEN];
 };
 /* LRU: a socket whose CLOSE we never see (probe started late) cannot leak. */
-BPF_TABLE("lru_hash", u64, struct sk_owner, sockets, SOCKETS_MAX);
+BPF_TABLE("lru_hash", u64, struct sk_owner, sockets, MAX_sockets);
 #endif
 
 /* The namespace, where BTF gave the (optional) offsets; 0 otherwise. */

@@ -31,6 +31,41 @@ from .render import (
 )
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+MAX_SECONDS = 31 * 86400  # intervals and durations: a month is already absurd
+
+
+class Seconds(click.ParamType):
+    """A positive, finite number of seconds (click's FloatRange lets nan and
+    inf through, and time.sleep() then raises)."""
+
+    name = "seconds"
+
+    def __init__(self, minimum: float = 0.0) -> None:
+        self.minimum = minimum
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            n = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not (self.minimum < n <= MAX_SECONDS or (self.minimum and n == self.minimum)):
+            low = f"at least {self.minimum:g}" if self.minimum else "above 0"
+            self.fail(f"{value!r} is out of range: {low} and at most {MAX_SECONDS}", param, ctx)
+        return n
+
+
+SECONDS = Seconds()
+COUNT = click.IntRange(1, 10**9)
+
+
+def _buffer_pages(f: Any) -> Any:
+    return click.option(
+        "-b",
+        "--buffer-pages",
+        type=click.IntRange(1, 1 << 18),
+        help="Ring buffer size in 4 KiB pages, a power of two "
+        "(default 256, or $PYPROBE_RINGBUF_PAGES).",
+    )(f)
 
 
 class Terminated(BaseException):
@@ -140,7 +175,7 @@ def _ports(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
 
 @cli.command(context_settings=CONTEXT)
 @click.option(
-    "-p", "--pid", type=click.IntRange(min=1), help="Only this process (the socket owner)."
+    "-p", "--pid", type=click.IntRange(1, 1 << 22), help="Only this process (the socket owner)."
 )
 @click.option(
     "-L", "--localport", "lports", callback=_ports, help="Only these local ports: 80,443."
@@ -160,11 +195,12 @@ def _ports(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
 @click.option(
     "-d",
     "--duration",
-    type=click.FloatRange(min=0, min_open=True),
+    type=SECONDS,
     help="Stop the stream after this many seconds.",
 )
-@click.argument("interval", required=False, type=click.FloatRange(min=0, min_open=True))
-@click.argument("count", required=False, type=click.IntRange(min=1))
+@_buffer_pages
+@click.argument("interval", required=False, type=SECONDS)
+@click.argument("count", required=False, type=COUNT)
 def tcpstates(
     pid: int | None,
     lports: tuple[int, ...],
@@ -175,6 +211,7 @@ def tcpstates(
     timestamp: bool,
     summary: bool,
     duration: float | None,
+    buffer_pages: int | None,
     interval: float | None,
     count: int | None,
 ) -> None:
@@ -205,18 +242,21 @@ def tcpstates(
     if interval is not None:
         raise PyprobeError("INTERVAL/COUNT go with --summary; use -d/--duration to bound a stream")
     filters = Filters(pid=pid, lports=lports, dports=dports, family=family, netns=netns_inode)
-    _tcpstates_stream(filters, as_json, timestamp, duration)
+    _tcpstates_stream(filters, as_json, timestamp, duration, buffer_pages)
 
 
 @contextmanager
-def _attached(name: str, **attach: Any) -> Iterator[Any]:
+def _attached(name: str, buffer_pages: int | None = None, **attach: Any) -> Iterator[Any]:
     probe = registry.create(name, env=_env())
+    probe.ring_pages = buffer_pages
     with probe:
         probe.attach(**attach)
         yield probe
 
 
-def _tcpstates_stream(filters: Any, as_json: bool, timestamp: bool, duration: float | None) -> None:
+def _tcpstates_stream(
+    filters: Any, as_json: bool, timestamp: bool, duration: float | None, pages: int | None
+) -> None:
     from .watch import stream
 
     names = netlink.named_netns()
@@ -233,7 +273,7 @@ def _tcpstates_stream(filters: Any, as_json: bool, timestamp: bool, duration: fl
         name_of(ev["netns"])
         return tcpstate_line(ev, netlink.netns_label(ev["netns"], names), timestamps=False)
 
-    with _attached("tcpstates", stream=True, filters=filters) as probe:
+    with _attached("tcpstates", pages, stream=True, filters=filters) as probe:
         stream(
             probe,
             line,
@@ -292,10 +332,8 @@ def _json_option(f: Any) -> Any:
 
 
 def _interval_args(f: Any) -> Any:
-    f = click.argument("count", required=False, type=click.IntRange(min=1))(f)
-    return click.argument("interval", required=False, type=click.FloatRange(min=0, min_open=True))(
-        f
-    )
+    f = click.argument("count", required=False, type=COUNT)(f)
+    return click.argument("interval", required=False, type=SECONDS)(f)
 
 
 def _top_option(f: Any) -> Any:
@@ -310,10 +348,11 @@ def _top_option(f: Any) -> Any:
 
 
 def _stream_options(f: Any) -> Any:
+    f = _buffer_pages(f)
     f = click.option(
         "-d",
         "--duration",
-        type=click.FloatRange(min=0, min_open=True),
+        type=SECONDS,
         help="Stop the stream after this many seconds.",
     )(f)
     f = click.option("-T", "--timestamp", is_flag=True, help="Prefix lines with HH:MM:SS.")(f)
@@ -415,6 +454,7 @@ def drops(
     stream: bool,
     timestamp: bool,
     duration: float | None,
+    buffer_pages: int | None,
     show_all: bool,
     benign: str | None,
     as_json: bool,
@@ -439,7 +479,7 @@ def drops(
         benign_list = ()
     if stream:
         _stream_takes_no_interval(interval)
-        with _attached("drops", stream=True, benign=benign_list) as probe:
+        with _attached("drops", buffer_pages, stream=True, benign=benign_list) as probe:
             _stream(
                 probe,
                 as_json,
@@ -483,6 +523,7 @@ def tcpretrans(
     stream: bool,
     timestamp: bool,
     duration: float | None,
+    buffer_pages: int | None,
     as_json: bool,
     top: int,
     interval: float | None,
@@ -495,7 +536,7 @@ def tcpretrans(
     """
     if stream:
         _stream_takes_no_interval(interval)
-        with _attached("tcpretrans", stream=True) as probe:
+        with _attached("tcpretrans", buffer_pages, stream=True) as probe:
             _stream(probe, as_json, timestamp, duration)
         return
     _counts("tcpretrans", as_json, top, interval, count)
@@ -607,10 +648,10 @@ def conn(as_json: bool, top: int, interval: float | None, count: int | None) -> 
     "--interval",
     default=1.0,
     show_default=True,
-    type=click.FloatRange(min=0.1),
+    type=Seconds(0.1),
     help="Seconds between refreshes.",
 )
-@click.option("-c", "--count", type=click.IntRange(min=1), help="Stop after this many refreshes.")
+@click.option("-c", "--count", type=COUNT, help="Stop after this many refreshes.")
 @click.option(
     "--probe",
     "only",

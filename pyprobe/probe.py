@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import dataclasses
 import functools
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -38,6 +39,46 @@ PREFIX = "pyprobe_"
 SLOT_FIELD = "slot"  # a histogram key's bucket member
 # What a Probe loads with when none is given; unit tests swap in a fake.
 DEFAULT_LOADER: Callable[[], Loader] = BccLoader
+# Ring buffer size for streams, in pages; like bpftrace's BPFTRACE_PERF_RB_PAGES
+# the environment can change the default (a CLI's --buffer-pages wins).
+RINGBUF_PAGES_ENV = "PYPROBE_RINGBUF_PAGES"
+RINGBUF_PAGES_DEFAULT = 256
+
+
+def ringbuf_pages(value: int | str | None = None) -> int:
+    """The ring buffer's size in pages: a power of two the kernel accepts."""
+    source = "--buffer-pages"
+    if value is None:
+        value, source = os.environ.get(RINGBUF_PAGES_ENV) or RINGBUF_PAGES_DEFAULT, RINGBUF_PAGES_ENV
+    text = str(value).strip()
+    n = int(text) if text.isdigit() else 0
+    if not 0 < n <= 1 << 18 or n & (n - 1):
+        raise PyprobeError(
+            f"bad {source} {value!r}: a power of two from 1 to 262144 (pages of 4 KiB)"
+        )
+    return n
+
+
+MAP_ENTRIES_ENV = "PYPROBE_MAP_ENTRIES"
+
+
+def map_entries(manifest: Manifest, override: str | None = None) -> dict[str, int]:
+    """Each map's capacity: the manifest's, or PROBE.MAP=N from
+    $PYPROBE_MAP_ENTRIES (comma-separated) for hosts that need smaller maps."""
+    sizes = {m.name: m.entries for m in manifest.maps}
+    text = os.environ.get(MAP_ENTRIES_ENV, "") if override is None else override
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        target, _, value = item.partition("=")
+        probe, _, name = target.partition(".")
+        if probe != manifest.name:
+            continue
+        if name not in sizes or not value.isdigit() or not 0 < int(value) <= 1 << 24:
+            raise PyprobeError(
+                f"bad {MAP_ENTRIES_ENV} entry {item!r}: expected {manifest.name}.MAP=N, "
+                f"MAP one of {', '.join(sizes)}, N from 1 to {1 << 24}"
+            )
+        sizes[name] = int(value)
+    return sizes
 
 
 class Probe:
@@ -49,6 +90,7 @@ class Probe:
         self.loader: Loader = loader or DEFAULT_LOADER()
         self.program: Program | None = None
         self.streaming = False
+        self.ring_pages: int | None = None  # None: ringbuf_pages()'s default
         self._pending: deque[dict[str, Any]] = deque()
         self._reads: dict[tuple[str, bool], dict] | None = None
 
@@ -78,7 +120,11 @@ class Probe:
             raise PyprobeError(f"{self.name}: no usable hook on this kernel: {choice.reason}")
         if stream and self.manifest.event is None:
             raise PyprobeError(f"{self.name}: has no event stream")
-        flags = [*choice.offsets.cflags, *(["-DSTREAM"] if stream else []), *cflags]
+        flags = [*choice.offsets.cflags, *cflags]
+        for index, (name, entries) in enumerate(map_entries(self.manifest).items()):
+            flags += [f"-DMAX_{name}={entries}", f"-DMAP_ID_{name}={index}"]
+        if stream:
+            flags += ["-DSTREAM", f"-DRINGBUF_PAGES={ringbuf_pages(self.ring_pages)}"]
         points = usable_points(choice.hook, self.env, stream)
         hook = dataclasses.replace(choice.hook, points=points)
         self.program = self.loader.load(self.manifest.program, hook, flags)
@@ -137,6 +183,18 @@ class Probe:
         ]
         usage = getattr(self._attached(), "map_usage", None)
         return usage(names) if usage else []
+
+    def map_errors(self) -> dict[str, int]:
+        """Inserts that failed because a hash map was full, by map."""
+        read = getattr(self._attached(), "read_counts", None)
+        if read is None:
+            return {}
+        try:
+            counts = read("map_errors")
+        except KeyError:  # a program built without the shared header
+            return {}
+        names = [m.name for m in self.manifest.maps]
+        return {names[i]: n for i, n in counts.items() if i < len(names) and n}
 
     def program_fds(self) -> dict[str, int]:
         fds = getattr(self._attached(), "program_fds", None)

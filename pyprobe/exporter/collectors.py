@@ -107,6 +107,11 @@ class SelfCollector:
         capacity = GaugeMetricFamily(
             PREFIX + "map_max_entries", "Capacity of each hash map.", labels=["probe", "map"]
         )
+        errors = CounterMetricFamily(
+            PREFIX + "map_update_errors",
+            "Counts dropped because a hash map was full (it holds map_max_entries).",
+            labels=["probe", "map"],
+        )
         run_seconds = CounterMetricFamily(
             PREFIX + "bpf_program_run_seconds",
             "Time spent running each BPF program (needs --bpf-stats or kernel.bpf_stats_enabled).",
@@ -130,6 +135,7 @@ class SelfCollector:
             for map_name, used, cap in probe.map_usage():
                 entries.add_metric([name, map_name], used)
                 capacity.add_metric([name, map_name], cap)
+                errors.add_metric([name, map_name], probe.map_errors().get(map_name, 0))
             if stats:
                 for function, fd in probe.program_fds().items():
                     try:
@@ -138,7 +144,7 @@ class SelfCollector:
                         continue
                     run_seconds.add_metric([name, function], ns / 1e9)
                     runs.add_metric([name, function], count)
-        yield from (attached, success, duration, lost, entries, capacity)
+        yield from (attached, success, duration, lost, entries, capacity, errors)
         if stats:
             yield run_seconds
             yield runs

@@ -1,0 +1,92 @@
+"""Helpers the kernel and fault suites share: a real exporter process, HTTP
+GETs, reading one sample out of an exposition, a compiled churn client."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROBE = str(Path(sys.executable).with_name("pyprobe"))
+
+
+def churn_binary() -> str:
+    """bench/churn.c compiled once per session (connect/1-byte/close as fast as C goes)."""
+    out = Path(tempfile.gettempdir()) / f"pyprobe-test-churn-{os.getpid()}"
+    if not out.exists():
+        subprocess.run(["gcc", "-O2", "-o", str(out), str(ROOT / "bench" / "churn.c")], check=True)
+    return str(out)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Exporter:
+    def __init__(self, *args: str, env: dict | None = None, prefix: list[str] | None = None):
+        self.port = free_port()
+        self.args = ["--web.listen-address", f"127.0.0.1:{self.port}", *args]
+        self.proc = subprocess.Popen(
+            [*(prefix or []), PYPROBE, "export", *self.args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.log: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            self.log.append(line)
+            if 'msg="listening"' in line:
+                return
+        raise AssertionError(
+            "exporter did not start:\n" + "".join(self.log) + self.proc.stderr.read()
+        )
+
+    def url(self, path: str = "/metrics", scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, float]:
+        start = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(10)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        return self.proc.returncode, time.monotonic() - start
+
+
+def get(url: str, auth: tuple[str, str] | None = None, context=None) -> tuple[int, str]:
+    req = urllib.request.Request(url)
+    if auth:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10, context=context) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith((name + "{", name + " ")) and all(
+            f'{k}="{v}"' in line for k, v in labels.items()
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return None

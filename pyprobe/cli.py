@@ -731,6 +731,14 @@ def _stream(
 @click.option("--no-probe", "exclude", multiple=True, help="Not this probe (repeat).")
 @click.option("--strict", is_flag=True, help="A probe that cannot attach is fatal.")
 @click.option(
+    "--label-cap",
+    "label_caps",
+    multiple=True,
+    metavar="LABEL=N",
+    help="Keep at most N values of LABEL per metric; the rest fold into "
+    '"other" (repeat; defaults: netns 100, device 200, reason 200, others 500).',
+)
+@click.option(
     "--bpf-stats",
     is_flag=True,
     help="Count BPF run time per program while running (BPF_ENABLE_STATS; off again on exit).",
@@ -748,6 +756,7 @@ def export_cmd(
     include: tuple[str, ...],
     exclude: tuple[str, ...],
     strict: bool,
+    label_caps: tuple[str, ...],
     bpf_stats: bool,
     log_level: str,
 ) -> None:
@@ -763,7 +772,9 @@ def export_cmd(
     from .exporter.daemon import Options, run, setup_logging
 
     setup_logging("warning" if log_level == "warn" else log_level)
-    opts = Options(address, web_config, include, exclude, strict, bpf_stats)
+    from .exporter.caps import parse_caps
+
+    opts = Options(address, web_config, include, exclude, strict, bpf_stats, parse_caps(label_caps))
     run(opts, _env())
 
 

@@ -7,6 +7,7 @@ import functools
 import ipaddress
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -168,8 +169,6 @@ class Decoders:
 
     def __init__(self, env: KernelEnv) -> None:
         self.env = env
-        self._links: dict[int, dict[int, str]] = {}
-        self._links_at = 0.0
 
     @functools.cached_property
     def drop_reasons(self) -> dict[int, str]:
@@ -196,17 +195,19 @@ class Decoders:
         """A device's name in its namespace; the ifindex when it is gone."""
         if not ifindex:
             return "-"
-        names = self._links.get(netns)
-        if (names is None or ifindex not in names) and time.monotonic() - self._links_at > 1:
-            self._refresh_links()
-            names = self._links.get(netns)
-        return (names or {}).get(ifindex) or (str(ifindex) if ifindex else "-")
+        names = _LINKS.get(netns, ifindex)
+        return names.get(ifindex) or str(ifindex)
 
-    def _refresh_links(self) -> None:
-        from . import netlink
-
-        self._links_at = time.monotonic()
-        self._links = netlink.each_netns(netlink.links)
+    def gone(self, netns: int, ifindex: int = 0) -> bool | None:
+        """Whether a namespace (or a device in it) no longer exists: True or
+        False, or None when we cannot tell (a namespace we may not enter, e.g.
+        after dropping privileges; an unknown namespace, 0)."""
+        if not netns:
+            return None
+        links = _LINKS.get(netns, ifindex, fresh=True)
+        if netns not in _LINKS.links:
+            return True if _LINKS.complete else None
+        return bool(ifindex) and ifindex not in links
 
     def get(self, name: str) -> KeyDecoder:
         if name in DECODERS:
@@ -245,6 +246,39 @@ SOFTIRQ_NAMES = (
     "HRTIMER",
     "RCU",
 )
+
+
+class _Links:
+    """ifindex -> name in every namespace, shared by all probes' decoders and
+    re-read at most once a second (entering every namespace costs ~1 ms each)."""
+
+    def __init__(self) -> None:
+        self.links: dict[int, dict[int, str]] = {}
+        self.at = 0.0
+        self.complete = False  # every namespace could be entered
+        self.lock = threading.Lock()
+
+    def get(self, netns: int, ifindex: int, fresh: bool = False) -> dict[int, str]:
+        """The namespace's links; re-read when older than a second and the
+        device is unknown (or fresh: whatever is asked)."""
+        with self.lock:
+            names = self.links.get(netns)
+            stale = time.monotonic() - self.at > 1
+            if stale and (fresh or names is None or ifindex not in names):
+                self._refresh()
+                names = self.links.get(netns)
+            return names or {}
+
+    def _refresh(self) -> None:
+        from . import netlink
+
+        denied: list[str] = []
+        self.links = netlink.each_netns(netlink.links, denied=denied)
+        self.at = time.monotonic()
+        self.complete = not denied
+
+
+_LINKS = _Links()
 
 
 def netns_name(inode: int) -> str:

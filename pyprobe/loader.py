@@ -130,6 +130,15 @@ class BccProgram:
         key_type = self.bpf[map_name.encode()].Key
         return tuple(name for name, *_ in getattr(key_type, "_fields_", ()))
 
+    def delete_keys(self, map_name: str, keys: list[Key]) -> None:
+        """Delete these keys (as read_counts gives them, without the member
+        index or CPU appended)."""
+        table = self.bpf[map_name.encode()]
+        for k in keys:
+            key = table.Key(*k) if isinstance(k, tuple) else table.Key(k)
+            with contextlib.suppress(KeyError):
+                del table[key]
+
     def program_fds(self) -> dict[str, int]:
         """function name -> fd of each loaded program (for run-time stats)."""
         return {name.decode(): fn.fd for name, fn in self.bpf.funcs.items()}

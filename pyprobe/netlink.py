@@ -45,12 +45,15 @@ def named_netns() -> dict[int, str]:
     return names
 
 
-def all_netns() -> dict[int, str]:
-    """inode -> a path that opens it, for every namespace in use on the host."""
+def all_netns(denied: list[str] | None = None) -> dict[int, str]:
+    """inode -> a path that opens it, for every namespace in use on the host
+    (paths we may not look at are appended to `denied`: the answer is partial)."""
     found: dict[int, str] = {}
     for entry in NETNS_RUN_DIR.iterdir() if NETNS_RUN_DIR.is_dir() else ():
         try:
             found.setdefault(inode_of(entry), str(entry))
+        except PermissionError:
+            _deny(denied, str(entry))
         except OSError:
             continue
     for pid in os.listdir("/proc"):
@@ -58,8 +61,10 @@ def all_netns() -> dict[int, str]:
             path = f"/proc/{pid}/ns/net"
             try:
                 found.setdefault(inode_of(path), path)
+            except PermissionError:
+                _deny(denied, path)
             except OSError:
-                continue  # the process exited, or we may not look
+                continue  # the process exited
     return found
 
 
@@ -213,14 +218,24 @@ def qdiscs(netns_path: str | Path | None = None) -> list[dict]:
     return _in(netns_path, get)
 
 
-def each_netns(fn: Callable[[], T], only: int | None = None) -> dict[int, T]:
-    """inode -> fn() run inside each namespace of the host (or just `only`)."""
+def _deny(denied: list[str] | None, path: str) -> None:
+    if denied is not None:
+        denied.append(path)
+
+
+def each_netns(
+    fn: Callable[[], T], only: int | None = None, denied: list[str] | None = None
+) -> dict[int, T]:
+    """inode -> fn() run inside each namespace of the host (or just `only`);
+    namespaces we may not enter (no CAP_SYS_ADMIN) are appended to `denied`."""
     result: dict[int, T] = {}
-    for inode, path in all_netns().items():
+    for inode, path in all_netns(denied).items():
         if only is not None and inode != only:
             continue
         try:
             result[inode] = run_in_netns(path, fn)
+        except PermissionError:
+            _deny(denied, path)
         except OSError:
             continue  # the namespace went away while we looked
     return result

@@ -36,6 +36,7 @@ from .manifest import CPU_FIELD, Hook, Manifest
 from .manifest import Metric as MetricSpec
 
 PREFIX = "pyprobe_"
+STALE_AFTER = 3  # collections that found a namespace or device gone, before its keys go
 SLOT_FIELD = "slot"  # a histogram key's bucket member
 # What a Probe loads with when none is given; unit tests swap in a fake.
 DEFAULT_LOADER: Callable[[], Loader] = BccLoader
@@ -49,7 +50,8 @@ def ringbuf_pages(value: int | str | None = None) -> int:
     """The ring buffer's size in pages: a power of two the kernel accepts."""
     source = "--buffer-pages"
     if value is None:
-        value, source = os.environ.get(RINGBUF_PAGES_ENV) or RINGBUF_PAGES_DEFAULT, RINGBUF_PAGES_ENV
+        source = RINGBUF_PAGES_ENV
+        value = os.environ.get(RINGBUF_PAGES_ENV) or RINGBUF_PAGES_DEFAULT
     text = str(value).strip()
     n = int(text) if text.isdigit() else 0
     if not 0 < n <= 1 << 18 or n & (n - 1):
@@ -93,6 +95,7 @@ class Probe:
         self.ring_pages: int | None = None  # None: ringbuf_pages()'s default
         self._pending: deque[dict[str, Any]] = deque()
         self._reads: dict[tuple[str, bool], dict] | None = None
+        self._stale: dict[tuple[int, int], int] = {}  # (netns, ifindex) -> collections gone
 
     @property
     def name(self) -> str:
@@ -296,8 +299,38 @@ class Probe:
         self._reads = {}
         try:
             yield
+            self._prune(self._reads)
         finally:
             self._reads = None
+
+    def _prune(self, reads: dict[tuple[str, bool], dict]) -> None:
+        """Keys of a namespace or device that no longer exists: after
+        STALE_AFTER collections in a row that found it gone, deleted from the
+        map, so its series leave (like node_exporter's, when a device goes)
+        and its slot is free again. Keys with netns 0 (unknown) stay."""
+        program = self._attached()
+        key_fields = getattr(program, "key_fields", None)
+        delete = getattr(program, "delete_keys", None)
+        if key_fields is None or delete is None:
+            return
+        gone_now: set[tuple[int, int]] = set()
+        doomed: dict[str, set[tuple]] = {}
+        for map_name, _per_cpu in {k for k in reads}:
+            names = key_fields(map_name)
+            if "netns" not in names:
+                continue
+            at_ns = names.index("netns")
+            at_if = names.index("ifindex") if "ifindex" in names else None
+            for key in reads[(map_name, _per_cpu)]:
+                base = key[: len(names)]
+                ident = (base[at_ns], base[at_if] if at_if is not None else 0)
+                if ident in gone_now or self.decoders.gone(*ident):
+                    gone_now.add(ident)
+                    if self._stale.get(ident, 0) + 1 >= STALE_AFTER:
+                        doomed.setdefault(map_name, set()).add(base)
+        self._stale = {i: self._stale.get(i, 0) + 1 for i in gone_now}
+        for map_name, keys in doomed.items():
+            delete(map_name, sorted(keys))
 
     def collect(self) -> Iterable[Metric]:
         with self.one_reading():

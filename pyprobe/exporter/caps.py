@@ -2,9 +2,11 @@
 rest fold into the value "other" (their samples summed), and the distinct
 values folded are counted.
 
-Values are sticky: the first N seen keep their own series for the life of the
-daemon, so a counter never jumps between its own series and "other" (which
-would break rate()). No per-socket or per-port label exists by default.
+Values are sticky: the first N seen keep their own series while they exist,
+so a counter never jumps between its own series and "other" (which would
+break rate()). A value absent from RELEASE_AFTER collections of its family in
+a row (a deleted namespace or device) gives its slot up to a newcomer. No
+per-socket or per-port label exists by default.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Iterable, Mapping
 
 from prometheus_client.core import Metric
 from prometheus_client.samples import Sample
+
+from ..errors import PyprobeError
 
 OTHER = "other"
 # Labels whose values come from the outside world get tight caps.
@@ -26,13 +30,27 @@ DEFAULT_CAPS = {
     "handle": 50,
 }
 DEFAULT_CAP = 500  # any other label (states, vectors, CPUs are bounded anyway)
+RELEASE_AFTER = 5
+
+
+def parse_caps(items: Iterable[str]) -> dict[str, int]:
+    """--label-cap LABEL=N values."""
+    caps = {}
+    for item in items:
+        label, _, n = item.partition("=")
+        if not label.strip() or not n.strip().isdigit() or not 0 < int(n) <= 100_000:
+            raise PyprobeError(f"bad --label-cap {item!r}: expected LABEL=N, N from 1 to 100000")
+        caps[label.strip()] = int(n)
+    return caps
 
 
 class LabelCaps:
     def __init__(self, caps: Mapping[str, int] | None = None, default: int = DEFAULT_CAP):
         self.caps = {**DEFAULT_CAPS, **(caps or {})}
         self.default = default
-        self._seen: dict[tuple[str, str], set[str]] = {}
+        # (family, label) -> value -> the family's collection it was last in
+        self._seen: dict[tuple[str, str], dict[str, int]] = {}
+        self._generation: dict[str, int] = {}
         self._folded: dict[tuple[str, str], set[str]] = {}
         self._lock = threading.Lock()
 
@@ -40,17 +58,23 @@ class LabelCaps:
         return self.caps.get(label, self.default)
 
     def _keep(self, family: str, label: str, value: str) -> bool:
-        seen = self._seen.setdefault((family, label), set())
+        seen = self._seen.setdefault((family, label), {})
+        now = self._generation[family]
         if value in seen:
+            seen[value] = now
             return True
-        if len(seen) < self.cap(label):
-            seen.add(value)
-            return True
-        self._folded.setdefault((family, label), set()).add(value)
-        return False
+        if len(seen) >= self.cap(label):
+            gone = next((v for v, at in seen.items() if now - at >= RELEASE_AFTER), None)
+            if gone is None:
+                self._folded.setdefault((family, label), set()).add(value)
+                return False
+            del seen[gone]
+        seen[value] = now
+        return True
 
     def apply(self, family: Metric) -> Metric:
         with self._lock:
+            self._generation[family.name] = self._generation.get(family.name, 0) + 1
             merged: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
             order: list[tuple[str, tuple[tuple[str, str], ...]]] = []
             for s in family.samples:

@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -35,6 +35,7 @@ class Options:
     exclude: Sequence[str] = ()
     strict: bool = False
     bpf_stats: bool = False
+    label_caps: dict[str, int] = field(default_factory=dict)
 
 
 def select(include: Sequence[str], exclude: Sequence[str]) -> list[str]:
@@ -91,7 +92,7 @@ def run(opts: Options, env: KernelEnv) -> None:
     try:
         with _signals(stop, reload):
             # 3. the probes
-            caps = LabelCaps()
+            caps = LabelCaps(opts.label_caps)
             for name in names:
                 probe = probes_registry.create(name, env=env)
                 state = ProbeState(name, probe)

@@ -8,7 +8,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from pyprobe.errors import PyprobeError
 from pyprobe.exporter import webconfig
-from pyprobe.exporter.caps import OTHER, LabelCaps
+from pyprobe.exporter.caps import OTHER, RELEASE_AFTER, LabelCaps, parse_caps
 from pyprobe.exporter.daemon import select
 from pyprobe.exporter.server import parse_address
 
@@ -85,6 +85,33 @@ def test_caps_fold_the_rest_into_other_and_stay_sticky():
     values = {s.labels["device"]: s.value for s in caps.apply(f).samples}
     assert values[OTHER] == 4 + 5 + 1000 and "dev9" not in values
     assert list(caps.folded()) == [("pyprobe_x", "device", 3)]
+
+
+def test_caps_release_the_slot_of_a_value_that_is_gone():
+    caps = LabelCaps({"device": 2})
+    caps.apply(family(2))  # dev0, dev1 hold the slots
+    gone = CounterMetricFamily("pyprobe_x", "h", labels=["device", "state"])
+    gone.add_metric(["dev1", "up"], 1)  # dev0 deleted
+    for _ in range(RELEASE_AFTER - 2):
+        caps.apply(gone)
+    # dev0 absent from RELEASE_AFTER - 1 collections: "new" still folds
+
+    def late() -> CounterMetricFamily:
+        f = CounterMetricFamily("pyprobe_x", "h", labels=["device", "state"])
+        f.add_metric(["dev1", "up"], 1)
+        f.add_metric(["new", "up"], 7)
+        return f
+
+    assert {s.labels["device"] for s in caps.apply(late()).samples} == {"dev1", OTHER}
+    # ... and from RELEASE_AFTER (this one included): its slot goes to "new"
+    assert {s.labels["device"] for s in caps.apply(late()).samples} == {"dev1", "new"}
+
+
+def test_label_cap_option():
+    assert parse_caps(["netns=5", "device = 7"]) == {"netns": 5, "device": 7}
+    for bad in ("netns", "netns=0", "=3", "netns=-1", "netns=x", "netns=1000000"):
+        with pytest.raises(PyprobeError, match="bad --label-cap"):
+            parse_caps([bad])
 
 
 def test_caps_merge_histograms_bucket_by_bucket():

@@ -82,9 +82,9 @@ static __always_inline int drop(const void *skb, u64 location, u32 reason, const
 		sk = rx_sk;
 	k.protocol = __builtin_bswap16(proto);
 	dev_ids(dev, &k.ifindex, &k.netns);
-#if defined(OFF_SKC_NET) && defined(OFF_NET_INUM)
+#if defined(OFF_SKC_NET) && defined(HAVE_NET_ID)
 	if (!k.netns)
-		k.netns = sk_netns_inum(sk);
+		k.netns = sk_netns_id(sk);
 #endif
 	u64 zero = 0, *c = drops.lookup_or_try_init(&k, &zero);
 	if (c)

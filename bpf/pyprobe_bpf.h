@@ -44,7 +44,29 @@ static __always_inline void map_full(u32 id)
 		(*n)++;
 }
 
-/* A device's ifindex and namespace inode (ifindexes repeat across namespaces). */
+/* A namespace as map keys hold it: the low 32 bits of its cookie, which is
+ * never reused (with -DNET_ID_COOKIE, when user space can read cookies too),
+ * else its inode number, which the kernel hands to the next namespace as
+ * soon as this one is freed. User space turns either into the inode. */
+#if defined(OFF_NET_COOKIE) && defined(NET_ID_COOKIE)
+#define HAVE_NET_ID 1
+static __always_inline u32 net_id(const void *net)
+{
+	u64 cookie = 0;
+	READ_AT(cookie, net, OFF_NET_COOKIE);
+	return (u32)cookie;
+}
+#elif defined(OFF_NET_INUM)
+#define HAVE_NET_ID 1
+static __always_inline u32 net_id(const void *net)
+{
+	u32 inum = 0;
+	READ_AT(inum, net, OFF_NET_INUM);
+	return inum;
+}
+#endif
+
+/* A device's ifindex and namespace id (ifindexes repeat across namespaces). */
 #if defined(OFF_DEV_IFINDEX)
 static __always_inline void dev_ids(const void *dev, u32 *ifindex, u32 *netns)
 {
@@ -53,12 +75,24 @@ static __always_inline void dev_ids(const void *dev, u32 *ifindex, u32 *netns)
 	if (!dev)
 		return;
 	READ_AT(*ifindex, dev, OFF_DEV_IFINDEX);
-#if defined(OFF_DEV_NET) && defined(OFF_NET_INUM)
+#if defined(OFF_DEV_NET) && defined(HAVE_NET_ID)
 	const void *net = 0;
 	READ_AT(net, dev, OFF_DEV_NET);
 	if (net)
-		READ_AT(*netns, net, OFF_NET_INUM);
+		*netns = net_id(net);
 #endif
+}
+#endif
+
+/* The socket's namespace id (map keys) and inode (events the user filters). */
+#if defined(OFF_SKC_NET) && defined(HAVE_NET_ID)
+static __always_inline u32 sk_netns_id(const void *sk)
+{
+	const void *net = 0;
+	if (!sk)
+		return 0;
+	READ_AT(net, sk, OFF_SKC_NET);
+	return net ? net_id(net) : 0;
 }
 #endif
 

@@ -27,7 +27,7 @@ static __always_inline int count(const void *sk, u16 event)
 {
 	struct q_key k = {.event = event};
 	if (sk) {
-		k.netns = sk_netns_inum(sk);
+		k.netns = sk_netns_id(sk);
 		READ_AT(k.protocol, sk, OFF_SK_PROTOCOL);
 		READ_AT(k.port, sk, OFF_SKC_NUM);
 	}

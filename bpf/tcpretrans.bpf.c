@@ -97,7 +97,7 @@ static __always_inline int retransmit(const void *sk, const void *skb, int err)
 	READ_AT(segs, skb, OFF_SKB_CB + OFF_TCP_CB_GSO_SEGS);
 	if (!segs)
 		segs = 1;
-	struct ns_state k = {.netns = sk_netns_inum(sk), .state = sk_state(sk)};
+	struct ns_state k = {.netns = sk_netns_id(sk), .state = sk_state(sk)};
 	u64 zero = 0, *c = retransmits.lookup_or_try_init(&k, &zero);
 	if (c)
 		*c += segs;
@@ -110,7 +110,7 @@ static __always_inline int retransmit(const void *sk, const void *skb, int err)
 static __always_inline int synack(const void *req)
 {
 	/* The request socket: its common part carries the namespace. */
-	struct ns_state k = {.netns = sk_netns_inum(req), .state = 3 /* SYN_RECV */};
+	struct ns_state k = {.netns = sk_netns_id(req), .state = 3 /* SYN_RECV */};
 	u64 zero = 0, *c = retransmits.lookup_or_try_init(&k, &zero);
 	if (c)
 		(*c)++;
@@ -123,7 +123,7 @@ static __always_inline int synack(const void *req)
 static __always_inline int reset_sent(const void *sk, const void *skb, u32 reason)
 {
 	struct ns_state_reason k = {.state = sk_state(sk), .reason = reason};
-	k.netns = sk ? sk_netns_inum(sk) : 0;
+	k.netns = sk ? sk_netns_id(sk) : 0;
 	if (!k.netns && skb) {
 		const void *dev = 0;
 		READ_AT(dev, skb, OFF_SKB_DEV);
@@ -141,7 +141,7 @@ static __always_inline int reset_sent(const void *sk, const void *skb, u32 reaso
 
 static __always_inline int reset_received(const void *sk)
 {
-	struct ns_state k = {.netns = sk_netns_inum(sk), .state = sk_state(sk)};
+	struct ns_state k = {.netns = sk_netns_id(sk), .state = sk_state(sk)};
 	u64 zero = 0, *c = resets_received.lookup_or_try_init(&k, &zero);
 	if (c)
 		(*c)++;

@@ -169,6 +169,9 @@ class Decoders:
 
     def __init__(self, env: KernelEnv) -> None:
         self.env = env
+        # Map keys hold namespace cookies (low 32 bits) instead of inodes;
+        # set by the probe when it compiles the program that way.
+        self.cookie_ids = False
 
     @functools.cached_property
     def drop_reasons(self) -> dict[int, str]:
@@ -191,23 +194,41 @@ class Decoders:
     def symbols(self) -> Symbols:
         return kernel_symbols()
 
-    def ifname(self, ifindex: int, netns: int) -> str:
+    def netns_inode(self, nid: int) -> int:
+        """The inode of the namespace a map key's id names (0 when unknown)."""
+        if not self.cookie_ids or not nid:
+            return nid
+        return _LINKS.inode_of(nid)
+
+    def netns_label(self, nid: int) -> str:
+        if not nid:
+            return ""
+        inode = self.netns_inode(nid)
+        # a namespace we cannot see (gone, or not ours to enter) keeps its id
+        return str(inode) if inode else f"cookie:{nid}"
+
+    def ifname(self, ifindex: int, nid: int) -> str:
         """A device's name in its namespace; the ifindex when it is gone."""
         if not ifindex:
             return "-"
-        names = _LINKS.get(netns, ifindex)
+        inode = self.netns_inode(nid)
+        names = _LINKS.get(inode, ifindex)
+        if not names and self.cookie_ids and nid and not inode:
+            inode = self.netns_inode(nid)  # a namespace new since the last read
+            names = _LINKS.get(inode, ifindex) if inode else {}
         return names.get(ifindex) or str(ifindex)
 
-    def gone(self, netns: int, ifindex: int = 0) -> bool | None:
+    def gone(self, nid: int, ifindex: int = 0) -> bool | None:
         """Whether a namespace (or a device in it) no longer exists: True or
         False, or None when we cannot tell (a namespace we may not enter, e.g.
         after dropping privileges; an unknown namespace, 0)."""
-        if not netns:
+        if not nid:
             return None
-        links = _LINKS.get(netns, ifindex, fresh=True)
-        if netns not in _LINKS.links:
+        _LINKS.get(0, 0, fresh=True)
+        inode = self.netns_inode(nid)
+        if inode not in _LINKS.links:
             return True if _LINKS.complete else None
-        return bool(ifindex) and ifindex not in links
+        return bool(ifindex) and ifindex not in _LINKS.links[inode]
 
     def get(self, name: str) -> KeyDecoder:
         if name in DECODERS:
@@ -227,9 +248,9 @@ class Decoders:
         if name == "ifname":
             return lambda v, key: self.ifname(v, key.get("netns", 0))
         if name == "netns":
-            return lambda v, _key: str(v) if v else ""
+            return lambda v, _key: self.netns_label(v)
         if name == "netns_name":
-            return lambda v, _key: netns_name(v)
+            return lambda v, _key: netns_name(self.netns_inode(v)) if v else ""
         raise KeyError(f"no decoder named {name!r}")
 
 
@@ -248,12 +269,19 @@ SOFTIRQ_NAMES = (
 )
 
 
+# Re-read the namespaces when a key names one we have not seen, at most this
+# often (a namespace new since the last read; a dead one is pruned soon).
+MISS_REFRESH = 0.1
+
+
 class _Links:
-    """ifindex -> name in every namespace, shared by all probes' decoders and
-    re-read at most once a second (entering every namespace costs ~1 ms each)."""
+    """ifindex -> name in every namespace and the namespaces' cookies, shared by
+    all probes' decoders; re-read at most once a second, or MISS_REFRESH after
+    a miss (entering every namespace costs ~1 ms each)."""
 
     def __init__(self) -> None:
         self.links: dict[int, dict[int, str]] = {}
+        self.by_cookie: dict[int, int] = {}  # cookie's low 32 bits -> inode
         self.at = 0.0
         self.complete = False  # every namespace could be entered
         self.lock = threading.Lock()
@@ -263,17 +291,30 @@ class _Links:
         device is unknown (or fresh: whatever is asked)."""
         with self.lock:
             names = self.links.get(netns)
-            stale = time.monotonic() - self.at > 1
-            if stale and (fresh or names is None or ifindex not in names):
+            age = time.monotonic() - self.at
+            missing = names is None or ifindex not in names
+            if (fresh and age > 1) or (missing and age > MISS_REFRESH):
                 self._refresh()
                 names = self.links.get(netns)
             return names or {}
+
+    def inode_of(self, nid: int) -> int:
+        with self.lock:
+            inode = self.by_cookie.get(nid, 0)
+            if not inode and time.monotonic() - self.at > MISS_REFRESH:
+                self._refresh()
+                inode = self.by_cookie.get(nid, 0)
+            return inode
 
     def _refresh(self) -> None:
         from . import netlink
 
         denied: list[str] = []
-        self.links = netlink.each_netns(netlink.links, denied=denied)
+        found = netlink.each_netns(netlink.links_and_cookie, denied=denied)
+        self.links = {inode: links for inode, (links, _) in found.items()}
+        self.by_cookie = {
+            cookie & 0xFFFFFFFF: inode for inode, (_, cookie) in found.items() if cookie
+        }
         self.at = time.monotonic()
         self.complete = not denied
 

@@ -7,6 +7,8 @@ one, its name under /run/netns (what `ip netns` users know).
 from __future__ import annotations
 
 import os
+import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -43,6 +45,20 @@ def named_netns() -> dict[int, str]:
             except OSError:
                 continue  # a stale name whose namespace is gone
     return names
+
+
+SO_NETNS_COOKIE = 71  # Linux 5.14+
+
+
+def netns_cookie() -> int | None:
+    """The current thread's namespace cookie (unique, never reused), or None
+    on kernels that cannot say."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        try:
+            raw = s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+        except OSError:
+            return None
+    return int.from_bytes(raw, sys.byteorder)
 
 
 def all_netns(denied: list[str] | None = None) -> dict[int, str]:
@@ -169,6 +185,11 @@ def tcp_state_counts_by_netns(only: int | None = None) -> dict[int, Counter[str]
 
 def _in(path: str | Path | None, fn: Callable[[], T]) -> T:
     return fn() if path is None else run_in_netns(path, fn)
+
+
+def links_and_cookie() -> tuple[dict[int, str], int | None]:
+    """ifindex -> name and the namespace's cookie, in the current namespace."""
+    return links(), netns_cookie()
 
 
 def links(netns_path: str | Path | None = None) -> dict[int, str]:

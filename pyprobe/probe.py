@@ -83,6 +83,14 @@ def map_entries(manifest: Manifest, override: str | None = None) -> dict[str, in
     return sizes
 
 
+@functools.cache
+def netns_cookies() -> bool:
+    """Whether user space can read namespace cookies (SO_NETNS_COOKIE)."""
+    from .netlink import netns_cookie
+
+    return netns_cookie() is not None
+
+
 class Probe:
     def __init__(
         self, manifest: Manifest, env: KernelEnv | None = None, loader: Loader | None = None
@@ -123,17 +131,26 @@ class Probe:
             raise PyprobeError(f"{self.name}: no usable hook on this kernel: {choice.reason}")
         if stream and self.manifest.event is None:
             raise PyprobeError(f"{self.name}: has no event stream")
-        flags = [*choice.offsets.cflags, *cflags]
-        for index, (name, entries) in enumerate(map_entries(self.manifest).items()):
-            flags += [f"-DMAX_{name}={entries}", f"-DMAP_ID_{name}={index}"]
-        if stream:
-            flags += ["-DSTREAM", f"-DRINGBUF_PAGES={ringbuf_pages(self.ring_pages)}"]
+        flags = [*self.cflags(choice, stream), *cflags]
         points = usable_points(choice.hook, self.env, stream)
         hook = dataclasses.replace(choice.hook, points=points)
         self.program = self.loader.load(self.manifest.program, hook, flags)
         self.streaming = stream
         if stream and self.manifest.event:
             self.program.open_ringbuf(self.manifest.event.ringbuf, self._on_event)
+
+    def cflags(self, choice: Choice, stream: bool = False) -> list[str]:
+        """What the program is compiled with besides the hook's own flags:
+        struct offsets, map sizes and ids, namespace ids, the stream."""
+        flags = list(choice.offsets.cflags)
+        for index, (name, entries) in enumerate(map_entries(self.manifest).items()):
+            flags += [f"-DMAX_{name}={entries}", f"-DMAP_ID_{name}={index}"]
+        if any(f.startswith("-DOFF_NET_COOKIE=") for f in flags) and netns_cookies():
+            flags.append("-DNET_ID_COOKIE")  # keys name namespaces by cookie, see pyprobe_bpf.h
+            self.decoders.cookie_ids = True
+        if stream:
+            flags += ["-DSTREAM", f"-DRINGBUF_PAGES={ringbuf_pages(self.ring_pages)}"]
+        return flags
 
     def detach(self) -> None:
         if self.program is not None:

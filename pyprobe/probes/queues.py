@@ -88,8 +88,8 @@ class Queues(Probe):
         for fields, value in self.raw_series(spec):
             out.append(
                 {
-                    "netns": fields["netns"],
-                    "netns_name": names.get(fields["netns"], ""),
+                    "netns": self.decoders.netns_inode(fields["netns"]),
+                    "netns_name": names.get(self.decoders.netns_inode(fields["netns"]), ""),
                     "event": self.decoders.get("queue_event")(fields["event"], fields),
                     "protocol": self.decoders.get("ip_protocol")(fields["protocol"], fields),
                     "port": fields["port"],

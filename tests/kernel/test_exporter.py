@@ -70,7 +70,11 @@ def prometheus_query(port: int, expr: str) -> dict:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/query?{q}", timeout=10) as r:
             return json.loads(r.read())
     except urllib.error.HTTPError as e:
-        return json.loads(e.read())
+        body = e.read()
+        try:
+            return json.loads(body)
+        except ValueError:  # "Service Unavailable" while its storage starts
+            return {"status": "error", "error": f"{e.code} {body[:80]!r}"}
 
 
 def traffic(pair: lab.VethPair) -> None:

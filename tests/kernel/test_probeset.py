@@ -79,7 +79,7 @@ def test_every_fallback_hook_passes_the_verifier_here(name, env):
     passes the verifier with the stream compiled in (kprobes: in the VM)."""
     probe = registry.create(name, env=env)
     choice = probe.available()
-    flags = [*choice.offsets.cflags, *(["-DSTREAM"] if probe.manifest.event else [])]
+    flags = probe.cflags(choice, stream=probe.manifest.event is not None)
     checked = 0
     for verdict in choice.verdicts:
         hook = verdict.hook

@@ -343,8 +343,7 @@ def test_every_hook_variant_passes_the_verifier_here(env):
     probe = registry.create("tcpstates", env=env)
     choice = probe.available()
     flags = [
-        *choice.offsets.cflags,
-        "-DSTREAM",
+        *probe.cflags(choice, stream=True),
         *Filters(pid=1, lports=(1, 2), dports=(3,), family=2, netns=5).cflags(),
     ]
     for hook in probe.manifest.hooks:

@@ -212,11 +212,10 @@ class Decoders:
         if not ifindex:
             return "-"
         inode = self.netns_inode(nid)
-        names = _LINKS.get(inode, ifindex)
-        if not names and self.cookie_ids and nid and not inode:
-            inode = self.netns_inode(nid)  # a namespace new since the last read
-            names = _LINKS.get(inode, ifindex) if inode else {}
-        return names.get(ifindex) or str(ifindex)
+        if self.cookie_ids and not _LINKS.live(nid):
+            # gone: its inode may be another namespace's now, with other devices
+            return str(ifindex)
+        return _LINKS.get(inode, ifindex).get(ifindex) or str(ifindex)
 
     def gone(self, nid: int, ifindex: int = 0) -> bool | None:
         """Whether a namespace (or a device in it) no longer exists: True or
@@ -226,9 +225,10 @@ class Decoders:
             return None
         _LINKS.get(0, 0, fresh=True)
         inode = self.netns_inode(nid)
-        if inode not in _LINKS.links:
+        alive = _LINKS.live(nid) if self.cookie_ids else inode in _LINKS.links
+        if not alive:
             return True if _LINKS.complete else None
-        return bool(ifindex) and ifindex not in _LINKS.links[inode]
+        return bool(ifindex) and ifindex not in _LINKS.links.get(inode, {})
 
     def get(self, name: str) -> KeyDecoder:
         if name in DECODERS:
@@ -272,6 +272,7 @@ SOFTIRQ_NAMES = (
 # Re-read the namespaces when a key names one we have not seen, at most this
 # often (a namespace new since the last read; a dead one is pruned soon).
 MISS_REFRESH = 0.1
+HISTORY = 10_000  # gone namespaces remembered (their series are pruned soon)
 
 
 class _Links:
@@ -282,6 +283,7 @@ class _Links:
     def __init__(self) -> None:
         self.links: dict[int, dict[int, str]] = {}
         self.by_cookie: dict[int, int] = {}  # cookie's low 32 bits -> inode
+        self.history: dict[int, int] = {}  # the same, for namespaces since gone
         self.at = 0.0
         self.complete = False  # every namespace could be entered
         self.lock = threading.Lock()
@@ -299,12 +301,17 @@ class _Links:
             return names or {}
 
     def inode_of(self, nid: int) -> int:
+        """The inode of a live namespace's cookie, or of one that was alive
+        (its series keep their label until pruned); 0 when never seen."""
         with self.lock:
             inode = self.by_cookie.get(nid, 0)
             if not inode and time.monotonic() - self.at > MISS_REFRESH:
                 self._refresh()
                 inode = self.by_cookie.get(nid, 0)
-            return inode
+            return inode or self.history.get(nid, 0)
+
+    def live(self, nid: int) -> bool:
+        return nid in self.by_cookie
 
     def _refresh(self) -> None:
         from . import netlink
@@ -315,6 +322,9 @@ class _Links:
         self.by_cookie = {
             cookie & 0xFFFFFFFF: inode for inode, (_, cookie) in found.items() if cookie
         }
+        self.history.update(self.by_cookie)
+        while len(self.history) > HISTORY:
+            del self.history[next(iter(self.history))]  # the oldest first
         self.at = time.monotonic()
         self.complete = not denied
 

@@ -61,27 +61,26 @@ def netns_cookie() -> int | None:
     return int.from_bytes(raw, sys.byteorder)
 
 
-def all_netns(denied: list[str] | None = None) -> dict[int, str]:
-    """inode -> a path that opens it, for every namespace in use on the host
-    (paths we may not look at are appended to `denied`: the answer is partial)."""
-    found: dict[int, str] = {}
-    for entry in NETNS_RUN_DIR.iterdir() if NETNS_RUN_DIR.is_dir() else ():
+def netns_paths(denied: list[str] | None = None) -> dict[int, list[str]]:
+    """inode -> the paths that name it (/run/netns first, then /proc/PID/ns/net),
+    for every namespace in use on the host. Paths we may not look at are
+    appended to `denied`."""
+    found: dict[int, list[str]] = {}
+    candidates = [str(e) for e in NETNS_RUN_DIR.iterdir()] if NETNS_RUN_DIR.is_dir() else []
+    candidates += [f"/proc/{pid}/ns/net" for pid in os.listdir("/proc") if pid.isdigit()]
+    for path in candidates:
         try:
-            found.setdefault(inode_of(entry), str(entry))
+            found.setdefault(inode_of(path), []).append(path)
         except PermissionError:
-            _deny(denied, str(entry))
+            _deny(denied, path)
         except OSError:
-            continue
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            path = f"/proc/{pid}/ns/net"
-            try:
-                found.setdefault(inode_of(path), path)
-            except PermissionError:
-                _deny(denied, path)
-            except OSError:
-                continue  # the process exited
+            continue  # the process exited, or a stale name
     return found
+
+
+def all_netns(denied: list[str] | None = None) -> dict[int, str]:
+    """inode -> a path that names it, for every namespace in use on the host."""
+    return {inode: paths[0] for inode, paths in netns_paths(denied).items()}
 
 
 def netns_label(inode: int, names: dict[int, str] | None = None) -> str:
@@ -250,15 +249,21 @@ def each_netns(
     """inode -> fn() run inside each namespace of the host (or just `only`);
     namespaces we may not enter (no CAP_SYS_ADMIN) are appended to `denied`."""
     result: dict[int, T] = {}
-    for inode, path in all_netns(denied).items():
+    for inode, paths in netns_paths().items():
         if only is not None and inode != only:
             continue
-        try:
-            result[inode] = run_in_netns(path, fn)
-        except PermissionError:
-            _deny(denied, path)
-        except OSError:
-            continue  # the namespace went away while we looked
+        # Some processes' namespace files may not be opened even by root (a
+        # sandbox's init, say): any other path to the same namespace will do.
+        for path in paths[:8]:
+            try:
+                result[inode] = run_in_netns(path, fn)
+                break
+            except PermissionError:
+                continue
+            except OSError:
+                break  # the namespace went away while we looked
+        else:
+            _deny(denied, paths[0])
     return result
 
 

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -52,10 +53,16 @@ class Exporter:
                 break
             self.log.append(line)
             if 'msg="listening"' in line:
+                # keep reading: a full stderr pipe would block the daemon's logging
+                threading.Thread(target=self._drain, daemon=True).start()
                 return
         raise AssertionError(
             "exporter did not start:\n" + "".join(self.log) + self.proc.stderr.read()
         )
+
+    def _drain(self) -> None:
+        for line in self.proc.stderr:
+            self.log.append(line)
 
     def url(self, path: str = "/metrics", scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{self.port}{path}"

@@ -406,7 +406,7 @@ def test_sigterm_and_sigint_exit_0_quickly_with_nothing_left():
         exp = Exporter()
         assert bpf_prog_count() > before
         code, took = exp.stop(sig)
-        assert code == 0 and took < 2, (sig, code, took, exp.proc.stderr.read())
+        assert code == 0 and took < 2, (sig, code, took, "".join(exp.log))
         assert settled_prog_count(before) == before
 
 

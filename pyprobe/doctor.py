@@ -44,12 +44,20 @@ def report(env: KernelEnv, echo: Callable[[str], None]) -> bool:
         line(NO, "headers", f"missing: /lib/modules/{env.release}/build (run `make setup`)")
     elif env.headers_match:
         line(OK, "headers", f"{env.headers} ({env.headers_release}, matches)")
-    else:
+    elif env.btf():
         line(
             INFO,
             "headers",
             f"{env.headers.resolve()} ({env.headers_release}) does not match "
             f"{env.release}: used only to compile; struct offsets come from BTF",
+        )
+    else:
+        line(
+            NO,
+            "headers",
+            f"{env.headers.resolve()} ({env.headers_release}) does not match "
+            f"{env.release} and there is no BTF: probes that read kernel structs cannot "
+            f"run (install linux-headers-{env.release}, or use a kernel with BTF)",
         )
     line(
         OK if env.kprobes else INFO,

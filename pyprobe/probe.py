@@ -128,7 +128,10 @@ class Probe:
             preflight(self.env)  # first: a missing privilege explains everything after it
         choice = self.available()
         if choice.hook is None:
-            raise PyprobeError(f"{self.name}: no usable hook on this kernel: {choice.reason}")
+            raise PyprobeError(
+                f"{self.name}: no usable hook on this kernel (`pyprobe doctor` explains): "
+                f"{choice.reason}"
+            )
         if stream and self.manifest.event is None:
             raise PyprobeError(f"{self.name}: has no event stream")
         flags = [*self.cflags(choice, stream), *cflags]

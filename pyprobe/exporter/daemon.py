@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from .. import registry as probes_registry
 from ..errors import PyprobeError
 from ..kernel import KernelEnv
+from ..loader import preflight
 from . import bpfstats, webconfig
 from .caps import LabelCaps
 from .collectors import ProbeCollector, ProbeState, SelfCollector
@@ -81,6 +82,9 @@ def run(opts: Options, env: KernelEnv) -> None:
     names = select(opts.include, opts.exclude)
     if not names:
         raise PyprobeError("no probes left to run (--probe/--no-probe)")
+    # A problem no probe can get past (privileges, bcc, headers) is fatal now,
+    # not a daemon serving only its own metrics.
+    preflight(env)
     # 2. the port: a port in use fails here, before any program is loaded
     registry = CollectorRegistry(auto_describe=False)
     reload_state = {"ok": True, "at": time.time()}
@@ -108,6 +112,9 @@ def run(opts: Options, env: KernelEnv) -> None:
                 registry.register(ProbeCollector(state, caps))
                 if stop.is_set():
                     return
+            if not any(state.attached for state in states.values()):
+                reasons = "; ".join(f"{n}: {st.error}" for n, st in states.items())
+                raise PyprobeError(f"no probe could attach: {reasons}")
             self_collector = SelfCollector(states, caps, reload_state)
             if opts.bpf_stats:
                 try:

@@ -739,6 +739,12 @@ def _stream(
     '"other" (repeat; defaults: netns 100, device 200, reason 200, others 500).',
 )
 @click.option(
+    "--drop-privileges",
+    metavar="USER",
+    help="Once attached, become USER with no capabilities left (maps are read "
+    "through descriptors already open). Other namespaces are then out of reach.",
+)
+@click.option(
     "--bpf-stats",
     is_flag=True,
     help="Count BPF run time per program while running (BPF_ENABLE_STATS; off again on exit).",
@@ -757,6 +763,7 @@ def export_cmd(
     exclude: tuple[str, ...],
     strict: bool,
     label_caps: tuple[str, ...],
+    drop_privileges: str | None,
     bpf_stats: bool,
     log_level: str,
 ) -> None:
@@ -774,7 +781,16 @@ def export_cmd(
     setup_logging("warning" if log_level == "warn" else log_level)
     from .exporter.caps import parse_caps
 
-    opts = Options(address, web_config, include, exclude, strict, bpf_stats, parse_caps(label_caps))
+    opts = Options(
+        address,
+        web_config,
+        include,
+        exclude,
+        strict,
+        bpf_stats,
+        parse_caps(label_caps),
+        drop_privileges,
+    )
     run(opts, _env())
 
 

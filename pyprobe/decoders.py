@@ -318,7 +318,12 @@ class _Links:
 
         denied: list[str] = []
         found = netlink.each_netns(netlink.links_and_cookie, denied=denied)
-        self.links = {inode: links for inode, (links, _) in found.items()}
+        links = {inode: links for inode, (links, _) in found.items()}
+        if denied:
+            # Namespaces we may no longer enter (privileges dropped): keep
+            # what we knew of them; nothing is pruned on a partial view.
+            links = {**self.links, **links}
+        self.links = links
         self.by_cookie = {
             cookie & 0xFFFFFFFF: inode for inode, (_, cookie) in found.items() if cookie
         }
@@ -330,6 +335,13 @@ class _Links:
 
 
 _LINKS = _Links()
+
+
+def read_namespaces() -> None:
+    """Read every namespace's devices and cookie now (e.g. before dropping
+    the privileges needed to enter them)."""
+    with _LINKS.lock:
+        _LINKS._refresh()
 
 
 def netns_name(inode: int) -> str:

@@ -249,8 +249,12 @@ def each_netns(
     """inode -> fn() run inside each namespace of the host (or just `only`);
     namespaces we may not enter (no CAP_SYS_ADMIN) are appended to `denied`."""
     result: dict[int, T] = {}
+    own = self_netns()
     for inode, paths in netns_paths().items():
         if only is not None and inode != only:
+            continue
+        if inode == own:  # no setns (which needs CAP_SYS_ADMIN) into our own
+            result[inode] = fn()
             continue
         # Some processes' namespace files may not be opened even by root (a
         # sandbox's init, say): any other path to the same namespace will do.

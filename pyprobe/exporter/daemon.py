@@ -17,10 +17,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from .. import registry as probes_registry
+from ..decoders import read_namespaces
 from ..errors import PyprobeError
 from ..kernel import KernelEnv
 from ..loader import preflight
-from . import bpfstats, webconfig
+from . import bpfstats, privileges, webconfig
 from .caps import LabelCaps
 from .collectors import ProbeCollector, ProbeState, SelfCollector
 from .server import Server, parse_address
@@ -37,6 +38,7 @@ class Options:
     strict: bool = False
     bpf_stats: bool = False
     label_caps: dict[str, int] = field(default_factory=dict)
+    drop_privileges: str | None = None  # user to become once attached
 
 
 def select(include: Sequence[str], exclude: Sequence[str]) -> list[str]:
@@ -82,6 +84,7 @@ def run(opts: Options, env: KernelEnv) -> None:
     names = select(opts.include, opts.exclude)
     if not names:
         raise PyprobeError("no probes left to run (--probe/--no-probe)")
+    user = privileges.lookup(opts.drop_privileges) if opts.drop_privileges else None
     # A problem no probe can get past (privileges, bcc, headers) is fatal now,
     # not a daemon serving only its own metrics.
     preflight(env)
@@ -126,6 +129,14 @@ def run(opts: Options, env: KernelEnv) -> None:
             # One collection before serving: symbol tables and name caches are
             # loaded now, not during the first scrape.
             list(registry.collect())
+            if user is not None:
+                read_namespaces()  # names of the namespaces we will no longer enter
+                privileges.drop(user)
+                log.info(
+                    'msg="privileges dropped" user=%s uid=%d capabilities=none',
+                    user.name,
+                    user.uid,
+                )
             # 4. serve
             thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
             thread.start()

@@ -43,6 +43,11 @@ class ConfigError(PyprobeError):
     pass
 
 
+def _show(value: object) -> str:
+    """A key from the file, as it can be printed on one line."""
+    return value if isinstance(value, str) and value.isprintable() else repr(value)
+
+
 @dataclass
 class WebConfig:
     source: str = ""
@@ -85,6 +90,8 @@ def load(path: str | Path | None) -> WebConfig:
         doc = yaml.safe_load(path.read_text())
     except OSError as e:
         raise ConfigError(f"{where}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{where}: not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{where}: not valid YAML: {str(e).splitlines()[0]}") from None
     if doc is None:
@@ -93,21 +100,23 @@ def load(path: str | Path | None) -> WebConfig:
         raise ConfigError(f"{where}: expected a mapping at the top level")
     for key, value in doc.items():
         if key not in KNOWN:
-            raise ConfigError(f"{where}: {key}: unknown key (known: {', '.join(KNOWN)})")
+            raise ConfigError(f"{where}: {_show(key)}: unknown key (known: {', '.join(KNOWN)})")
         allowed = KNOWN[key]
         if value is not None and not isinstance(value, dict):
             raise ConfigError(f"{where}: {key}: expected a mapping")
         if allowed is not None:
             for sub in value or {}:
                 if sub not in allowed:
-                    raise ConfigError(f"{where}: {key}.{sub}: unknown key")
+                    raise ConfigError(f"{where}: {key}.{_show(sub)}: unknown key")
     config = WebConfig(source=str(path))
     tls = doc.get("tls_server_config")
     if tls:
         config.tls = _tls(tls, path.parent, where)
     for user, hashed in (doc.get("basic_auth_users") or {}).items():
         if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
-            raise ConfigError(f"{where}: basic_auth_users.{user}: expected a bcrypt hash ($2y$...)")
+            raise ConfigError(
+                f"{where}: basic_auth_users.{_show(user)}: expected a bcrypt hash ($2y$...)"
+            )
         config.users[str(user)] = hashed.encode()
     headers = (doc.get("http_server_config") or {}).get("headers") or {}
     if not isinstance(headers, dict):
@@ -123,7 +132,7 @@ def _tls(tls: dict[str, Any], base: Path, where: str) -> ssl.SSLContext:
             raise ConfigError(f"{where}: tls_server_config.{key}: required")
         p = Path(value) if Path(value).is_absolute() else base / value
         if not p.is_file():
-            raise ConfigError(f"{where}: tls_server_config.{key}: no such file {p}")
+            raise ConfigError(f"{where}: tls_server_config.{key}: no such file {_show(str(p))}")
         return str(p)
 
     def version(key: str, default: str) -> ssl.TLSVersion:

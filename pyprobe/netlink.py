@@ -93,6 +93,11 @@ def netns_label(inode: int, names: dict[int, str] | None = None) -> str:
 def resolve_netns(spec: str) -> int:
     """An inode from "INODE" or a name under /run/netns."""
     if spec.isdigit():
+        if int(spec) not in netns_paths():
+            raise PyprobeError(
+                f"unknown network namespace {spec}: no process or /run/netns name has it "
+                "(lsns -t net lists them)"
+            )
         return int(spec)
     path = NETNS_RUN_DIR / spec
     if "/" in spec or not path.exists():

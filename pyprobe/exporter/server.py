@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import errno
 import logging
 import socket
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -22,6 +24,11 @@ from .webconfig import WebConfig
 
 log = logging.getLogger("pyprobe.exporter")
 DEFAULT_ADDRESS = "127.0.0.1:9977"
+BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 21\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+    b"too many connections\n"
+)
 LANDING = b"""<html><head><title>pyprobe exporter</title></head><body>
 <h1>pyprobe exporter</h1><p><a href="/metrics">Metrics</a></p></body></html>
 """
@@ -37,6 +44,9 @@ def parse_address(text: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
+MAX_CONNECTIONS = 32  # served at once; more get 503 at once, not a thread each
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64
@@ -46,11 +56,46 @@ class Server(ThreadingHTTPServer):
         self.registry = registry
         self.config = config  # replaced whole on SIGHUP; read once per request
         self.scrape_lock = threading.Lock()  # one scrape at a time reads the maps
+        # (encoder, when the body was started, body): scrapes that queued
+        # behind one in progress take its result if it began after they came.
+        self._last: tuple[object, float, bytes] | None = None
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         try:
             super().__init__(address, Handler)
         except OSError as e:
             why = "port in use" if e.errno == errno.EADDRINUSE else e.strerror
             raise PyprobeError(f"cannot listen on {address[0]}:{address[1]}: {why}") from None
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # In the accept loop: over the limit, answer 503 and close, without
+        # a thread (a flood of connections cannot grow the daemon).
+        if not self.slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.sendall(BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def scrape(self, encoder: Any) -> bytes:
+        arrived = time.monotonic()
+        with self.scrape_lock:
+            last = self._last
+            if last is not None and last[0] is encoder and last[1] >= arrived:
+                return last[2]  # fresher than this request: computed while it waited
+            started = time.monotonic()
+            body: bytes = encoder(self.registry)
+            self._last = (encoder, started, body)
+            return body
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         # TLS handshakes happen here, in the connection's thread, so a slow or
@@ -71,6 +116,11 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 10  # per connection: no slowloris
     server_version = "pyprobe"
     sys_version = ""
+    # Garbage gets a real status line (HTTP/0.9 would answer without one),
+    # and errors are one plain line, not an HTML page.
+    default_request_version = "HTTP/1.0"
+    error_content_type = "text/plain; charset=utf-8"
+    error_message_format = "%(code)d %(message)s\n"
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s " + format, self.client_address[0], *args)
@@ -110,9 +160,7 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
-            with self.server.scrape_lock:
-                body = encoder(self.server.registry)
-            self._send(200, body, ctype)
+            self._send(200, self.server.scrape(encoder), ctype)
         elif path == "/":
             self._send(200, LANDING, "text/html; charset=utf-8")
         else:

@@ -9,7 +9,7 @@ AS_ROOT = if [ "$$(id -u)" != 0 ]; then \
 	echo "make $@ needs root: log in as root (this machine has no sudo) and run: make $@" >&2; \
 	exit 2; fi
 
-.PHONY: setup demo test test-unit vm-test bench check fmt
+.PHONY: setup demo test test-unit test-faults soak vm-test bench check fmt
 
 setup:
 	@$(AS_ROOT); ./vagrant/provision.sh
@@ -33,6 +33,14 @@ vm-test:
 # Side by side with the bcc tools and bpftrace; writes bench/RESULTS.md.
 bench:
 	@$(AS_ROOT); ./vagrant/provision.sh && $(VENV)/bin/python bench/run.py
+
+# The hardening suite alone (also part of `make test`, its soak cut to 60 s).
+test-faults:
+	@$(AS_ROOT); ./vagrant/provision.sh && $(PYTEST) -ra -m faults tests/faults
+
+# The 30-minute soak under mixed traffic (RSS drift, lost events, monotonic counters).
+soak:
+	@$(AS_ROOT); ./vagrant/provision.sh && PYPROBE_SOAK_SECONDS=1800 $(PYTEST) -ra -s tests/faults/test_soak.py
 
 test-unit:
 	$(PYTEST) -ra tests/unit

@@ -103,7 +103,7 @@ ROWS = [
                f"sum by (netns, netns_name) (pyprobe_tcp_accept_queue_connections{{{NS}}})")]),
             ("Sockets with unread data (Recv-Q > 0)", "short",
              [("{{netns_name}} {{netns}}",
-               f'sum by (netns, netns_name) (pyprobe_tcp_queue_bytes_count{{{NS}, queue="recv"}})'
+               f'sum by (netns, netns_name) (pyprobe_tcp_queue_bytes_gcount{{{NS}, queue="recv"}})'
                f' - sum by (netns, netns_name) (pyprobe_tcp_queue_bytes_bucket{{{NS}, queue="recv", le="0"}})')]),
             ("qdisc backlog", "bytes",
              [("{{netns_name}} {{device}} {{kind}}",

@@ -14,8 +14,8 @@ from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
+    GaugeHistogramMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 
@@ -102,9 +102,11 @@ class Queues(Probe):
         yield from super().collect()
         names = netlink.named_netns()
         labels = ["netns", "netns_name"]
-        depth = HistogramMetricFamily(
+        # A snapshot, not a count since start: a gauge histogram (its
+        # buckets and _gsum/_gcount go down as queues drain).
+        depth = GaugeHistogramMetricFamily(
             PREFIX + "tcp_queue_bytes",
-            "Distribution of TCP socket queues (not listeners): Recv-Q unread bytes, "
+            "Distribution of TCP socket queues (not listeners) now: Recv-Q unread bytes, "
             "Send-Q unacknowledged bytes (sock_diag).",
             labels=[*labels, "queue"],
         )

@@ -28,7 +28,7 @@ CASES = [
     ["tcpstates", "-L", "80,abc"],
     ["tcpstates", "-D", "-1"],
     ["tcpstates", "--netns", "no-such-namespace"],
-    ["tcpstates", "--netns", "4294967295"],
+    ["tcpstates", "--netns", "4294967295", "-d", "1"],
     ["tcpstates", "--buffer-pages", "3"],
     ["tcpstates", "--buffer-pages", "0"],
     ["tcpstates", "--buffer-pages", "99999999"],

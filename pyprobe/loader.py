@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import re
+import struct
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -77,12 +79,116 @@ def _captured_stderr(capture: list[str]) -> Iterator[None]:
             capture.append(tmp.read().decode(errors="replace"))
 
 
+_INT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
+def _struct_format(ctype: Any) -> str | None:
+    """A struct format for an integer type or a struct of integers (bcc's
+    Key/Leaf types), pads included; None for anything else."""
+    if getattr(ctype, "_fields_", None) is None:
+        code = _INT_CODES.get(ctypes.sizeof(ctype))
+        is_int = issubclass(ctype, ctypes._SimpleCData) and ctype._type_ in "bBhHiIlLqQ"
+        return code if code and is_int else None
+    parts, at = [], 0
+    for name, ftype, *bits in ctype._fields_:
+        field = getattr(ctype, name)
+        sub = _struct_format(ftype)
+        if bits or sub is None or len(sub) != 1 or field.offset < at:
+            return None
+        parts.append("x" * (field.offset - at) + sub)
+        at = field.offset + field.size
+    return "".join(parts) + "x" * (ctypes.sizeof(ctype) - at)
+
+
+class MapReader:
+    """A map read whole with BPF_MAP_LOOKUP_BATCH into buffers kept between
+    reads, and decoded with struct. bcc's items_lookup_batch() allocates
+    max_entries ctypes keys and values per call and makes a Python object
+    per entry; this is what a scrape spent most of its map-reading time on."""
+
+    def __init__(self, table: Any, key_fmt: str, leaf_fmt: str, ncpu: int) -> None:
+        from bcc.libbcc import lib
+
+        self._lookup = lib.bpf_lookup_batch
+        self.fd, self.cap, self.ncpu = table.map_fd, int(table.max_entries), ncpu
+        self.key = struct.Struct("=" + key_fmt)
+        self.leaf = struct.Struct("=" + leaf_fmt)
+        self.int_key = len(key_fmt.replace("x", "")) == 1 and not hasattr(table.Key, "_fields_")
+        self.members = len(getattr(getattr(table, "sLeaf", table.Leaf), "_fields_", ()) or ())
+        self.vsize = self.leaf.size * ncpu
+        self.keys = ctypes.create_string_buffer(self.key.size * self.cap)
+        self.values = ctypes.create_string_buffer(self.vsize * self.cap)
+
+    @classmethod
+    def of(cls, table: Any) -> MapReader | None:
+        sleaf = getattr(table, "sLeaf", None)
+        leaf = sleaf if sleaf is not None else table.Leaf
+        key_fmt, leaf_fmt = _struct_format(table.Key), _struct_format(leaf)
+        if key_fmt is None or leaf_fmt is None:
+            return None
+        ncpu = 1
+        if sleaf is not None:
+            if ctypes.sizeof(sleaf) % 8:  # the kernel pads per-CPU values to 8
+                return None
+            ncpu = ctypes.sizeof(table.Leaf) // ctypes.sizeof(sleaf)
+        return cls(table, key_fmt, leaf_fmt, ncpu)
+
+    def _batch(self) -> int:
+        total, token, count = 0, ctypes.c_uint32(0), ctypes.c_uint32(0)
+        ksize = self.key.size
+        while total < self.cap:
+            count.value = self.cap - total
+            rc = self._lookup(
+                self.fd,
+                ctypes.byref(token) if total else None,
+                ctypes.byref(token),
+                ctypes.addressof(self.keys) + ksize * total,
+                ctypes.addressof(self.values) + self.vsize * total,
+                ctypes.byref(count),
+            )
+            err = ctypes.get_errno()
+            total += count.value
+            if rc != 0:
+                if err == errno.ENOENT or -rc == errno.ENOENT:
+                    break  # all read
+                raise OSError(err or -rc, os.strerror(err or -rc))
+            if count.value == 0:
+                break
+        return total
+
+    def read(self, per_cpu: bool) -> dict[Key, int]:
+        """As BccProgram.read_counts."""
+        n = self._batch()
+        keys = self.key.iter_unpack(memoryview(self.keys)[: n * self.key.size])
+        leaves = list(self.leaf.iter_unpack(memoryview(self.values)[: n * self.vsize]))
+        ncpu, members = self.ncpu, self.members
+        out: dict[Key, int] = {}
+        for i, key in enumerate(keys):
+            base: tuple = key
+            cpus = leaves[i * ncpu : (i + 1) * ncpu]
+            if not per_cpu and ncpu > 1:
+                cpus = [tuple(map(sum, zip(*cpus, strict=True)))]
+            for cpu, leaf in enumerate(cpus):
+                tail = (cpu,) if per_cpu else ()
+                if members:
+                    if any(leaf):  # every member of a key that exists, zeros too
+                        for m, value in enumerate(leaf):
+                            out[(*base, m, *tail)] = value
+                elif leaf[0]:
+                    if per_cpu or not self.int_key:
+                        out[(*base, *tail)] = leaf[0]
+                    else:
+                        out[base[0]] = leaf[0]
+        return out
+
+
 class BccProgram:
     def __init__(self, bpf: Any, hook: Hook) -> None:
         self.bpf = bpf
         self.hook = hook
         self._closed = False
         self._raised: BaseException | None = None
+        self._readers: dict[str, MapReader | None] = {}
 
     def read_counts(self, map_name: str, per_cpu: bool = False) -> dict[Key, int]:
         """key -> value, zero values left out.
@@ -92,6 +198,14 @@ class BccProgram:
         one key, one map update per event) is split too: the member's index
         (see leaf_fields) is appended to the key, before the CPU."""
         table = self.bpf[map_name.encode()]
+        reader = self._readers.get(map_name)
+        if reader is None:
+            reader = self._readers[map_name] = MapReader.of(table)
+        if reader is not None:
+            try:
+                return reader.read(per_cpu)
+            except OSError:
+                self._readers[map_name] = None  # no batch ops here: bcc's way from now on
         percpu = hasattr(table, "sum")
         members = list(self.leaf_fields(map_name))
         out: dict[Key, int] = {}

@@ -79,6 +79,17 @@ def _captured_stderr(capture: list[str]) -> Iterator[None]:
             capture.append(tmp.read().decode(errors="replace"))
 
 
+def release_compiler_memory() -> None:
+    """Give back to the system the heap LLVM used to compile the programs.
+    glibc keeps freed memory in its arenas; a daemon that compiled seven
+    programs at start-up holds ~45 MB it will never use again."""
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 _INT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 

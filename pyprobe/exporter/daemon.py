@@ -20,7 +20,7 @@ from .. import registry as probes_registry
 from ..decoders import read_namespaces
 from ..errors import PyprobeError
 from ..kernel import KernelEnv
-from ..loader import preflight
+from ..loader import preflight, release_compiler_memory
 from . import bpfstats, privileges, webconfig
 from .caps import LabelCaps
 from .collectors import ProbeCollector, ProbeState, SelfCollector
@@ -129,6 +129,7 @@ def run(opts: Options, env: KernelEnv) -> None:
             # One collection before serving: symbol tables and name caches are
             # loaded now, not during the first scrape.
             list(registry.collect())
+            release_compiler_memory()
             if user is not None:
                 read_namespaces()  # names of the namespaces we will no longer enter
                 privileges.drop(user)

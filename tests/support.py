@@ -90,6 +90,17 @@ def get(url: str, auth: tuple[str, str] | None = None, context=None) -> tuple[in
         return e.code, e.read().decode()
 
 
+def timed_scrapes(exporter: Exporter, n: int) -> tuple[list[float], str]:
+    """n scrapes, each asserted 200: their durations and the last body."""
+    times, text = [], ""
+    for _ in range(n):
+        t = time.monotonic()
+        status, text = get(exporter.url())
+        times.append(time.monotonic() - t)
+        assert status == 200
+    return times, text
+
+
 def sample(text: str, name: str, **labels: str) -> float | None:
     for line in text.splitlines():
         if line.startswith((name + "{", name + " ")) and all(

@@ -13,7 +13,7 @@ from collections import defaultdict
 import pytest
 
 from pyprobe.exporter.caps import DEFAULT_CAP, DEFAULT_CAPS, OTHER
-from tests.support import Exporter, get
+from tests.support import Exporter, get, timed_scrapes
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 NAMESPACES = 24
@@ -85,12 +85,7 @@ def test_many_namespaces_and_ports_fold_into_other(namespaces, churn):
             finally:
                 server.kill()
                 server.wait()
-        times = []
-        for _ in range(10):
-            t = time.monotonic()
-            status, text = get(exporter.url())
-            times.append(time.monotonic() - t)
-            assert status == 200
+        times, text = timed_scrapes(exporter, 10)
     finally:
         assert exporter.stop()[0] == 0
     values = label_values(text)

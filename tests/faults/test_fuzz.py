@@ -69,16 +69,7 @@ def test_web_config_bytes(raw):
 @FUZZ
 @given(
     st.dictionaries(
-        st.sampled_from(
-            [
-                "cert_file",
-                "key_file",
-                "min_version",
-                "max_version",
-                "client_auth_type",
-                "cipher_suites",
-            ]
-        ),
+        st.sampled_from(sorted(webconfig.KNOWN["tls_server_config"] or ())),
         st.one_of(st.sampled_from(["cert.pem", "key.pem", "TLS13", "nope"]), scalars),
         max_size=6,
     ),

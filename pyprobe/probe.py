@@ -334,6 +334,7 @@ class Probe:
         if key_fields is None or delete is None:
             return
         gone_now: set[tuple[int, int]] = set()
+        verdicts: dict[tuple[int, int], bool | None] = {}  # one look per device a collection
         doomed: dict[str, set[tuple]] = {}
         for map_name, _per_cpu in {k for k in reads}:
             names = key_fields(map_name)
@@ -344,7 +345,9 @@ class Probe:
             for key in reads[(map_name, _per_cpu)]:
                 base = key[: len(names)]
                 ident = (base[at_ns], base[at_if] if at_if is not None else 0)
-                if ident in gone_now or self.decoders.gone(*ident):
+                if ident not in verdicts:
+                    verdicts[ident] = self.decoders.gone(*ident)
+                if verdicts[ident]:
                     gone_now.add(ident)
                     if self._stale.get(ident, 0) + 1 >= STALE_AFTER:
                         doomed.setdefault(map_name, set()).add(base)

@@ -114,14 +114,26 @@ def start_in_netns(path: str | Path, fn: Callable[[], None], name: str = "") -> 
     process (and the BPF programs it holds) stay where they are; sockets
     created inside fn belong to that namespace.
     """
+    return _enter(path, fn, name, [])
+
+
+def _enter(
+    path: str | Path, fn: Callable[[], None], name: str, failed: list[OSError]
+) -> threading.Thread:
     from pyroute2.netns import setns
 
     def target() -> None:
-        fd = os.open(path, os.O_RDONLY)
+        # The namespace can vanish (or be closed to us) between being listed
+        # and being entered: the caller learns why, nothing is printed.
         try:
-            setns(fd, flags=0)
-        finally:
-            os.close(fd)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                setns(fd, flags=0)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            failed.append(e)
+            return
         fn()
 
     t = threading.Thread(target=target, name=name or f"netns:{path}", daemon=True)
@@ -140,7 +152,10 @@ def run_in_netns(path: str | Path, fn: Callable[[], T]) -> T:
         except BaseException as e:
             error.append(e)
 
-    start_in_netns(path, call).join()
+    failed: list[OSError] = []
+    _enter(path, call, "", failed).join()
+    if failed:
+        raise failed[0]  # PermissionError, FileNotFoundError...
     if error:
         raise error[0]
     if not result:

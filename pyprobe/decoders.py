@@ -217,6 +217,10 @@ class Decoders:
             return str(ifindex)
         return _LINKS.get(inode, ifindex).get(ifindex) or str(ifindex)
 
+    def ifname_in(self, inode: int, ifindex: int) -> str:
+        """A device's name in the namespace with this inode (a live one)."""
+        return _LINKS.get(inode, ifindex).get(ifindex) or str(ifindex)
+
     def gone(self, nid: int, ifindex: int = 0) -> bool | None:
         """Whether a namespace (or a device in it) no longer exists: True or
         False, or None when we cannot tell (a namespace we may not enter, e.g.

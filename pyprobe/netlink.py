@@ -32,7 +32,8 @@ def inode_of(path: str | Path) -> int:
 
 
 def self_netns() -> int:
-    return inode_of("/proc/self/ns/net")
+    """The calling thread's namespace (a thread may have entered another)."""
+    return inode_of("/proc/thread-self/ns/net")
 
 
 def named_netns() -> dict[int, str]:
@@ -222,14 +223,22 @@ def links(netns_path: str | Path | None = None) -> dict[int, str]:
     return _in(netns_path, get)
 
 
-def qdiscs(netns_path: str | Path | None = None) -> list[dict]:
-    """Every qdisc of one namespace with its tc stats (like `tc -s qdisc`)."""
+def qdiscs(
+    netns_path: str | Path | None = None, names: Callable[[int], str] | None = None
+) -> list[dict]:
+    """Every qdisc of one namespace with its tc stats (like `tc -s qdisc`).
+    Device names come from `names` (ifindex -> name) when the caller already
+    has them, else from a link dump."""
     from pyroute2 import IPRoute
 
     def get() -> list[dict]:
         out = []
         with IPRoute() as ipr:
-            names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
+            if names is None:
+                table = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
+                name_of: Callable[[int], str] = lambda i: table.get(i, str(i))  # noqa: E731
+            else:
+                name_of = names
             for m in ipr.get_qdiscs():
                 queue: dict[str, int] = {}
                 basic: dict[str, int] = {}
@@ -240,7 +249,7 @@ def qdiscs(netns_path: str | Path | None = None) -> list[dict]:
                 out.append(
                     {
                         "ifindex": m["index"],
-                        "device": names.get(m["index"], str(m["index"])),
+                        "device": name_of(m["index"]),
                         "kind": m.get_attr("TCA_KIND"),
                         "handle": f"{m['handle'] >> 16:x}:",
                         "root": m["parent"] == 0xFFFFFFFF,

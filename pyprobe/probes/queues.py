@@ -45,7 +45,13 @@ class Queues(Probe):
         return netlink.each_netns(sockdiag.tcp_records, self.netns)
 
     def qdiscs(self) -> dict[int, list[dict[str, Any]]]:
-        return netlink.each_netns(netlink.qdiscs, self.netns)
+        # Device names from the link table every probe shares (read at most
+        # once a second), not a link dump per namespace per scrape.
+        found = netlink.each_netns(lambda: netlink.qdiscs(names=str), self.netns)
+        for inode, qs in found.items():
+            for q in qs:
+                q["device"] = self.decoders.ifname_in(inode, q["ifindex"])
+        return found
 
     def top(self, n: int = 10, owners: bool = True) -> dict[str, list[dict[str, Any]]]:
         """The deepest socket queues, the listeners, and the qdiscs with a backlog.

@@ -132,10 +132,11 @@ class SelfCollector:
             success.add_metric([name], 1 if state.last.success else 0)
             duration.add_metric([name], state.last.duration)
             lost.add_metric([name], probe.lost())
+            failed = probe.map_errors()  # one read of the error counters per probe
             for map_name, used, cap in probe.map_usage():
                 entries.add_metric([name, map_name], used)
                 capacity.add_metric([name, map_name], cap)
-                errors.add_metric([name, map_name], probe.map_errors().get(map_name, 0))
+                errors.add_metric([name, map_name], failed.get(map_name, 0))
             if stats:
                 for function, fd in probe.program_fds().items():
                     try:

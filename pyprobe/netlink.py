@@ -79,11 +79,6 @@ def netns_paths(denied: list[str] | None = None) -> dict[int, list[str]]:
     return found
 
 
-def all_netns(denied: list[str] | None = None) -> dict[int, str]:
-    """inode -> a path that names it, for every namespace in use on the host."""
-    return {inode: paths[0] for inode, paths in netns_paths(denied).items()}
-
-
 def netns_label(inode: int, names: dict[int, str] | None = None) -> str:
     if not inode:
         return "-"
@@ -115,17 +110,18 @@ def start_in_netns(path: str | Path, fn: Callable[[], None], name: str = "") -> 
     process (and the BPF programs it holds) stay where they are; sockets
     created inside fn belong to that namespace.
     """
-    return _enter(path, fn, name, [])
+    return _enter(path, fn, name, None)
 
 
 def _enter(
-    path: str | Path, fn: Callable[[], None], name: str, failed: list[OSError]
+    path: str | Path, fn: Callable[[], None], name: str, failed: list[OSError] | None
 ) -> threading.Thread:
     from pyroute2.netns import setns
 
     def target() -> None:
         # The namespace can vanish (or be closed to us) between being listed
-        # and being entered: the caller learns why, nothing is printed.
+        # and being entered: a caller that collects failures learns why and
+        # nothing is printed; for the others it stays the thread's error.
         try:
             fd = os.open(path, os.O_RDONLY)
             try:
@@ -133,6 +129,8 @@ def _enter(
             finally:
                 os.close(fd)
         except OSError as e:
+            if failed is None:
+                raise
             failed.append(e)
             return
         fn()

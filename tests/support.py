@@ -7,6 +7,7 @@ import base64
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -99,6 +100,29 @@ def timed_scrapes(exporter: Exporter, n: int) -> tuple[list[float], str]:
         times.append(time.monotonic() - t)
         assert status == 200
     return times, text
+
+
+def ping_overflow(ns_path: str | Path, count: int, settle: float) -> int:
+    """In a namespace: a ping socket with a tiny receive buffer echoes itself
+    count pings, so its queue overflows (sock:sock_rcvqueue_full, which UDP no
+    longer fires). Returns the drops /proc/net/icmp counts for that socket."""
+    from pyprobe import netlink
+
+    netlink.run_in_netns(
+        ns_path, lambda: Path("/proc/sys/net/ipv4/ping_group_range").write_text("0 0")
+    )
+
+    def pings() -> int:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256)
+            s.connect(("127.0.0.1", 0))
+            for i in range(count):
+                s.send(struct.pack("!BBHHH", 8, 0, 0, 0, i) + b"p" * 200)
+            time.sleep(settle)
+            line = Path("/proc/thread-self/net/icmp").read_text().splitlines()[1]
+        return int(line.split()[-1])
+
+    return netlink.run_in_netns(ns_path, pings)
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:

@@ -11,7 +11,6 @@ import re
 import signal
 import socket
 import ssl
-import struct
 import subprocess
 import time
 import urllib.error
@@ -25,7 +24,7 @@ import yaml
 from pyprobe import lab, netlink
 from tests.conftest import bpf_prog_count, quiet_prog_count, settled_prog_count
 from tests.kernel.test_cli_kernel import PYPROBE
-from tests.support import Exporter, free_port, get, sample
+from tests.support import Exporter, free_port, get, ping_overflow, sample
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,21 +106,7 @@ def traffic(pair: lab.VethPair) -> None:
         lab.churn(pair.path(pair.a), pair.addr_b, 7800, 50)
         lab.refused(pair.path(pair.a), pair.addr_b, 9, 10)
         lab.send_bytes(pair.path(pair.a), pair.addr_b, 7801, 500_000)
-        netlink.run_in_netns(
-            pair.path(pair.a),
-            lambda: Path("/proc/sys/net/ipv4/ping_group_range").write_text("0 0"),
-        )
-
-        def overflow() -> None:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256)
-            s.connect(("127.0.0.1", 0))
-            for i in range(20):
-                s.send(struct.pack("!BBHHH", 8, 0, 0, 0, i) + b"p" * 200)
-            time.sleep(0.05)
-            s.close()
-
-        netlink.run_in_netns(pair.path(pair.a), overflow)
+        ping_overflow(pair.path(pair.a), 20, 0.05)
     finally:
         srv.stop()
         sink.stop()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import socket
-import struct
 import subprocess
 import time
 from collections import Counter
@@ -17,6 +16,7 @@ import pytest
 
 from pyprobe import lab, loader, netlink, registry
 from pyprobe.decoders import print_symbolic
+from tests.support import ping_overflow
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 
@@ -327,26 +327,10 @@ def test_qdisc_backlog_from_a_rate_limited_device(pair, env):
 def test_rcvqueue_full_equals_the_sockets_drop_count(pair, env):
     """ICMP ping sockets queue with sock_queue_rcv_skb (UDP and raw sockets no
     longer fire sock:sock_rcvqueue_full); /proc/net/icmp counts their drops."""
-    path = pair.path(pair.a)
-    netlink.run_in_netns(
-        path, lambda: Path("/proc/sys/net/ipv4/ping_group_range").write_text("0 0")
-    )
     probe = registry.create("queues", env=env)
-
-    def pings() -> int:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256)
-        s.connect(("127.0.0.1", 0))
-        for i in range(30):
-            s.send(struct.pack("!BBHHH", 8, 0, 0, 0, i) + b"p" * 200)
-        time.sleep(0.1)
-        line = Path("/proc/thread-self/net/icmp").read_text().splitlines()[1]
-        s.close()
-        return int(line.split()[-1])
-
     with probe:
         probe.attach()
-        dropped = netlink.run_in_netns(path, pings)
+        dropped = ping_overflow(pair.path(pair.a), 30, 0.1)
         ours = value(
             probe, "socket_buffer_overflows_total", netns=pair.inode(pair.a), event="rcvqueue_full"
         )

@@ -106,6 +106,11 @@ def test_devices_and_namespaces_deleted_while_probes_run():
 def veth_between(a: str, b: str, dev: str) -> None:
     subprocess.run(["ip", "netns", "add", a], check=True)
     subprocess.run(["ip", "netns", "add", b], check=True)
+    for ns in (a, b):  # no IPv6 router/MLD chatter, so the counts stay exactly ours
+        subprocess.run(
+            ["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"],
+            check=True,
+        )
     subprocess.run(
         ["ip", "-n", a, "link", "add", dev, "type", "veth", "peer", dev, "netns", b], check=True
     )
@@ -159,8 +164,10 @@ def test_a_reused_namespace_inode_and_ifindex_start_from_zero():
         assert old_ifindex.keys() == new_ifindex.keys()  # the same ifindexes, too
         assert transmitted(text, new_inode, "new0") == stats["tx_packets"]
         # the old device may linger (a view up to a second old) until pruned,
-        # but with its own count, never the new one's
-        assert transmitted(text, new_inode, "old0") in (None, old_count)
+        # but with its own count, never the new one's; it may have sent a
+        # packet of its own (ARP) after the first scrape, never the new 20
+        lingering = transmitted(text, new_inode, "old0")
+        assert lingering is None or old_count <= lingering < old_count + 20
         for _ in range(10):
             if transmitted(get(exporter.url())[1], new_inode, "old0") is None:
                 break

@@ -96,6 +96,11 @@ class KernelEnv:
                 self.btf_path = None
         return self._btf
 
+    def forget_btf(self) -> None:
+        """Let the parsed BTF go (~10 MB): a daemon needs it to start, not to
+        serve; btf() would read it again."""
+        self._btf = None
+
     def tracepoint_exists(self, target: str) -> bool:
         category, _, event = target.partition(":")
         return bool(self.tracefs and _is_dir(self.tracefs / "events" / category / event))

@@ -8,25 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
+import dataclasses
 import os
 import re
-import struct
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from .bpfmaps import Key, MapLayout, MapReader
 from .errors import PyprobeError
 from .kernel import KernelEnv
 from .manifest import Hook
 
 RingbufCallback = Callable[[bytes], None]
-
-
-# A map key: an integer, or a struct's members in order (see key_fields).
-Key = int | tuple[int, ...]
 
 
 class Program(Protocol):
@@ -103,6 +99,8 @@ def _struct_format(ctype: Any) -> str | None:
     parts, at = [], 0
     for name, ftype, *bits in ctype._fields_:
         field = getattr(ctype, name)
+        if name.startswith("__pad"):
+            continue  # the padding bcc spells out: covered by the "x"s below
         sub = _struct_format(ftype)
         if bits or sub is None or len(sub) != 1 or field.offset < at:
             return None
@@ -111,86 +109,43 @@ def _struct_format(ctype: Any) -> str | None:
     return "".join(parts) + "x" * (ctypes.sizeof(ctype) - at)
 
 
-class MapReader:
-    """A map read whole with BPF_MAP_LOOKUP_BATCH into buffers kept between
-    reads, and decoded with struct. bcc's items_lookup_batch() allocates
-    max_entries ctypes keys and values per call and makes a Python object
-    per entry; this is what a scrape spent most of its map-reading time on."""
+def _members(ctype: Any) -> tuple[str, ...]:
+    fields = getattr(ctype, "_fields_", None) or ()
+    return tuple(n for n, *_ in fields if not n.startswith("__pad"))
 
-    def __init__(self, table: Any, key_fmt: str, leaf_fmt: str, ncpu: int) -> None:
-        from bcc.libbcc import lib
 
-        self._lookup = lib.bpf_lookup_batch
-        self.fd, self.cap, self.ncpu = table.map_fd, int(table.max_entries), ncpu
-        self.key = struct.Struct("=" + key_fmt)
-        self.leaf = struct.Struct("=" + leaf_fmt)
-        self.int_key = len(key_fmt.replace("x", "")) == 1 and not hasattr(table.Key, "_fields_")
-        self.members = len(getattr(getattr(table, "sLeaf", table.Leaf), "_fields_", ()) or ())
-        self.vsize = self.leaf.size * ncpu
-        self.keys = ctypes.create_string_buffer(self.key.size * self.cap)
-        self.values = ctypes.create_string_buffer(self.vsize * self.cap)
-
-    @classmethod
-    def of(cls, table: Any) -> MapReader | None:
-        sleaf = getattr(table, "sLeaf", None)
-        leaf = sleaf if sleaf is not None else table.Leaf
-        key_fmt, leaf_fmt = _struct_format(table.Key), _struct_format(leaf)
-        if key_fmt is None or leaf_fmt is None:
+def layout_of(name: str, table: Any) -> MapLayout | None:
+    """A bcc table's layout, for reading it by fd alone; None when its key or
+    value is not integers (bcc's own reads serve those)."""
+    sleaf = getattr(table, "sLeaf", None)
+    leaf = sleaf if sleaf is not None else table.Leaf
+    key_fmt, leaf_fmt = _struct_format(table.Key), _struct_format(leaf)
+    if key_fmt is None or leaf_fmt is None:
+        return None
+    ncpu = 1
+    if sleaf is not None:
+        if ctypes.sizeof(sleaf) % 8:  # the kernel pads per-CPU values to 8
             return None
-        ncpu = 1
-        if sleaf is not None:
-            if ctypes.sizeof(sleaf) % 8:  # the kernel pads per-CPU values to 8
-                return None
-            ncpu = ctypes.sizeof(table.Leaf) // ctypes.sizeof(sleaf)
-        return cls(table, key_fmt, leaf_fmt, ncpu)
+        ncpu = ctypes.sizeof(table.Leaf) // ctypes.sizeof(sleaf)
+    return MapLayout(
+        name=name,
+        key_fmt=key_fmt,
+        leaf_fmt=leaf_fmt,
+        ncpu=ncpu,
+        capacity=int(table.max_entries),
+        key_fields=_members(table.Key),
+        leaf_fields=_members(leaf),
+    )
 
-    def _batch(self) -> int:
-        total, token, count = 0, ctypes.c_uint32(0), ctypes.c_uint32(0)
-        ksize = self.key.size
-        while total < self.cap:
-            count.value = self.cap - total
-            rc = self._lookup(
-                self.fd,
-                ctypes.byref(token) if total else None,
-                ctypes.byref(token),
-                ctypes.addressof(self.keys) + ksize * total,
-                ctypes.addressof(self.values) + self.vsize * total,
-                ctypes.byref(count),
-            )
-            err = ctypes.get_errno()
-            total += count.value
-            if rc != 0:
-                if err == errno.ENOENT or -rc == errno.ENOENT:
-                    break  # all read
-                raise OSError(err or -rc, os.strerror(err or -rc))
-            if count.value == 0:
-                break
-        return total
 
-    def read(self, per_cpu: bool) -> dict[Key, int]:
-        """As BccProgram.read_counts."""
-        n = self._batch()
-        keys = self.key.iter_unpack(memoryview(self.keys)[: n * self.key.size])
-        leaves = list(self.leaf.iter_unpack(memoryview(self.values)[: n * self.vsize]))
-        ncpu, members = self.ncpu, self.members
-        out: dict[Key, int] = {}
-        for i, key in enumerate(keys):
-            base: tuple = key
-            cpus = leaves[i * ncpu : (i + 1) * ncpu]
-            if not per_cpu and ncpu > 1:
-                cpus = [tuple(map(sum, zip(*cpus, strict=True)))]
-            for cpu, leaf in enumerate(cpus):
-                tail = (cpu,) if per_cpu else ()
-                if members:
-                    if any(leaf):  # every member of a key that exists, zeros too
-                        for m, value in enumerate(leaf):
-                            out[(*base, m, *tail)] = value
-                elif leaf[0]:
-                    if per_cpu or not self.int_key:
-                        out[(*base, *tail)] = leaf[0]
-                    else:
-                        out[base[0]] = leaf[0]
-        return out
+@dataclasses.dataclass
+class Exported:
+    """A loaded program's description, without its fds (see BccProgram.export)."""
+
+    hook: Hook
+    maps: list[MapLayout]
+    functions: list[str]
+    links: int
 
 
 class BccProgram:
@@ -209,14 +164,12 @@ class BccProgram:
         one key, one map update per event) is split too: the member's index
         (see leaf_fields) is appended to the key, before the CPU."""
         table = self.bpf[map_name.encode()]
-        reader = self._readers.get(map_name)
-        if reader is None:
-            reader = self._readers[map_name] = MapReader.of(table)
+        reader = self._reader(map_name)
         if reader is not None:
             try:
                 return reader.read(per_cpu)
             except OSError:
-                self._readers[map_name] = None  # no batch ops here: bcc's way from now on
+                self._readers[map_name] = None  # bcc's way from now on
         percpu = hasattr(table, "sum")
         members = list(self.leaf_fields(map_name))
         out: dict[Key, int] = {}
@@ -246,6 +199,13 @@ class BccProgram:
                         out[(*base, *tail) if per_cpu or isinstance(key, tuple) else key] = value
         return out
 
+    def _reader(self, map_name: str) -> MapReader | None:
+        if map_name not in self._readers:
+            table = self.bpf[map_name.encode()]
+            layout = layout_of(map_name, table)
+            self._readers[map_name] = MapReader(table.map_fd, layout) if layout else None
+        return self._readers[map_name]
+
     def leaf_fields(self, map_name: str) -> tuple[str, ...]:
         table = self.bpf[map_name.encode()]
         leaf = getattr(table, "sLeaf", table.Leaf)  # per-CPU maps: Leaf is an array of sLeaf
@@ -263,6 +223,32 @@ class BccProgram:
             key = table.Key(*k) if isinstance(k, tuple) else table.Key(k)
             with contextlib.suppress(KeyError):
                 del table[key]
+
+    def export(self, maps: Sequence[str]) -> tuple[Exported, list[int]]:
+        """What another process needs to own this program: the layouts of
+        these maps (those it has), and the fds of its maps, programs and
+        attachments, in that order. Sent with SCM_RIGHTS, the fds keep it all
+        in the kernel, attached, after this process is gone."""
+        layouts: list[MapLayout] = []
+        fds: list[int] = []
+        for name in maps:
+            try:
+                table = self.bpf[name.encode()]
+            except Exception:  # not in this build of the program (e.g. stream-only)
+                continue
+            layout = layout_of(name, table)
+            if layout is None:
+                raise PyprobeError(f"map {name}: a key or value that is not integers")
+            layouts.append(layout)
+            fds.append(table.map_fd)
+        functions = [name.decode() for name in self.bpf.funcs]
+        fds += [fn.fd for fn in self.bpf.funcs.values()]
+        links = [
+            *self.bpf.raw_tracepoint_fds.values(),
+            *self.bpf.tracepoint_fds.values(),
+            *(fd for per_fn in self.bpf.kprobe_fds.values() for fd in per_fn.values()),
+        ]
+        return Exported(self.hook, layouts, functions, len(links)), fds + links
 
     def program_fds(self) -> dict[str, int]:
         """function name -> fd of each loaded program (for run-time stats)."""

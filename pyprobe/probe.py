@@ -29,6 +29,7 @@ from prometheus_client.core import (
 from . import structs
 from .decoders import Decoders
 from .errors import PyprobeError
+from .forkload import ForkLoader
 from .hooks import Choice, choose, usable_points
 from .kernel import KernelEnv
 from .loader import BccLoader, Loader, Program, preflight
@@ -124,7 +125,7 @@ class Probe:
     def attach(self, stream: bool = False, cflags: Sequence[str] = ()) -> None:
         if self.program is not None:
             return
-        if isinstance(self.loader, BccLoader):
+        if isinstance(self.loader, BccLoader | ForkLoader):
             preflight(self.env)  # first: a missing privilege explains everything after it
         choice = self.available()
         if choice.hook is None:

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from .. import registry as probes_registry
 from ..decoders import read_namespaces
 from ..errors import PyprobeError
+from ..forkload import ForkLoader
 from ..kernel import KernelEnv
 from ..loader import preflight, release_compiler_memory
 from . import bpfstats, privileges, webconfig
@@ -96,12 +97,14 @@ def run(opts: Options, env: KernelEnv) -> None:
     states: dict[str, ProbeState] = {}
     stats_fd = None
     thread: threading.Thread | None = None
+    # bcc, clang and LLVM live in a child for the attach phase only (forkload.py)
+    loader = ForkLoader()
     try:
         with _signals(stop, reload):
             # 3. the probes
             caps = LabelCaps(opts.label_caps)
             for name in names:
-                probe = probes_registry.create(name, env=env)
+                probe = probes_registry.create(name, env=env, loader=loader)
                 state = ProbeState(name, probe)
                 try:
                     probe.attach()
@@ -115,6 +118,7 @@ def run(opts: Options, env: KernelEnv) -> None:
                 registry.register(ProbeCollector(state, caps))
                 if stop.is_set():
                     return
+            loader.close()
             if not any(state.attached for state in states.values()):
                 reasons = "; ".join(f"{n}: {st.error}" for n, st in states.items())
                 raise PyprobeError(f"no probe could attach: {reasons}")
@@ -129,6 +133,7 @@ def run(opts: Options, env: KernelEnv) -> None:
             # One collection before serving: symbol tables and name caches are
             # loaded now, not during the first scrape.
             list(registry.collect())
+            env.forget_btf()
             release_compiler_memory()
             if user is not None:
                 read_namespaces()  # names of the namespaces we will no longer enter
@@ -156,6 +161,7 @@ def run(opts: Options, env: KernelEnv) -> None:
                     reload.clear()
                     _reload(server, opts.web_config, reload_state)
     finally:
+        loader.close()
         if thread is not None:
             server.shutdown()
         server.server_close()

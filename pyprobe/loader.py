@@ -36,6 +36,10 @@ class Program(Protocol):
     def close(self) -> None: ...
 
 
+# What a loader is asked: the program's source, the hook, the compile flags.
+LoadRequest = tuple[Path, Hook, list[str]]
+
+
 class Loader(Protocol):
     def load(self, source: Path, hook: Hook, cflags: list[str]) -> Program: ...
 

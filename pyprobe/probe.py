@@ -32,7 +32,7 @@ from .errors import PyprobeError
 from .forkload import ForkLoader
 from .hooks import Choice, choose, usable_points
 from .kernel import KernelEnv
-from .loader import BccLoader, Loader, Program, preflight
+from .loader import BccLoader, Loader, LoadRequest, Program, preflight
 from .manifest import CPU_FIELD, Hook, Manifest
 from .manifest import Metric as MetricSpec
 
@@ -125,6 +125,13 @@ class Probe:
     def attach(self, stream: bool = False, cflags: Sequence[str] = ()) -> None:
         if self.program is not None:
             return
+        request = self.load_request(stream, cflags)
+        self.adopt(self.loader.load(*request), stream)
+
+    def load_request(self, stream: bool = False, cflags: Sequence[str] = ()) -> LoadRequest:
+        """What the loader is to compile and attach: (program, hook, flags).
+        attach() is load_request() + load + adopt(); the exporter loads its
+        probes' requests together (ForkLoader.load_many)."""
         if isinstance(self.loader, BccLoader | ForkLoader):
             preflight(self.env)  # first: a missing privilege explains everything after it
         choice = self.available()
@@ -138,10 +145,14 @@ class Probe:
         flags = [*self.cflags(choice, stream), *cflags]
         points = usable_points(choice.hook, self.env, stream)
         hook = dataclasses.replace(choice.hook, points=points)
-        self.program = self.loader.load(self.manifest.program, hook, flags)
+        return self.manifest.program, hook, flags
+
+    def adopt(self, program: Program, stream: bool = False) -> None:
+        """Take a loaded program as this probe's (see load_request)."""
+        self.program = program
         self.streaming = stream
         if stream and self.manifest.event:
-            self.program.open_ringbuf(self.manifest.event.ringbuf, self._on_event)
+            program.open_ringbuf(self.manifest.event.ringbuf, self._on_event)
 
     def cflags(self, choice: Choice, stream: bool = False) -> list[str]:
         """What the program is compiled with besides the hook's own flags:

@@ -278,7 +278,7 @@ def main() -> None:
     scrape = {}
     for n in sockets:
         print(f"[{time.monotonic() - started:5.0f}s] scrape with {n} sockets", file=sys.stderr, flush=True)
-        scrape[n] = scrape_measure(n, 10 if args.quick else 30)
+        scrape[n] = scrape_measure(n, 10 if args.quick else 40)
     report = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),

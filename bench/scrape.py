@@ -2,9 +2,10 @@
 serves by default, its memory, and its time from start to first data.
 
 Opens N/2 connections between two namespaces (N sockets), starts the
-exporter, scrapes it repeatedly. Used by bench/run.py; also runs alone:
+exporter, scrapes it every 1.05 s (each scrape cold, as under Prometheus).
+Used by bench/run.py; also runs alone:
 
-    .venv/bin/python bench/scrape.py [--sockets 10000] [--scrapes 30]
+    .venv/bin/python bench/scrape.py [--sockets 10000] [--scrapes 40]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pyprobe import lab, netlink  # noqa: E402
 PYPROBE = str(Path(sys.executable).with_name("pyprobe"))
 
 
+INTERVAL = 1.05  # seconds between scrapes
 PER_WORKER = 9000  # connections per helper process: 2 fds each, under a 20k fd limit
 
 
@@ -58,7 +60,7 @@ def hold(ns_a: str, ns_b: str, addr_b: str, port: int, n: int) -> None:
     sys.stdin.read()
 
 
-def measure(sockets: int, scrapes: int = 30, port: int = 19999) -> dict[str, float]:
+def measure(sockets: int, scrapes: int = 40, port: int = 19999) -> dict[str, float]:
     n = sockets // 2
     with lab.VethPair(prefix="ppscrape", net=91) as pair:
         netlink.run_in_netns(
@@ -92,7 +94,9 @@ def measure(sockets: int, scrapes: int = 30, port: int = 19999) -> dict[str, flo
             body = urllib.request.urlopen(url).read().decode()
             times.append(time.perf_counter() - t)
             series = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
-            time.sleep(0.1)
+            # Past every cache (socket snapshot 0.5 s, link table 1 s): each
+            # scrape pays what one does under Prometheus' 15 s interval.
+            time.sleep(INTERVAL)
         rss = next(
             int(line.split()[1]) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
             if line.startswith("VmRSS:")
@@ -115,7 +119,7 @@ def measure(sockets: int, scrapes: int = 30, port: int = 19999) -> dict[str, flo
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sockets", type=int, default=10000)
-    ap.add_argument("--scrapes", type=int, default=30)
+    ap.add_argument("--scrapes", type=int, default=40)
     ap.add_argument("--hold", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.hold:

@@ -236,7 +236,7 @@ class Decoders:
         after dropping privileges; an unknown namespace, 0)."""
         if not nid:
             return None
-        _LINKS.get(0, 0, fresh=True)
+        _LINKS.fresh()
         inode = self.netns_inode(nid)
         alive = _LINKS.live(nid) if self.cookie_ids else inode in _LINKS.links
         if not alive:
@@ -301,17 +301,24 @@ class _Links:
         self.complete = False  # every namespace could be entered
         self.lock = threading.Lock()
 
-    def get(self, netns: int, ifindex: int, fresh: bool = False) -> dict[int, str]:
-        """The namespace's links; re-read when older than a second and the
-        device is unknown (or fresh: whatever is asked)."""
+    def get(self, netns: int, ifindex: int) -> dict[int, str]:
+        """The namespace's links; re-read when the device is unknown (at
+        most every MISS_REFRESH)."""
         with self.lock:
             names = self.links.get(netns)
-            age = time.monotonic() - self.at
-            missing = names is None or ifindex not in names
-            if (fresh and age > 1) or (missing and age > MISS_REFRESH):
+            if (names is None or ifindex not in names) and self.age() > MISS_REFRESH:
                 self._refresh()
                 names = self.links.get(netns)
             return names or {}
+
+    def fresh(self) -> None:
+        """Re-read when older than a second."""
+        with self.lock:
+            if self.age() > 1:
+                self._refresh()
+
+    def age(self) -> float:
+        return time.monotonic() - self.at
 
     def inode_of(self, nid: int) -> int:
         """The inode of a live namespace's cookie, or of one that was alive

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..decoders import FAMILIES, inet_addr, ip_protocol, netns_name
 from ..errors import PyprobeError
+from ..loader import LoadRequest, Program
 from ..probe import Probe
 from ..registry import register
 from ..render import hostport
@@ -65,6 +66,9 @@ class Drops(Probe):
     ) -> None:
         if benign is not None:
             self.benign = tuple(benign)
+        super().attach(stream=stream, cflags=cflags)
+
+    def load_request(self, stream: bool = False, cflags: Sequence[str] = ()) -> LoadRequest:
         present = set(self.decoders.drop_reasons.values())
         # A name this kernel lacks is a typo, unless it is one of our defaults
         # (reasons come and go between kernel versions).
@@ -76,7 +80,10 @@ class Drops(Probe):
             flags.append(f"-DSKB_CONSUMED_REASON={consumed}")
         if numbers:
             flags.append("-DBENIGN(r)=(" + "||".join(f"(r)=={n}" for n in numbers) + ")")
-        super().attach(stream=stream, cflags=flags)
+        return super().load_request(stream=stream, cflags=flags)
+
+    def adopt(self, program: Program, stream: bool = False) -> None:
+        super().adopt(program, stream)
         self.decoders.symbols  # noqa: B018 - load kallsyms now, not in the first scrape
 
     def _consumed_value(self) -> int | None:

@@ -8,7 +8,6 @@ connections waiting in the accept queue / the queue's limit.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,25 +18,23 @@ from prometheus_client.core import (
     Metric,
 )
 
-from .. import netlink, sockdiag
+from .. import netlink, sockdiag, tcpsummary
 from ..decoders import TCP_STATE_NUMBERS, endpoint, tcp_state
 from ..probe import PREFIX, Probe
 from ..registry import register
 from ..sockdiag import RECV_Q, SEND_Q, STATE, Sock
 
 LISTEN = TCP_STATE_NUMBERS["LISTEN"]
-# Buckets of the queue-depth distribution (bytes), 0 first: most queues are empty.
-QUEUE_BUCKETS = (0, 1024, 16384, 65536, 262144, 1048576, 4194304, 16777216)
 
 
 @register("queues")
 class Queues(Probe):
     netns: int | None = None  # only this namespace, when set
 
-    def stats(self) -> dict[int, list[tuple]]:
-        """inode of the namespace -> (state, recv_q, send_q) of its TCP sockets;
-        one sock_diag pass serves every collector of a scrape."""
-        snap = netlink.tcp_snapshot()
+    def stats(self) -> dict[int, tcpsummary.Summary]:
+        """inode of the namespace -> its TCP sockets summed (tcpsummary.py);
+        one pass serves every collector of a scrape."""
+        snap = tcpsummary.snapshot()
         return {k: v for k, v in snap.items() if self.netns is None or k == self.netns}
 
     def records(self) -> dict[int, list[tuple]]:
@@ -126,17 +123,12 @@ class Queues(Probe):
             "The fullest listener's accept queue as a fraction of its limit, per namespace.",
             labels=labels,
         )
-        for inode, stats in self.stats().items():
+        for inode, summary in self.stats().items():
             ns = [str(inode), names.get(inode, "")]
-            listeners = [(rq, wq) for state, rq, wq in stats if state == LISTEN]
-            waiting = sum(q for q, _ in listeners)
-            fullest = max((q / cap for q, cap in listeners if cap), default=0.0)
-            others = [s for s in stats if s[0] != LISTEN]
-            for queue, index in (("recv", 1), ("send", 2)):
-                values = sorted(s[index] for s in others)
-                depth.add_metric([*ns, queue], _buckets(values), sum(values))
-            backlog.add_metric(ns, waiting)
-            backlog_max.add_metric(ns, fullest)
+            for queue in ("recv", "send"):
+                depth.add_metric([*ns, queue], summary.buckets(queue), summary.total(queue))
+            backlog.add_metric(ns, summary.backlog)
+            backlog_max.add_metric(ns, summary.fullest)
         yield depth
         yield backlog
         yield backlog_max
@@ -182,12 +174,3 @@ def _row(inode: int, s: Sock, names: dict[int, str]) -> dict[str, Any]:
         "send_q": s.send_q,
         "inode": s.inode,
     }
-
-
-def _buckets(values: list[int]) -> list[tuple[str, float]]:
-    """Cumulative Prometheus buckets of QUEUE_BUCKETS over sorted values."""
-    out: list[tuple[str, float]] = [
-        (str(bound), bisect.bisect_right(values, bound)) for bound in QUEUE_BUCKETS
-    ]
-    out.append(("+Inf", len(values)))
-    return out

@@ -12,9 +12,10 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from .. import netlink
+from .. import netlink, tcpsummary
 from ..decoders import TCP_STATES, tcp_state
 from ..errors import PyprobeError
+from ..loader import LoadRequest
 from ..probe import PREFIX, Probe
 from ..registry import register
 from ..structs import F_DELTA_KNOWN, F_OWNER_KNOWN, TcpStateEvent
@@ -76,13 +77,16 @@ class TcpStates(Probe):
     ) -> None:
         if filters is not None:
             self.filters = filters
+        super().attach(stream=stream, cflags=cflags)
+
+    def load_request(self, stream: bool = False, cflags: Sequence[str] = ()) -> LoadRequest:
         if self.filters.netns is not None:
             choice = self.available()
             if "OFF_NET_INUM" in choice.offsets.absent or choice.offsets.source == "none":
                 raise PyprobeError(
                     "--netns needs the socket's namespace: no BTF or matching headers"
                 )
-        super().attach(stream=stream, cflags=[*self.filters.cflags(), *cflags])
+        return super().load_request(stream=stream, cflags=[*self.filters.cflags(), *cflags])
 
     def decode(self, raw: bytes) -> dict[str, Any]:
         # The hot path of the stream (100k+ events/s): one struct.unpack_from
@@ -130,8 +134,8 @@ class TcpStates(Probe):
 
     @staticmethod
     def live_sockets(netns: int | None = None) -> dict[int, dict[str, int]]:
-        """inode -> {state: count} from sock_diag, like `netstat -n | awk` per namespace."""
-        return {ino: dict(c) for ino, c in netlink.tcp_state_counts_by_netns(netns).items()}
+        """inode -> {state: count}, like `netstat -n | awk` per namespace."""
+        return tcpsummary.state_counts_by_netns(netns)
 
     def collect(self) -> Iterable[Metric]:
         yield from super().collect()

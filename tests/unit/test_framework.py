@@ -272,3 +272,15 @@ def test_every_shipped_probe_has_a_decoder_for_each_label():
         for metric in m.metrics:
             for label in metric.labels:
                 assert decoders.get(label.decoder)
+
+
+def test_what_a_probe_adds_to_its_flags_is_in_its_load_request():
+    """The exporter compiles load_request()s (ForkLoader.load_many), not
+    attach(): a subclass's own flags must be there."""
+    from pyprobe.probes.tcpstates import Filters
+
+    probe = registry.create("tcpstates", env=fake_env(), loader=FakeLoader())
+    probe.filters = Filters(pid=42, lports=(80,))
+    _source, hook, flags = probe.load_request()
+    assert "-DFILTER_PID=42" in flags and "-DLPORT_MATCH(p)=((p)==80)" in flags
+    assert hook.kind == "raw_tracepoint"

@@ -26,9 +26,6 @@
 #ifndef RINGBUF_PAGES
 #define RINGBUF_PAGES 4096 /* 16 MiB: ~170k events of burst before a loss */
 #endif
-#ifndef WAKEUP_EVERY
-#define WAKEUP_EVERY 64
-#endif
 #define AF_INET_ 2
 #define AF_INET6_ 10
 #define TCP_CLOSE_ 7
@@ -93,78 +90,83 @@ static __always_inline int stream(struct change *c)
 {
 	u64 now = bpf_ktime_get_ns();
 	u64 key = (u64)c->sk;
-	struct sk_owner cur = {};
 	u32 flags = 0;
 	u64 delta = 0;
+	int closing = c->newstate == TCP_CLOSE_;
+	struct sk_owner fresh = {};
 
-	struct sk_owner *prev = sockets.lookup(&key);
-	if (prev) {
-		delta = now - prev->ts;
+	/* A socket seen before is updated in place (no map update: that is an
+	 * element allocation and a bucket lock per event); a new one is inserted
+	 * once, below, and removed at CLOSE. */
+	struct sk_owner *o = sockets.lookup(&key);
+	if (o) {
+		delta = now - o->ts;
 		flags |= PYPROBE_F_DELTA_KNOWN;
-	}
-	if (owner_context(c->oldstate, c->newstate)) {
-		cur.pid = bpf_get_current_pid_tgid() >> 32;
-		bpf_get_current_comm(&cur.comm, sizeof(cur.comm));
-		cur.flags = PYPROBE_F_OWNER_KNOWN;
-	} else if (prev && (prev->flags & PYPROBE_F_OWNER_KNOWN)) {
-		cur.pid = prev->pid;
-		__builtin_memcpy(cur.comm, prev->comm, sizeof(cur.comm));
-		cur.flags = PYPROBE_F_OWNER_KNOWN;
 	} else {
-		/* Unknown owner: report the current task, flagged as a guess. */
-		cur.pid = bpf_get_current_pid_tgid() >> 32;
-		bpf_get_current_comm(&cur.comm, sizeof(cur.comm));
+		o = &fresh;
 	}
-	cur.ts = now;
-	flags |= cur.flags;
-	if (c->newstate == TCP_CLOSE_)
-		sockets.delete(&key);
-	else
-		sockets.update(&key, &cur);
+	if (owner_context(c->oldstate, c->newstate) || !(o->flags & PYPROBE_F_OWNER_KNOWN)) {
+		/* The owner acting itself; or, owner never seen, the current task
+		 * reported as a guess (not flagged known). */
+		o->pid = bpf_get_current_pid_tgid() >> 32;
+		bpf_get_current_comm(&o->comm, sizeof(o->comm));
+		o->flags = owner_context(c->oldstate, c->newstate) ? PYPROBE_F_OWNER_KNOWN : 0;
+	}
+	o->ts = now;
+	flags |= o->flags;
+	u32 pid = o->pid;
+	int keep = 1;
 
 	/* Filters: constants compiled in, applied before the ring buffer. */
 #ifdef FILTER_PID
 	/* -p means "sockets this process owns": a guessed pid never matches. */
-	if (!(cur.flags & PYPROBE_F_OWNER_KNOWN) || cur.pid != FILTER_PID)
-		return 0;
+	if (!(o->flags & PYPROBE_F_OWNER_KNOWN) || pid != FILTER_PID)
+		keep = 0;
 #endif
 #ifdef FILTER_FAMILY
 	if (c->family != FILTER_FAMILY)
-		return 0;
+		keep = 0;
 #endif
 #ifdef LPORT_MATCH
 	if (!(LPORT_MATCH(c->sport)))
-		return 0;
+		keep = 0;
 #endif
 #ifdef DPORT_MATCH
 	if (!(DPORT_MATCH(c->dport)))
-		return 0;
+		keep = 0;
 #endif
-	u32 netns = sk_netns(c->sk);
+	u32 netns = keep ? sk_netns(c->sk) : 0;
 #ifdef FILTER_NETNS
 	if (netns != FILTER_NETNS)
-		return 0;
+		keep = 0;
 #endif
 
-	struct tcpstate_event *e = event_reserve(sizeof(struct tcpstate_event));
-	if (!e)
-		return 0; /* counted in `lost` */
-	e->ts_ns = now;
-	e->skaddr = key;
-	e->delta_ns = delta;
-	e->pid = cur.pid;
-	e->netns = netns;
-	__builtin_memcpy(e->saddr, c->saddr, 16);
-	__builtin_memcpy(e->daddr, c->daddr, 16);
-	e->sport = c->sport;
-	e->dport = c->dport;
-	e->family = c->family;
-	e->oldstate = c->oldstate;
-	e->newstate = c->newstate;
-	e->flags = flags;
-	__builtin_memcpy(e->comm, cur.comm, sizeof(e->comm));
-	e->_pad = 0;
-	event_submit(e); /* wakes the reader every WAKEUP_EVERY events only */
+	struct tcpstate_event *e = keep ? event_reserve(sizeof(struct tcpstate_event)) : 0;
+	if (e) { /* else counted in `lost` */
+		e->ts_ns = now;
+		e->skaddr = key;
+		e->delta_ns = delta;
+		e->pid = pid;
+		e->netns = netns;
+		__builtin_memcpy(e->saddr, c->saddr, 16);
+		__builtin_memcpy(e->daddr, c->daddr, 16);
+		e->sport = c->sport;
+		e->dport = c->dport;
+		e->family = c->family;
+		e->oldstate = c->oldstate;
+		e->newstate = c->newstate;
+		e->flags = flags;
+		__builtin_memcpy(e->comm, o->comm, sizeof(e->comm));
+		e->_pad = 0;
+		event_submit(e);
+	}
+	/* Last: o may be the map's element, which the delete frees. */
+	if (o != &fresh) {
+		if (closing)
+			sockets.delete(&key);
+	} else if (!closing) {
+		sockets.update(&key, &fresh);
+	}
 	return 0;
 }
 #endif /* STREAM */

@@ -11,18 +11,21 @@ import ctypes
 import dataclasses
 import os
 import re
+import struct
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from . import ringbuf
 from .bpfmaps import Key, MapLayout, MapReader
 from .errors import PyprobeError
 from .kernel import KernelEnv
 from .manifest import Hook
 
 RingbufCallback = Callable[[bytes], None]
+RowsCallback = Callable[[list[tuple]], None]
 
 
 class Program(Protocol):
@@ -158,6 +161,7 @@ class BccProgram:
         self.hook = hook
         self._closed = False
         self._raised: BaseException | None = None
+        self._rings: list[ringbuf.RingReader] = []
         self._readers: dict[str, MapReader | None] = {}
 
     def read_counts(self, map_name: str, per_cpu: bool = False) -> dict[Key, int]:
@@ -267,6 +271,13 @@ class BccProgram:
         return out
 
     def open_ringbuf(self, map_name: str, callback: RingbufCallback) -> None:
+        table = self.bpf[map_name.encode()]
+        if ringbuf.available():
+            # Read from the mapping in batches: 1.5 us/event less than bcc's
+            # per-event ctypes callback (see ringbuf.py).
+            self._rings.append(ringbuf.RingReader(table.map_fd, callback))
+            return
+
         def on_event(_ctx: Any, data: Any, size: int) -> int:
             # An exception cannot cross the C frames of ring_buffer_poll: ctypes
             # would print and drop it (a Ctrl-C under load was lost that way).
@@ -278,11 +289,28 @@ class BccProgram:
                 return -1
             return 0
 
-        self.bpf[map_name.encode()].open_ring_buffer(on_event)
+        table.open_ring_buffer(on_event)
+
+    def open_ringbuf_rows(
+        self, map_name: str, row: struct.Struct, callback: RowsCallback, fallback: RingbufCallback
+    ) -> bool:
+        """Records of one fixed layout, unpacked a batch at a time (the fast
+        path of a busy stream); records of another size go to fallback.
+        False where the mapping cannot be read (see ringbuf.available)."""
+        if not ringbuf.available():
+            return False
+        fd = self.bpf[map_name.encode()].map_fd
+        self._rings.append(ringbuf.RingReader(fd, fallback, row, callback))
+        return True
 
     def poll(self, timeout_ms: int) -> None:
         # The program wakes us only when a backlog builds up (BPF_RB_NO_WAKEUP
         # otherwise), so after the wait also take whatever is there.
+        if self._rings:
+            self._rings[0].wait(timeout_ms)
+            for ring in self._rings:
+                ring.consume()
+            return
         self.bpf.ring_buffer_poll(timeout_ms)
         self._reraise()
         self.bpf.ring_buffer_consume()
@@ -296,6 +324,8 @@ class BccProgram:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            for ring in self._rings:
+                ring.close()
             self.bpf.cleanup()
 
 

@@ -15,6 +15,7 @@ import ctypes
 import dataclasses
 import functools
 import os
+import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -152,7 +153,14 @@ class Probe:
         self.program = program
         self.streaming = stream
         if stream and self.manifest.event:
-            program.open_ringbuf(self.manifest.event.ringbuf, self._on_event)
+            ring = self.manifest.event.ringbuf
+            rows = getattr(program, "open_ringbuf_rows", None)
+            if (
+                self.EVENT_ROW is None
+                or rows is None
+                or not rows(ring, self.EVENT_ROW, self._on_rows, self._on_event)
+            ):
+                program.open_ringbuf(ring, self._on_event)
 
     def cflags(self, choice: Choice, stream: bool = False) -> list[str]:
         """What the program is compiled with besides the hook's own flags:
@@ -184,8 +192,21 @@ class Probe:
         return self.program
 
     # -- events ----------------------------------------------------------------
+    # A probe whose events are one fixed struct may give its struct.Struct and
+    # decode_row(): a busy stream is then unpacked in batches (ringbuf.py).
+    EVENT_ROW: struct.Struct | None = None
+
     def _on_event(self, raw: bytes) -> None:
         self._pending.append(self.decode(raw))
+
+    def _on_rows(self, rows: list[tuple]) -> None:
+        self._pending.extend(map(self.decode_row, rows))
+
+    def decode_row(self, row: tuple) -> dict[str, Any]:
+        """One record unpacked by EVENT_ROW, behind its ring buffer header
+        (row[0], the length)."""
+        assert self.EVENT_ROW is not None
+        return self.decode(self.EVENT_ROW.pack(*row[1:]))
 
     def decode(self, raw: bytes) -> dict[str, Any]:
         """Generic decode through the ctypes mirror; probes override for names."""

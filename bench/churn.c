@@ -2,6 +2,10 @@
  * close — as fast as one client can, for a fixed time.
  *   churn server ADDR PORT            (serves until killed)
  *   churn client ADDR PORT SECONDS [MAX] (prints connections/s; stops at MAX)
+ *   churn paced ADDR PORT SECONDS RATE CLIENTS
+ *                                     (CLIENTS processes together aim at RATE
+ *                                      connections/s; prints connections made
+ *                                      and the rate reached)
  *   churn udp ADDR PORT SECONDS SIZE  (prints datagrams/s sent)
  *   churn udpsink ADDR PORT           (reads datagrams until killed)       */
 #include <arpa/inet.h>
@@ -12,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -72,6 +77,54 @@ static int client(const char *ip, int port, double secs, long max)
 	return 0;
 }
 
+static long one_connection(struct sockaddr_in *a)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+	int s = socket(AF_INET, SOCK_STREAM, 0);
+	char b = 'x';
+	long ok = connect(s, (void *)a, sizeof(*a)) == 0 && write(s, &b, 1) == 1 && read(s, &b, 1) == 1;
+	setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(s);
+	return ok;
+}
+
+/* A fixed offered load (the lossless-rate search): each client keeps to its
+ * schedule, sleeping when ahead; when it falls behind it goes on at once, so
+ * the rate reached says when the machine could not keep up. */
+static int paced(const char *ip, int port, double secs, double rate, int clients)
+{
+	struct sockaddr_in a = addr_of(ip, port);
+	int fds[2];
+	double start = now();
+	if (pipe(fds))
+		return 1;
+	for (int c = 0; c < clients; c++) {
+		if (fork() == 0) {
+			double gap = clients / rate, next = start + c * gap / clients;
+			long n = 0;
+			while (next < start + secs) {
+				double t = now();
+				if (t < next) {
+					struct timespec ts = {0, (long)((next - t) * 1e9)};
+					nanosleep(&ts, NULL);
+				}
+				n += one_connection(&a);
+				next += gap;
+			}
+			(void)!write(fds[1], &n, sizeof(n));
+			_exit(0);
+		}
+	}
+	long total = 0, n;
+	for (int c = 0; c < clients; c++)
+		if (read(fds[0], &n, sizeof(n)) == sizeof(n))
+			total += n;
+	while (wait(NULL) > 0)
+		;
+	printf("%ld %.1f\n", total, total / (now() - start));
+	return 0;
+}
+
 static int udpsink(const char *ip, int port)
 {
 	struct sockaddr_in a = addr_of(ip, port);
@@ -109,6 +162,8 @@ int main(int argc, char **argv)
 		return server(argv[2], atoi(argv[3]));
 	if (argc >= 5 && !strcmp(argv[1], "client"))
 		return client(argv[2], atoi(argv[3]), atof(argv[4]), argc >= 6 ? atol(argv[5]) : 0);
+	if (argc >= 7 && !strcmp(argv[1], "paced"))
+		return paced(argv[2], atoi(argv[3]), atof(argv[4]), atof(argv[5]), atoi(argv[6]));
 	if (argc >= 4 && !strcmp(argv[1], "udpsink"))
 		return udpsink(argv[2], atoi(argv[3]));
 	if (argc >= 6 && !strcmp(argv[1], "udp"))

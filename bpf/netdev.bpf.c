@@ -88,20 +88,37 @@ static __always_inline int queue(const void *skb)
 	return 0;
 }
 
+/* The sk_buff fields receive() reads, as one span (SPAN_READ). */
+#define SKB_LO MIN_(MIN_(OFF_SKB_DEV, OFF_SKB_LEN), MIN_(MIN_(OFF_SKB_MAC_HEADER, OFF_SKB_HEAD), OFF_SKB_DATA))
+#define SKB_HI MAX_(MAX_(OFF_SKB_DEV + 8, OFF_SKB_LEN + 4), \
+		    MAX_(MAX_(OFF_SKB_MAC_HEADER + 2, OFF_SKB_HEAD + 8), OFF_SKB_DATA + 8))
+
 static __always_inline int receive(const void *skb)
 {
 	struct dev_key k = {};
 	u32 len = 0;
 	u16 mac = 0;
 	unsigned char *head = 0, *data = 0;
-	READ_AT(len, skb, OFF_SKB_LEN);
-	READ_AT(mac, skb, OFF_SKB_MAC_HEADER);
-	READ_AT(head, skb, OFF_SKB_HEAD);
-	READ_AT(data, skb, OFF_SKB_DATA);
+	const void *dev = 0;
+	if (SPAN_FITS(SKB_LO, SKB_HI)) {
+		char span[SPAN_FITS(SKB_LO, SKB_HI) ? SKB_HI - SKB_LO : 1];
+		SPAN_READ(span, skb, SKB_LO, SKB_HI);
+		SPAN_GET(dev, span, SKB_LO, OFF_SKB_DEV);
+		SPAN_GET(len, span, SKB_LO, OFF_SKB_LEN);
+		SPAN_GET(mac, span, SKB_LO, OFF_SKB_MAC_HEADER);
+		SPAN_GET(head, span, SKB_LO, OFF_SKB_HEAD);
+		SPAN_GET(data, span, SKB_LO, OFF_SKB_DATA);
+	} else {
+		dev = skb_dev(skb);
+		READ_AT(len, skb, OFF_SKB_LEN);
+		READ_AT(mac, skb, OFF_SKB_MAC_HEADER);
+		READ_AT(head, skb, OFF_SKB_HEAD);
+		READ_AT(data, skb, OFF_SKB_DATA);
+	}
 	/* The link-layer header was pulled already; the device counted it. */
 	if (mac != 0xffff && data >= head + mac)
 		len += data - (head + mac);
-	struct dev_val *v = dev_of(skb_dev(skb), &k);
+	struct dev_val *v = dev_of(dev, &k);
 	if (!v)
 		return 0;
 	v->rx_packets++;

@@ -7,6 +7,21 @@
 #define READ_AT(dst, base, off) \
 	bpf_probe_read_kernel(&(dst), sizeof(dst), (const char *)(base) + (off))
 
+/* Fields close together in one struct are read as one span: a
+ * bpf_probe_read_kernel costs ~30 ns here whatever its size (8 bytes: 30 ns
+ * over an empty program, 480 bytes: 40), so 5 fields of an sk_buff read one
+ * by one cost 4 reads more than they need. lo/hi are constants (the OFF_*
+ * macros), so every access into the span is at a constant offset; a span
+ * wider than SPAN_MAX is read field by field instead (SPAN_FITS). */
+#define SPAN_MAX 256
+#define MIN_(a, b) ((a) < (b) ? (a) : (b))
+#define MAX_(a, b) ((a) > (b) ? (a) : (b))
+#define SPAN_FITS(lo, hi) ((hi) - (lo) <= SPAN_MAX)
+#define SPAN_READ(buf, base, lo, hi) \
+	bpf_probe_read_kernel(buf, SPAN_FITS(lo, hi) ? (hi) - (lo) : SPAN_MAX, \
+			      (const char *)(base) + (lo))
+#define SPAN_GET(dst, buf, lo, off) __builtin_memcpy(&(dst), (buf) + ((off) - (lo)), sizeof(dst))
+
 /* exp2 histograms: slot k counts values in (2^(k-1), 2^k], slot 0 holds 0
  * and 1; the last slot (HIST_SUM) accumulates the values themselves, so
  * one map gives Prometheus both the buckets and the _sum. */
@@ -74,12 +89,23 @@ static __always_inline void dev_ids(const void *dev, u32 *ifindex, u32 *netns)
 	*netns = 0;
 	if (!dev)
 		return;
-	READ_AT(*ifindex, dev, OFF_DEV_IFINDEX);
 #if defined(OFF_DEV_NET) && defined(HAVE_NET_ID)
 	const void *net = 0;
-	READ_AT(net, dev, OFF_DEV_NET);
+#define DEV_LO MIN_(OFF_DEV_IFINDEX, OFF_DEV_NET)
+#define DEV_HI MAX_(OFF_DEV_IFINDEX + 4, OFF_DEV_NET + 8)
+	if (SPAN_FITS(DEV_LO, DEV_HI)) {
+		char span[SPAN_FITS(DEV_LO, DEV_HI) ? DEV_HI - DEV_LO : 1];
+		SPAN_READ(span, dev, DEV_LO, DEV_HI);
+		SPAN_GET(*ifindex, span, DEV_LO, OFF_DEV_IFINDEX);
+		SPAN_GET(net, span, DEV_LO, OFF_DEV_NET);
+	} else {
+		READ_AT(*ifindex, dev, OFF_DEV_IFINDEX);
+		READ_AT(net, dev, OFF_DEV_NET);
+	}
 	if (net)
 		*netns = net_id(net);
+#else
+	READ_AT(*ifindex, dev, OFF_DEV_IFINDEX);
 #endif
 }
 #endif

@@ -47,13 +47,16 @@ BPF_TABLE("lru_hash", u64, struct sk_owner, sockets, MAX_sockets);
 #endif
 
 /* The namespace, where BTF gave the (optional) offsets; 0 otherwise. */
-static __always_inline u32 sk_netns(const void *sk)
+/* The namespace's inode, from the socket's net pointer (c->net, read with
+ * the socket's other fields; 0 when unknown). */
+static __always_inline u32 net_inum(const void *net)
 {
-#if defined(OFF_SKC_NET) && defined(OFF_NET_INUM)
-	return sk_netns_inum(sk);
-#else
-	return 0;
+	u32 inum = 0;
+#if defined(OFF_NET_INUM)
+	if (net)
+		READ_AT(inum, net, OFF_NET_INUM);
 #endif
+	return inum;
 }
 
 /* Transitions only a syscall makes (connect, listen, close/shutdown): here
@@ -68,6 +71,7 @@ static __always_inline int owner_context(int oldstate, int newstate)
 
 struct change {
 	const void *sk;
+	const void *net;
 	int oldstate;
 	int newstate;
 	u16 family;
@@ -135,7 +139,7 @@ static __always_inline int stream(struct change *c)
 	if (!(DPORT_MATCH(c->dport)))
 		keep = 0;
 #endif
-	u32 netns = keep ? sk_netns(c->sk) : 0;
+	u32 netns = keep ? net_inum(c->net) : 0;
 #ifdef FILTER_NETNS
 	if (netns != FILTER_NETNS)
 		keep = 0;
@@ -189,6 +193,21 @@ int on_sendmsg(struct bpf_raw_tracepoint_args *ctx)
 #endif
 
 #if defined(HOOK_RAW_TP) || defined(HOOK_KPROBE)
+#ifdef STREAM
+/* The sock_common fields a stream reads, as one span (SPAN_READ). */
+#ifdef OFF_SKC_NET
+#define SKC_NET_LO OFF_SKC_NET
+#define SKC_NET_HI (OFF_SKC_NET + 8)
+#else
+#define SKC_NET_LO OFF_SKC_FAMILY
+#define SKC_NET_HI (OFF_SKC_FAMILY + 2)
+#endif
+#define SKC_LO MIN_(MIN_(MIN_(OFF_SKC_FAMILY, OFF_SKC_DPORT), MIN_(OFF_SKC_DADDR, OFF_SKC_RCV_SADDR)), \
+		    MIN_(MIN_(OFF_SKC_V6_DADDR, OFF_SKC_V6_RCV_SADDR), SKC_NET_LO))
+#define SKC_HI MAX_(MAX_(MAX_(OFF_SKC_FAMILY + 2, OFF_SKC_DPORT + 2), \
+			 MAX_(OFF_SKC_DADDR + 4, OFF_SKC_RCV_SADDR + 4)), \
+		    MAX_(MAX_(OFF_SKC_V6_DADDR + 16, OFF_SKC_V6_RCV_SADDR + 16), SKC_NET_HI))
+#endif
 /* Counting needs only the two states; the socket's addresses are read only
  * when streaming, which keeps the always-on counter program cheap. */
 static __always_inline int from_sock(const void *sk, int oldstate, int newstate)
@@ -204,20 +223,41 @@ static __always_inline int from_sock(const void *sk, int oldstate, int newstate)
 	c.sk = sk;
 	c.oldstate = oldstate;
 	c.newstate = newstate;
-	READ_AT(c.family, sk, OFF_SKC_FAMILY);
 	/* inet_sport, not skc_num: the tracepoint's choice, and still set after
-	 * the port is released on the way to CLOSE. */
+	 * the port is released on the way to CLOSE. It lives in inet_sock, far
+	 * from the sock_common fields, which are read as one span. */
 	READ_AT(sport_be, sk, OFF_INET_SPORT);
-	READ_AT(dport_be, sk, OFF_SKC_DPORT);
+	if (SPAN_FITS(SKC_LO, SKC_HI)) {
+		char span[SPAN_FITS(SKC_LO, SKC_HI) ? SKC_HI - SKC_LO : 1];
+		SPAN_READ(span, sk, SKC_LO, SKC_HI);
+		SPAN_GET(c.family, span, SKC_LO, OFF_SKC_FAMILY);
+		SPAN_GET(dport_be, span, SKC_LO, OFF_SKC_DPORT);
+		if (c.family == AF_INET_) {
+			__builtin_memcpy(c.saddr, span + (OFF_SKC_RCV_SADDR - SKC_LO), 4);
+			__builtin_memcpy(c.daddr, span + (OFF_SKC_DADDR - SKC_LO), 4);
+		} else if (c.family == AF_INET6_) {
+			__builtin_memcpy(c.saddr, span + (OFF_SKC_V6_RCV_SADDR - SKC_LO), 16);
+			__builtin_memcpy(c.daddr, span + (OFF_SKC_V6_DADDR - SKC_LO), 16);
+		}
+#ifdef OFF_SKC_NET
+		SPAN_GET(c.net, span, SKC_LO, OFF_SKC_NET);
+#endif
+	} else {
+		READ_AT(c.family, sk, OFF_SKC_FAMILY);
+		READ_AT(dport_be, sk, OFF_SKC_DPORT);
+		if (c.family == AF_INET_) {
+			bpf_probe_read_kernel(c.saddr, 4, (const char *)sk + OFF_SKC_RCV_SADDR);
+			bpf_probe_read_kernel(c.daddr, 4, (const char *)sk + OFF_SKC_DADDR);
+		} else if (c.family == AF_INET6_) {
+			bpf_probe_read_kernel(c.saddr, 16, (const char *)sk + OFF_SKC_V6_RCV_SADDR);
+			bpf_probe_read_kernel(c.daddr, 16, (const char *)sk + OFF_SKC_V6_DADDR);
+		}
+#ifdef OFF_SKC_NET
+		READ_AT(c.net, sk, OFF_SKC_NET);
+#endif
+	}
 	c.sport = __builtin_bswap16(sport_be);
 	c.dport = __builtin_bswap16(dport_be);
-	if (c.family == AF_INET_) {
-		bpf_probe_read_kernel(c.saddr, 4, (const char *)sk + OFF_SKC_RCV_SADDR);
-		bpf_probe_read_kernel(c.daddr, 4, (const char *)sk + OFF_SKC_DADDR);
-	} else if (c.family == AF_INET6_) {
-		bpf_probe_read_kernel(c.saddr, 16, (const char *)sk + OFF_SKC_V6_RCV_SADDR);
-		bpf_probe_read_kernel(c.daddr, 16, (const char *)sk + OFF_SKC_V6_DADDR);
-	}
 	stream(&c);
 #endif
 	return 0;
@@ -256,6 +296,9 @@ int on_tp(struct tracepoint__sock__inet_sock_set_state *args)
 #ifdef STREAM
 	struct change c = {};
 	c.sk = args->skaddr;
+#ifdef OFF_SKC_NET
+	READ_AT(c.net, args->skaddr, OFF_SKC_NET);
+#endif
 	c.oldstate = args->oldstate;
 	c.newstate = args->newstate;
 	c.family = args->family;

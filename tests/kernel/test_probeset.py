@@ -214,7 +214,9 @@ def test_softirq_counts_match_proc_softirqs(pair, env):
         kernel = after_k[key] - before_k[key]
         ours = after_p.get(key, 0) - before_p.get(key, 0)
         least, most = k_c[key] - k_b[key], k_d[key] - k_a[key]
-        assert least - 0.01 * least <= ours <= most + 0.01 * most, (key, ours, least, most)
+        # One softirq per CPU may be between the kernel's count and the
+        # tracepoint, which follows it, while we read (TIMER: 3 vs 4 seen).
+        assert least - 1 - 0.01 * least <= ours <= most + 0.01 * most, (key, ours, least, most)
         checked += kernel >= 100
     assert checked >= 1
     net_rx = sum(after_k[k] - before_k[k] for k in after_k if k[1] == "NET_RX")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import operator
 import platform
 import select
 import struct
@@ -41,6 +42,7 @@ _HDR = 8
 # did, 20-140 times in 250k events, with the ring empty).
 _POS = struct.Struct("@Q")
 _LEN = struct.Struct("@I")
+_FIRST = operator.itemgetter(0)
 _OBJ_GET_INFO_BY_FD = 15
 TICK = 0.05  # s: the longest a record waits when the program does not wake us
 _BATCH = 4096  # records decoded before the space they held is given back
@@ -130,7 +132,8 @@ class RingReader:
         return _POS.unpack_from(self._data, 0)[0] - self._consumer.value
 
     def consume(self) -> int:
-        """Hand every complete record over; the count handed."""
+        """Hand every complete record over; how many records were passed
+        (discarded ones included)."""
         handed = 0
         while True:
             n = self._bulk() if self._row is not None else 0
@@ -157,9 +160,10 @@ class RingReader:
         with memoryview(data) as whole, whole[at : at + count * row.size] as run:
             rows = list(row.iter_unpack(run))
         size = self._sample
+        lengths = list(map(_FIRST, rows))  # each record's header length, in C
         good = count
-        if rows[-1][0] != size or any(r[0] != size for r in rows):
-            good = next(i for i, r in enumerate(rows) if r[0] != size)
+        if lengths.count(size) != count:
+            good = next(i for i, n in enumerate(lengths) if n != size)
             del rows[good:]
         if rows:
             self._on_rows(rows)
@@ -192,7 +196,8 @@ class RingReader:
                         return handed
                 consumer.value = cons
         finally:
-            # Also when the callback raised: what it was handed is consumed.
+            # Also when the callback raised: the records before that one are
+            # consumed; it is handed over again at the next consume().
             consumer.value = cons
 
     def close(self) -> None:

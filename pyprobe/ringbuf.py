@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 
 from .bpfmaps import _bpf
+from .records import unpack_run
 
 _BUSY, _DISCARD = 1 << 31, 1 << 30
 _HDR = 8
@@ -157,14 +158,11 @@ class RingReader:
         # sample (x86 keeps loads in order): a record whose header says done
         # has its sample complete. A copy first (bytes slicing, memcpy with
         # `rep movsb`) would not promise that order.
-        with memoryview(data) as whole, whole[at : at + count * row.size] as run:
-            rows = list(row.iter_unpack(run))
-        size = self._sample
-        lengths = list(map(_FIRST, rows))  # each record's header length, in C
-        good = count
-        if lengths.count(size) != count:
-            good = next(i for i, n in enumerate(lengths) if n != size)
-            del rows[good:]
+        rows: list[tuple] = []
+        with memoryview(data) as whole:
+            good = unpack_run(
+                row, whole[at : at + count * row.size], count, _FIRST, self._sample, rows
+            )
         if rows:
             self._on_rows(rows)
             self._consumer.value = cons + good * row.size

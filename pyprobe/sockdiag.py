@@ -15,6 +15,8 @@ import socket
 import struct
 from typing import NamedTuple
 
+from .records import unpack_run
+
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
 TCPDIAG_GETSOCK = 18  # the old request: struct inet_diag_req, family AF_UNSPEC allowed
@@ -159,27 +161,12 @@ def _run(
 ) -> int:
     """Unpack, in C, the answers of this same length from pos on (a buffer is
     mostly such a run: the attributes every socket gets make them 124 bytes
-    for IPv4 here, not the bare 88); the bytes taken. Runs are taken in
-    chunks that double (8, 16, 32...): sockets of another length (TIME_WAIT,
-    listeners) break them anywhere, and unpacking the whole rest of the
-    buffer at each break made a mixed table quadratic (81 ms for 13k sockets
-    with 3k in TIME_WAIT, against 15 ms)."""
-    sized = _sized(fmt.format, length)
-    view = memoryview(buf)
-    avail = (len(buf) - pos) // length
-    taken, chunk, want = 0, 8, (length, answer)
-    while taken < avail:
-        k = min(chunk, avail - taken)
-        start = pos + taken * length
-        records = list(sized.iter_unpack(view[start : start + k * length]))
-        heads = list(map(_HEAD, records))
-        if heads.count(want) != k:  # another length or kind (e.g. NLMSG_DONE) ends it
-            good = heads.index(next(h for h in heads if h != want))
-            out.extend(records[:good])
-            return (taken + good) * length
-        out.extend(records)
-        taken += k
-        chunk *= 2
+    for IPv4 here, not the bare 88); the bytes taken. Sockets of another
+    length (TIME_WAIT, listeners) or NLMSG_DONE end a run."""
+    view = memoryview(buf)[pos:]
+    taken = unpack_run(
+        _sized(fmt.format, length), view, len(view) // length, _HEAD, (length, answer), out
+    )
     return taken * length
 
 

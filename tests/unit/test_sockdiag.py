@@ -51,7 +51,7 @@ def test_a_run_broken_often_is_not_unpacked_again_and_again(monkeypatch):
 
     class Counting:
         def __init__(self, fmt: struct.Struct) -> None:
-            self.fmt = fmt
+            self.fmt, self.size = fmt, fmt.size
 
         def iter_unpack(self, view):
             nonlocal unpacked

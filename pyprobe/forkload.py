@@ -11,7 +11,8 @@ The child never detaches: it leaves with os._exit, skipping bcc's atexit
 clean-up, whose PERF_EVENT_IOC_DISABLE would switch off the parent's
 tracepoint and kprobe events too.
 
-Streams (the CLI's) still load in process: they need bcc's ring buffer reader.
+Streams (the CLI's) load in process: a command's life is short, so the
+compiler's memory does not matter there, and ringbuf.py reads the ring.
 """
 
 from __future__ import annotations

@@ -267,7 +267,9 @@ class BccProgram:
         out = []
         for name in names:
             table = self.bpf[name.encode()]
-            out.append((name, sum(1 for _ in table), int(table.max_entries)))
+            reader = self._reader(name)  # a batch count, as RemoteProgram does
+            used = reader.count() if reader is not None else sum(1 for _ in table)
+            out.append((name, used, int(table.max_entries)))
         return out
 
     def open_ringbuf(self, map_name: str, callback: RingbufCallback) -> None:

@@ -166,7 +166,7 @@ def tcp_state_counts(netns_path: str | Path | None = None) -> Counter[str]:
     def count() -> Counter[str]:
         return Counter(tcp_state(s.state) for s in sockdiag.tcp_sockets())
 
-    return count() if netns_path is None else run_in_netns(netns_path, count)
+    return _in(netns_path, count)
 
 
 def _in(path: str | Path | None, fn: Callable[[], T]) -> T:

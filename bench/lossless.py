@@ -88,14 +88,20 @@ class Reference:
         self.bpf.cleanup()
 
 
+def paced(churn: Path, addr: str, port: int, rate: int) -> tuple[float, float]:
+    """One step: (connections made, connections/s reached)."""
+    r = subprocess.run([str(churn), "paced", addr, str(port), str(SECONDS), str(rate),
+                        str(CLIENTS)], capture_output=True, text=True, check=True)
+    conns, reached = (float(x) for x in r.stdout.split())
+    return conns, reached
+
+
 def ceiling(churn: Path, addr: str, port: int) -> list[dict]:
     """The same steps with no tool: what the clients reach on their own (a
     tool can be lossless beyond this, but no step can show it)."""
     steps = []
     for rate in RATES:
-        r = subprocess.run([str(churn), "paced", addr, str(port), str(SECONDS), str(rate),
-                            str(CLIENTS)], capture_output=True, text=True)
-        conns, reached = (float(x) for x in r.stdout.split())
+        conns, reached = paced(churn, addr, port, rate)
         steps.append({"offered_conn_s": rate, "reached_conn_s": reached, "connections": conns})
     return steps
 
@@ -123,9 +129,7 @@ def search(cmd: list[str], log: Path, is_event: Callable[[str], bool], churn: Pa
         try:
             for rate in RATES:
                 before = reference.count()
-                r = subprocess.run([str(churn), "paced", addr, str(port), str(SECONDS), str(rate),
-                                    str(CLIENTS)], capture_output=True, text=True)
-                conns, reached = (float(x) for x in r.stdout.split())
+                conns, reached = paced(churn, addr, port, rate)
                 printed = output.settle()
                 expected = reference.count() - before
                 complete = expected > 0 and printed >= expected

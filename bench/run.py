@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -194,13 +195,17 @@ class Workloads:
             p.wait()
 
 
+def is_event(name: str) -> Callable[[str], bool]:
+    """Which of a streaming tool's output lines are events."""
+    return lossless.pyprobe_event if name.startswith("pyprobe") else lossless.bcc_event
+
+
 def stream_events(name: str, text: str, seconds: float) -> dict[str, float]:
+    events = sum(1 for line in text.splitlines() if is_event(name)(line))
     if name.startswith("pyprobe"):
-        events = sum(1 for line in text.splitlines() if line.startswith("{"))
         m = re.search(r"lost events: (\d+)", text)
         lost = int(m.group(1)) if m else 0
     else:
-        events = sum(1 for line in text.splitlines() if re.match(r"^[0-9a-f]{6,}\s", line))
         lost = sum(int(n) for n in re.findall(r"[Ll]ost (\d+) samples", text))
     return {"events_per_s": events / seconds, "lost": lost}
 
@@ -278,9 +283,8 @@ def main() -> None:
                 for name in STREAMING:
                     cmd = ARMS[name]
                     assert cmd is not None
-                    is_event = lossless.pyprobe_event if name.startswith("pyprobe") else lossless.bcc_event
                     found[name] = lossless.search(cmd, logs / f"lossless-{cmd[0].rsplit('/', 1)[-1]}.log",
-                                                  is_event, CHURN, "127.0.0.1", 18080, ceiling)
+                                                  is_event(name), CHURN, "127.0.0.1", 18080, ceiling)
             finally:
                 work.close()
     finally:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import operator
 import os
 import platform
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 # A map key: an integer, or a struct's members in order (see MapLayout.key_fields).
@@ -91,6 +93,9 @@ class MapReader:
         self.keys = ctypes.create_string_buffer(self.key.size * self.room)
         self.values = ctypes.create_string_buffer(self.vsize * self.room)
         self.batch_ops = True  # until the kernel says otherwise (EINVAL, ENOTSUPP)
+        # One u64 per key (and CPU): summed and filtered as one flat array of
+        # numbers, not a tuple per entry (a histogram array is mostly zeros).
+        self.plain = not self.members and self.leaf.format == "=Q"
 
     def _room(self, entries: int) -> None:
         """Buffers for at least this many entries (at most the capacity).
@@ -186,6 +191,8 @@ class MapReader:
         exists reports every member, zeros included: a device that polled but
         never exhausted its budget has a budget-exhausted counter of 0, not none."""
         n = self._read_all()
+        if self.plain:
+            return self._read_plain(n, per_cpu)
         keys = self.key.iter_unpack(memoryview(self.keys)[: n * self.key.size])
         leaves = list(self.leaf.iter_unpack(memoryview(self.values)[: n * self.vsize]))
         ncpu, members = self.ncpu, self.members
@@ -206,6 +213,31 @@ class MapReader:
                         out[(*base, *tail)] = leaf[0]
                     else:
                         out[base[0]] = leaf[0]
+        return out
+
+    def _read_plain(self, n: int, per_cpu: bool) -> dict[Key, int]:
+        ncpu, ksize = self.ncpu, self.key.size
+        flat = memoryview(self.values).cast("B")[: n * self.vsize].cast("Q")
+        if per_cpu:
+            at = [i for i, v in enumerate(flat) if v]  # entry * ncpu + cpu
+        else:
+            values: Iterable[int] = flat[0::ncpu]
+            for cpu in range(1, ncpu):
+                values = map(operator.add, values, flat[cpu::ncpu])
+            totals = list(values)
+            at = [i for i, v in enumerate(totals) if v]
+        out: dict[Key, int] = {}
+        unpack = self.key.unpack_from
+        for i in at:
+            entry, cpu = divmod(i, ncpu) if per_cpu else (i, 0)
+            key = unpack(self.keys, entry * ksize)
+            value = flat[i] if per_cpu else totals[i]
+            if per_cpu:
+                out[(*key, cpu)] = value
+            elif self.int_key:
+                out[key[0]] = value
+            else:
+                out[key] = value
         return out
 
     def delete(self, keys: list[Key]) -> None:

@@ -66,16 +66,29 @@ def netns_paths(denied: list[str] | None = None) -> dict[int, list[str]]:
     for every namespace in use on the host. Paths we may not look at are
     appended to `denied`."""
     found: dict[int, list[str]] = {}
-    candidates = [str(e) for e in NETNS_RUN_DIR.iterdir()] if NETNS_RUN_DIR.is_dir() else []
-    candidates += [f"/proc/{pid}/ns/net" for pid in os.listdir("/proc") if pid.isdigit()]
-    for path in candidates:
+    names = [str(e) for e in NETNS_RUN_DIR.iterdir()] if NETNS_RUN_DIR.is_dir() else []
+    links = [f"/proc/{pid}/ns/net" for pid in os.listdir("/proc") if pid.isdigit()]
+    for path in (*names, *links):
         try:
-            found.setdefault(inode_of(path), []).append(path)
+            inode = _ns_inode(path)
         except PermissionError:
             _deny(denied, path)
+            continue
         except OSError:
             continue  # the process exited, or a stale name
+        found.setdefault(inode, []).append(path)
     return found
+
+
+def _ns_inode(path: str) -> int:
+    # A process's link reads "net:[INODE]": a third of a stat()'s cost, and a
+    # scrape looks at every process. Names under /run/netns are bind mounts,
+    # not links: those are stat()ed.
+    if path.startswith("/proc/"):
+        link = os.readlink(path)
+        if link.startswith("net:[") and link[5:-1].isdigit():
+            return int(link[5:-1])
+    return inode_of(path)
 
 
 def netns_label(inode: int, names: dict[int, str] | None = None) -> str:

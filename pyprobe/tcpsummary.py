@@ -12,9 +12,11 @@ kernel. So sock_diag it is, with the summing done on whole buffers.
 from __future__ import annotations
 
 import bisect
+import itertools
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import netlink, sockdiag
@@ -74,8 +76,72 @@ class Summary:
         return sum(depth * n for depth, n in depths.items())
 
 
-_CACHE: dict[str, object] = {"at": 0.0, "data": {}}
-_LOCK = threading.Lock()
+class Snapshots:
+    """One socket pass per scrape, taken just before the scrape when scrapes
+    come at a steady interval.
+
+    Every namespace's sockets cost ~1 µs each in the kernel's sock_diag dump
+    (100k sockets: ~70 ms on 2 vCPUs), the floor of a scrape that reads them
+    when it arrives. Prometheus scrapes a target at a fixed interval, so after
+    three evenly spaced requests the next pass starts `lead` seconds before
+    the next one is due: that scrape serves sockets counted at most `lead`
+    ago (well inside max_age) and does not wait for them. Irregular requests
+    (an operator's curl, two servers at different phases) are served as
+    before, by a pass taken when they arrive; the number of passes is the
+    same either way."""
+
+    def __init__(self, take: Callable[[], dict[int, Summary]]) -> None:
+        self._take = take
+        self._lock = threading.Lock()
+        self._at = float("-inf")  # when the newest pass started
+        self._data: dict[int, Summary] = {}
+        self._took = 0.0  # how long the newest pass took
+        self._asked: deque[float] = deque(maxlen=3)  # when the last requests came
+        self._timer: threading.Timer | None = None
+
+    def get(self, max_age: float = 0.5) -> dict[int, Summary]:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._at > max_age:
+                self._refresh()
+            data = self._data
+        self._plan(now, max_age)
+        return data
+
+    def _refresh(self) -> None:
+        start = time.monotonic()
+        self._data = self._take()
+        self._at, self._took = start, time.monotonic() - start
+
+    def _prefetch(self) -> None:
+        with self._lock:
+            self._refresh()
+
+    def lead(self) -> float:
+        """How long before a due request its pass starts: twice what the last
+        pass took, plus time for the thread to be scheduled."""
+        return 2 * self._took + 0.05
+
+    def _plan(self, now: float, max_age: float) -> None:
+        if self._asked and now - self._asked[-1] <= max_age:
+            return  # the same scrape's second collector
+        self._asked.append(now)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if len(self._asked) < 3:
+            return
+        gaps = [b - a for a, b in itertools.pairwise(self._asked)]
+        gap = sorted(gaps)[len(gaps) // 2]
+        lead = self.lead()
+        steady = max(gaps) - min(gaps) <= max(0.1 * gap, 0.05)
+        # The pass must still be fresh when the request comes, and requests
+        # must be far enough apart that an early pass is not a wasted one.
+        if not steady or lead >= min(max_age, gap / 2):
+            return
+        self._timer = threading.Timer(gap - lead, self._prefetch)
+        self._timer.daemon = True
+        self._timer.start()
 
 
 def here() -> Summary:
@@ -83,15 +149,13 @@ def here() -> Summary:
     return Summary.from_sockets(sockdiag.tcp_stats())
 
 
+_SNAPSHOTS = Snapshots(lambda: netlink.each_netns(here))
+
+
 def snapshot(max_age: float = 0.5) -> dict[int, Summary]:
     """inode -> Summary for every namespace; one pass serves everything that
     asks within max_age seconds (e.g. one scrape's collectors)."""
-    with _LOCK:
-        if time.monotonic() - float(_CACHE["at"]) > max_age:  # type: ignore[arg-type]
-            _CACHE["data"] = netlink.each_netns(here)
-            _CACHE["at"] = time.monotonic()
-        data: dict[int, Summary] = _CACHE["data"]  # type: ignore[assignment]
-        return data
+    return _SNAPSHOTS.get(max_age)
 
 
 def state_counts_by_netns(only: int | None = None) -> dict[int, dict[str, int]]:

@@ -21,6 +21,8 @@ struct val_t { u64 packets; u64 bytes; };
 BPF_HASH(plain, u32, u64, 5000);
 BPF_PERCPU_HASH(per_cpu, struct key_t, struct val_t, 5000);
 BPF_ARRAY(slots, u64, 300);
+BPF_PERCPU_ARRAY(cpu_slots, u64, 1024);
+BPF_PERCPU_HASH(cpu_pairs, struct key_t, u64, 100);
 int nothing(void *ctx) { return 0; }
 """
 
@@ -94,3 +96,29 @@ def test_an_array_reads_its_nonzero_slots(bpf):
         table[ctypes.c_int(i)] = ctypes.c_ulonglong(i + 1)
     r = reader(bpf, "slots")
     assert both_ways(r) == {0: 1, 17: 18, 299: 300}
+
+
+def test_per_cpu_numbers_are_summed_or_split_by_cpu(bpf):
+    for name, keys in (
+        ("cpu_slots", [ctypes.c_int(i) for i in (0, 5, 1023)]),
+        ("cpu_pairs", [bpf[b"cpu_pairs"].Key(netns=3, port=p, proto=17) for p in (1, 2, 3)]),
+    ):
+        table = bpf[name.encode()]
+        ncpu = len(table.Leaf())
+        expect_sum, expect_split = {}, {}
+        for n, key in enumerate(keys):
+            per = table.Leaf()
+            for cpu in range(ncpu):
+                per[cpu] = (n + 1) * 10 + cpu if cpu != 1 else 0
+            table[key] = per
+            k = (key.value,) if isinstance(key, ctypes.c_int) else (key.netns, key.port, key.proto)
+            expect_sum[k[0] if len(k) == 1 else k] = sum(per)
+            for cpu in range(ncpu):
+                if per[cpu]:
+                    expect_split[(*k, cpu)] = per[cpu]
+        r = reader(bpf, name)
+        assert r.plain
+        assert both_ways(r) == expect_sum
+        assert both_ways(r, per_cpu=True) == expect_split
+        r.plain = False  # the general path (tuples per entry) reads the same
+        assert (r.read(), r.read(per_cpu=True)) == (expect_sum, expect_split)

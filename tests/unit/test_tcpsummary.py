@@ -31,3 +31,47 @@ def test_no_sockets():
     s = Summary.from_sockets([])
     assert s.states == {} and s.backlog == 0 and s.fullest == 0.0
     assert dict(s.buckets("send"))["+Inf"] == 0
+
+
+def test_steady_requests_are_served_from_a_pass_taken_before_they_come():
+    import threading
+    import time
+
+    from pyprobe.tcpsummary import Snapshots
+
+    takers: list[str] = []
+
+    def take():
+        takers.append(threading.current_thread().name)
+        time.sleep(0.01)
+        return {1: Summary.from_sockets([(ESTABLISHED, 0, 0)])}
+
+    snaps = Snapshots(take)
+    served = []
+    for _ in range(6):
+        start = time.monotonic()
+        assert snaps.get(max_age=0.2)[1].states == {ESTABLISHED: 1}
+        served.append(time.monotonic() - start)
+        assert snaps.get(max_age=0.2) is snaps.get(max_age=0.2)  # the same scrape: no pass
+        time.sleep(0.3)
+    # The first three requests set the pace and take their own pass; each
+    # later one finds a pass that a timer started before it came (and the
+    # last sleep saw one more, for a request that never came).
+    assert takers[:3] == ["MainThread"] * 3
+    assert len(takers) == 7 and "MainThread" not in takers[3:]
+    assert max(served[3:]) < 0.005
+
+
+def test_irregular_requests_take_their_own_pass():
+    import time
+
+    from pyprobe.tcpsummary import Snapshots
+
+    calls = []
+    snaps = Snapshots(lambda: calls.append(1) or {})
+    for pause in (0.05, 0.3, 0.1, 0.4, 0.06):
+        snaps.get(max_age=0.01)
+        time.sleep(pause)
+    assert len(calls) == 5
+    time.sleep(0.5)
+    assert len(calls) == 5  # nothing prefetched behind them

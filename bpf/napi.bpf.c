@@ -11,19 +11,19 @@ struct dev_key {
 	u32 netns;
 	u32 ifindex;
 };
+/* Packets per poll: exp2 slots (hist_slot) up to 2^(WORK_SLOTS-2), far
+ * beyond any budget; the last slot holds the sum (the histogram convention). */
+#define WORK_SLOTS 16
+
+/* Everything counted per device in one value: a poll is one map lookup. */
 struct napi_val {
 	u64 polls;
 	u64 packets;
 	u64 exhausted; /* work == budget */
-};
-struct dev_slot {
-	u32 netns;
-	u32 ifindex;
-	u32 slot;
+	u64 work[WORK_SLOTS];
 };
 
 BPF_TABLE("percpu_hash", struct dev_key, struct napi_val, napi, MAX_napi);
-BPF_TABLE("percpu_hash", struct dev_slot, u64, work_hist, MAX_work_hist);
 
 static __always_inline int poll(const void *napi_struct, int work, int budget)
 {
@@ -32,25 +32,18 @@ static __always_inline int poll(const void *napi_struct, int work, int budget)
 	READ_AT(dev, napi_struct, OFF_NAPI_DEV);
 	dev_ids(dev, &k.ifindex, &k.netns);
 	struct napi_val zero = {}, *v = napi.lookup_or_try_init(&k, &zero);
-	if (v) {
-		v->polls++;
-		v->packets += work;
-		v->exhausted += work >= budget;
-	} else {
+	if (!v) {
 		map_full(MAP_ID_napi);
+		return 0;
 	}
-	struct dev_slot s = {.netns = k.netns, .ifindex = k.ifindex, .slot = hist_slot(work)};
-	u64 one = 0, *h = work_hist.lookup_or_try_init(&s, &one);
-	if (h)
-		(*h)++;
-	else
-		map_full(MAP_ID_work_hist);
-	s.slot = HIST_SUM;
-	h = work_hist.lookup_or_try_init(&s, &one);
-	if (h)
-		*h += work;
-	else
-		map_full(MAP_ID_work_hist);
+	v->polls++;
+	v->packets += work;
+	v->exhausted += work >= budget;
+	u32 slot = hist_slot(work);
+	if (slot > WORK_SLOTS - 2)
+		slot = WORK_SLOTS - 2;
+	v->work[slot]++;
+	v->work[WORK_SLOTS - 1] += work;
 	return 0;
 }
 

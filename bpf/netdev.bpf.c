@@ -14,6 +14,15 @@ struct dev_key {
 	u32 netns;
 	u32 ifindex;
 };
+
+/* Packet sizes: exp2 slots (hist_slot), up to 2^(SIZE_SLOTS-2) = 4 MiB,
+ * beyond any sk_buff's length (BIG TCP's GSO packets are 512 KiB at most). */
+#define SIZE_SLOTS 24
+#define DIR_TX 0
+#define DIR_RX 1
+
+/* Everything counted per device, in one value: a packet is one map lookup.
+ * The size histogram's sum is the byte counter (pyprobe/probes/netdev.py). */
 struct dev_val {
 	u64 tx_packets;
 	u64 tx_bytes;
@@ -21,39 +30,39 @@ struct dev_val {
 	u64 queued;    /* packets handed to the device's queueing (net_dev_queue) */
 	u64 rx_packets;
 	u64 rx_bytes;
-};
-struct size_key {
-	u32 netns;
-	u32 ifindex;
-	u32 direction; /* 0 transmit, 1 receive */
-	u32 slot;
+	u64 sizes[2 * SIZE_SLOTS]; /* [dir * SIZE_SLOTS + slot]; bcc reads no 2-D arrays */
 };
 
 BPF_TABLE("percpu_hash", struct dev_key, struct dev_val, devices, MAX_devices);
-BPF_TABLE("percpu_hash", struct size_key, u64, sizes, MAX_sizes);
+/* A new device's first value is copied from here: 432 zero bytes do not fit
+ * on the BPF stack beside receive()'s sk_buff span. */
+BPF_ARRAY(zero_dev, struct dev_val, 1);
 
 static __always_inline struct dev_val *dev_of(const void *dev, struct dev_key *k)
 {
-	struct dev_val zero = {};
 	dev_ids(dev, &k->ifindex, &k->netns);
-	struct dev_val *v = devices.lookup_or_try_init(k, &zero);
+	struct dev_val *v = devices.lookup(k);
+	if (v)
+		return v;
+	u32 first = 0;
+	struct dev_val *zero = zero_dev.lookup(&first);
+	if (!zero)
+		return 0;
+	devices.insert(k, zero);
+	v = devices.lookup(k);
 	if (!v)
 		map_full(MAP_ID_devices);
 	return v;
 }
 
-/* One map update per packet: the histogram's sum is the device's byte
- * counter, which user space supplies (pyprobe/probes/netdev.py). */
-static __always_inline void size(struct dev_key *k, u32 dir, u64 len)
+static __always_inline void size(struct dev_val *v, u32 dir, u64 len)
 {
-	struct size_key s = {.netns = k->netns, .ifindex = k->ifindex, .direction = dir};
-	u64 zero = 0, *h;
-	s.slot = hist_slot(len);
-	h = sizes.lookup_or_try_init(&s, &zero);
-	if (h)
-		(*h)++;
-	else
-		map_full(MAP_ID_sizes);
+	u32 slot = hist_slot(len);
+	/* The last slot is where a histogram's sum would go (see hist_slot):
+	 * left 0 here, as the byte counters hold the sum. */
+	if (slot > SIZE_SLOTS - 2)
+		slot = SIZE_SLOTS - 2;
+	v->sizes[(dir & 1) * SIZE_SLOTS + slot]++;
 }
 
 static __always_inline const void *skb_dev(const void *skb)
@@ -75,7 +84,7 @@ static __always_inline int xmit(const void *dev, int rc, u64 len)
 	}
 	v->tx_packets++;
 	v->tx_bytes += len;
-	size(&k, 0, len);
+	size(v, DIR_TX, len);
 	return 0;
 }
 
@@ -123,7 +132,7 @@ static __always_inline int receive(const void *skb)
 		return 0;
 	v->rx_packets++;
 	v->rx_bytes += len;
-	size(&k, 1, len);
+	size(v, DIR_RX, len);
 	return 0;
 }
 

@@ -25,7 +25,7 @@ Key = int | tuple[int, ...]
 
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351, "riscv64": 280}
 _FIRST_ROOM = 256  # entries a reader's buffers hold at first
-_LOOKUP_ELEM, _DELETE_ELEM, _GET_NEXT_KEY, _LOOKUP_BATCH = 1, 3, 4, 24
+_LOOKUP_ELEM, _DELETE_ELEM, _GET_NEXT_KEY, _OBJ_GET_INFO_BY_FD, _LOOKUP_BATCH = 1, 3, 4, 15, 24
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -52,6 +52,32 @@ class _BatchAttr(ctypes.Structure):
         ("elem_flags", ctypes.c_uint64),
         ("flags", ctypes.c_uint64),
     ]
+
+
+class _InfoAttr(ctypes.Structure):
+    _fields_ = [  # union bpf_attr, BPF_OBJ_GET_INFO_BY_FD
+        ("bpf_fd", ctypes.c_uint32),
+        ("info_len", ctypes.c_uint32),
+        ("info", ctypes.c_uint64),
+    ]
+
+
+class _MapInfo(ctypes.Structure):
+    _fields_ = [  # the head of struct bpf_map_info
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+    ]
+
+
+def map_sizes(fd: int) -> tuple[int, int]:
+    """(key size, value size) of a map, as the kernel holds it."""
+    info = _MapInfo()
+    _bpf(_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ctypes.sizeof(info), ctypes.addressof(info)))
+    return info.key_size, info.value_size
 
 
 def _bpf(cmd: int, attr: ctypes.Structure) -> int:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import ringbuf
+from . import bpfmaps, ringbuf
 from .bpfmaps import Key, MapLayout, MapReader
 from .errors import PyprobeError
 from .kernel import KernelEnv
@@ -98,7 +98,8 @@ _INT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 def _struct_format(ctype: Any) -> str | None:
     """A struct format for an integer type or a struct of integers (bcc's
-    Key/Leaf types), pads included; None for anything else."""
+    Key/Leaf types), pads included; None for anything else. An array of
+    integers is its elements in order (see _members)."""
     if getattr(ctype, "_fields_", None) is None:
         code = _INT_CODES.get(ctypes.sizeof(ctype))
         is_int = issubclass(ctype, ctypes._SimpleCData) and ctype._type_ in "bBhHiIlLqQ"
@@ -108,17 +109,37 @@ def _struct_format(ctype: Any) -> str | None:
         field = getattr(ctype, name)
         if name.startswith("__pad"):
             continue  # the padding bcc spells out: covered by the "x"s below
-        sub = _struct_format(ftype)
+        element, count = _elements(ftype)
+        sub = _struct_format(element)
         if bits or sub is None or len(sub) != 1 or field.offset < at:
             return None
-        parts.append("x" * (field.offset - at) + sub)
+        parts.append("x" * (field.offset - at) + sub * count)
         at = field.offset + field.size
     return "".join(parts) + "x" * (ctypes.sizeof(ctype) - at)
 
 
+def _elements(ctype: Any) -> tuple[Any, int]:
+    """(element type, how many) of a (nested) ctypes array; (ctype, 1) otherwise."""
+    count = 1
+    while (
+        hasattr(ctype, "_length_") and hasattr(ctype, "_type_") and isinstance(ctype._type_, type)
+    ):
+        count *= ctype._length_
+        ctype = ctype._type_
+    return ctype, count
+
+
 def _members(ctype: Any) -> tuple[str, ...]:
-    fields = getattr(ctype, "_fields_", None) or ()
-    return tuple(n for n, *_ in fields if not n.startswith("__pad"))
+    """Member names; an array member's elements are NAME[0], NAME[1], ...
+    (a 2-D array's flattened: index = row * columns + column)."""
+    out: list[str] = []
+    for name, ftype, *_ in getattr(ctype, "_fields_", None) or ():
+        if name.startswith("__pad"):
+            continue
+        _, count = _elements(ftype)
+        is_array = hasattr(ftype, "_length_") and isinstance(getattr(ftype, "_type_", None), type)
+        out += [f"{name}[{i}]" for i in range(count)] if is_array else [name]
+    return tuple(out)
 
 
 def layout_of(name: str, table: Any) -> MapLayout | None:
@@ -134,6 +155,16 @@ def layout_of(name: str, table: Any) -> MapLayout | None:
         if ctypes.sizeof(sleaf) % 8:  # the kernel pads per-CPU values to 8
             return None
         ncpu = ctypes.sizeof(table.Leaf) // ctypes.sizeof(sleaf)
+    # bcc mirrors the C types from its own reading of them; where it cannot
+    # (a 2-D array became 2 elements) every read would be garbage: refuse.
+    sizes = (ctypes.sizeof(table.Key), ctypes.sizeof(leaf))
+    with contextlib.suppress(OSError, AttributeError):
+        if bpfmaps.map_sizes(table.map_fd) != sizes:
+            raise PyprobeError(
+                f"map {name}: bcc describes its key and value as {sizes[0]} and {sizes[1]} "
+                f"bytes, the kernel holds {bpfmaps.map_sizes(table.map_fd)}: a type bcc "
+                "cannot mirror (a 2-D array?)"
+            )
     return MapLayout(
         name=name,
         key_fmt=key_fmt,
@@ -217,11 +248,10 @@ class BccProgram:
     def leaf_fields(self, map_name: str) -> tuple[str, ...]:
         table = self.bpf[map_name.encode()]
         leaf = getattr(table, "sLeaf", table.Leaf)  # per-CPU maps: Leaf is an array of sLeaf
-        return tuple(name for name, *_ in getattr(leaf, "_fields_", ()))
+        return _members(leaf)
 
     def key_fields(self, map_name: str) -> tuple[str, ...]:
-        key_type = self.bpf[map_name.encode()].Key
-        return tuple(name for name, *_ in getattr(key_type, "_fields_", ()))
+        return _members(self.bpf[map_name.encode()].Key)
 
     def delete_keys(self, map_name: str, keys: list[Key]) -> None:
         """Delete these keys (as read_counts gives them, without the member

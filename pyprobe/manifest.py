@@ -243,7 +243,10 @@ def parse(text: str, path: Path, bpf_dir: Path) -> Manifest:
             raise ManifestError(
                 f"{source}: metrics {metric.name}: buckets (> 1) goes with type histogram only"
             )
-        if len({bool(lb.field) for lb in labels if lb.field != CPU_FIELD}) > 1:
+        # Slots labels split an integer key, or the index of an array value
+        # member (value = "NAME[]"; then beside a struct key's field labels).
+        kinds = {bool(lb.field) for lb in labels if lb.field != CPU_FIELD}
+        if not metric.value.endswith("[]") and len(kinds) > 1:
             raise ManifestError(
                 f"{source}: metrics {metric.name}: labels use either field or slots, not both"
             )

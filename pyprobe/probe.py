@@ -105,6 +105,7 @@ class Probe:
         self.ring_pages: int | None = None  # None: ringbuf_pages()'s default
         self._pending: deque[dict[str, Any]] = deque()
         self._reads: dict[tuple[str, bool], dict] | None = None
+        self._groups: dict[tuple[str, bool], dict[int, list[tuple[tuple, int]]]] | None = None
         self._stale: dict[tuple[int, int], int] = {}  # (netns, ifindex) -> collections gone
 
     @property
@@ -269,44 +270,85 @@ class Probe:
 
     def raw_series(self, spec: MetricSpec) -> Iterator[tuple[dict[str, int], int]]:
         """(key fields, value) for a manifest metric. Integer keys are split by the
-        labels' slots (and a histogram's bucket slot, lowest); struct keys by member."""
+        labels' slots (and a histogram's bucket slot, lowest); struct keys by member.
+        An array value member (value = "NAME[]") is split the same way by its
+        elements' index: a histogram's slots, then the slots labels (netdev's sizes)."""
         program = self._attached()
         per_cpu = any(lb.field == CPU_FIELD for lb in spec.labels)
-        reads = self._reads
-        if reads is None:
-            counts = program.read_counts(spec.map, per_cpu=per_cpu)
-        else:  # several metrics of one collection read the same map once
-            cache_key = (spec.map, per_cpu)
-            if cache_key not in reads:
-                reads[cache_key] = program.read_counts(spec.map, per_cpu=per_cpu)
-            counts = reads[cache_key]
         struct_key = any(lb.field not in ("", CPU_FIELD) for lb in spec.labels)
         names = program.key_fields(spec.map) if struct_key else ()
-        member = -1
+        counts = self._read(spec.map, per_cpu)
         if spec.value:
-            member = program.leaf_fields(spec.map).index(spec.value)
-        for key, value in counts.items():
-            parts = key if isinstance(key, tuple) else (key,)
-            if spec.value:
-                # the member's index follows the key (and precedes the CPU)
-                at = -2 if per_cpu else -1
-                if parts[at] != member:
-                    continue
-                parts = parts[:at] + (parts[-1:] if per_cpu else ())
+            members = self._members(spec.map, spec.value)
+            by_member = self._by_member(spec.map, per_cpu, counts)
+            rows: Iterable[tuple[tuple, int, int]] = (
+                (parts, value, index)
+                for member, index in members.items()
+                for parts, value in by_member.get(member, ())
+            )
+        else:
+            rows = (
+                (key if isinstance(key, tuple) else (key,), value, -1)
+                for key, value in counts.items()
+            )
+        for parts, value, index in rows:
+            fields: dict[str, int] = {}
+            if per_cpu:
+                fields[CPU_FIELD] = parts[-1]
             if struct_key:
-                fields = dict(zip(names, parts, strict=False))
-                if per_cpu:
-                    fields[CPU_FIELD] = parts[-1]
+                fields.update(zip(names, parts, strict=False))
+                if index < 0:
+                    yield fields, value
+                    continue
+                number = index
             else:
-                number, fields = parts[0], {}
-                if per_cpu:
-                    fields[CPU_FIELD] = parts[-1]
-                if spec.buckets:
-                    number, fields[SLOT_FIELD] = divmod(number, spec.buckets)
-                for label in reversed(spec.labels):
-                    if not label.field:
-                        number, fields[label.name] = divmod(number, label.slots)
+                number = parts[0] if index < 0 else index
+            if spec.buckets:
+                number, fields[SLOT_FIELD] = divmod(number, spec.buckets)
+            for label in reversed(spec.labels):
+                if not label.field:
+                    number, fields[label.name] = divmod(number, label.slots)
             yield fields, value
+
+    def _read(self, map_name: str, per_cpu: bool) -> dict:
+        """A map's counts; read once per map within one_reading()."""
+        reads = self._reads
+        if reads is None:
+            return self._attached().read_counts(map_name, per_cpu=per_cpu)
+        cache_key = (map_name, per_cpu)
+        if cache_key not in reads:
+            reads[cache_key] = self._attached().read_counts(map_name, per_cpu=per_cpu)
+        return reads[cache_key]
+
+    def _members(self, map_name: str, value: str) -> dict[int, int]:
+        """Member index -> array index (-1 for a plain member) of a value
+        member, or of each element of an array member NAME[i]."""
+        fields = self._attached().leaf_fields(map_name)
+        if not value.endswith("[]"):
+            return {fields.index(value): -1}
+        prefix = value[:-1]
+        found = {i: int(f[len(prefix) : -1]) for i, f in enumerate(fields) if f.startswith(prefix)}
+        if not found:
+            raise KeyError(f"{self.name}: map {map_name} has no array member {value!r}")
+        return found
+
+    def _by_member(
+        self, map_name: str, per_cpu: bool, counts: dict
+    ) -> dict[int, list[tuple[tuple, int]]]:
+        """A struct-valued map's counts grouped by member: (key (+ CPU), value)
+        lists, so each metric looks at its own members only (netdev has 54)."""
+        cache_key = (map_name, per_cpu)
+        groups = self._groups.get(cache_key) if self._groups is not None else None
+        if groups is None:
+            groups = {}
+            at = -2 if per_cpu else -1  # the member's index follows the key (and precedes the CPU)
+            for key, value in counts.items():
+                parts = key if isinstance(key, tuple) else (key,)
+                rest = parts[:at] + (parts[-1:] if per_cpu else ())
+                groups.setdefault(parts[at], []).append((rest, value))
+            if self._groups is not None:
+                self._groups[cache_key] = groups
+        return groups
 
     def _labels(self, spec: MetricSpec, fields: dict[str, int]) -> tuple[str, ...]:
         out = []
@@ -349,12 +391,12 @@ class Probe:
         if self._reads is not None:  # nested (a subclass's collect around ours)
             yield
             return
-        self._reads = {}
+        self._reads, self._groups = {}, {}
         try:
             yield
             self._prune(self._reads)
         finally:
-            self._reads = None
+            self._reads = self._groups = None
 
     def _prune(self, reads: dict[tuple[str, bool], dict]) -> None:
         """Keys of a namespace or device that no longer exists: after

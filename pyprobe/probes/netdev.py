@@ -1,9 +1,9 @@
 """netdev: the packet-size histogram takes its sum from the byte counters.
 
-The BPF program updates one histogram slot per packet and no sum slot (one
-map update fewer on the hottest path of all): the sum of the sizes of the
-packets a device sent or received is exactly its byte counter, which the
-same program keeps for the same packets.
+The histogram lives in the device's own map value (sizes[direction][slot]),
+so a packet is one map lookup on the hottest path of all, and it keeps no
+sum: the sum of the sizes of the packets a device sent or received is
+exactly its byte counter, which the same program keeps for the same packets.
 """
 
 from __future__ import annotations

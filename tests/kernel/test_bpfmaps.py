@@ -23,6 +23,10 @@ BPF_PERCPU_HASH(per_cpu, struct key_t, struct val_t, 5000);
 BPF_ARRAY(slots, u64, 300);
 BPF_PERCPU_ARRAY(cpu_slots, u64, 1024);
 BPF_PERCPU_HASH(cpu_pairs, struct key_t, u64, 100);
+struct grid_t { u64 n; u64 cells[2][8]; };
+BPF_HASH(grid, u32, struct grid_t, 4);  /* bcc mirrors cells as u64[2] */
+struct row_t { u64 n; u64 cells[16]; };
+BPF_PERCPU_HASH(rows, u32, struct row_t, 4);
 int nothing(void *ctx) { return 0; }
 """
 
@@ -122,3 +126,19 @@ def test_per_cpu_numbers_are_summed_or_split_by_cpu(bpf):
         assert both_ways(r, per_cpu=True) == expect_split
         r.plain = False  # the general path (tuples per entry) reads the same
         assert (r.read(), r.read(per_cpu=True)) == (expect_sum, expect_split)
+
+
+def test_array_members_read_as_their_elements_and_bcc_misreadings_are_refused(bpf):
+    from pyprobe.errors import PyprobeError
+
+    table = bpf[b"rows"]
+    r = reader(bpf, "rows")
+    assert r.layout.leaf_fields == ("n", *(f"cells[{i}]" for i in range(16)))
+    per = table.Leaf()
+    for cpu in range(len(per)):
+        per[cpu].n, per[cpu].cells[3] = 1, 7
+    table[table.Key(9)] = per
+    got = both_ways(r)
+    assert got[(9, 0)] == len(per) and got[(9, 1 + 3)] == 7 * len(per) and got[(9, 1)] == 0
+    with pytest.raises(PyprobeError, match="bcc describes its key and value as 4 and 24 bytes"):
+        layout_of("grid", bpf[b"grid"])

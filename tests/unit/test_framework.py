@@ -71,6 +71,17 @@ type = "counter"
 map = "cpu"
 help = "h"
 labels = [{ name = "cpu", field = "cpu" }, { name = "kind", slots = 4 }]
+[[metrics]]
+name = "size_bytes"
+type = "histogram"
+map = "counts"
+value = "sizes[]"
+buckets = 4
+help = "h"
+labels = [
+  { name = "device", field = "ifindex" },
+  { name = "direction", slots = 2, decoder = "direction" },
+]
 """
 
 
@@ -133,9 +144,18 @@ def test_struct_keys_struct_values_histograms_and_per_cpu_keys():
     slot = lambda vec, k: vec * 64 + k  # noqa: E731
     maps = {
         # key (ifindex, state) + member index: 0 packets, 1 bytes
-        "counts": {(1, 1, 0): 5, (1, 1, 1): 700, (2, 10, 1): 60, (2, 1, 1): 40},
+        "counts": {
+            (1, 1, 0): 5,
+            (1, 1, 1): 700,
+            (2, 10, 1): 60,
+            (2, 1, 1): 40,
+            (1, 1, 2 + 0 * 4 + 1): 3,  # device 1, transmit, slot 1 (le 2)
+            (1, 1, 2 + 1 * 4 + 2): 4,  # device 1, receive, slot 2 (le 4)
+            (1, 1, 2 + 1 * 4 + 0): 1,  # device 1, receive, slot 0 (le 1)
+        },
         "counts.fields": ("ifindex", "state"),
-        "counts.leaf": ("packets", "bytes"),
+        # sizes[2][4], flattened: (direction, slot) -> member 2 + direction * 4 + slot
+        "counts.leaf": ("packets", "bytes", *(f"sizes[{i}]" for i in range(8))),
         "hist": {slot(1, 0): 2, slot(1, 3): 1, slot(1, 63): 9000},
         "cpu": {(1, 0): 3, (1, 1): 4, (2, 1): 5},  # (key, cpu), per_cpu=True
     }
@@ -154,6 +174,11 @@ def test_struct_keys_struct_values_histograms_and_per_cpu_keys():
         (("0", "1"), 3),
         (("1", "1"), 4),
         (("1", "2"), 5),
+    ]
+    # an array value member: its index split into direction and slot
+    assert probe.histograms(by_name["size_bytes"]) == [
+        (("1", "receive"), [1, 0, 4], 0.0),
+        (("1", "transmit"), [0, 3, 0], 0.0),
     ]
     reg = CollectorRegistry()
     reg.register(probe)

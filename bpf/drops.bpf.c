@@ -70,14 +70,27 @@ static __always_inline void stream(const void *skb, const void *sk, struct drop_
 }
 #endif /* STREAM */
 
+/* The sk_buff fields drop() reads, as one span (SPAN_READ): one probe read,
+ * not three. */
+#define DROP_LO MIN_(MIN_(OFF_SKB_DEV, OFF_SKB_SK), OFF_SKB_PROTOCOL)
+#define DROP_HI MAX_(MAX_(OFF_SKB_DEV + 8, OFF_SKB_SK + 8), OFF_SKB_PROTOCOL + 2)
+
 static __always_inline int drop(const void *skb, u64 location, u32 reason, const void *rx_sk)
 {
 	struct drop_key k = {.location = location, .reason = reason};
 	const void *dev = 0, *sk = 0;
 	u16 proto = 0;
-	READ_AT(dev, skb, OFF_SKB_DEV);
-	READ_AT(sk, skb, OFF_SKB_SK);
-	READ_AT(proto, skb, OFF_SKB_PROTOCOL);
+	if (SPAN_FITS(DROP_LO, DROP_HI)) {
+		char span[SPAN_FITS(DROP_LO, DROP_HI) ? DROP_HI - DROP_LO : 1];
+		SPAN_READ(span, skb, DROP_LO, DROP_HI);
+		SPAN_GET(dev, span, DROP_LO, OFF_SKB_DEV);
+		SPAN_GET(sk, span, DROP_LO, OFF_SKB_SK);
+		SPAN_GET(proto, span, DROP_LO, OFF_SKB_PROTOCOL);
+	} else {
+		READ_AT(dev, skb, OFF_SKB_DEV);
+		READ_AT(sk, skb, OFF_SKB_SK);
+		READ_AT(proto, skb, OFF_SKB_PROTOCOL);
+	}
 	if (!sk)
 		sk = rx_sk;
 	k.protocol = __builtin_bswap16(proto);

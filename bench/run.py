@@ -37,7 +37,7 @@ from scrape import measure as scrape_measure  # noqa: E402
 PYPROBE = str(Path(sys.executable).with_name("pyprobe"))
 CHURN = Path(tempfile.gettempdir()) / "pyprobe-bench-churn"
 STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
-STATS_SECONDS = 1.0  # each workload of the ns/run pass (iperf3 left out)
+STATS_SECONDS = 0.5  # each workload of the ns/run pass (iperf3 left out)
 PORT = 19981
 
 FLOOR = "floor: empty programs (dispatch; bpf_stats in ns/run)"
@@ -198,6 +198,15 @@ class Workloads:
             p.wait()
 
 
+def order(rep: int) -> list[str]:
+    """The arms of one repetition: `none` first and last, the others forward in
+    even repetitions and backward in odd ones, so a drift of the machine over
+    a repetition (this VM's throughput wanders by several %) is not always
+    charged to the same arms."""
+    arms = [name for name in ARMS if name != "none"]
+    return ["none", *(arms if rep % 2 == 0 else arms[::-1]), "none"]
+
+
 def is_event(name: str) -> Callable[[str], bool]:
     """Which of a streaming tool's output lines are events."""
     return lossless.pyprobe_event if name.startswith("pyprobe") else lossless.bcc_event
@@ -223,7 +232,7 @@ def machine() -> dict[str, str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--quick", action="store_true", help="1 rep, 1 s, 1k/10k sockets (a smoke run)")
     ap.add_argument("--report", action="store_true", help="re-render RESULTS.md from results.json")
     args = ap.parse_args()
@@ -249,7 +258,8 @@ def main() -> None:
             work = Workloads(pair, args.seconds)
             try:
                 for rep in range(args.reps):
-                    for name, cmd in ARMS.items():
+                    for name in order(rep):
+                        cmd = ARMS[name]
                         arm = Arm(name, cmd, logs / f"{rep}-{re.sub(r'[^a-z0-9]+', '-', name.lower())}.log")
                         print(f"[{time.monotonic() - started:5.0f}s] rep {rep + 1}/{args.reps}: {name}",
                               file=sys.stderr, flush=True)
@@ -266,7 +276,8 @@ def main() -> None:
                         STATS.write_text("1")
                         before = arm.run_stats()
                         t1 = time.monotonic()
-                        work.run(STATS_SECONDS, iperf=False)
+                        if cmd is not None:
+                            work.run(STATS_SECONDS, iperf=False)
                         elapsed = time.monotonic() - t1
                         after = arm.run_stats()
                         STATS.write_text("0")
@@ -305,7 +316,7 @@ def main() -> None:
     scrape = {}
     for n in sockets:
         print(f"[{time.monotonic() - started:5.0f}s] scrape with {n} sockets", file=sys.stderr, flush=True)
-        scrape[n] = scrape_measure(n, 10 if args.quick else 30)
+        scrape[n] = scrape_measure(n, 10 if args.quick else 20)
     report = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
@@ -408,10 +419,12 @@ def markdown(r: dict) -> str:
         "  VM exit: an arm that burns a CPU (a stream decoding events) can show ratios near",
         "  or above 1 for that reason, not because tracing is free. Ratios move by ±0.05",
         "  between repetitions (see the spreads); compare arms that idle alike.",
-        "- `none` is measured in every repetition, between the other arms; ratios use its",
-        "  median.",
+        "- `none` is measured at the start and the end of every repetition; the other arms",
+        "  run forward in one repetition and backward in the next. Ratios use the median",
+        "  of all `none` runs. The floor arm (empty programs) shows how far apart two",
+        "  nearly equal arms can land on this VM.",
         "- Throughput is measured with kernel.bpf_stats_enabled off, as the tools are deployed.",
-        "  ns/run comes from a second, shorter pass of each arm (churn and small UDP, 1 s each)",
+        "  ns/run comes from a second, shorter pass of each arm (churn and small UDP, 0.5 s each)",
         "  with it on; it times each run with two clock reads, which with the raw tracepoint's",
         "  dispatch cost what the `floor` arm shows (empty programs on the same hooks).",
         "  Targets are judged net of it. runs/s are of that pass.",

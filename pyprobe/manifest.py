@@ -100,7 +100,9 @@ class Metric:
     labels: tuple[Label, ...]
     scale: float = 1.0  # e.g. 1e-9: the map counts nanoseconds, the metric says seconds
     buckets: int = 0  # histograms: exp2 bucket slots per series (the last one is the sum)
-    value: str = ""  # maps with struct values: the member this metric reads
+    # maps with struct values: the member this metric reads; "NAME[]" an array
+    # member, whose index splits into the histogram slot and the slots labels
+    value: str = ""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import logging
 import threading
 import time
 from collections import Counter, deque
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 
 from . import netlink, sockdiag
 from .decoders import tcp_state
+
+log = logging.getLogger("pyprobe")
 
 LISTEN = 10
 # Bucket bounds of the queue-depth distribution (bytes), 0 first: most
@@ -115,7 +118,10 @@ class Snapshots:
 
     def _prefetch(self) -> None:
         with self._lock:
-            self._refresh()
+            try:
+                self._refresh()
+            except Exception as e:  # the request's own pass will report it
+                log.debug("socket pass ahead of a scrape failed: %s", e)
 
     def lead(self) -> float:
         """How long before a due request its pass starts: twice what the last

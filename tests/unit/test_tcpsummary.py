@@ -75,3 +75,24 @@ def test_irregular_requests_take_their_own_pass():
     assert len(calls) == 5
     time.sleep(0.5)
     assert len(calls) == 5  # nothing prefetched behind them
+
+
+def test_a_failed_pass_ahead_leaves_the_request_to_take_its_own():
+    import time
+
+    from pyprobe.tcpsummary import Snapshots
+
+    calls = []
+
+    def take():
+        calls.append(time.monotonic())
+        if len(calls) == 4:  # the one ahead of the fourth request
+            raise OSError("namespace gone")
+        return {len(calls): None}
+
+    snaps = Snapshots(take)
+    for _ in range(3):
+        snaps.get(max_age=0.1)
+        time.sleep(0.25)
+    assert len(calls) == 4  # the pass ahead ran, and failed
+    assert snaps.get(max_age=0.1) == {5: None}  # so this request took its own

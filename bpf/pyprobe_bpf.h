@@ -139,7 +139,7 @@ static __always_inline u32 sk_netns_inum(const void *sk)
 /* ---- Event streams (compiled with -DSTREAM) ------------------------------ */
 #ifdef STREAM
 #ifndef RINGBUF_PAGES
-#define RINGBUF_PAGES 256
+#define RINGBUF_PAGES 4096
 #endif
 #ifndef WAKEUP_EVERY
 /* events per CPU between wake-ups: well under the ring's capacity */

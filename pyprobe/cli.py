@@ -64,7 +64,7 @@ def _buffer_pages(f: Any) -> Any:
         "--buffer-pages",
         type=click.IntRange(1, 1 << 18),
         help="Ring buffer size in 4 KiB pages, a power of two "
-        "(default 256, or $PYPROBE_RINGBUF_PAGES).",
+        "(default 4096 = 16 MiB, or $PYPROBE_RINGBUF_PAGES).",
     )(f)
 
 

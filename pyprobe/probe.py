@@ -45,7 +45,7 @@ DEFAULT_LOADER: Callable[[], Loader] = BccLoader
 # Ring buffer size for streams, in pages; like bpftrace's BPFTRACE_PERF_RB_PAGES
 # the environment can change the default (a CLI's --buffer-pages wins).
 RINGBUF_PAGES_ENV = "PYPROBE_RINGBUF_PAGES"
-RINGBUF_PAGES_DEFAULT = 256
+RINGBUF_PAGES_DEFAULT = 4096  # 16 MiB: ~150k events of burst (1.3 s at 115k/s) before a loss
 
 
 def ringbuf_pages(value: int | str | None = None) -> int:

@@ -75,8 +75,12 @@ def test_top_during_traffic_shows_every_panel(pair, no_programs_left):
         text=True,
     )
     try:
-        time.sleep(4)  # compile and attach every probe, first frame
-        lab.churn(pair.path(pair.a), pair.addr_b, 7100, 100)
+        # Churn until top has drawn its frames: compiling every probe takes
+        # 3-6 s here, longer under load, and traffic before that is not seen.
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            lab.churn(pair.path(pair.a), pair.addr_b, 7100, 20)
+            time.sleep(0.3)
         out, err = proc.communicate(timeout=30)
     finally:
         srv.stop()

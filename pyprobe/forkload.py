@@ -21,6 +21,7 @@ import contextlib
 import ctypes
 import os
 import pickle
+import selectors
 import signal
 import socket
 from collections.abc import Sequence
@@ -107,19 +108,40 @@ class ForkLoader:
         """Each request's program, or the error that kept it from loading."""
         if not self._children:
             self._start()
-        # Every request goes out at once, round robin; each child answers its
-        # own in order.
-        mine: list[list[int]] = [[] for _ in self._children]
-        for i, (source, hook, cflags) in enumerate(requests):
-            k = i % len(self._children)
+        # Each child gets the next request as soon as it has answered its last:
+        # compile times differ (0.3-1 s), and a fixed round robin left one
+        # child with most of the work.
+        pending = list(range(len(requests)))
+        busy: dict[int, int] = {}  # child -> the request it is compiling
+        results: list[RemoteProgram | PyprobeError | None] = [None] * len(requests)
+
+        def hand_out(k: int) -> None:
+            if not pending:
+                return
+            i = pending.pop(0)
+            source, hook, cflags = requests[i]
             request = (str(source), hook, list(cflags), _map_names(source))
             with contextlib.suppress(OSError):  # a child gone: its answer says so
                 self._children[k][1].send(pickle.dumps(request))
-            mine[k].append(i)
-        results: list[RemoteProgram | PyprobeError | None] = [None] * len(requests)
-        for (_pid, sock), indices in zip(self._children, mine, strict=True):
-            for i in indices:
-                results[i] = _answer(sock, requests[i][0])
+            busy[k] = i
+
+        with selectors.DefaultSelector() as sel:
+            for k, (_pid, sock) in enumerate(self._children):
+                sel.register(sock, selectors.EVENT_READ, k)
+                hand_out(k)
+            while busy:
+                for key, _events in sel.select():
+                    k = key.data
+                    if k not in busy:
+                        continue
+                    i = busy.pop(k)
+                    results[i] = _answer(self._children[k][1], requests[i][0])
+                    if isinstance(results[i], _Died):
+                        sel.unregister(key.fileobj)  # no more work for a dead child
+                    else:
+                        hand_out(k)
+        for i in pending:  # every child died
+            results[i] = _Died(f"{requests[i][0].name}: no compiler process left")
         if any(isinstance(r, _Died) for r in results):
             self.close()
         return [r for r in results if r is not None]
@@ -150,7 +172,8 @@ class ForkLoader:
         for _pid, sock in children:
             sock.close()  # the child reads EOF and leaves
         for pid, _sock in children:
-            os.waitpid(pid, 0)
+            with contextlib.suppress(ChildProcessError):  # reaped already
+                os.waitpid(pid, 0)
 
 
 class _Died(PyprobeError):

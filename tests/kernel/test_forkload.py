@@ -1,0 +1,65 @@
+"""ForkLoader.load_many: compiler children take the next request when they
+finish their last, answers come back in request order, a program that does
+not compile is its own error, and a dead child's work goes to the others."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from pyprobe import registry
+from pyprobe.errors import PyprobeError
+from pyprobe.forkload import ForkLoader
+
+pytestmark = [pytest.mark.root, pytest.mark.kernel]
+
+
+def requests(loader: ForkLoader, names: list[str]) -> list:
+    return [registry.create(n, loader=loader).load_request() for n in names]
+
+
+def close_all(results: list) -> None:
+    for r in results:
+        if not isinstance(r, PyprobeError):
+            r.close()
+
+
+def test_answers_in_request_order_with_a_broken_program_among_them(tmp_path):
+    loader = ForkLoader(workers=2)
+    try:
+        names = ["tcpstates", "softirqs", "drops", "napi", "netdev"]
+        reqs = requests(loader, names)
+        broken = tmp_path / "broken.bpf.c"
+        broken.write_text("int f(void *ctx) { return undeclared; }\n")
+        source, hook, flags = reqs[1]
+        reqs.insert(2, (broken, hook, flags))
+        results = loader.load_many(reqs)
+        assert len(results) == len(reqs)
+        assert isinstance(results[2], PyprobeError)
+        for (source, hook, _flags), r in zip(
+            reqs[:2] + reqs[3:], results[:2] + results[3:], strict=True
+        ):
+            assert not isinstance(r, PyprobeError), r
+            assert r.hook.points == hook.points, source  # its own program, not a neighbour's
+        close_all(results)
+    finally:
+        loader.close()
+
+
+def test_a_dead_child_leaves_its_work_to_the_other():
+    loader = ForkLoader(workers=2)
+    try:
+        reqs = requests(loader, ["softirqs", "tcpstates", "napi"])
+        loader._start()
+        os.kill(loader._children[0][0], signal.SIGKILL)
+        results = loader.load_many(reqs)
+        died = [r for r in results if isinstance(r, PyprobeError)]
+        assert len(died) == 1 and "compiler process" in str(died[0])
+        loaded = [r for r in results if not isinstance(r, PyprobeError)]
+        assert len(loaded) == 2  # the first request went to the dead child; the rest did not
+        assert all(any(r.hook.points == h.points for _s, h, _f in reqs) for r in loaded)
+        close_all(results)
+    finally:
+        loader.close()

@@ -111,15 +111,16 @@ class Snapshots:
         self._plan(now, max_age)
         return data
 
-    def _refresh(self) -> None:
+    def _refresh(self, why: str = "at the request") -> None:
         start = time.monotonic()
         self._data = self._take()
         self._at, self._took = start, time.monotonic() - start
+        log.debug('msg="socket pass" when="%s" took_ms=%.1f', why, self._took * 1000)
 
     def _prefetch(self) -> None:
         with self._lock:
             try:
-                self._refresh()
+                self._refresh("ahead")
             except Exception as e:  # the request's own pass will report it
                 log.debug("socket pass ahead of a scrape failed: %s", e)
 

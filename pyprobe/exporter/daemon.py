@@ -5,6 +5,7 @@ SIGTERM/SIGINT detach everything and exit 0."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -146,6 +147,12 @@ def run(opts: Options, env: KernelEnv) -> None:
             list(registry.collect())
             env.forget_btf()
             release_compiler_memory()
+            # What start-up made (imports, manifests, symbol tables: ~40k
+            # objects) lives as long as the daemon: out of the collector's
+            # sight, a full collection no longer walks it (17-19 ms here,
+            # landing in whichever scrape triggered it).
+            gc.collect()
+            gc.freeze()
             if user is not None:
                 read_namespaces()  # names of the namespaces we will no longer enter
                 privileges.drop(user)

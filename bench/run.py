@@ -237,7 +237,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--quick", action="store_true", help="1 rep, 1 s, 1k/10k sockets (a smoke run)")
     ap.add_argument("--report", action="store_true", help="re-render RESULTS.md from results.json")
     args = ap.parse_args()
@@ -321,7 +321,7 @@ def main() -> None:
     scrape = {}
     for n in sockets:
         print(f"[{time.monotonic() - started:5.0f}s] scrape with {n} sockets", file=sys.stderr, flush=True)
-        scrape[n] = scrape_measure(n, 10 if args.quick else 20)
+        scrape[n] = scrape_measure(n, 10 if args.quick else 30)
     report = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),

@@ -3,6 +3,22 @@
 #ifndef PYPROBE_BPF_H
 #define PYPROBE_BPF_H
 
+#ifdef BTF_DIRECT
+/* A tp_btf program (pyprobe/tpbtf.py): the tracepoint's arguments are typed
+ * pointers, and so is every struct pointer read from them, so a member is
+ * one load instruction the verifier checks against BTF — not a helper call.
+ * A bad address reads 0 (the JIT's exception table), like a failed probe
+ * read. Only for pointers that came from the arguments: one kept as a
+ * number (a map key) needs bpf_probe_read_kernel. */
+#define READ_AT(dst, base, off) \
+	__builtin_memcpy(&(dst), (const __typeof__(dst) *)((const char *)(base) + (off)), sizeof(dst))
+/* (A memcpy, not a dereference, which bcc would rewrite into a probe read;
+ * the cast gives clang the member's alignment: one load, not one per byte,
+ * which the verifier refuses inside a pointer member.) No spans: field by
+ * field, each is one load. */
+#define SPAN_FITS(lo, hi) 0
+#define SPAN_READ(buf, base, lo, hi) ((void)0)
+#else
 /* Read a kernel struct member at an offset user space took from BTF. */
 #define READ_AT(dst, base, off) \
 	bpf_probe_read_kernel(&(dst), sizeof(dst), (const char *)(base) + (off))
@@ -14,12 +30,18 @@
  * macros), so every access into the span is at a constant offset; a span
  * wider than SPAN_MAX is read field by field instead (SPAN_FITS). */
 #define SPAN_MAX 256
-#define MIN_(a, b) ((a) < (b) ? (a) : (b))
-#define MAX_(a, b) ((a) > (b) ? (a) : (b))
 #define SPAN_FITS(lo, hi) ((hi) - (lo) <= SPAN_MAX)
 #define SPAN_READ(buf, base, lo, hi) \
 	bpf_probe_read_kernel(buf, SPAN_FITS(lo, hi) ? (hi) - (lo) : SPAN_MAX, \
 			      (const char *)(base) + (lo))
+#endif /* BTF_DIRECT */
+/* A member outside the pointer's own struct (inet_sock's, around the struct
+ * sock a tracepoint passes): the verifier refuses a direct load there, so it
+ * always goes through the helper. */
+#define READ_FAR(dst, base, off) \
+	bpf_probe_read_kernel(&(dst), sizeof(dst), (const char *)(base) + (off))
+#define MIN_(a, b) ((a) < (b) ? (a) : (b))
+#define MAX_(a, b) ((a) > (b) ? (a) : (b))
 #define SPAN_GET(dst, buf, lo, off) __builtin_memcpy(&(dst), (buf) + ((off) - (lo)), sizeof(dst))
 
 /* exp2 histograms: slot k counts values in (2^(k-1), 2^k], slot 0 holds 0

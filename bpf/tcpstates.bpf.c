@@ -226,7 +226,7 @@ static __always_inline int from_sock(const void *sk, int oldstate, int newstate)
 	/* inet_sport, not skc_num: the tracepoint's choice, and still set after
 	 * the port is released on the way to CLOSE. It lives in inet_sock, far
 	 * from the sock_common fields, which are read as one span. */
-	READ_AT(sport_be, sk, OFF_INET_SPORT);
+	READ_FAR(sport_be, sk, OFF_INET_SPORT); /* inet_sock, around the sock */
 	if (SPAN_FITS(SKC_LO, SKC_HI)) {
 		char span[SPAN_FITS(SKC_LO, SKC_HI) ? SKC_HI - SKC_LO : 1];
 		SPAN_READ(span, sk, SKC_LO, SKC_HI);

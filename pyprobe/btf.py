@@ -179,6 +179,14 @@ class BTF:
             return Field(bits // 8, 0, True)
         return Field(bits // 8, self._size(mtype), False)
 
+    def raw_tp_id(self, name: str) -> int:
+        """Type id of raw tracepoint `name`'s btf_trace_<name> typedef (0 when
+        it does not exist): what a tp_btf program is loaded against."""
+        for tid in self._by_name.get(f"btf_trace_{name}", []):
+            if self._type(tid)[1] == _TYPEDEF:
+                return tid
+        return 0
+
     def raw_tp_args(self, name: str) -> int:
         """How many arguments raw tracepoint `name` passes (0 when it does not exist).
 

@@ -7,6 +7,7 @@ usable one wins. Every verdict keeps its reason for `pyprobe doctor`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from .btf import BTFError
@@ -63,7 +64,7 @@ def judge(hook: Hook, env: KernelEnv, offsets: Offsets) -> Verdict:
     def no(reason: str) -> Verdict:
         return Verdict(hook, False, reason)
 
-    if hook.kind in env.disabled_hooks or hook.label in env.disabled_hooks:
+    if _disabled(hook, env.disabled_hooks):
         return no("disabled by PYPROBE_DISABLE_HOOKS")
     for point in hook.points:
         problem = _point_problem(point.kind or hook.kind, point, env)
@@ -82,25 +83,46 @@ def judge(hook: Hook, env: KernelEnv, offsets: Offsets) -> Verdict:
     return Verdict(hook, True, reason)
 
 
+def _disabled(hook: Hook, disabled: frozenset[str]) -> bool:
+    """Named by kind or label. tp_btf is a way of loading a raw tracepoint, so
+    disabling raw_tracepoint (or raw_tracepoint:X) disables it too."""
+    names = {hook.kind, hook.label}
+    if hook.kind == "tp_btf":
+        names |= {"raw_tracepoint", "raw_tracepoint:" + hook.label.partition(":")[2]}
+    return bool(names & disabled)
+
+
 def usable_points(hook: Hook, env: KernelEnv, stream: bool) -> tuple[Point, ...]:
     """The points to attach: stream helpers only with the stream, optional
     ones only where this kernel has them."""
-    return tuple(
+    points = (
         p
         for p in hook.points
         if (stream or not p.stream_only)
         and not (p.optional and _point_problem(p.kind or hook.kind, p, env))
     )
+    return tuple(_with_btf_id(p, hook.kind, env) for p in points)
+
+
+def _with_btf_id(point: Point, kind: str, env: KernelEnv) -> Point:
+    """A tp_btf point with the id the loader attaches it by (the loader may
+    run in a child without the parsed BTF)."""
+    btf = env.btf()
+    if (point.kind or kind) != "tp_btf" or btf is None:
+        return point
+    return dataclasses.replace(point, btf_id=btf.raw_tp_id(point.target))
 
 
 def _point_problem(kind: str, point: Point, env: KernelEnv) -> str:
     target = point.target
-    if kind == "raw_tracepoint":
+    if kind in ("raw_tracepoint", "tp_btf"):
         if not env.raw_tracepoint_exists(target):
             return f"no raw tracepoint {target} in this kernel"
         if point.min_args and env.raw_tracepoint_args(target) < point.min_args:
             # Older kernels pass fewer arguments (e.g. kfree_skb before drop reasons).
             return f"raw tracepoint {target} has fewer than {point.min_args} arguments here"
+        if kind == "tp_btf" and not env.tp_btf(target):
+            return f"this kernel does not load a BTF-typed (tp_btf) program on {target}"
     elif kind == "tracepoint":
         if env.tracefs is None:
             return "tracefs not mounted (mount -t tracefs tracefs /sys/kernel/tracing)"

@@ -1,4 +1,5 @@
-"""What this kernel and this process can do, detected without loading BPF.
+"""What this kernel and this process can do, detected without loading BPF
+(but one question: whether tp_btf programs load, see KernelEnv.tp_btf).
 
 Everything the hook choice and `pyprobe doctor` need: tracefs, tracepoints,
 kprobes, BTF, kernel headers (and whether they match), capabilities, bcc.
@@ -14,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import tpbtf
 from .btf import BTF, BTFError
 
 TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
@@ -49,6 +51,7 @@ class KernelEnv:
     bcc: bool
     disabled_hooks: frozenset[str] = frozenset()
     _btf: BTF | None = field(default=None, repr=False)
+    _tp_btf: dict[str, bool] = field(default_factory=dict, repr=False)
 
     @classmethod
     def detect(cls) -> KernelEnv:
@@ -126,6 +129,16 @@ class KernelEnv:
         """Arguments of a raw tracepoint per BTF; without BTF, trust the caller (99)."""
         btf = self.btf()
         return btf.raw_tp_args(name) if btf is not None else 99
+
+    def tp_btf(self, name: str) -> bool:
+        """Whether the kernel loads a tp_btf program on raw tracepoint `name`
+        (asked once per name with a two-instruction program, as libbpf-tools
+        ask fentry_can_attach before they choose)."""
+        if name not in self._tp_btf:
+            btf = self.btf()
+            btf_id = btf.raw_tp_id(name) if btf is not None else 0
+            self._tp_btf[name] = bool(btf_id) and self.can_load_bpf and tpbtf.probe(btf_id)
+        return self._tp_btf[name]
 
     def kernel_symbol(self, name: str) -> bool:
         return _kallsyms().get(name, False)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import bpfmaps, ringbuf
+from . import bpfmaps, ringbuf, tpbtf
 from .bpfmaps import Key, MapLayout, MapReader
 from .errors import PyprobeError
 from .kernel import KernelEnv
@@ -194,6 +194,8 @@ class BccProgram:
         self._raised: BaseException | None = None
         self._rings: list[ringbuf.RingReader] = []
         self._readers: dict[str, MapReader | None] = {}
+        self._tracing: dict[str, int] = {}  # tp_btf programs we loaded: function -> fd
+        self._links: list[int] = []  # and their attachments
 
     def read_counts(self, map_name: str, per_cpu: bool = False) -> dict[Key, int]:
         """key -> value, zero values left out.
@@ -279,9 +281,10 @@ class BccProgram:
                 raise PyprobeError(f"map {name}: a key or value that is not integers")
             layouts.append(layout)
             fds.append(table.map_fd)
-        functions = [name.decode() for name in self.bpf.funcs]
-        fds += [fn.fd for fn in self.bpf.funcs.values()]
+        functions = [name.decode() for name in self.bpf.funcs] + list(self._tracing)
+        fds += [fn.fd for fn in self.bpf.funcs.values()] + list(self._tracing.values())
         links = [
+            *self._links,
             *self.bpf.raw_tracepoint_fds.values(),
             *self.bpf.tracepoint_fds.values(),
             *(fd for per_fn in self.bpf.kprobe_fds.values() for fd in per_fn.values()),
@@ -290,7 +293,15 @@ class BccProgram:
 
     def program_fds(self) -> dict[str, int]:
         """function name -> fd of each loaded program (for run-time stats)."""
-        return {name.decode(): fn.fd for name, fn in self.bpf.funcs.items()}
+        return {name.decode(): fn.fd for name, fn in self.bpf.funcs.items()} | self._tracing
+
+    def attach_tp_btf(self, function: str, target: str, btf_id: int) -> None:
+        """Load bcc's compiled function as a tp_btf program and attach it."""
+        if not btf_id:
+            raise PyprobeError(f"{target}: no btf_trace_{target} in this kernel's BTF")
+        fd = tpbtf.load(self.bpf.dump_func(function.encode()), function, btf_id)
+        self._tracing[function] = fd
+        self._links.append(tpbtf.attach(fd))
 
     def map_usage(self, names: list[str]) -> list[tuple[str, int, int]]:
         """(map, entries in use, capacity) of these (hash) maps."""
@@ -358,6 +369,9 @@ class BccProgram:
             self._closed = True
             for ring in self._rings:
                 ring.close()
+            for fd in [*self._links, *self._tracing.values()]:
+                os.close(fd)  # the links first: detached, then unloaded
+            self._links, self._tracing = [], {}
             self.bpf.cleanup()
 
 
@@ -379,7 +393,7 @@ class BccLoader:
         log: list[str] = []
         try:
             with _captured_stderr(log):  # bcc prints the verifier log here on failure
-                _attach(bpf, hook)
+                _attach(program, hook)
         except Exception as e:
             program.close()
             last = (
@@ -447,10 +461,13 @@ def _first_error(text: str) -> str:
     return ""
 
 
-def _attach(bpf: Any, hook: Hook) -> None:
+def _attach(program: BccProgram, hook: Hook) -> None:
+    bpf = program.bpf
     for p in hook.points:
         target, fn, kind = p.target.encode(), p.function.encode(), p.kind or hook.kind
-        if kind == "raw_tracepoint":
+        if kind == "tp_btf":
+            program.attach_tp_btf(p.function, p.target, p.btf_id)
+        elif kind == "raw_tracepoint":
             bpf.attach_raw_tracepoint(tp=target, fn_name=fn)
         elif kind == "tracepoint":
             bpf.attach_tracepoint(tp=target, fn_name=fn)
@@ -475,7 +492,11 @@ def verify(source: Path, hook: Hook, cflags: list[str]) -> None:
     )
     try:
         for p in hook.points:
-            bpf.load_func(p.function.encode(), kinds[p.kind or hook.kind])
+            kind = p.kind or hook.kind
+            if kind == "tp_btf":
+                os.close(tpbtf.load(bpf.dump_func(p.function.encode()), p.function, p.btf_id))
+            else:
+                bpf.load_func(p.function.encode(), kinds[kind])
     finally:
         bpf.cleanup()
 

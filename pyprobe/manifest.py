@@ -19,7 +19,8 @@ from typing import Any
 
 from .errors import PyprobeError
 
-HOOK_KINDS = ("raw_tracepoint", "tracepoint", "kprobe")
+# tp_btf: a raw tracepoint whose program sees BTF-typed arguments (pyprobe/tpbtf.py)
+HOOK_KINDS = ("tp_btf", "raw_tracepoint", "tracepoint", "kprobe")
 NEEDS = ("offsets", "btf")
 MAP_TYPES = ("array", "percpu_array", "hash", "percpu_hash", "lru_hash", "ringbuf")
 METRIC_TYPES = ("counter", "gauge", "histogram")
@@ -42,6 +43,7 @@ class Point:
     fields: tuple[str, ...] = ()  # tracepoints: format fields the program reads
     kind: str = ""  # when it differs from its hook's (e.g. a raw tracepoint helper)
     optional: bool = False  # skipped where this kernel lacks it, instead of ruling out the hook
+    btf_id: int = 0  # tp_btf: the tracepoint's btf_trace_* type id, filled in before load
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ def test_tracefs_unmounted_is_mounted_again():
 
 def test_tracefs_unmounted_for_good_raw_tracepoints_need_none():
     drops = private(UNMOUNT_TRACEFS, "drops", "0.3", "1", wrap=NO_MOUNTING)
-    assert drops.returncode == 0 and "via raw_tracepoint:kfree_skb" in drops.stderr, drops
+    assert drops.returncode == 0 and "via tp_btf:kfree_skb" in drops.stderr, drops
     # vector names from the kernel's own order when the format file is gone
     softirqs = private(UNMOUNT_TRACEFS, "softirqs", "-j", "0.3", "1", wrap=NO_MOUNTING)
     assert softirqs.returncode == 0 and '"vector":"TIMER"' in softirqs.stdout, softirqs

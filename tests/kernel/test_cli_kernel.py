@@ -128,7 +128,7 @@ def test_unknown_probe_and_bad_filter_exit_2():
 def test_doctor_explains_every_choice():
     proc = subprocess.run([PYPROBE, "doctor"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stdout
-    assert "tcpstates: uses raw_tracepoint:inet_sock_set_state" in proc.stdout
+    assert "tcpstates: uses tp_btf:inet_sock_set_state" in proc.stdout
     for hook in registry.manifests()["tcpstates"].hooks:
         assert hook.label in proc.stdout
 

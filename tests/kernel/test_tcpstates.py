@@ -7,6 +7,7 @@ One workload feeds six probes attached at once (no filter, -L, -D, --netns,
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pyprobe import lab, loader, netlink, registry
+from pyprobe.hooks import usable_points
 from pyprobe.probes.tcpstates import Filters
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
@@ -347,4 +349,5 @@ def test_every_hook_variant_passes_the_verifier_here(env):
         *Filters(pid=1, lports=(1, 2), dports=(3,), family=2, netns=5).cflags(),
     ]
     for hook in probe.manifest.hooks:
-        loader.verify(probe.manifest.program, hook, flags)
+        points = usable_points(hook, env, stream=True)  # tp_btf points get their BTF id
+        loader.verify(probe.manifest.program, dataclasses.replace(hook, points=points), flags)

@@ -84,6 +84,13 @@ class FakeBTF:
     def has_type(self, name: str) -> bool:
         return name in self.types
 
+    def raw_tp_id(self, name: str) -> int:
+        return (
+            1000 + sorted(self.types).index(f"btf_trace_{name}")
+            if self.has_type(f"btf_trace_{name}")
+            else 0
+        )
+
     def raw_tp_args(self, name: str) -> int:
         if f"btf_trace_{name}" not in self.types:
             return 0
@@ -111,6 +118,7 @@ class FakeEnv(KernelEnv):
     symbols: frozenset[str] = frozenset({"tcp_set_state"})
     fake_btf: FakeBTF | None = None
     fields: dict | None = None  # tracepoint -> its format fields
+    tp_btf_loads: bool = True  # whether a tp_btf program would load (KernelEnv.tp_btf)
 
     def btf(self):
         return self.fake_btf
@@ -120,6 +128,9 @@ class FakeEnv(KernelEnv):
 
     def raw_tracepoint_exists(self, name: str) -> bool:
         return self.fake_btf is not None and self.fake_btf.has_type(f"btf_trace_{name}")
+
+    def tp_btf(self, name: str) -> bool:
+        return self.tp_btf_loads and self.raw_tracepoint_exists(name)
 
     def kernel_symbol(self, name: str) -> bool:
         return name in self.symbols

@@ -85,7 +85,7 @@ def test_stream_ndjson(fake, capsys):
     assert third["owner_known"] is False and second["owner_known"] is True
     assert v6["family"] == "IPv6" and v6["daddr"] == "::1"
     assert first["skaddr"] == "0xffff888012345678" and first["netns"] == 4026531840
-    assert "Tracing TCP state changes via raw_tracepoint:inet_sock_set_state" in err
+    assert "Tracing TCP state changes via tp_btf:inet_sock_set_state" in err
     assert "lost events: 0" in err
     assert fake.programs[0].closed  # detached on the way out
     assert "-DSTREAM" in fake.programs[0].cflags
@@ -154,4 +154,4 @@ def test_list_one_line_per_probe(fake, capsys):
     assert out.splitlines() == [line for line in out.splitlines() if line]
     lines = {line.split()[0]: line for line in out.splitlines()}
     assert set(lines) == set(registry.names())
-    assert lines["tcpstates"].startswith("tcpstates    raw_tracepoint:inet_sock_set_state")
+    assert lines["tcpstates"].startswith("tcpstates    tp_btf:inet_sock_set_state")

@@ -308,4 +308,4 @@ def test_what_a_probe_adds_to_its_flags_is_in_its_load_request():
     probe.filters = Filters(pid=42, lports=(80,))
     _source, hook, flags = probe.load_request()
     assert "-DFILTER_PID=42" in flags and "-DLPORT_MATCH(p)=((p)==80)" in flags
-    assert hook.kind == "raw_tracepoint"
+    assert hook.kind == "tp_btf"

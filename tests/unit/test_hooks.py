@@ -5,7 +5,7 @@ from pathlib import Path
 from fakes import FakeBTF, fake_env
 
 from pyprobe import registry
-from pyprobe.hooks import choose
+from pyprobe.hooks import choose, usable_points
 
 
 def tcpstates():
@@ -16,14 +16,42 @@ def labels(choice):
     return [(v.hook.kind, v.usable) for v in choice.verdicts]
 
 
-def test_raw_tracepoint_preferred_with_btf_offsets():
+def test_tp_btf_preferred_with_btf_offsets():
     choice = choose(tcpstates(), fake_env())
-    assert choice.hook.kind == "raw_tracepoint"
+    assert choice.hook.kind == "tp_btf"
+    assert "-DBTF_DIRECT" in choice.hook.cflags
     assert choice.offsets.source == "btf"
     assert "-DOFF_NET_INUM=176" in choice.offsets.cflags
     assert "-DOFF_INET_SPORT=782" in choice.offsets.cflags
-    assert labels(choice) == [("raw_tracepoint", True), ("tracepoint", True), ("kprobe", False)]
-    assert "kprobes not available" in choice.verdicts[2].reason
+    assert labels(choice) == [
+        ("tp_btf", True),
+        ("raw_tracepoint", True),
+        ("tracepoint", True),
+        ("kprobe", False),
+    ]
+    assert "kprobes not available" in choice.verdicts[3].reason
+
+
+def test_raw_tracepoint_where_the_kernel_refuses_tp_btf():
+    choice = choose(tcpstates(), fake_env(tp_btf_loads=False))
+    assert choice.hook.kind == "raw_tracepoint"
+    assert "-DBTF_DIRECT" not in choice.hook.cflags
+    assert choice.verdicts[0].reason == (
+        "this kernel does not load a BTF-typed (tp_btf) program on inet_sock_set_state"
+    )
+
+
+def test_tp_btf_points_carry_their_btf_id_stream_helpers_too():
+    env = fake_env(
+        fake_btf=FakeBTF(
+            __import__("fakes").TCPSTATES_FIELDS,
+            {"btf_trace_inet_sock_set_state", "btf_trace_tcp_sendmsg_locked"},
+        )
+    )
+    hook = choose(tcpstates(), env).hook
+    ids = {p.target: p.btf_id for p in usable_points(hook, env, stream=True)}
+    assert ids == {"inet_sock_set_state": 1000, "tcp_sendmsg_locked": 1001}
+    assert [p.target for p in usable_points(hook, env, stream=False)] == ["inet_sock_set_state"]
 
 
 def test_no_btf_mismatched_headers_falls_back_to_tracepoint_without_offsets():
@@ -51,7 +79,8 @@ def test_tracefs_missing_names_the_fix():
 
 
 def test_disabled_hooks_give_kprobe_fallback():
-    env = fake_env(kprobes=True, disabled_hooks=frozenset({"raw_tracepoint", "tracepoint"}))
+    disabled = frozenset({"tp_btf", "raw_tracepoint", "tracepoint"})
+    env = fake_env(kprobes=True, disabled_hooks=disabled)
     choice = choose(tcpstates(), env)
     assert choice.hook.kind == "kprobe" and choice.hook.target == "tcp_set_state"
     assert choice.verdicts[0].reason == "disabled by PYPROBE_DISABLE_HOOKS"
@@ -61,11 +90,11 @@ def test_disable_by_label_and_missing_kernel_function():
     env = fake_env(
         kprobes=True,
         symbols=frozenset(),
-        disabled_hooks=frozenset({"raw_tracepoint:inet_sock_set_state"}),
+        disabled_hooks=frozenset({"tp_btf", "raw_tracepoint:inet_sock_set_state"}),
     )
     choice = choose(tcpstates(), env)
     assert choice.hook.kind == "tracepoint"
-    assert "no kernel function tcp_set_state" in choice.verdicts[2].reason
+    assert "no kernel function tcp_set_state" in choice.verdicts[3].reason
 
 
 def test_struct_size_mismatch_in_btf_blocks_offset_hooks_only():
@@ -80,7 +109,7 @@ def test_optional_offset_missing_is_absent_not_fatal():
     fields = {k: v for k, v in __import__("fakes").TCPSTATES_FIELDS.items() if k != "net.ns.inum"}
     env = fake_env(fake_btf=FakeBTF(fields, {"btf_trace_inet_sock_set_state"}))
     choice = choose(tcpstates(), env)
-    assert choice.hook.kind == "raw_tracepoint"
+    assert choice.hook.kind == "tp_btf"
     assert choice.offsets.absent == {"OFF_NET_INUM"}
 
 

@@ -51,7 +51,8 @@ def test_good_manifest():
     [
         (
             lambda t: t.replace('kind = "tracepoint"', 'kind = "uprobe"'),
-            "demo.toml: hooks[0].kind: 'uprobe' is not one of raw_tracepoint, tracepoint, kprobe",
+            "demo.toml: hooks[0].kind: 'uprobe' is not one of "
+            "tp_btf, raw_tracepoint, tracepoint, kprobe",
         ),
         (lambda t: t.replace('function = "f"\n', ""), "demo.toml: hooks[0].function: missing"),
         (

@@ -1,0 +1,110 @@
+"""BTF-typed raw tracepoints (libbpf's SEC("tp_btf/...")): bcc compiles, we load.
+
+bcc 0.26 loads raw tracepoint programs only as BPF_PROG_TYPE_RAW_TRACEPOINT,
+whose arguments are bare numbers: every struct member they read costs a
+bpf_probe_read_kernel call (~30 ns on this kind of machine). Loaded as
+BPF_PROG_TYPE_TRACING against the tracepoint's BTF id, the same kind of
+program sees typed pointers, and the verifier lets it load their members
+directly: one instruction each, a bad address reading 0 through the exception
+table. bcc has no loader for that type, so this module takes the instructions
+bcc compiled (BPF.dump_func; the map fds are already in them) and makes the
+two bpf() calls itself. Nothing here imports bcc.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+from .bpfmaps import _bpf
+from .errors import PyprobeError
+
+_PROG_LOAD, _RAW_TRACEPOINT_OPEN = 5, 17
+_PROG_TYPE_TRACING, _TRACE_RAW_TP = 26, 23
+_LOG_SIZE = 1 << 20
+# r0 = 0; exit: what probe() loads to ask whether this kernel takes the type.
+_RETURN_0 = bytes.fromhex("b7000000000000009500000000000000")
+
+
+class _LoadAttr(ctypes.Structure):
+    _fields_ = [  # union bpf_attr, BPF_PROG_LOAD, up to attach_prog_fd
+        ("prog_type", ctypes.c_uint32),
+        ("insn_cnt", ctypes.c_uint32),
+        ("insns", ctypes.c_uint64),
+        ("license", ctypes.c_uint64),
+        ("log_level", ctypes.c_uint32),
+        ("log_size", ctypes.c_uint32),
+        ("log_buf", ctypes.c_uint64),
+        ("kern_version", ctypes.c_uint32),
+        ("prog_flags", ctypes.c_uint32),
+        ("prog_name", ctypes.c_char * 16),
+        ("prog_ifindex", ctypes.c_uint32),
+        ("expected_attach_type", ctypes.c_uint32),
+        ("prog_btf_fd", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("func_info", ctypes.c_uint64),
+        ("func_info_cnt", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("line_info", ctypes.c_uint64),
+        ("line_info_cnt", ctypes.c_uint32),
+        ("attach_btf_id", ctypes.c_uint32),
+        ("attach_prog_fd", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+    ]
+
+
+class _OpenAttr(ctypes.Structure):
+    _fields_ = [  # union bpf_attr, BPF_RAW_TRACEPOINT_OPEN
+        ("name", ctypes.c_uint64),  # 0: the program's attach_btf_id names the tracepoint
+        ("prog_fd", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+        ("cookie", ctypes.c_uint64),
+    ]
+
+
+def load(insns: bytes, name: str, btf_id: int, log: bool = True) -> int:
+    """Load instructions as a tp_btf program for the tracepoint whose
+    btf_trace_<name> typedef has this id: its fd, or PyprobeError with the
+    verifier's last word."""
+    code = ctypes.create_string_buffer(insns, len(insns))
+    license_ = ctypes.create_string_buffer(b"GPL")
+    attr = _LoadAttr(
+        prog_type=_PROG_TYPE_TRACING,
+        insn_cnt=len(insns) // 8,
+        insns=ctypes.addressof(code),
+        license=ctypes.addressof(license_),
+        prog_name=name.encode()[:15],
+        expected_attach_type=_TRACE_RAW_TP,
+        attach_btf_id=btf_id,
+    )
+    try:
+        return _bpf(_PROG_LOAD, attr)
+    except OSError as e:
+        if not log:
+            raise PyprobeError(f"{name}: cannot load as tp_btf: {e.strerror}") from None
+        # Again with the verifier's log: only on failure, it costs a copy of it.
+        buf = ctypes.create_string_buffer(_LOG_SIZE)
+        attr.log_level, attr.log_size, attr.log_buf = 1, _LOG_SIZE, ctypes.addressof(buf)
+        try:
+            return _bpf(_PROG_LOAD, attr)  # unlikely: it failed a moment ago
+        except OSError:
+            pass
+        lines = [ln for ln in buf.value.decode(errors="replace").splitlines() if ln.strip()]
+        why = " / ".join(lines[-2:]) if lines else e.strerror
+        raise PyprobeError(f"{name}: cannot load as tp_btf: {why}") from None
+
+
+def attach(prog_fd: int) -> int:
+    """Attach a loaded tp_btf program: the link's fd (closing it detaches)."""
+    return _bpf(_RAW_TRACEPOINT_OPEN, _OpenAttr(0, prog_fd, 0, 0))
+
+
+def probe(btf_id: int) -> bool:
+    """Whether this kernel loads a tp_btf program for that tracepoint (5.5+,
+    and no LSM or lockdown saying no). The program is closed at once."""
+    try:
+        fd = load(_RETURN_0, "pyprobe_probe", btf_id, log=False)
+    except PyprobeError:
+        return False
+    os.close(fd)
+    return True

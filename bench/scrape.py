@@ -94,14 +94,18 @@ def measure(sockets: int, scrapes: int = 40, port: int = 19999) -> dict[str, flo
         body = urllib.request.urlopen(url).read().decode()
         startup = time.monotonic() - start
         times, series = [], 0
+        due = time.monotonic()
         for _ in range(WARMUP + scrapes):
             t = time.perf_counter()
             body = urllib.request.urlopen(url).read().decode()
             times.append(time.perf_counter() - t)
             series = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
             # Past every cache (socket snapshot 0.5 s, link table 1 s): each
-            # scrape pays what one does under Prometheus' 15 s interval.
-            time.sleep(INTERVAL)
+            # scrape pays what one does under Prometheus' 15 s interval. On
+            # fixed ticks, like Prometheus' scrape loop: a slow scrape does
+            # not push the next one later.
+            due += INTERVAL
+            time.sleep(max(0.0, due - time.monotonic()))
         rss = next(
             int(line.split()[1]) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
             if line.startswith("VmRSS:")

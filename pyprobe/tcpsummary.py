@@ -124,10 +124,14 @@ class Snapshots:
             except Exception as e:  # the request's own pass will report it
                 log.debug("socket pass ahead of a scrape failed: %s", e)
 
-    def lead(self) -> float:
+    def lead(self, max_age: float = 0.5) -> float:
         """How long before a due request its pass starts: twice what the last
-        pass took, plus time for the thread to be scheduled."""
-        return 2 * self._took + 0.05
+        pass took, plus time for the thread to be scheduled — but inside
+        max_age, so that a pass slower than that (a host that stalled one
+        pass, or a million sockets) still starts ahead: the request then
+        waits for the rest of it, and counts it as fresh, since it began
+        before the request came."""
+        return min(2 * self._took + 0.05, 0.9 * max_age)
 
     def _plan(self, now: float, max_age: float) -> None:
         if self._asked and now - self._asked[-1] <= max_age:
@@ -140,13 +144,18 @@ class Snapshots:
             return
         gaps = [b - a for a, b in itertools.pairwise(self._asked)]
         gap = sorted(gaps)[len(gaps) // 2]
-        lead = self.lead()
+        lead = self.lead(max_age)
         steady = max(gaps) - min(gaps) <= max(0.1 * gap, 0.05)
-        # The pass must still be fresh when the request comes, and requests
-        # must be far enough apart that an early pass is not a wasted one.
-        if not steady or lead >= min(max_age, gap / 2):
+        # Requests must be far enough apart that an early pass is not a
+        # wasted one.
+        if not steady or lead >= gap / 2:
             return
-        self._timer = threading.Timer(gap - lead, self._prefetch)
+        # From the request's arrival: this request may have just spent a
+        # pass of its own.
+        delay = now + gap - lead - time.monotonic()
+        if delay <= 0:
+            return
+        self._timer = threading.Timer(delay, self._prefetch)
         self._timer.daemon = True
         self._timer.start()
 

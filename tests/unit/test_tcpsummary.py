@@ -96,3 +96,29 @@ def test_a_failed_pass_ahead_leaves_the_request_to_take_its_own():
         time.sleep(0.25)
     assert len(calls) == 4  # the pass ahead ran, and failed
     assert snaps.get(max_age=0.1) == {5: None}  # so this request took its own
+
+
+def test_a_pass_slower_than_max_age_still_goes_ahead_and_is_not_taken_twice():
+    """One slow pass (a stalled host, a million sockets) must not send the
+    next request back to a pass of its own: it waits for the rest of the one
+    that began before it came."""
+    import time
+
+    from pyprobe.tcpsummary import Snapshots
+
+    calls = []
+
+    def take():
+        calls.append(time.monotonic())
+        time.sleep(0.25)  # longer than max_age
+        return {len(calls): None}
+
+    snaps = Snapshots(take)
+    for _ in range(3):
+        snaps.get(max_age=0.2)
+        time.sleep(0.8)
+    start = time.monotonic()
+    assert snaps.get(max_age=0.2) == {4: None}  # the pass ahead, not a fifth
+    waited = time.monotonic() - start
+    assert len(calls) == 4
+    assert calls[3] < start and waited < 0.2  # begun ahead: only its rest waited for

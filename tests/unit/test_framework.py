@@ -210,11 +210,14 @@ def test_kernel_names_fall_back_to_btf_without_tracefs():
 def test_symbols_resolve_addresses_to_functions(tmp_path):
     (tmp_path / "kallsyms").write_text(
         "ffffffff81000000 T start\nffffffff81000100 t tcp_v4_rcv\nffffffff81000200 T next\n"
+        "ffffffff81000180 d data_not_text\n0000000000000000 T hidden_without_root\n"
+        "ffffffffc0000000 t veth_poll\t[veth]\n"
     )
     syms = Symbols(tmp_path / "kallsyms")
     assert syms.name(0xFFFFFFFF81000191) == "tcp_v4_rcv+0x91"
     assert syms.function(0xFFFFFFFF81000191) == "tcp_v4_rcv"
     assert syms.name(0x10) == "0x10"
+    assert syms.function(0xFFFFFFFFC0000010) == "veth_poll"  # a module's, tag left off
 
 
 def test_local_headers_are_pasted_once(tmp_path):

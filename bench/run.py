@@ -33,6 +33,7 @@ sys.path.insert(0, str(HERE))
 from pyprobe import lab, registry  # noqa: E402
 import lossless  # noqa: E402
 from scrape import measure as scrape_measure  # noqa: E402
+from scrape import startup as scrape_startup  # noqa: E402
 
 PYPROBE = str(Path(sys.executable).with_name("pyprobe"))
 CHURN = Path(tempfile.gettempdir()) / "pyprobe-bench-churn"
@@ -322,6 +323,9 @@ def main() -> None:
     for n in sockets:
         print(f"[{time.monotonic() - started:5.0f}s] scrape with {n} sockets", file=sys.stderr, flush=True)
         scrape[n] = scrape_measure(n, 10 if args.quick else 30)
+    print(f"[{time.monotonic() - started:5.0f}s] start-up, compiling and with programs kept",
+          file=sys.stderr, flush=True)
+    starts = scrape_startup(1 if args.quick else 3)
     report = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
@@ -329,6 +333,7 @@ def main() -> None:
         "seconds": args.seconds,
         "arms": results,
         "scrape": scrape,
+        "startup": starts,
         "lossless": found,
         "lossless_ceiling": ceiling,
         "duration_s": time.monotonic() - started,
@@ -412,6 +417,14 @@ def markdown(r: dict) -> str:
         first = f"{s['unanticipated_ms']:.1f} ms" if "unanticipated_ms" in s else "–"
         lines.append(f"| {int(n):,} | {s['p50_ms']:.1f} ms | {s['p99_ms']:.1f} ms | {first} | "
                      f"{s['series']} | {s['rss_mb']:.0f} MB | {s['startup_s']:.1f} s |")
+    if r.get("startup"):
+        st = r["startup"]
+        lines += ["", "Start to first data with no socket load (exec to the first /metrics answer): "
+                  f"compiling every program (a first start, `PYPROBE_PROGRAM_CACHE=off`) "
+                  f"{' / '.join(f'{x:.2f}' for x in st['cold_s'])} s; loading the programs an "
+                  f"earlier start kept (a restart) {' / '.join(f'{x:.2f}' for x in st['warm_s'])} s. "
+                  "The table's column is a start with the programs kept (the arms above ran the "
+                  "exporter before), its first scrape counting that many sockets."]
     lines += ["", "## Targets (issue 7), measured in this run", "",
               "| target | measured | met |", "|---|---|---|"]
     for target, measured, ok in targets(r):
@@ -538,8 +551,15 @@ def targets(r: dict) -> list[tuple[str, str, bool]]:
     if p100:
         out.append(("scrape p99 ≤ 50 ms at 100k sockets", f"{p100['p99_ms']:.0f} ms",
                     p100["p99_ms"] <= 50))
-    starts = [s["startup_s"] for s in sc.values()]
-    out.append(("start to first data ≤ 3 s", f"{max(starts):.1f} s", max(starts) <= 3))
+    if r.get("startup"):
+        cold, warm = med(r["startup"]["cold_s"]), med(r["startup"]["warm_s"])
+        out.append(("start to first data ≤ 3 s: first start (compiles)", f"{cold:.1f} s",
+                    cold <= 3))
+        out.append(("start to first data ≤ 3 s: restart (programs kept)", f"{warm:.1f} s",
+                    warm <= 3))
+    else:
+        starts = [s["startup_s"] for s in sc.values()]
+        out.append(("start to first data ≤ 3 s", f"{max(starts):.1f} s", max(starts) <= 3))
     rss = [s["rss_mb"] for s in sc.values()]
     out.append(("daemon RSS ≤ 100 MB", f"{min(rss):.0f}–{max(rss):.0f} MB", max(rss) <= 100))
     return out

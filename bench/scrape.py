@@ -12,10 +12,12 @@ Used by bench/run.py; also runs alone:
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -63,6 +65,34 @@ def hold(ns_a: str, ns_b: str, addr_b: str, port: int, n: int) -> None:
         time.sleep(0.05)
     print("ready", flush=True)
     sys.stdin.read()
+
+
+def started(env: dict[str, str], port: int) -> float:
+    """Seconds from exec to the first /metrics answer."""
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        [PYPROBE, "export", "--web.listen-address", f"127.0.0.1:{port}"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, **env},
+    )
+    assert proc.stderr is not None
+    while 'msg="listening"' not in (proc.stderr.readline() or 'msg="listening"'):
+        pass
+    urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read()
+    took = time.monotonic() - start
+    proc.terminate()
+    proc.wait(10)
+    return took
+
+
+def startup(runs: int = 3, port: int = 19995) -> dict[str, list[float]]:
+    """Start to first data, no socket load: starts that compile every program
+    (the program cache off: a first start) and starts that load what an
+    earlier start kept (pyprobe/objcache.py: a restart)."""
+    with tempfile.TemporaryDirectory() as kept:
+        cold = [started({"PYPROBE_PROGRAM_CACHE": "off"}, port) for _ in range(runs)]
+        started({"PYPROBE_PROGRAM_CACHE": kept}, port)  # compiles, and keeps
+        warm = [started({"PYPROBE_PROGRAM_CACHE": kept}, port) for _ in range(runs)]
+    return {"cold_s": cold, "warm_s": warm}
 
 
 def measure(sockets: int, scrapes: int = 40, port: int = 19999) -> dict[str, float]:

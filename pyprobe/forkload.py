@@ -28,9 +28,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import manifest as manifest_mod
+from . import objcache
 from .bpfmaps import Key, MapReader
 from .errors import PyprobeError
-from .loader import BccLoader, Exported, LoadRequest, RingbufCallback
+from .loader import BccLoader, Exported, LoadRequest, RingbufCallback, program_text
 from .manifest import Hook
 from .paths import bpf_dir, probes_dir
 
@@ -105,22 +106,31 @@ class ForkLoader:
         return result
 
     def load_many(self, requests: Sequence[LoadRequest]) -> list[RemoteProgram | PyprobeError]:
-        """Each request's program, or the error that kept it from loading."""
-        if not self._children:
-            self._start()
+        """Each request's program, or the error that kept it from loading.
+        What was compiled before for this kernel loads from the program cache
+        (objcache.py) here, without a child; the rest is compiled."""
+        results: list[RemoteProgram | PyprobeError | None] = [None] * len(requests)
+        keys: list[str] = []
+        for i, (source, hook, cflags) in enumerate(requests):
+            keys.append(objcache.key(program_text(source), hook, list(cflags), _map_names(source)))
+            kept = objcache.load(keys[i], hook)
+            if kept is not None:
+                layouts, functions, fds, links = kept
+                results[i] = RemoteProgram(Exported(hook, layouts, functions, links), fds)
         # Each child gets the next request as soon as it has answered its last:
         # compile times differ (0.3-1 s), and a fixed round robin left one
         # child with most of the work.
-        pending = list(range(len(requests)))
+        pending = [i for i, r in enumerate(results) if r is None]
+        if pending and not self._children:
+            self._start()
         busy: dict[int, int] = {}  # child -> the request it is compiling
-        results: list[RemoteProgram | PyprobeError | None] = [None] * len(requests)
 
         def hand_out(k: int) -> None:
             if not pending:
                 return
             i = pending.pop(0)
             source, hook, cflags = requests[i]
-            request = (str(source), hook, list(cflags), _map_names(source))
+            request = (str(source), hook, list(cflags), _map_names(source), keys[i])
             with contextlib.suppress(OSError):  # a child gone: its answer says so
                 self._children[k][1].send(pickle.dumps(request))
             busy[k] = i
@@ -218,13 +228,14 @@ def _serve(sock: socket.socket, parent: int) -> None:  # pragma: no cover - runs
         data = sock.recv(_MAX_MESSAGE)
         if not data:
             return
-        source, hook, cflags, maps = pickle.loads(data)
+        source, hook, cflags, maps, entry = pickle.loads(data)
         reply: Exported | str
         fds: Sequence[int] = []
         try:
             program = loader.load(Path(source), hook, cflags)
             kept.append(program)
             reply, fds = program.export(maps)
+            objcache.save(entry, program.bpf, hook, reply.maps)
         except PyprobeError as e:
             reply = str(e)
         except Exception as e:

@@ -7,6 +7,12 @@ import pytest
 
 from pyprobe.kernel import KernelEnv
 
+# Every test compiles what it loads, daemons started as subprocesses too
+# (they inherit this): a program kept from an earlier test or run must not
+# stand in for the code under test. tests/kernel/test_objcache.py turns the
+# cache on in a directory of its own.
+os.environ["PYPROBE_PROGRAM_CACHE"] = "off"
+
 
 def pytest_collection_modifyitems(config, items):
     """Kernel/root tests need root: skipping them silently would hide a broken

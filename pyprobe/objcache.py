@@ -1,0 +1,310 @@
+"""Compiled programs kept on disk: a daemon's restart loads them without clang.
+
+The exporter's start-up is mostly compiling: bcc runs clang over the kernel
+headers for every program (~0.3 s each however small; seven programs on two
+CPUs, ~2.5 s of ~3). ebpf_exporter and libbpf-tools ship compiled objects;
+pyprobe compiles for the running kernel (offsets from BTF, map sizes from the
+manifest), so it keeps what it compiled, keyed by everything that went in:
+the instructions bcc produced, which of them name a map, and each map's shape.
+A hit creates the maps, writes their fds into the instructions, and loads and
+attaches the programs with bpf() alone. The kernel verifies them as it would
+a fresh compile; any failure drops the entry and the program is compiled.
+
+Only raw tracepoint hooks (tp_btf and raw_tracepoint points) are kept:
+classic tracepoints and kprobes attach through perf events, left to bcc.
+
+The entries are code the kernel will run as root: the directory must be
+owned by us and writable by no one else, and so must each entry, or the
+cache is not used at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import stat
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import __version__, tpbtf
+from .bpfmaps import MapLayout, _bpf
+from .errors import PyprobeError
+from .manifest import Hook
+
+log = logging.getLogger("pyprobe")
+
+DEFAULT_DIR = Path("/var/cache/pyprobe/programs")
+FORMAT = 1
+_MAP_CREATE, _PROG_LOAD, _OBJ_GET_INFO_BY_FD, _RAW_TRACEPOINT_OPEN = 0, 5, 15, 17
+_PROG_TYPE_RAW_TRACEPOINT = 17
+_LD_IMM64, _PSEUDO_MAP_FD = 0x18, 1
+CACHED_KINDS = ("tp_btf", "raw_tracepoint")
+
+
+def directory() -> Path | None:
+    """Where entries live (PYPROBE_PROGRAM_CACHE: a directory, or "off")."""
+    value = os.environ.get("PYPROBE_PROGRAM_CACHE", str(DEFAULT_DIR))
+    return None if value in ("", "off") else Path(value)
+
+
+def key(text: str, hook: Hook, cflags: list[str], maps: list[str]) -> str:
+    """What a compiled program depends on: its text (local headers pasted
+    in), hook and points (BTF ids included), flags, the maps exported, this
+    kernel's build and CPU count (per-CPU value sizes), and pyprobe."""
+    uname = os.uname()
+    parts = [
+        FORMAT,
+        __version__,
+        text,
+        dataclasses.asdict(hook),
+        cflags,
+        maps,
+        uname.release,
+        uname.version,
+        os.cpu_count(),
+        _possible_cpus(),
+    ]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cacheable(hook: Hook) -> bool:
+    return all((p.kind or hook.kind) in CACHED_KINDS for p in hook.points)
+
+
+# -- saving (in the compiler process, with bcc's module at hand) ---------------
+def save(entry_key: str, bpf: Any, hook: Hook, layouts: list[MapLayout]) -> None:
+    """Keep a loaded bcc module's programs and maps under entry_key. Silent
+    when it cannot: the cache only ever saves time."""
+    where = directory()
+    if where is None or not cacheable(hook):
+        return
+    try:
+        spec = _spec(bpf, hook, layouts)
+        if spec is None:
+            return
+        _safe_dir(where, create=True)
+        fd, tmp = tempfile.mkstemp(dir=where, prefix=".tmp-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(spec, f)
+        os.replace(tmp, where / f"{entry_key}.json")
+    except (OSError, ValueError, PyprobeError) as e:
+        log.debug("program cache: not saved: %s", e)
+
+
+def _spec(bpf: Any, hook: Hook, layouts: list[MapLayout]) -> dict | None:
+    from bcc.libbcc import lib
+
+    lib.bpf_num_tables.restype = ctypes.c_size_t
+    lib.bpf_num_tables.argtypes = [ctypes.c_void_p]
+    lib.bpf_table_name.restype = ctypes.c_char_p
+    lib.bpf_table_name.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    lib.bpf_table_fd_id.restype = ctypes.c_int
+    lib.bpf_table_fd_id.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    maps, by_fd = [], {}
+    for i in range(lib.bpf_num_tables(bpf.module)):
+        name = lib.bpf_table_name(bpf.module, i).decode()
+        fd = lib.bpf_table_fd_id(bpf.module, i)
+        if fd < 0:
+            continue
+        maps.append({"name": name, **_map_info(fd)})
+        by_fd[fd] = name
+    programs = []
+    for p in hook.points:
+        insns = bpf.dump_func(p.function.encode())
+        relocs = []
+        for i in range(0, len(insns) // 8):
+            op, regs, _off, imm = struct.unpack_from("<BBhi", insns, i * 8)
+            if op == _LD_IMM64 and regs >> 4 == _PSEUDO_MAP_FD:
+                if imm not in by_fd:
+                    return None  # a map we cannot name: not kept
+                relocs.append([i, by_fd[imm]])
+        programs.append(
+            {
+                "function": p.function,
+                "kind": p.kind or hook.kind,
+                "target": p.target,
+                "btf_id": p.btf_id,
+                "insns": base64.b64encode(insns).decode(),
+                "relocs": relocs,
+            }
+        )
+    return {
+        "format": FORMAT,
+        "maps": maps,
+        "layouts": [dataclasses.asdict(layout) for layout in layouts],
+        "programs": programs,
+    }
+
+
+class _MapInfo(ctypes.Structure):
+    _fields_ = [  # the head of struct bpf_map_info
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16),
+    ]
+
+
+class _InfoAttr(ctypes.Structure):
+    _fields_ = [
+        ("bpf_fd", ctypes.c_uint32),
+        ("info_len", ctypes.c_uint32),
+        ("info", ctypes.c_uint64),
+    ]
+
+
+def _map_info(fd: int) -> dict[str, int]:
+    info = _MapInfo()
+    _bpf(_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ctypes.sizeof(info), ctypes.addressof(info)))
+    return {
+        "type": info.type,
+        "key_size": info.key_size,
+        "value_size": info.value_size,
+        "max_entries": info.max_entries,
+        "flags": info.map_flags,
+    }
+
+
+# -- loading (in the daemon, no bcc) ------------------------------------------
+class _CreateAttr(ctypes.Structure):
+    _fields_ = [  # union bpf_attr, BPF_MAP_CREATE, up to map_name
+        ("map_type", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("inner_map_fd", ctypes.c_uint32),
+        ("numa_node", ctypes.c_uint32),
+        ("map_name", ctypes.c_char * 16),
+    ]
+
+
+class _OpenAttr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_uint64), ("prog_fd", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
+
+
+def load(entry_key: str, hook: Hook) -> tuple[list[MapLayout], list[str], list[int], int] | None:
+    """A kept program, created and attached: (layouts, functions, fds: the
+    layouts' maps, the functions, the links; how many links) — or None (no
+    entry, or one that no longer loads: dropped)."""
+    where = directory()
+    if where is None or not cacheable(hook):
+        return None
+    path = where / f"{entry_key}.json"
+    try:
+        _safe_dir(where, create=False)
+        _safe_file(path)
+        spec = json.loads(path.read_text())
+        if spec.get("format") != FORMAT:
+            raise ValueError("another format")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, PyprobeError) as e:
+        log.debug("program cache: %s not used: %s", path.name, e)
+        return None
+    opened: list[int] = []
+    try:
+        return _create(spec, opened)
+    except (OSError, ValueError, KeyError, TypeError, struct.error, PyprobeError) as e:
+        for fd in opened:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        log.info('msg="compiled program not reused" entry=%s error="%s"', path.name, e)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+
+
+def _create(spec: dict, opened: list[int]) -> tuple[list[MapLayout], list[str], list[int], int]:
+    maps: dict[str, int] = {}
+    for m in spec["maps"]:
+        attr = _CreateAttr(
+            map_type=m["type"],
+            key_size=m["key_size"],
+            value_size=m["value_size"],
+            max_entries=m["max_entries"],
+            map_flags=m["flags"],
+            map_name=m["name"].encode()[:15],
+        )
+        maps[m["name"]] = _bpf(_MAP_CREATE, attr)
+        opened.append(maps[m["name"]])
+    programs: dict[str, int] = {}
+    links: list[int] = []
+    for p in spec["programs"]:
+        fn = p["function"]
+        if fn not in programs:
+            insns = bytearray(base64.b64decode(p["insns"]))
+            for index, name in p["relocs"]:
+                struct.pack_into("<i", insns, index * 8 + 4, maps[name])
+            if p["kind"] == "tp_btf":
+                programs[fn] = tpbtf.load(bytes(insns), fn, p["btf_id"])
+            else:
+                programs[fn] = _load_raw_tp(bytes(insns), fn)
+            opened.append(programs[fn])
+        if p["kind"] == "tp_btf":
+            links.append(tpbtf.attach(programs[fn]))
+        else:
+            target = ctypes.create_string_buffer(p["target"].encode())
+            links.append(
+                _bpf(_RAW_TRACEPOINT_OPEN, _OpenAttr(ctypes.addressof(target), programs[fn]))
+            )
+        opened.append(links[-1])
+    layouts = [
+        MapLayout(
+            **{**d, "key_fields": tuple(d["key_fields"]), "leaf_fields": tuple(d["leaf_fields"])}
+        )
+        for d in spec["layouts"]
+    ]
+    exported = [maps[layout.name] for layout in layouts]
+    # Maps only the programs use (not read here) live on through the programs.
+    for fd in maps.values():
+        if fd not in exported:
+            os.close(fd)
+            opened.remove(fd)
+    return layouts, list(programs), exported + list(programs.values()) + links, len(links)
+
+
+def _load_raw_tp(insns: bytes, name: str) -> int:
+    attr = tpbtf._LoadAttr(
+        prog_type=_PROG_TYPE_RAW_TRACEPOINT,
+        insn_cnt=len(insns) // 8,
+        prog_name=name.encode()[:15],
+    )
+    code = ctypes.create_string_buffer(insns, len(insns))
+    license_ = ctypes.create_string_buffer(b"GPL")
+    attr.insns, attr.license = ctypes.addressof(code), ctypes.addressof(license_)
+    return _bpf(_PROG_LOAD, attr)
+
+
+# -- the directory ---------------------------------------------------------------
+def _safe_dir(path: Path, create: bool) -> None:
+    if create:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _safe(path.stat(), path)
+
+
+def _safe_file(path: Path) -> None:
+    _safe(path.stat(), path)
+
+
+def _safe(st: os.stat_result, path: Path) -> None:
+    if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PyprobeError(f"{path}: not ours alone (owner {st.st_uid}, mode {st.st_mode:o})")
+
+
+def _possible_cpus() -> str:
+    try:
+        return Path("/sys/devices/system/cpu/possible").read_text().strip()
+    except OSError:
+        return ""

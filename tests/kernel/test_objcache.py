@@ -1,0 +1,116 @@
+"""The program cache (objcache.py): a second load of the same programs
+creates them from the kept instructions, without a compiler process, and
+they count what the compiled ones count; a bad or unsafe entry is never
+used, the program is compiled instead."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from pyprobe import lab, netlink, registry
+from pyprobe.errors import PyprobeError
+from pyprobe.forkload import ForkLoader
+
+pytestmark = [pytest.mark.root, pytest.mark.kernel]
+NAMES = ["netdev", "tcpstates", "drops", "softirqs"]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    where = tmp_path / "programs"
+    monkeypatch.setenv("PYPROBE_PROGRAM_CACHE", str(where))
+    return where
+
+
+@pytest.fixture
+def pair():
+    with lab.VethPair(prefix=f"po{time.monotonic_ns() % 100000}", net=81) as p:
+        yield p
+
+
+def load(names: list[str]) -> tuple[list, list, bool]:
+    """(probes, results, whether a compiler process was started)."""
+    loader = ForkLoader(workers=2)
+    try:
+        probes = [registry.create(n, loader=loader) for n in names]
+        results = loader.load_many([p.load_request() for p in probes])
+        return probes, results, bool(loader._children)
+    finally:
+        loader.close()
+
+
+def close(results: list) -> None:
+    for r in results:
+        if not isinstance(r, PyprobeError):
+            r.close()
+
+
+def test_second_load_reuses_the_programs_and_counts_the_same(cache, pair, no_programs_left):
+    _probes, first, compiled = load(NAMES)
+    close(first)
+    assert compiled and not any(isinstance(r, PyprobeError) for r in first), first
+    entries = sorted(cache.glob("*.json"))
+    assert len(entries) == len(NAMES)
+    assert all(e.stat().st_mode & 0o077 == 0 for e in entries)  # root's alone
+    probes, results, compiled = load(NAMES)
+    try:
+        assert not compiled  # every program from the cache: no clang, no child
+        for probe, result in zip(probes, results, strict=True):
+            assert not isinstance(result, PyprobeError), result
+            probe.adopt(result)
+        netdev = probes[0]
+        assert netdev.hook.kind == "tp_btf"
+        srv = lab.Server(pair.path(pair.b), pair.addr_b, 7700)
+        before = netlink.link_stats(pair.path(pair.b))[pair.dev_b]
+        try:
+            assert lab.churn(pair.path(pair.a), pair.addr_b, 7700, 30) == 30
+        finally:
+            srv.stop()
+        time.sleep(0.1)
+        after = netlink.link_stats(pair.path(pair.b))[pair.dev_b]
+        rows = [
+            r
+            for r in netdev.rows()
+            if r.get("netns") == str(pair.inode(pair.b)) and r.get("device") == pair.dev_b
+        ]
+        got = {r["metric"]: r["value"] for r in rows if "value" in r}
+        assert got["netdev_receive_packets_total"] == after["rx_packets"] - before["rx_packets"]
+        assert got["netdev_transmit_bytes_total"] == after["tx_bytes"] - before["tx_bytes"]
+        transitions = {
+            (r["old_state"], r["new_state"]): r["value"] for r in probes[1].rows() if "value" in r
+        }
+        assert transitions.get(("SYN_SENT", "ESTABLISHED"), 0) >= 30
+    finally:
+        for probe in probes:
+            probe.detach()
+
+
+def test_an_entry_that_no_longer_loads_is_dropped_and_compiled_again(cache, no_programs_left):
+    close(load(["netdev"])[1])
+    (entry,) = cache.glob("*.json")
+    spec = json.loads(entry.read_text())
+    spec["programs"][0]["insns"] = "AAAAAAAAAAA="  # one bogus instruction
+    entry.write_text(json.dumps(spec))
+    _probes, results, compiled = load(["netdev"])
+    close(results)
+    assert compiled and not isinstance(results[0], PyprobeError)
+    assert json.loads(entry.read_text())["programs"][0]["insns"] != "AAAAAAAAAAA="  # saved anew
+
+
+def test_a_cache_others_can_write_is_not_used(cache, no_programs_left):
+    close(load(["softirqs"])[1])
+    os.chmod(cache, 0o777)
+    _probes, results, compiled = load(["softirqs"])
+    close(results)
+    assert compiled and not isinstance(results[0], PyprobeError)
+
+
+def test_off_means_off(cache, monkeypatch, no_programs_left):
+    monkeypatch.setenv("PYPROBE_PROGRAM_CACHE", "off")
+    close(load(["softirqs"])[1])
+    assert not cache.exists()

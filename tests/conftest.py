@@ -1,5 +1,6 @@
 import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -12,6 +13,12 @@ from pyprobe.kernel import KernelEnv
 # stand in for the code under test. tests/kernel/test_objcache.py turns the
 # cache on in a directory of its own.
 os.environ["PYPROBE_PROGRAM_CACHE"] = "off"
+
+# A runner that starts the suite in the background (`cmd &` without job
+# control, nohup) hands it SIGINT ignored, and every command a test starts
+# would inherit that: the tests that stop them with SIGINT would wait in
+# vain. A handler here is reset to the default in each child at exec.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config, items):

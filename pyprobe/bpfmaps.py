@@ -70,13 +70,20 @@ class _MapInfo(ctypes.Structure):
         ("value_size", ctypes.c_uint32),
         ("max_entries", ctypes.c_uint32),
         ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16),
     ]
+
+
+def map_info(fd: int) -> _MapInfo:
+    """A map's type, sizes, capacity and flags, as the kernel holds them."""
+    info = _MapInfo()
+    _bpf(_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ctypes.sizeof(info), ctypes.addressof(info)))
+    return info
 
 
 def map_sizes(fd: int) -> tuple[int, int]:
     """(key size, value size) of a map, as the kernel holds it."""
-    info = _MapInfo()
-    _bpf(_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ctypes.sizeof(info), ctypes.addressof(info)))
+    info = map_info(fd)
     return info.key_size, info.value_size
 
 

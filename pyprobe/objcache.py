@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, tpbtf
-from .bpfmaps import MapLayout, _bpf
+from .bpfmaps import MapLayout, _bpf, map_info
 from .errors import PyprobeError
 from .manifest import Hook
 
@@ -43,8 +43,7 @@ log = logging.getLogger("pyprobe")
 
 DEFAULT_DIR = Path("/var/cache/pyprobe/programs")
 FORMAT = 1
-_MAP_CREATE, _PROG_LOAD, _OBJ_GET_INFO_BY_FD, _RAW_TRACEPOINT_OPEN = 0, 5, 15, 17
-_PROG_TYPE_RAW_TRACEPOINT = 17
+_MAP_CREATE = 0
 _LD_IMM64, _PSEUDO_MAP_FD = 0x18, 1
 CACHED_KINDS = ("tp_btf", "raw_tracepoint")
 
@@ -144,29 +143,8 @@ def _spec(bpf: Any, hook: Hook, layouts: list[MapLayout]) -> dict | None:
     }
 
 
-class _MapInfo(ctypes.Structure):
-    _fields_ = [  # the head of struct bpf_map_info
-        ("type", ctypes.c_uint32),
-        ("id", ctypes.c_uint32),
-        ("key_size", ctypes.c_uint32),
-        ("value_size", ctypes.c_uint32),
-        ("max_entries", ctypes.c_uint32),
-        ("map_flags", ctypes.c_uint32),
-        ("name", ctypes.c_char * 16),
-    ]
-
-
-class _InfoAttr(ctypes.Structure):
-    _fields_ = [
-        ("bpf_fd", ctypes.c_uint32),
-        ("info_len", ctypes.c_uint32),
-        ("info", ctypes.c_uint64),
-    ]
-
-
 def _map_info(fd: int) -> dict[str, int]:
-    info = _MapInfo()
-    _bpf(_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ctypes.sizeof(info), ctypes.addressof(info)))
+    info = map_info(fd)
     return {
         "type": info.type,
         "key_size": info.key_size,
@@ -188,10 +166,6 @@ class _CreateAttr(ctypes.Structure):
         ("numa_node", ctypes.c_uint32),
         ("map_name", ctypes.c_char * 16),
     ]
-
-
-class _OpenAttr(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_uint64), ("prog_fd", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
 
 
 def load(entry_key: str, hook: Hook) -> tuple[list[MapLayout], list[str], list[int], int] | None:
@@ -250,15 +224,10 @@ def _create(spec: dict, opened: list[int]) -> tuple[list[MapLayout], list[str], 
             if p["kind"] == "tp_btf":
                 programs[fn] = tpbtf.load(bytes(insns), fn, p["btf_id"])
             else:
-                programs[fn] = _load_raw_tp(bytes(insns), fn)
+                programs[fn] = tpbtf.load_raw_tracepoint(bytes(insns), fn)
             opened.append(programs[fn])
-        if p["kind"] == "tp_btf":
-            links.append(tpbtf.attach(programs[fn]))
-        else:
-            target = ctypes.create_string_buffer(p["target"].encode())
-            links.append(
-                _bpf(_RAW_TRACEPOINT_OPEN, _OpenAttr(ctypes.addressof(target), programs[fn]))
-            )
+        target = None if p["kind"] == "tp_btf" else p["target"]
+        links.append(tpbtf.attach(programs[fn], target))
         opened.append(links[-1])
     layouts = [
         MapLayout(
@@ -273,18 +242,6 @@ def _create(spec: dict, opened: list[int]) -> tuple[list[MapLayout], list[str], 
             os.close(fd)
             opened.remove(fd)
     return layouts, list(programs), exported + list(programs.values()) + links, len(links)
-
-
-def _load_raw_tp(insns: bytes, name: str) -> int:
-    attr = tpbtf._LoadAttr(
-        prog_type=_PROG_TYPE_RAW_TRACEPOINT,
-        insn_cnt=len(insns) // 8,
-        prog_name=name.encode()[:15],
-    )
-    code = ctypes.create_string_buffer(insns, len(insns))
-    license_ = ctypes.create_string_buffer(b"GPL")
-    attr.insns, attr.license = ctypes.addressof(code), ctypes.addressof(license_)
-    return _bpf(_PROG_LOAD, attr)
 
 
 # -- the directory ---------------------------------------------------------------

@@ -31,7 +31,7 @@ import struct
 import time
 from collections.abc import Callable
 
-from .bpfmaps import _bpf
+from .bpfmaps import map_info
 from .records import unpack_run
 
 _BUSY, _DISCARD = 1 << 31, 1 << 30
@@ -44,29 +44,8 @@ _HDR = 8
 _POS = struct.Struct("@Q")
 _LEN = struct.Struct("@I")
 _FIRST = operator.itemgetter(0)
-_OBJ_GET_INFO_BY_FD = 15
 TICK = 0.05  # s: the longest a record waits when the program does not wake us
 _BATCH = 4096  # records decoded before the space they held is given back
-
-
-class _InfoAttr(ctypes.Structure):
-    _fields_ = [
-        ("bpf_fd", ctypes.c_uint32),
-        ("info_len", ctypes.c_uint32),
-        ("info", ctypes.c_uint64),
-    ]
-
-
-class _MapInfo(ctypes.Structure):
-    _fields_ = [  # the head of struct bpf_map_info
-        ("type", ctypes.c_uint32),
-        ("id", ctypes.c_uint32),
-        ("key_size", ctypes.c_uint32),
-        ("value_size", ctypes.c_uint32),
-        ("max_entries", ctypes.c_uint32),
-        ("map_flags", ctypes.c_uint32),
-        ("name", ctypes.c_char * 16),
-    ]
 
 
 def available() -> bool:
@@ -75,10 +54,7 @@ def available() -> bool:
 
 def map_size(fd: int) -> int:
     """A ring buffer map's data size in bytes (its max_entries)."""
-    info = _MapInfo()
-    attr = _InfoAttr(fd, ctypes.sizeof(info), ctypes.addressof(info))
-    _bpf(_OBJ_GET_INFO_BY_FD, attr)
-    return int(info.max_entries)
+    return int(map_info(fd).max_entries)
 
 
 class RingReader:

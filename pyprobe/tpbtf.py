@@ -20,7 +20,7 @@ from .bpfmaps import _bpf
 from .errors import PyprobeError
 
 _PROG_LOAD, _RAW_TRACEPOINT_OPEN = 5, 17
-_PROG_TYPE_TRACING, _TRACE_RAW_TP = 26, 23
+_PROG_TYPE_RAW_TRACEPOINT, _PROG_TYPE_TRACING, _TRACE_RAW_TP = 17, 26, 23
 _LOG_SIZE = 1 << 20
 # r0 = 0; exit: what probe() loads to ask whether this kernel takes the type.
 _RETURN_0 = bytes.fromhex("b7000000000000009500000000000000")
@@ -66,22 +66,33 @@ def load(insns: bytes, name: str, btf_id: int, log: bool = True) -> int:
     """Load instructions as a tp_btf program for the tracepoint whose
     btf_trace_<name> typedef has this id: its fd, or PyprobeError with the
     verifier's last word."""
+    return _load(insns, name, _PROG_TYPE_TRACING, _TRACE_RAW_TP, btf_id, log)
+
+
+def load_raw_tracepoint(insns: bytes, name: str) -> int:
+    """Load instructions as a plain raw tracepoint program (what bcc makes of
+    them; the program cache loads kept ones this way, objcache.py)."""
+    return _load(insns, name, _PROG_TYPE_RAW_TRACEPOINT, 0, 0, True)
+
+
+def _load(insns: bytes, name: str, prog_type: int, attach_type: int, btf_id: int, log: bool) -> int:
+    kind = "tp_btf" if prog_type == _PROG_TYPE_TRACING else "raw tracepoint"
     code = ctypes.create_string_buffer(insns, len(insns))
     license_ = ctypes.create_string_buffer(b"GPL")
     attr = _LoadAttr(
-        prog_type=_PROG_TYPE_TRACING,
+        prog_type=prog_type,
         insn_cnt=len(insns) // 8,
         insns=ctypes.addressof(code),
         license=ctypes.addressof(license_),
         prog_name=name.encode()[:15],
-        expected_attach_type=_TRACE_RAW_TP,
+        expected_attach_type=attach_type,
         attach_btf_id=btf_id,
     )
     try:
         return _bpf(_PROG_LOAD, attr)
     except OSError as e:
         if not log:
-            raise PyprobeError(f"{name}: cannot load as tp_btf: {e.strerror}") from None
+            raise PyprobeError(f"{name}: cannot load as {kind}: {e.strerror}") from None
         # Again with the verifier's log: only on failure, it costs a copy of it.
         buf = ctypes.create_string_buffer(_LOG_SIZE)
         attr.log_level, attr.log_size, attr.log_buf = 1, _LOG_SIZE, ctypes.addressof(buf)
@@ -91,12 +102,15 @@ def load(insns: bytes, name: str, btf_id: int, log: bool = True) -> int:
             pass
         lines = [ln for ln in buf.value.decode(errors="replace").splitlines() if ln.strip()]
         why = " / ".join(lines[-2:]) if lines else e.strerror
-        raise PyprobeError(f"{name}: cannot load as tp_btf: {why}") from None
+        raise PyprobeError(f"{name}: cannot load as {kind}: {why}") from None
 
 
-def attach(prog_fd: int) -> int:
-    """Attach a loaded tp_btf program: the link's fd (closing it detaches)."""
-    return _bpf(_RAW_TRACEPOINT_OPEN, _OpenAttr(0, prog_fd, 0, 0))
+def attach(prog_fd: int, target: str | None = None) -> int:
+    """Attach a loaded program: the link's fd (closing it detaches). A tp_btf
+    program names its tracepoint by BTF id; a raw tracepoint one by target."""
+    name = ctypes.create_string_buffer(target.encode()) if target else None
+    address = ctypes.addressof(name) if name is not None else 0
+    return _bpf(_RAW_TRACEPOINT_OPEN, _OpenAttr(address, prog_fd, 0, 0))
 
 
 def probe(btf_id: int) -> bool:

@@ -299,6 +299,10 @@ class BccProgram:
         """Load bcc's compiled function as a tp_btf program and attach it."""
         if not btf_id:
             raise PyprobeError(f"{target}: no btf_trace_{target} in this kernel's BTF")
+        if function in self._tracing:
+            # Loaded against one tracepoint's BTF id, a tp_btf program cannot
+            # serve a second; a second load would orphan the first fd here.
+            raise PyprobeError(f"{function}: a tp_btf function attaches to one tracepoint only")
         fd = tpbtf.load(self.bpf.dump_func(function.encode()), function, btf_id)
         self._tracing[function] = fd
         self._links.append(tpbtf.attach(fd))

@@ -110,9 +110,11 @@ class ForkLoader:
         What was compiled before for this kernel loads from the program cache
         (objcache.py) here, without a child; the rest is compiled."""
         results: list[RemoteProgram | PyprobeError | None] = [None] * len(requests)
-        keys: list[str] = []
+        keys: list[str] = [""] * len(requests)  # "": not kept (the cache is off)
         for i, (source, hook, cflags) in enumerate(requests):
-            keys.append(objcache.key(program_text(source), hook, list(cflags), _map_names(source)))
+            if objcache.directory() is None or not objcache.cacheable(hook):
+                continue
+            keys[i] = objcache.key(program_text(source), hook, list(cflags), _map_names(source))
             kept = objcache.load(keys[i], hook)
             if kept is not None:
                 layouts, functions, fds, links = kept

@@ -83,7 +83,7 @@ def save(entry_key: str, bpf: Any, hook: Hook, layouts: list[MapLayout]) -> None
     """Keep a loaded bcc module's programs and maps under entry_key. Silent
     when it cannot: the cache only ever saves time."""
     where = directory()
-    if where is None or not cacheable(hook):
+    if not entry_key or where is None or not cacheable(hook):
         return
     try:
         spec = _spec(bpf, hook, layouts)

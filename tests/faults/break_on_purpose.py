@@ -13,6 +13,7 @@ prints the first assertion line of each failure.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT = 300  # a broken range check can make a command run forever: that fails too
+TIMEOUT = 120  # a broken range check can make a command run forever: that fails too
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ def run(case: Case, tree: Path) -> dict:
     except subprocess.TimeoutExpired as e:
         raw = e.stdout or b""
         partial = raw if isinstance(raw, str) else raw.decode(errors="replace")
-        code, out = -1, f"{partial}\ntimed out after {TIMEOUT} s"
+        progress = (partial.strip().splitlines() or [""])[-1]
+        code, out = -1, f"{partial}\nE {progress} then timed out after {TIMEOUT} s"
     finally:
         target.write_text(text)
     errors = [line for line in out.splitlines() if line.startswith("E ")]
@@ -124,6 +126,7 @@ def run(case: Case, tree: Path) -> dict:
 def main(prefixes: list[str]) -> int:
     cases = [c for c in CASES if not prefixes or any(c.name.startswith(p) for p in prefixes)]
     with tempfile.TemporaryDirectory(prefix="pyprobe-break-") as tmp:
+        os.chmod(tmp, 0o755)  # the privilege tests run the tree's pyprobe as nobody
         tree = Path(tmp) / "tree"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(tree)], check=True)
         subprocess.run(["make", "-s", "setup"], cwd=tree, check=True, stdout=subprocess.DEVNULL)

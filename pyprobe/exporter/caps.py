@@ -75,20 +75,20 @@ class LabelCaps:
     def apply(self, family: Metric) -> Metric:
         with self._lock:
             self._generation[family.name] = self._generation.get(family.name, 0) + 1
-            merged: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-            order: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+            kept: dict[tuple[str, str], bool] = {}  # each (label, value) decided once
             for s in family.samples:
-                labels = {
-                    k: (v if k == "le" or self._keep(family.name, k, v) else OTHER)
-                    for k, v in s.labels.items()
-                }
-                key = (s.name, tuple(sorted(labels.items())))
-                if key not in merged:
-                    order.append(key)
-                    merged[key] = 0.0
-                merged[key] += s.value
+                for k, v in s.labels.items():
+                    if k != "le" and (k, v) not in kept:
+                        kept[k, v] = self._keep(family.name, k, v)
+        if all(kept.values()):
+            return family  # the usual case: nothing folds, the samples stay as they are
+        merged: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for s in family.samples:
+            labels = {k: v if kept.get((k, v), True) else OTHER for k, v in s.labels.items()}
+            key = (s.name, tuple(sorted(labels.items())))
+            merged[key] = merged.get(key, 0.0) + s.value
         family.samples = [
-            Sample(name, dict(labels), merged[(name, labels)]) for name, labels in order
+            Sample(name, dict(labels), value) for (name, labels), value in merged.items()
         ]
         return family
 

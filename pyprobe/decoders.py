@@ -184,6 +184,7 @@ class Decoders:
         # Map keys hold namespace cookies (low 32 bits) instead of inodes;
         # set by the probe when it compiles the program that way.
         self.cookie_ids = False
+        self._getters: dict[str, KeyDecoder] = {}
 
     @functools.cached_property
     def drop_reasons(self) -> dict[int, str]:
@@ -247,6 +248,12 @@ class Decoders:
         return bool(ifindex) and ifindex not in _LINKS.links.get(inode, {})
 
     def get(self, name: str) -> KeyDecoder:
+        found = self._getters.get(name)
+        if found is None:
+            found = self._getters[name] = self._getter(name)
+        return found
+
+    def _getter(self, name: str) -> KeyDecoder:
         if name in DECODERS:
             simple = DECODERS[name]
             return lambda v, _key: simple(v)

@@ -106,6 +106,8 @@ class Probe:
         self._pending: deque[dict[str, Any]] = deque()
         self._reads: dict[tuple[str, bool], dict] | None = None
         self._groups: dict[tuple[str, bool], dict[int, list[tuple[tuple, int]]]] | None = None
+        # label values decoded within one reading, by the key fields they come from
+        self._decoded: dict[tuple, tuple[str, ...]] = {}
         self._stale: dict[tuple[int, int], int] = {}  # (netns, ifindex) -> collections gone
 
     @property
@@ -351,11 +353,21 @@ class Probe:
         return groups
 
     def _labels(self, spec: MetricSpec, fields: dict[str, int]) -> tuple[str, ...]:
-        out = []
-        for label in spec.labels:
-            value = fields.get(label.field or label.name, 0)
-            out.append(self.decoders.get(label.decoder)(value, fields))
-        return tuple(out)
+        # A series' rows (histogram slots, CPUs, members) share their labels:
+        # decoded once a reading. Decoders see the label's own field and the
+        # namespace (device names are per namespace), nothing else.
+        raw = [fields.get(label.field or label.name, 0) for label in spec.labels]
+        key = (spec.name, fields.get("netns", 0), *raw)
+        out = self._decoded.get(key)
+        if out is None:
+            decode = self.decoders.get
+            out = tuple(
+                decode(label.decoder)(value, fields)
+                for label, value in zip(spec.labels, raw, strict=True)
+            )
+            if self._reads is not None:
+                self._decoded[key] = out
+        return out
 
     def samples(self, spec: MetricSpec) -> list[tuple[tuple[str, ...], float]]:
         """(label values, value) for a counter or gauge, series with equal labels summed."""
@@ -391,7 +403,7 @@ class Probe:
         if self._reads is not None:  # nested (a subclass's collect around ours)
             yield
             return
-        self._reads, self._groups = {}, {}
+        self._reads, self._groups, self._decoded = {}, {}, {}
         try:
             yield
             self._prune(self._reads)

@@ -42,12 +42,17 @@ class Queues(Probe):
         return netlink.each_netns(sockdiag.tcp_records, self.netns)
 
     def qdiscs(self) -> dict[int, list[dict[str, Any]]]:
-        # Device names from the link table every probe shares (read at most
-        # once a second), not a link dump per namespace per scrape.
-        found = netlink.each_netns(lambda: netlink.qdiscs(names=str), self.netns)
-        for inode, qs in found.items():
-            for q in qs:
-                q["device"] = self.decoders.ifname_in(inode, q["ifindex"])
+        """inode -> the namespace's qdiscs, read in the sockets' pass. Device
+        names from the link table every probe shares (read at most once a
+        second), not a link dump per namespace per scrape."""
+        found = {}
+        for inode, summary in self.stats().items():
+            if isinstance(summary.qdiscs, Exception):
+                raise summary.qdiscs
+            found[inode] = [
+                {**q, "device": self.decoders.ifname_in(inode, q["ifindex"])}
+                for q in summary.qdiscs
+            ]
         return found
 
     def top(self, n: int = 10, owners: bool = True) -> dict[str, list[dict[str, Any]]]:

@@ -14,7 +14,6 @@
  *        HOOK_TP_NOREASON skb:kfree_skb of kernels before 5.17 (reason 0);
  *        HOOK_KPROBE kfree_skb(skb) (location = the caller). */
 #include <uapi/linux/ptrace.h>
-#include <uapi/linux/in.h>
 #include "pyprobe.h"
 #define OWNER_TRACKING
 #include "pyprobe_bpf.h"

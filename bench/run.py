@@ -490,6 +490,8 @@ def targets(r: dict) -> list[tuple[str, str, bool]]:
     floor_ns = ns(FLOOR)
     floor = med(list(floor_ns.values())) if floor_ns else 0.0
     every_ns = ns(every)
+    # The kernel keeps 15 characters of a program's name (on_reset_receiv).
+    stateful = {f"{probe}: {prog[:15]}" for probe, prog in (k.split(": ") for k in stateful)}
     counters = {k: v for k, v in every_ns.items() if k not in stateful}
     others = {k: v for k, v in every_ns.items() if k in stateful}
     if counters:

@@ -5,12 +5,15 @@ program is loaded."""
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from pyprobe import cli
 from tests.conftest import bpf_prog_count
 
 pytestmark = [pytest.mark.root]
+LIMIT = 30  # seconds a case may take
 
 CASES = [
     ["tcpstates", "--summary", "-1"],
@@ -85,8 +88,19 @@ ENV_CASES = [
 
 
 def run(capsys, argv: list[str]) -> tuple[int, list[str]]:
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(argv)
+    # Each case must be refused at once: one that would run (say, an interval
+    # of inf let through) is stopped and fails here instead of hanging the suite.
+    def too_long(signum, frame):
+        raise TimeoutError(f"{argv} still running after {LIMIT} s")
+
+    previous = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(LIMIT)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(argv)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     err = capsys.readouterr().err
     return exit_.value.code, err.strip().splitlines()
 

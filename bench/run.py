@@ -98,6 +98,32 @@ def settle(within: float = 3.0) -> int:
     return last
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def quiet(pid: int, window: float = 0.5, within: float = 10.0) -> float:
+    """Wait until a tool that has attached is done starting up (its first
+    collection, freeing the compiler's memory: up to a second of CPU), so the
+    first workload after it does not share the CPUs with that. Idle means at
+    most one clock tick of CPU in a window. Returns the seconds waited."""
+    start = time.monotonic()
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    try:
+        last = cpu_seconds(pid)
+        while time.monotonic() - start < within:
+            time.sleep(window)
+            now = cpu_seconds(pid)
+            if now - last <= tick:
+                break
+            last = now
+    except (OSError, IndexError, ValueError):
+        pass  # it exited: start() sees that
+    return time.monotonic() - start
+
+
 class Arm:
     def __init__(self, name: str, cmd: list[str] | None, log: Path) -> None:
         self.name, self.cmd, self.log = name, cmd, log
@@ -105,6 +131,7 @@ class Arm:
         self.ids: set[int] = set()
         self.error = ""
         self.startup = 0.0
+        self.settled = 0.0  # seconds from attached to idle
         self.labels: dict[int, str] = {}  # program id -> "probe: function"
 
     def start(self) -> bool:
@@ -129,6 +156,7 @@ class Arm:
                 if set(progs()) - before == new:
                     self.ids = new
                     self.startup = time.monotonic() - start
+                    self.settled = quiet(self.proc.pid)
                     return True
             time.sleep(0.2)
         self.error = "did not attach within 90 s"
@@ -273,6 +301,7 @@ def main() -> None:
                             results[name]["error"] = arm.error
                             continue
                         results[name].setdefault("startup_s", []).append(arm.startup)
+                        results[name].setdefault("settle_s", []).append(arm.settled)
                         # Throughput as deployed: no run-time accounting. Then a
                         # shorter pass of the packet and churn workloads with it,
                         # for ns/run (two clock reads a run: the floor arm's cost).
@@ -438,6 +467,9 @@ def markdown(r: dict) -> str:
         "  VM exit: an arm that burns a CPU (a stream decoding events) can show ratios near",
         "  or above 1 for that reason, not because tracing is free. Ratios move by ±0.05",
         "  between repetitions (see the spreads); compare arms that idle alike.",
+        "- An arm's workloads start once its tool has attached and gone idle (at most one",
+        "  clock tick of CPU in half a second): start-up work after attaching (a first",
+        "  collection, freeing a compiler's memory) does not land on the first workload.",
         "- `none` is measured at the start and the end of every repetition; the other arms",
         "  run forward in one repetition and backward in the next. Ratios use the median",
         "  of all `none` runs. The floor arm (empty programs) shows how far apart two",

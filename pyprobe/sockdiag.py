@@ -13,6 +13,8 @@ import functools
 import operator
 import socket
 import struct
+from collections import Counter
+from collections.abc import Callable
 from typing import NamedTuple
 
 from .records import unpack_run
@@ -76,18 +78,32 @@ def tcp_sockets(families: tuple[int, ...] = (socket.AF_INET, socket.AF_INET6)) -
     return [Sock.from_record(r) for r in tcp_records(families)]
 
 
-def tcp_stats(families: tuple[int, ...] = (socket.AF_INET, socket.AF_INET6)) -> list[tuple]:
-    """(state, recv_q, send_q) of every TCP socket: what the metrics aggregate."""
-    return list(map(_STATS, tcp_records(families, lean=True)))
+def tcp_stats(families: tuple[int, ...] = (socket.AF_INET, socket.AF_INET6)) -> Counter[tuple]:
+    """(state, recv_q, send_q) -> how many TCP sockets: what the metrics
+    aggregate. Counted a receive buffer at a time, so 100k sockets never
+    exist as 100k tuples at once (a daemon's heap would keep that peak)."""
+    counted: Counter[tuple] = Counter()
+    tcp_records(families, lean=True, counted=counted)
+    return counted
 
 
 def tcp_records(
-    families: tuple[int, ...] = (socket.AF_INET, socket.AF_INET6), lean: bool = False
+    families: tuple[int, ...] = (socket.AF_INET, socket.AF_INET6),
+    lean: bool = False,
+    counted: Counter[tuple] | None = None,
 ) -> list[tuple]:
     """The same as raw records (see the field indices above; lean: only
-    (length, type, state, recv_q, send_q)), without building an object per socket."""
+    (length, type, state, recv_q, send_q)), without building an object per socket.
+    With `counted`, each buffer's (state, recv_q, send_q) are added to it
+    instead, and nothing is returned."""
     out: list[tuple] = []
     fmt = _LEAN if lean else _MSG
+
+    def each_buffer() -> None:
+        if counted is not None:
+            counted.update(map(_STATS, out))
+            out.clear()
+
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as nl:
         nl.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         if set(families) == {socket.AF_INET, socket.AF_INET6}:
@@ -109,10 +125,12 @@ def tcp_records(
                 )
             )
             try:
-                _read(nl, out, fmt, TCPDIAG_GETSOCK)
+                _read(nl, out, fmt, TCPDIAG_GETSOCK, each_buffer)
                 return out
-            except OSError:
-                out.clear()  # a kernel without the old request: one dump per family
+            except OSError:  # a kernel without the old request: one dump per family
+                out.clear()
+                if counted is not None:
+                    counted.clear()
         for seq, family in enumerate(families, 2):
             nl.send(
                 _REQ.pack(
@@ -127,33 +145,48 @@ def tcp_records(
                     ALL_STATES,
                 )
             )
-            _read(nl, out, fmt, SOCK_DIAG_BY_FAMILY)
+            _read(nl, out, fmt, SOCK_DIAG_BY_FAMILY, each_buffer)
     return out
 
 
-def _read(nl: socket.socket, out: list[tuple], fmt: struct.Struct, answer: int) -> None:
+def _read(
+    nl: socket.socket,
+    out: list[tuple],
+    fmt: struct.Struct,
+    answer: int,
+    each_buffer: Callable[[], None] = lambda: None,
+) -> None:
     while True:
         buf = nl.recv(1 << 17)
         if not buf:
             return
-        pos, end = 0, len(buf)
-        while pos + _HDR.size <= end:
-            length, kind = _HDR.unpack_from(buf, pos)[:2]
-            if kind == NLMSG_DONE:
-                return
-            if kind == NLMSG_ERROR:
-                (errno,) = struct.unpack_from("=i", buf, pos + _HDR.size)
-                if errno:
-                    raise OSError(-errno, "sock_diag dump failed")
-                return
-            if length == 0:
-                return
-            if kind == answer and length >= _MSG.size and length % 4 == 0:
-                pos += _run(buf, pos, length, fmt, out, answer)
-                continue
-            if kind == answer and length >= _MSG.size:
-                out.append(fmt.unpack_from(buf, pos))
-            pos += (length + 3) & ~3
+        done = _parse(buf, out, fmt, answer)
+        each_buffer()
+        if done:
+            return
+
+
+def _parse(buf: bytes, out: list[tuple], fmt: struct.Struct, answer: int) -> bool:
+    """One receive buffer's answers appended to out; True at the dump's end."""
+    pos, end = 0, len(buf)
+    while pos + _HDR.size <= end:
+        length, kind = _HDR.unpack_from(buf, pos)[:2]
+        if kind == NLMSG_DONE:
+            return True
+        if kind == NLMSG_ERROR:
+            (errno,) = struct.unpack_from("=i", buf, pos + _HDR.size)
+            if errno:
+                raise OSError(-errno, "sock_diag dump failed")
+            return True
+        if length == 0:
+            return True
+        if kind == answer and length >= _MSG.size and length % 4 == 0:
+            pos += _run(buf, pos, length, fmt, out, answer)
+            continue
+        if kind == answer and length >= _MSG.size:
+            out.append(fmt.unpack_from(buf, pos))
+        pos += (length + 3) & ~3
+    return False
 
 
 def _run(

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,10 +44,11 @@ class Summary:
     qdiscs: list[dict[str, Any]] | Exception = field(default_factory=list)
 
     @classmethod
-    def from_sockets(cls, stats: list[tuple]) -> Summary:
-        """From sock_diag's (state, recv_q, send_q) per socket. Counted as
-        whole tuples first (in C): 100k sockets are a few dozen distinct ones."""
-        distinct = Counter(stats)
+    def from_sockets(cls, stats: Iterable[tuple] | Counter[tuple]) -> Summary:
+        """From sock_diag's (state, recv_q, send_q) per socket, or those
+        already counted (sockdiag.tcp_stats): 100k sockets are a few dozen
+        distinct tuples."""
+        distinct = stats if isinstance(stats, Counter) else Counter(stats)
         states: Counter[int] = Counter()
         recv: Counter[int] = Counter()
         send: Counter[int] = Counter()

@@ -95,10 +95,13 @@ def ss_counts(ns: str) -> Counter[str]:
     return Counter(SS_STATES[line.split()[0]] for line in out.splitlines())
 
 
-def drain(probe, quiet_ms: int = 300) -> list[dict]:
-    """Events until the ring buffer stays empty for quiet_ms."""
+def drain(probe, quiet_ms: int = 300, within: float = 30.0) -> list[dict]:
+    """Events until the ring buffer stays empty for quiet_ms (at most `within`
+    seconds: other TCP traffic on the host would keep it from ever going quiet,
+    and the counts then fail instead of the run hanging)."""
     out: list[dict] = []
-    while batch := probe.events(timeout_ms=quiet_ms):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and (batch := probe.events(timeout_ms=quiet_ms)):
         out.extend(batch)
     return out
 

@@ -116,6 +116,11 @@ class Snapshots:
         self._plan(now, max_age)
         return data
 
+    def expire(self) -> None:
+        """The next request takes a new pass, however fresh this one is."""
+        with self._lock:
+            self._at = float("-inf")
+
     def _refresh(self, why: str = "at the request") -> None:
         start = time.monotonic()
         self._data = self._take()
@@ -165,23 +170,33 @@ class Snapshots:
         self._timer.start()
 
 
+# Set once anything has asked for qdiscs (the queues probe): passes from then
+# on read them too; a daemon without queues never dumps them.
+_QDISCS_WANTED = threading.Event()
+
+
 def here() -> Summary:
     """The calling thread's namespace, summed; its qdiscs read in the same
-    visit (entering a namespace costs more than either dump)."""
+    visit when wanted (entering a namespace costs more than either dump)."""
     summary = Summary.from_sockets(sockdiag.tcp_stats())
-    try:
-        summary.qdiscs = netlink.qdiscs(names=str)
-    except Exception as e:  # the queues collector reports it; the sockets still count
-        summary.qdiscs = e
+    if _QDISCS_WANTED.is_set():
+        try:
+            summary.qdiscs = netlink.qdiscs(names=str)
+        except Exception as e:  # the queues collector reports it; the sockets still count
+            summary.qdiscs = e
     return summary
 
 
 _SNAPSHOTS = Snapshots(lambda: netlink.each_netns(here))
 
 
-def snapshot(max_age: float = 0.5) -> dict[int, Summary]:
+def snapshot(max_age: float = 0.5, qdiscs: bool = False) -> dict[int, Summary]:
     """inode -> Summary for every namespace; one pass serves everything that
-    asks within max_age seconds (e.g. one scrape's collectors)."""
+    asks within max_age seconds (e.g. one scrape's collectors). With qdiscs,
+    each Summary's qdiscs are filled in (the first such call takes a pass)."""
+    if qdiscs and not _QDISCS_WANTED.is_set():
+        _QDISCS_WANTED.set()
+        _SNAPSHOTS.expire()
     return _SNAPSHOTS.get(max_age)
 
 

@@ -46,7 +46,9 @@ class Queues(Probe):
         names from the link table every probe shares (read at most once a
         second), not a link dump per namespace per scrape."""
         found = {}
-        for inode, summary in self.stats().items():
+        for inode, summary in tcpsummary.snapshot(qdiscs=True).items():
+            if self.netns is not None and inode != self.netns:
+                continue
             if isinstance(summary.qdiscs, Exception):
                 raise summary.qdiscs
             found[inode] = [

@@ -31,10 +31,10 @@ LISTEN = TCP_STATE_NUMBERS["LISTEN"]
 class Queues(Probe):
     netns: int | None = None  # only this namespace, when set
 
-    def stats(self) -> dict[int, tcpsummary.Summary]:
-        """inode of the namespace -> its TCP sockets summed (tcpsummary.py);
-        one pass serves every collector of a scrape."""
-        snap = tcpsummary.snapshot()
+    def stats(self, qdiscs: bool = False) -> dict[int, tcpsummary.Summary]:
+        """inode of the namespace -> its TCP sockets summed (tcpsummary.py),
+        and with qdiscs its qdiscs; one pass serves every collector of a scrape."""
+        snap = tcpsummary.snapshot(qdiscs=qdiscs)
         return {k: v for k, v in snap.items() if self.netns is None or k == self.netns}
 
     def records(self) -> dict[int, list[tuple]]:
@@ -46,9 +46,7 @@ class Queues(Probe):
         names from the link table every probe shares (read at most once a
         second), not a link dump per namespace per scrape."""
         found = {}
-        for inode, summary in tcpsummary.snapshot(qdiscs=True).items():
-            if self.netns is not None and inode != self.netns:
-                continue
+        for inode, summary in self.stats(qdiscs=True).items():
             if isinstance(summary.qdiscs, Exception):
                 raise summary.qdiscs
             found[inode] = [

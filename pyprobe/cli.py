@@ -24,6 +24,7 @@ from .render import (
     TCPSTATE_HEADER,
     ndjson,
     print_tables,
+    quoted,
     sockets_table,
     tcpstate_json,
     tcpstate_line,
@@ -282,6 +283,7 @@ def _tcpstates_stream(
             timestamp,
             duration,
             json_line=lambda ev: tcpstate_json(ev, name_of(ev["netns"])),
+            json_rows=lambda rows: probe.json_lines(rows, lambda ns: quoted(name_of(ns))),
             what="TCP state changes",
         )
 

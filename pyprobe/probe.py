@@ -104,6 +104,7 @@ class Probe:
         self.streaming = False
         self.ring_pages: int | None = None  # None: ringbuf_pages()'s default
         self._pending: deque[dict[str, Any]] = deque()
+        self._kept: deque[tuple] | None = None  # set by want_rows(): events kept undecoded
         self._reads: dict[tuple[str, bool], dict] | None = None
         self._groups: dict[tuple[str, bool], dict[int, list[tuple[tuple, int]]]] | None = None
         # label values decoded within one reading, by the key fields they come from
@@ -200,10 +201,36 @@ class Probe:
     EVENT_ROW: struct.Struct | None = None
 
     def _on_event(self, raw: bytes) -> None:
-        self._pending.append(self.decode(raw))
+        if self._kept is not None and self.EVENT_ROW is not None:
+            self._kept.append((len(raw), *self.EVENT_ROW.unpack_from(raw)))
+        else:
+            self._pending.append(self.decode(raw))
 
     def _on_rows(self, rows: list[tuple]) -> None:
-        self._pending.extend(map(self.decode_row, rows))
+        if self._kept is not None:
+            self._kept.extend(rows)
+        else:
+            self._pending.extend(map(self.decode_row, rows))
+
+    def want_rows(self) -> bool:
+        """From now on keep events as EVENT_ROW tuples (event_rows()) instead
+        of decoding them to dicts (events()): for a consumer that formats rows
+        itself. False when this probe has no fixed event struct."""
+        if self.EVENT_ROW is None:
+            return False
+        if self._kept is None:
+            self._kept = deque()
+        return True
+
+    def event_rows(self, timeout_ms: int = 100) -> list[tuple]:
+        """Wait up to timeout_ms for events; return those that arrived, as
+        EVENT_ROW tuples (after want_rows())."""
+        self._attached().poll(timeout_ms)
+        if self._kept is None:
+            return []
+        out = list(self._kept)
+        self._kept.clear()
+        return out
 
     def decode_row(self, row: tuple) -> dict[str, Any]:
         """One record unpacked by EVENT_ROW, behind its ring buffer header

@@ -20,7 +20,7 @@ def ndjson(record: Mapping[str, Any]) -> str:
 _QUOTED: dict[str | None, str] = {None: "null"}
 
 
-def _quoted(text: str | None) -> str:
+def quoted(text: str | None) -> str:
     """JSON for a string that repeats (comm, namespace name), cached."""
     out = _QUOTED.get(text)
     if out is None:
@@ -38,12 +38,12 @@ def tcpstate_json(ev: Mapping[str, Any], netns_name: str | None) -> str:
     ms = ev["ms"]
     return (
         f'{{"time":{ev["time"]!r},"ts_ns":{ev["ts_ns"]},"skaddr":"{ev["skaddr"]}",'
-        f'"pid":{ev["pid"]},"comm":{_quoted(ev["comm"])},'
+        f'"pid":{ev["pid"]},"comm":{quoted(ev["comm"])},'
         f'"owner_known":{"true" if ev["owner_known"] else "false"},"netns":{ev["netns"]},'
         f'"family":"{ev["family"]}","saddr":"{ev["saddr"]}","sport":{ev["sport"]},'
         f'"daddr":"{ev["daddr"]}","dport":{ev["dport"]},"oldstate":"{ev["oldstate"]}",'
         f'"newstate":"{ev["newstate"]}","ms":{"null" if ms is None else repr(ms)},'
-        f'"netns_name":{_quoted(netns_name)}}}'
+        f'"netns_name":{quoted(netns_name)}}}'
     )
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import socket
 import struct
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,24 @@ def _comm(raw: bytes) -> str:
 
 # CLOCK_MONOTONIC (bpf_ktime_get_ns) -> wall clock, fixed once per process.
 _MONO_TO_WALL = time.time() - time.monotonic()
+
+# The stream's NDJSON line, straight from an unpacked row (json_lines): one
+# %-format per event. Only comm and the namespace name can hold characters
+# JSON must escape; they come quoted by json.dumps, cached.
+_STATE_TEXT = tuple(_STATES.get(i) or tcp_state(i) for i in range(256))  # u8 in the event
+_JSON_LINE = (
+    '{"time":%r,"ts_ns":%d,"skaddr":"%#x","pid":%d,"comm":%s,"owner_known":%s,'
+    '"netns":%d,"family":"%s","saddr":"%s","sport":%d,"daddr":"%s","dport":%d,'
+    '"oldstate":"%s","newstate":"%s","ms":%s,"netns_name":%s}\n'
+)
+_COMMS_JSON: dict[bytes, str] = {}
+
+
+def _comm_json(raw: bytes) -> str:
+    if len(_COMMS_JSON) >= _CACHE_MAX:
+        _COMMS_JSON.clear()
+    text = _COMMS_JSON[raw] = json.dumps(_COMMS.get(raw) or _comm(raw))
+    return text
 
 
 @dataclass(frozen=True)
@@ -160,6 +179,55 @@ class TcpStates(Probe):
             "newstate": _STATES.get(new) or tcp_state(new),
             "ms": delta / 1e6 if flags & F_DELTA_KNOWN else None,
         }
+
+    @staticmethod
+    def json_lines(rows: Iterable[tuple], netns_json: Callable[[int], str]) -> str:
+        """NDJSON for a batch of unpacked rows: what tcpstate_json(decode_row(row))
+        says, line for line, without the dict in between (~1.5x less CPU; at
+        100k+ events/s `tcpstates -j` spends most of its time here).
+        netns_json(inode) gives the quoted namespace name, or null."""
+        out: list[str] = []
+        add, fmt, states = out.append, _JSON_LINE, _STATE_TEXT
+        addr4, comms = _ADDR4.get, _COMMS_JSON.get
+        spaces: dict[int, str] = {}  # per batch: a namespace may be named meanwhile
+        for row in rows:
+            _, ts, skaddr, delta, pid, netns, saddr, daddr, sport, dport, family, old, new = row[
+                :13
+            ]
+            flags, comm = row[13], row[14]
+            if family == socket.AF_INET6:
+                kind = "IPv6"
+                src = _ADDR6.get(saddr) or _name(_ADDR6, family, saddr)
+                dst = _ADDR6.get(daddr) or _name(_ADDR6, family, daddr)
+            else:
+                kind = "IPv4"
+                src = addr4(saddr) or _name(_ADDR4, family, saddr)
+                dst = addr4(daddr) or _name(_ADDR4, family, daddr)
+            space = spaces.get(netns)
+            if space is None:
+                space = spaces[netns] = netns_json(netns)
+            add(
+                fmt
+                % (
+                    ts / 1e9 + _MONO_TO_WALL,
+                    ts,
+                    skaddr,
+                    pid,
+                    comms(comm) or _comm_json(comm),
+                    "true" if flags & F_OWNER_KNOWN else "false",
+                    netns,
+                    kind,
+                    src,
+                    sport,
+                    dst,
+                    dport,
+                    states[old],
+                    states[new],
+                    repr(delta / 1e6) if flags & F_DELTA_KNOWN else "null",
+                    space,
+                )
+            )
+        return "".join(out)
 
     def transitions(self) -> dict[tuple[str, str], int]:
         spec = next(m for m in self.manifest.metrics if m.map == "transitions")

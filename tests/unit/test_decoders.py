@@ -57,3 +57,78 @@ def test_fast_tcpstate_decode_and_json_match_the_slow_paths():
     for name in (None, 'ns"x'):
         fast = tcpstate_json(decoded, name)
         assert json.loads(fast) == json.loads(ndjson({**decoded, "netns_name": name}))
+
+
+def test_stream_json_from_rows_says_what_the_decoded_path_says():
+    """`tcpstates -j`'s row path (TcpStates.json_lines, no dict in between)
+    writes, line for line, exactly what decode_row + tcpstate_json write:
+    both families, a comm and a namespace name needing escapes, a state out
+    of range, with and without the delta and the known owner."""
+    from fakes import fake_env
+
+    from pyprobe import registry
+    from pyprobe.probes.tcpstates import _EVENT
+    from pyprobe.render import quoted, tcpstate_json
+    from pyprobe.structs import F_DELTA_KNOWN, F_OWNER_KNOWN
+
+    probe = registry.create("tcpstates", env=fake_env())
+    v4 = lambda a: socket.inet_aton(a) + bytes(12)  # noqa: E731
+    v6 = lambda a: socket.inet_pton(socket.AF_INET6, a)  # noqa: E731
+    rows = [
+        (_EVENT.size, *r)
+        for r in (
+            (
+                5,
+                0xFFFF8881,
+                2_500_000,
+                7,
+                4026531833,
+                v4("10.0.0.1"),
+                v4("10.0.0.2"),
+                80,
+                5555,
+                2,
+                1,
+                4,
+                F_OWNER_KNOWN | F_DELTA_KNOWN,
+                b"curl" + bytes(12),
+            ),
+            (
+                123_456_789_012,
+                0,
+                0,
+                0,
+                0,
+                v6("fe80::1"),
+                v6("::1"),
+                0,
+                443,
+                10,
+                0,
+                250,
+                0,
+                b'cu"rl\\\x01' + bytes(9),
+            ),
+            (
+                7,
+                1,
+                999,
+                1 << 31,
+                4026532000,
+                v4("127.0.0.1"),
+                v4("127.0.0.1"),
+                65535,
+                1,
+                2,
+                2,
+                1,
+                F_DELTA_KNOWN,
+                bytes(16),
+            ),
+        )
+    ]
+    names = {4026531833: 'ns"x', 4026532000: "lab"}
+    fast = probe.json_lines(rows, lambda ns: quoted(names.get(ns)))
+    slow = "".join(tcpstate_json(probe.decode_row(r), names.get(r[5])) + "\n" for r in rows)
+    assert fast == slow
+    assert fast.count("\n") == 3 and '"newstate":"UNKNOWN_250"' in fast

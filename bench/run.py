@@ -173,7 +173,7 @@ class Arm:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
-        return self.log.read_text()
+        return tail(self.log)
 
     def run_stats(self) -> dict[int, tuple[str, int, int]]:
         now = progs()
@@ -186,35 +186,59 @@ class Arm:
 
 
 class Workloads:
-    """Servers live for the whole benchmark; each workload runs `seconds`."""
+    """Servers live for the whole benchmark; each workload runs `seconds`.
+
+    Churn and small UDP keep every CPU busy: one client/server (sender/sink)
+    pair pinned to each CPU, the figure their sum. A traced arm then pays its
+    cost in CPU the workload no longer has, which is what the ratio should
+    measure; one unpinned ping-pong client left the CPUs half idle (this VM's
+    halts and wake-ups dominated; 6.9k conn/s where the pinned pairs reach
+    ~23k, the rate the issue's peer figures were taken at), and a tool that
+    burned the idle CPU came out above 1."""
 
     def __init__(self, pair: lab.VethPair, seconds: float) -> None:
         self.pair, self.seconds = pair, seconds
         a, b = pair.a, pair.b
+        self.cpus = sorted(os.sched_getaffinity(0))
+        pin = lambda cpu, *cmd: ["taskset", "-c", str(cpu), *cmd]  # noqa: E731
+        inb = ["ip", "netns", "exec", b]
         self.servers = [
+            # unpinned: the lossless search's paced clients share it
             subprocess.Popen([str(CHURN), "server", "127.0.0.1", "18080"]),
-            subprocess.Popen(["ip", "netns", "exec", b, str(CHURN), "server", pair.addr_b, "18080"]),
-            subprocess.Popen(["ip", "netns", "exec", b, str(CHURN), "udpsink", pair.addr_b, "18081"]),
-            subprocess.Popen(["ip", "netns", "exec", b, "iperf3", "-s", "-p", "18082"],
+            subprocess.Popen([*inb, "iperf3", "-s", "-p", "18082"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
         ]
+        for i, cpu in enumerate(self.cpus):
+            self.servers += [
+                subprocess.Popen(pin(cpu, str(CHURN), "server", "127.0.0.1", str(18100 + i))),
+                subprocess.Popen([*inb, *pin(cpu, str(CHURN), "server", pair.addr_b, str(18100 + i))]),
+                subprocess.Popen([*inb, *pin(cpu, str(CHURN), "udpsink", pair.addr_b, str(18200 + i))]),
+            ]
         self.a = a
         time.sleep(0.5)
 
+    def _per_cpu(self, make: Callable[[int, int], list[str]]) -> float:
+        """Run one client per CPU at once (pinned there, to its own server):
+        the sum of what they print."""
+        procs = [subprocess.Popen(["taskset", "-c", str(cpu), *make(i, cpu)],
+                                  stdout=subprocess.PIPE, text=True)
+                 for i, cpu in enumerate(self.cpus)]
+        return sum(float(p.communicate()[0]) for p in procs)
+
     def run(self, seconds: float | None = None, iperf: bool = True) -> dict[str, float]:
         s = str(seconds or self.seconds)
+        ina = ["ip", "netns", "exec", self.a]
         out = {}
-        out["churn, loopback (conn/s)"] = float(sh(str(CHURN), "client", "127.0.0.1", "18080", s).stdout)
-        out["churn, veth (conn/s)"] = float(
-            sh("ip", "netns", "exec", self.a, str(CHURN), "client", self.pair.addr_b, "18080", s).stdout
-        )
-        out["small UDP, veth (pkt/s)"] = float(
-            sh("ip", "netns", "exec", self.a, str(CHURN), "udp", self.pair.addr_b, "18081", s, "64").stdout
-        )
+        out["churn, loopback (conn/s)"] = self._per_cpu(
+            lambda i, cpu: [str(CHURN), "client", "127.0.0.1", str(18100 + i), s])
+        # (taskset before `ip netns exec`: the client inherits the pinning)
+        out["churn, veth (conn/s)"] = self._per_cpu(
+            lambda i, cpu: [*ina, str(CHURN), "client", self.pair.addr_b, str(18100 + i), s])
+        out["small UDP, veth (pkt/s)"] = self._per_cpu(
+            lambda i, cpu: [*ina, str(CHURN), "udp", self.pair.addr_b, str(18200 + i), s, "64"])
         if not iperf:
             return out
-        r = sh("ip", "netns", "exec", self.a, "iperf3", "-c", self.pair.addr_b, "-p", "18082",
-               "-t", s, "-J")
+        r = sh(*ina, "iperf3", "-c", self.pair.addr_b, "-p", "18082", "-t", s, "-J")
         try:
             out["iperf3, veth (Gbit/s)"] = json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
         except (ValueError, KeyError):
@@ -241,8 +265,16 @@ def is_event(name: str) -> Callable[[str], bool]:
     return lossless.pyprobe_event if name.startswith("pyprobe") else lossless.bcc_event
 
 
-def stream_events(name: str, text: str, seconds: float) -> dict[str, float | None]:
-    events = sum(1 for line in text.splitlines() if is_event(name)(line))
+def tail(path: Path, size: int = 1 << 16) -> str:
+    """The end of a log: a stream's log holds hundreds of MB of events."""
+    with open(path, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - size))
+        return f.read().decode(errors="replace")
+
+
+def stream_events(name: str, log: Path, text: str, seconds: float) -> dict[str, float | None]:
+    with open(log, errors="replace") as f:
+        events = sum(1 for line in f if is_event(name)(line))
     if name.startswith("pyprobe"):
         m = re.search(r"lost events: (\d+)", text)
         lost = int(m.group(1)) if m else None  # no summary: it did not exit cleanly
@@ -334,7 +366,8 @@ def main() -> None:
                                     (ns / runs, runs / elapsed)
                                 )
                         if name in STREAMING:
-                            results[name]["stream"].append(stream_events(name, text, whole))
+                            results[name]["stream"].append(stream_events(name, arm.log, text, whole))
+                            arm.log.write_text(text)  # counted: keep its end, not 100s of MB
                         settle()
                 print(f"[{time.monotonic() - started:5.0f}s] lossless rates", file=sys.stderr, flush=True)
                 ceiling = lossless.ceiling(CHURN, "127.0.0.1", 18080)
@@ -462,11 +495,13 @@ def markdown(r: dict) -> str:
         "",
         "## Reading these numbers",
         "",
-        "- This is a 2-vCPU Firecracker VM. A ping-pong workload (churn) runs *faster* when",
-        "  another task keeps a vCPU busy, because an idle vCPU halts and its wake-up costs a",
-        "  VM exit: an arm that burns a CPU (a stream decoding events) can show ratios near",
-        "  or above 1 for that reason, not because tracing is free. Ratios move by ±0.05",
-        "  between repetitions (see the spreads); compare arms that idle alike.",
+        "- Churn and small UDP run one client/server pair pinned to each CPU, so the CPUs",
+        "  are busy and a tool's cost (in the kernel or in its own process) comes out of the",
+        "  workload's throughput. (Until 2026-12-01 one unpinned ping-pong client left the",
+        "  CPUs half idle: this VM's halts and wake-ups set its pace, at 6.9k conn/s, and an",
+        "  arm that kept a CPU busy, such as a stream, came out *above* 1.) iperf3 is one",
+        "  stream. This is a 2-vCPU Firecracker VM: ratios still move by ±0.05 between",
+        "  repetitions (see the spreads and the floor arm).",
         "- An arm's workloads start once its tool has attached and gone idle (at most one",
         "  clock tick of CPU in half a second): start-up work after attaching (a first",
         "  collection, freeing a compiler's memory) does not land on the first workload.",
@@ -567,10 +602,11 @@ def targets(r: dict) -> list[tuple[str, str, bool]]:
     losses = [x["lost"] for x in arms[stream]["stream"]]
     known = None not in losses
     lost = sum(losses) if known else 0
-    out.append(("streaming tcpstates ≥ 0.85 × none with 0 lost",
-                f"{ratio(stream, churn[0]):.2f} (inflated, see below), "
+    sr = [ratio(stream, w) for w in churn]
+    out.append(("streaming tcpstates ≥ 0.85 × none (churn) with 0 lost",
+                " / ".join(f"{x:.2f}" for x in sr) + ", "
                 + (f"lost {lost:,}" if known else "lost unknown (a run had no exit summary)"),
-                known and lost == 0 and ratio(stream, churn[0]) >= 0.85))
+                known and lost == 0 and min(sr) >= 0.85))
     rates = {k: v["events_per_s"] for k, v in r.get("lossless", {}).items()}
     if stream in rates and "tcpstates-bpfcc" in rates:
         ours, peer = rates[stream], rates["tcpstates-bpfcc"]

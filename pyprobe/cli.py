@@ -26,7 +26,6 @@ from .render import (
     print_tables,
     quoted,
     sockets_table,
-    tcpstate_json,
     tcpstate_line,
     transitions_table,
 )
@@ -282,8 +281,9 @@ def _tcpstates_stream(
             as_json,
             timestamp,
             duration,
-            json_line=lambda ev: tcpstate_json(ev, name_of(ev["netns"])),
+            json_line=lambda ev: ndjson({**ev, "netns_name": name_of(ev["netns"])}),
             json_rows=lambda rows: probe.json_lines(rows, lambda ns: quoted(name_of(ns))),
+            ndjson_source=probe.native_ndjson(lambda ns: quoted(name_of(ns))) if as_json else None,
             what="TCP state changes",
         )
 

@@ -350,6 +350,10 @@ class BccProgram:
         self._rings.append(ringbuf.RingReader(fd, fallback, row, callback))
         return True
 
+    def ring_reader(self) -> ringbuf.RingReader | None:
+        """The ring buffer read from its mapping, when there is one (and only one)."""
+        return self._rings[0] if len(self._rings) == 1 else None
+
     def poll(self, timeout_ms: int) -> None:
         # The program wakes us only when a backlog builds up (BPF_RB_NO_WAKEUP
         # otherwise), so after the wait also take whatever is there.

@@ -46,6 +46,7 @@ _LEN = struct.Struct("@I")
 _FIRST = operator.itemgetter(0)
 TICK = 0.05  # s: the longest a record waits when the program does not wake us
 _BATCH = 4096  # records decoded before the space they held is given back
+_GATHER_BYTES, _GATHER_S = 32768, 0.005  # see wait()
 
 
 def available() -> bool:
@@ -70,12 +71,15 @@ class RingReader:
         on_rows: Callable[[list[tuple]], None] | None = None,
     ) -> None:
         self.callback = callback
+        self.fd = fd
         self.size = map_size(fd)
+        self._takeover: Callable[[RingReader], int] | None = None
         self.mask = self.size - 1
         page = mmap.PAGESIZE
         self._page = page
         self._cons = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._consumer = ctypes.c_uint64.from_buffer(self._cons)
+        self.consumer = self._consumer  # for a reader taking over (ndjson.py)
         # The producer page and the data (twice) in one read-only mapping.
         self._data = mmap.mmap(
             fd, page + 2 * self.size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
@@ -103,14 +107,43 @@ class RingReader:
             if left <= 0:
                 return
             self._epoll.poll(min(left, TICK))  # EINTR: retried (PEP 475)
+        # A trickle is left to gather for a moment: a busy stream is then read
+        # in batches of hundreds of records, not tens (each batch costs tens
+        # of us in Python; under churn that was ~3,000 batches a second).
+        if timeout_ms > 0 and self.pending() < _GATHER_BYTES:
+            time.sleep(_GATHER_S)
 
     def pending(self) -> int:
         """Bytes written and not yet consumed."""
         return _POS.unpack_from(self._data, 0)[0] - self._consumer.value
 
+    def take_over(self, consume: Callable[[RingReader], int] | None) -> None:
+        """Let another reader consume this ring from now on (None: no more)."""
+        self._takeover = consume
+
+    def take_one(self) -> bytes | None:
+        """The next complete record's sample, consumed; None when there is
+        none yet (discarded ones are skipped)."""
+        data, cons = self._data, self._consumer.value
+        while cons < _POS.unpack_from(data, 0)[0]:
+            at = self._page + (cons & self.mask)
+            length = _LEN.unpack_from(data, at)[0]
+            if length & _BUSY:
+                break
+            size = length & ~_DISCARD
+            sample = None if length & _DISCARD else data[at + _HDR : at + _HDR + size]
+            cons += (size + _HDR + 7) & ~7
+            if sample is not None:
+                self._consumer.value = cons
+                return sample
+        self._consumer.value = cons
+        return None
+
     def consume(self) -> int:
         """Hand every complete record over; how many records were passed
         (discarded ones included)."""
+        if self._takeover is not None:
+            return self._takeover(self)
         handed = 0
         while True:
             n = self._bulk() if self._row is not None else 0
@@ -175,7 +208,8 @@ class RingReader:
             consumer.value = cons
 
     def close(self) -> None:
-        del self._consumer  # an export of the mapping: it would keep it open
+        self._takeover = None
+        del self._consumer, self.consumer  # exports of the mapping: they would keep it open
         self._epoll.close()
         self._data.close()
         self._cons.close()

@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from .. import netlink, tcpsummary
+from .. import ndjson, netlink, tcpsummary
 from ..decoders import TCP_STATES, tcp_state
 from ..errors import PyprobeError
 from ..loader import LoadRequest
@@ -53,14 +53,15 @@ def _comm(raw: bytes) -> str:
 
 
 # CLOCK_MONOTONIC (bpf_ktime_get_ns) -> wall clock, fixed once per process.
-_MONO_TO_WALL = time.time() - time.monotonic()
+_MONO_TO_WALL_NS = time.time_ns() - time.monotonic_ns()
+_MONO_TO_WALL = _MONO_TO_WALL_NS / 1e9
 
 # The stream's NDJSON line, straight from an unpacked row (json_lines): one
 # %-format per event. Only comm and the namespace name can hold characters
 # JSON must escape; they come quoted by json.dumps, cached.
 _STATE_TEXT = tuple(_STATES.get(i) or tcp_state(i) for i in range(256))  # u8 in the event
 _JSON_LINE = (
-    '{"time":%r,"ts_ns":%d,"skaddr":"%#x","pid":%d,"comm":%s,"owner_known":%s,'
+    '{"time":%d.%09d,"ts_ns":%d,"skaddr":"%#x","pid":%d,"comm":%s,"owner_known":%s,'
     '"netns":%d,"family":"%s","saddr":"%s","sport":%d,"daddr":"%s","dport":%d,'
     '"oldstate":"%s","newstate":"%s","ms":%s,"netns_name":%s}\n'
 )
@@ -163,7 +164,7 @@ class TcpStates(Probe):
         src = names.get(saddr) or _name(names, family, saddr)
         dst = names.get(daddr) or _name(names, family, daddr)
         return {
-            "time": ts / 1e9 + _MONO_TO_WALL,
+            "time": (ts + _MONO_TO_WALL_NS) / 1_000_000_000,
             "ts_ns": ts,
             "skaddr": f"{skaddr:#x}",
             "pid": pid,
@@ -177,24 +178,24 @@ class TcpStates(Probe):
             "dport": dport,
             "oldstate": _STATES.get(old) or tcp_state(old),
             "newstate": _STATES.get(new) or tcp_state(new),
-            "ms": delta / 1e6 if flags & F_DELTA_KNOWN else None,
+            "ms": delta / 1_000_000 if flags & F_DELTA_KNOWN else None,
         }
 
     @staticmethod
     def json_lines(rows: Iterable[tuple], netns_json: Callable[[int], str]) -> str:
-        """NDJSON for a batch of unpacked rows: what tcpstate_json(decode_row(row))
-        says, line for line, without the dict in between (~1.5x less CPU; at
-        100k+ events/s `tcpstates -j` spends most of its time here).
-        netns_json(inode) gives the quoted namespace name, or null."""
+        """NDJSON for a batch of unpacked rows: the values ndjson(decode_row(row))
+        gives, without the dict in between (~1.5x less CPU), the bytes the C
+        formatter writes (native/tcpstates_ndjson.c, used where it builds).
+        time and ms are written as exact decimals of their nanoseconds (the
+        float json.loads reads from them is decode_row's). netns_json(inode)
+        gives the quoted namespace name, or null."""
         out: list[str] = []
-        add, fmt, states = out.append, _JSON_LINE, _STATE_TEXT
+        add, fmt, states, wall = out.append, _JSON_LINE, _STATE_TEXT, _MONO_TO_WALL_NS
         addr4, comms = _ADDR4.get, _COMMS_JSON.get
         spaces: dict[int, str] = {}  # per batch: a namespace may be named meanwhile
         for row in rows:
-            _, ts, skaddr, delta, pid, netns, saddr, daddr, sport, dport, family, old, new = row[
-                :13
-            ]
-            flags, comm = row[13], row[14]
+            (_, ts, skaddr, delta, pid, netns, saddr, daddr) = row[:8]
+            (sport, dport, family, old, new, flags, comm) = row[8:]
             if family == socket.AF_INET6:
                 kind = "IPv6"
                 src = _ADDR6.get(saddr) or _name(_ADDR6, family, saddr)
@@ -206,10 +207,12 @@ class TcpStates(Probe):
             space = spaces.get(netns)
             if space is None:
                 space = spaces[netns] = netns_json(netns)
+            seconds, nanos = divmod(ts + wall, 1_000_000_000)
             add(
                 fmt
                 % (
-                    ts / 1e9 + _MONO_TO_WALL,
+                    seconds,
+                    nanos,
                     ts,
                     skaddr,
                     pid,
@@ -223,11 +226,45 @@ class TcpStates(Probe):
                     dport,
                     states[old],
                     states[new],
-                    repr(delta / 1e6) if flags & F_DELTA_KNOWN else "null",
+                    f"{delta // 1_000_000}.{delta % 1_000_000:06d}"
+                    if flags & F_DELTA_KNOWN
+                    else "null",
                     space,
                 )
             )
         return "".join(out)
+
+    _native: ndjson.TcpStatesNdjson | None = None
+
+    def native_ndjson(self, netns_json: Callable[[int], str]) -> Callable[[int], bytes] | None:
+        """The stream's NDJSON made in C (ndjson.py): a function that waits
+        up to timeout_ms and returns the lines of what arrived, the bytes
+        json_lines would give. None where it cannot be had (no compiler,
+        not x86, the ring read by bcc's callbacks)."""
+        reader = getattr(self._attached(), "ring_reader", lambda: None)()
+        lib = ndjson.library() if reader is not None else None
+        if lib is None or reader is None:
+            return None
+
+        def slow(raw: bytes) -> str:  # what C handed back (a record of another size: none)
+            rows = [(len(raw), *_EVENT.unpack_from(raw))] if len(raw) == _EVENT.size else []
+            return self.json_lines(rows, netns_json)
+
+        native = self._native = ndjson.TcpStatesNdjson(
+            lib, reader, _STATE_TEXT, _MONO_TO_WALL_NS, netns_json, slow
+        )
+
+        def read(timeout_ms: int) -> bytes:
+            self._attached().poll(timeout_ms)
+            return native.take()
+
+        return read
+
+    def detach(self) -> None:
+        if self._native is not None:
+            self._native.close()
+            self._native = None
+        super().detach()
 
     def transitions(self) -> dict[tuple[str, str], int]:
         spec = next(m for m in self.manifest.metrics if m.map == "transitions")

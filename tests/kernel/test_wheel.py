@@ -52,3 +52,11 @@ def test_wheel_installs_and_runs(tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert "transitions" in json.loads(run.stdout)
+    # The stream's C formatter ships as source in the wheel and builds there.
+    native = subprocess.run(
+        [venv / "bin/python", "-c", "from pyprobe import ndjson; print(ndjson.library())"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert native.returncode == 0 and "tcpstates_ndjson-" in native.stdout, native.stderr

@@ -32,7 +32,8 @@ def test_fast_tcpstate_decode_and_json_match_the_slow_paths():
     from fakes import fake_env
 
     from pyprobe import registry
-    from pyprobe.render import ndjson, tcpstate_json
+    from pyprobe.probes.tcpstates import _EVENT
+    from pyprobe.render import ndjson, quoted
     from pyprobe.structs import F_OWNER_KNOWN, TcpStateEvent
 
     ev = TcpStateEvent(
@@ -54,21 +55,25 @@ def test_fast_tcpstate_decode_and_json_match_the_slow_paths():
     assert decoded["saddr"] == "::1" and decoded["daddr"] == "::2"
     assert (decoded["comm"], decoded["owner_known"], decoded["ms"]) == ('cu"rl\\', True, None)
     assert decoded["oldstate"] == "ESTABLISHED" and decoded["newstate"] == "FIN_WAIT1"
+    probe = registry.create("tcpstates", env=fake_env())
+    row = (_EVENT.size, *_EVENT.unpack_from(bytes(ev)))
     for name in (None, 'ns"x'):
-        fast = tcpstate_json(decoded, name)
+        fast = probe.json_lines([row], lambda ns, name=name: quoted(name))
         assert json.loads(fast) == json.loads(ndjson({**decoded, "netns_name": name}))
 
 
 def test_stream_json_from_rows_says_what_the_decoded_path_says():
     """`tcpstates -j`'s row path (TcpStates.json_lines, no dict in between)
-    writes, line for line, exactly what decode_row + tcpstate_json write:
+    says, line for line, what json.dumps of decode_row's dict says:
     both families, a comm and a namespace name needing escapes, a state out
     of range, with and without the delta and the known owner."""
+    import json
+
     from fakes import fake_env
 
     from pyprobe import registry
     from pyprobe.probes.tcpstates import _EVENT
-    from pyprobe.render import quoted, tcpstate_json
+    from pyprobe.render import ndjson, quoted
     from pyprobe.structs import F_DELTA_KNOWN, F_OWNER_KNOWN
 
     probe = registry.create("tcpstates", env=fake_env())
@@ -129,6 +134,8 @@ def test_stream_json_from_rows_says_what_the_decoded_path_says():
     ]
     names = {4026531833: 'ns"x', 4026532000: "lab"}
     fast = probe.json_lines(rows, lambda ns: quoted(names.get(ns)))
-    slow = "".join(tcpstate_json(probe.decode_row(r), names.get(r[5])) + "\n" for r in rows)
-    assert fast == slow
+    slow = [ndjson({**probe.decode_row(r), "netns_name": names.get(r[5])}) for r in rows]
+    assert [json.loads(line) for line in fast.splitlines()] == [json.loads(x) for x in slow]
+    # time and ms as exact decimals of their nanoseconds
+    assert '"ms":2.500000,' in fast and '"ms":0.000999,' in fast
     assert fast.count("\n") == 3 and '"newstate":"UNKNOWN_250"' in fast

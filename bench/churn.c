@@ -6,9 +6,13 @@
  *                                     (CLIENTS processes together aim at RATE
  *                                      connections/s; prints connections made
  *                                      and the rate reached)
+ *   churn refused ADDR PORT SECONDS RATE CLIENTS
+ *                                     (the same, each attempt to a closed
+ *                                      port: refused, two state changes)
  *   churn udp ADDR PORT SECONDS SIZE  (prints datagrams/s sent)
  *   churn udpsink ADDR PORT           (reads datagrams until killed)       */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -88,10 +92,22 @@ static long one_connection(struct sockaddr_in *a)
 	return ok;
 }
 
+/* A connection attempt to a port nobody listens on: SYN, RST, refused. Two
+ * TCP state changes (CLOSE -> SYN_SENT -> CLOSE) for a fraction of a whole
+ * connection's work: the densest stream of state changes a client makes. */
+static long one_refused(struct sockaddr_in *a)
+{
+	int s = socket(AF_INET, SOCK_STREAM, 0);
+	long ok = connect(s, (void *)a, sizeof(*a)) != 0 && errno == ECONNREFUSED;
+	close(s);
+	return ok;
+}
+
 /* A fixed offered load (the lossless-rate search): each client keeps to its
  * schedule, sleeping when ahead; when it falls behind it goes on at once, so
- * the rate reached says when the machine could not keep up. */
-static int paced(const char *ip, int port, double secs, double rate, int clients)
+ * the rate reached says when the machine could not keep up. `refused`: the
+ * attempts go to a closed port (one_refused). */
+static int paced(const char *ip, int port, double secs, double rate, int clients, int refused)
 {
 	struct sockaddr_in a = addr_of(ip, port);
 	int fds[2];
@@ -108,7 +124,7 @@ static int paced(const char *ip, int port, double secs, double rate, int clients
 					struct timespec ts = {0, (long)((next - t) * 1e9)};
 					nanosleep(&ts, NULL);
 				}
-				n += one_connection(&a);
+				n += refused ? one_refused(&a) : one_connection(&a);
 				next += gap;
 			}
 			(void)!write(fds[1], &n, sizeof(n));
@@ -163,7 +179,9 @@ int main(int argc, char **argv)
 	if (argc >= 5 && !strcmp(argv[1], "client"))
 		return client(argv[2], atoi(argv[3]), atof(argv[4]), argc >= 6 ? atol(argv[5]) : 0);
 	if (argc >= 7 && !strcmp(argv[1], "paced"))
-		return paced(argv[2], atoi(argv[3]), atof(argv[4]), atof(argv[5]), atoi(argv[6]));
+		return paced(argv[2], atoi(argv[3]), atof(argv[4]), atof(argv[5]), atoi(argv[6]), 0);
+	if (argc >= 7 && !strcmp(argv[1], "refused"))
+		return paced(argv[2], atoi(argv[3]), atof(argv[4]), atof(argv[5]), atoi(argv[6]), 1);
 	if (argc >= 4 && !strcmp(argv[1], "udpsink"))
 		return udpsink(argv[2], atoi(argv[3]));
 	if (argc >= 6 && !strcmp(argv[1], "udp"))

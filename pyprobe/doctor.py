@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 from collections.abc import Callable
 
-from . import registry
+from . import ndjson, registry
 from .errors import PyprobeError
 from .kernel import CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN, KernelEnv
 from .loader import preflight
@@ -84,6 +84,15 @@ def report(env: KernelEnv, echo: Callable[[str], None]) -> bool:
         _bcc_version()
         if env.bcc
         else "missing: apt-get install python3-bpfcc (venv: --system-site-packages)",
+    )
+    native = ndjson.library()
+    line(
+        OK if native else INFO,
+        "stream -j",
+        f"lines made in C ({native._name})"
+        if native
+        else "lines made in Python (~10x the CPU under churn): no `cc`, not x86, "
+        "or PYPROBE_NATIVE=off",
     )
     if env.disabled_hooks:
         line(INFO, "disabled", "PYPROBE_DISABLE_HOOKS=" + ",".join(sorted(env.disabled_hooks)))

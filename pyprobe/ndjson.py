@@ -65,13 +65,17 @@ def library() -> ctypes.CDLL | None:
     digest = hashlib.sha256(text + cc.encode()).hexdigest()[:16]
     name = f"tcpstates_ndjson-{digest}.so"
     home = objcache.directory()
+    lib = None
     try:
-        if home is None:  # no cache: built for this process, the file gone once loaded
-            with tempfile.TemporaryDirectory(prefix="pyprobe-native-") as tmp:
-                lib = ctypes.CDLL(str(Path(tmp) / name)) if _build(Path(tmp) / name) else None
-        else:
+        if home is not None:
             so = home / "native" / name
             lib = ctypes.CDLL(str(so)) if so.exists() or _build(so) else None
+    except OSError:
+        pass  # e.g. the cache not writable (CAP_BPF without root): build it for us alone
+    try:
+        if lib is None:  # no cache: built for this process, the file gone once loaded
+            with tempfile.TemporaryDirectory(prefix="pyprobe-native-") as tmp:
+                lib = ctypes.CDLL(str(Path(tmp) / name)) if _build(Path(tmp) / name) else None
     except OSError:
         return None
     if lib is None:

@@ -168,3 +168,21 @@ def test_it_is_built_where_there_is_a_compiler():
     if shutil.which("cc") is None:
         pytest.skip("no C compiler")
     assert ndjson.library() is not None
+
+
+def test_an_unwritable_cache_builds_it_for_the_process(tmp_path, monkeypatch):
+    """CAP_BPF without root cannot write the program cache: the formatter is
+    then built in a temporary directory (gone once loaded), not given up."""
+    import shutil
+
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler")
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where the cache directory would be
+    monkeypatch.setenv("PYPROBE_PROGRAM_CACHE", str(blocked / "programs"))
+    ndjson.library.cache_clear()
+    try:
+        assert ndjson.library() is not None
+        assert not (blocked.parent / "programs").exists()
+    finally:
+        ndjson.library.cache_clear()

@@ -122,22 +122,15 @@ class RingReader:
         self._takeover = consume
 
     def take_one(self) -> bytes | None:
-        """The next complete record's sample, consumed; None when there is
-        none yet (discarded ones are skipped)."""
-        data, cons = self._data, self._consumer.value
-        while cons < _POS.unpack_from(data, 0)[0]:
-            at = self._page + (cons & self.mask)
-            length = _LEN.unpack_from(data, at)[0]
-            if length & _BUSY:
-                break
-            size = length & ~_DISCARD
-            sample = None if length & _DISCARD else data[at + _HDR : at + _HDR + size]
-            cons += (size + _HDR + 7) & ~7
-            if sample is not None:
-                self._consumer.value = cons
-                return sample
-        self._consumer.value = cons
-        return None
+        """The next record's sample, consumed; None when there is none yet or
+        it was discarded. (For a reader that took over and hands one back.)"""
+        got: list[bytes] = []
+        callback, self.callback = self.callback, got.append
+        try:
+            self._one_by_one(stop_at_first=True)
+        finally:
+            self.callback = callback
+        return got[0] if got else None
 
     def consume(self) -> int:
         """Hand every complete record over; how many records were passed

@@ -41,7 +41,8 @@ def stream(
     `keep` applies to neither."""
     out = out or sys.stdout
     deadline = time.monotonic() + duration if duration else None
-    by_rows = as_json and json_rows is not None and probe.want_rows()
+    native = as_json and ndjson_source is not None
+    by_rows = as_json and not native and json_rows is not None and probe.want_rows()
 
     def emit(events: list[dict[str, Any]]) -> None:
         # One write per batch: at 100k+ events/s a write per line costs more
@@ -86,7 +87,8 @@ def stream(
                 binary.flush()
 
     def step(timeout_ms: int) -> None:
-        if as_json and ndjson_source is not None:
+        if native:
+            assert ndjson_source is not None
             emit_bytes(ndjson_source(timeout_ms))
         elif by_rows:
             emit_rows(probe.event_rows(timeout_ms))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import json
 import socket
 import struct
 import time
@@ -19,12 +18,12 @@ from ..errors import PyprobeError
 from ..loader import LoadRequest
 from ..probe import PREFIX, Probe
 from ..registry import register
+from ..render import quoted
 from ..structs import F_DELTA_KNOWN, F_OWNER_KNOWN, TcpStateEvent
 
 # struct tcpstate_event (bpf/pyprobe.h), for struct.unpack_from.
 _EVENT = struct.Struct("=QQQII16s16sHHHBBI16s4x")
 assert _EVENT.size == ctypes.sizeof(TcpStateEvent)
-_STATES = dict(TCP_STATES)
 
 # Raw address (16 bytes) -> text, per family; comm bytes -> text. Bounded:
 # cleared when full, so a scan of many addresses cannot grow them for ever.
@@ -58,21 +57,13 @@ _MONO_TO_WALL = _MONO_TO_WALL_NS / 1e9
 
 # The stream's NDJSON line, straight from an unpacked row (json_lines): one
 # %-format per event. Only comm and the namespace name can hold characters
-# JSON must escape; they come quoted by json.dumps, cached.
-_STATE_TEXT = tuple(_STATES.get(i) or tcp_state(i) for i in range(256))  # u8 in the event
+# JSON must escape; they come quoted by render.quoted, cached.
+_STATE_TEXT = tuple(tcp_state(i) for i in range(256))  # oldstate/newstate: u8 in the event
 _JSON_LINE = (
     '{"time":%d.%09d,"ts_ns":%d,"skaddr":"%#x","pid":%d,"comm":%s,"owner_known":%s,'
     '"netns":%d,"family":"%s","saddr":"%s","sport":%d,"daddr":"%s","dport":%d,'
     '"oldstate":"%s","newstate":"%s","ms":%s,"netns_name":%s}\n'
 )
-_COMMS_JSON: dict[bytes, str] = {}
-
-
-def _comm_json(raw: bytes) -> str:
-    if len(_COMMS_JSON) >= _CACHE_MAX:
-        _COMMS_JSON.clear()
-    text = _COMMS_JSON[raw] = json.dumps(_COMMS.get(raw) or _comm(raw))
-    return text
 
 
 @dataclass(frozen=True)
@@ -176,8 +167,8 @@ class TcpStates(Probe):
             "sport": sport,
             "daddr": dst,
             "dport": dport,
-            "oldstate": _STATES.get(old) or tcp_state(old),
-            "newstate": _STATES.get(new) or tcp_state(new),
+            "oldstate": _STATE_TEXT[old],
+            "newstate": _STATE_TEXT[new],
             "ms": delta / 1_000_000 if flags & F_DELTA_KNOWN else None,
         }
 
@@ -191,7 +182,7 @@ class TcpStates(Probe):
         gives the quoted namespace name, or null."""
         out: list[str] = []
         add, fmt, states, wall = out.append, _JSON_LINE, _STATE_TEXT, _MONO_TO_WALL_NS
-        addr4, comms = _ADDR4.get, _COMMS_JSON.get
+        addr4, comms = _ADDR4.get, _COMMS.get
         spaces: dict[int, str] = {}  # per batch: a namespace may be named meanwhile
         for row in rows:
             (_, ts, skaddr, delta, pid, netns, saddr, daddr) = row[:8]
@@ -216,7 +207,7 @@ class TcpStates(Probe):
                     ts,
                     skaddr,
                     pid,
-                    comms(comm) or _comm_json(comm),
+                    quoted(comms(comm) or _comm(comm)),
                     "true" if flags & F_OWNER_KNOWN else "false",
                     netns,
                     kind,

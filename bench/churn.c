@@ -9,6 +9,11 @@
  *   churn refused ADDR PORT SECONDS RATE CLIENTS
  *                                     (the same, each attempt to a closed
  *                                      port: refused, two state changes)
+ *   churn listen ADDR PORT SECONDS RATE CLIENTS
+ *                                     (the same, each attempt a listen() and
+ *                                      a disconnect of one socket per client
+ *                                      on PORT+client: two state changes, no
+ *                                      packets)
  *   churn udp ADDR PORT SECONDS SIZE  (prints datagrams/s sent)
  *   churn udpsink ADDR PORT           (reads datagrams until killed)       */
 #include <arpa/inet.h>
@@ -103,11 +108,35 @@ static long one_refused(struct sockaddr_in *a)
 	return ok;
 }
 
+/* A listening socket taken back down: connect(AF_UNSPEC) on a listener is
+ * tcp_disconnect(), LISTEN -> CLOSE; listen() again, CLOSE -> LISTEN. Two
+ * state changes for two syscalls and no packets, so the clients reach about
+ * twice the refused attempts' rate: the lossless search needs a source of
+ * state changes faster than the tools it measures. */
+static int listener(struct sockaddr_in *a)
+{
+	int one = 1, s = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (s < 0 || bind(s, (void *)a, sizeof(*a))) {
+		perror("listen");
+		_exit(1);
+	}
+	return s;
+}
+
+static long one_toggle(int s)
+{
+	struct sockaddr un = {.sa_family = AF_UNSPEC};
+	return listen(s, 1) == 0 && connect(s, &un, sizeof(un)) == 0;
+}
+
 /* A fixed offered load (the lossless-rate search): each client keeps to its
  * schedule, sleeping when ahead; when it falls behind it goes on at once, so
- * the rate reached says when the machine could not keep up. `refused`: the
- * attempts go to a closed port (one_refused). */
-static int paced(const char *ip, int port, double secs, double rate, int clients, int refused)
+ * the rate reached says when the machine could not keep up. `kind`: 0 whole
+ * connections, 1 refused attempts (one_refused), 2 listen toggles. */
+enum { CONNECT, REFUSED, LISTEN };
+
+static int paced(const char *ip, int port, double secs, double rate, int clients, int kind)
 {
 	struct sockaddr_in a = addr_of(ip, port);
 	int fds[2];
@@ -118,13 +147,15 @@ static int paced(const char *ip, int port, double secs, double rate, int clients
 		if (fork() == 0) {
 			double gap = clients / rate, next = start + c * gap / clients;
 			long n = 0;
+			struct sockaddr_in own = addr_of(ip, port + c);
+			int ls = kind == LISTEN ? listener(&own) : -1;
 			while (next < start + secs) {
 				double t = now();
 				if (t < next) {
 					struct timespec ts = {0, (long)((next - t) * 1e9)};
 					nanosleep(&ts, NULL);
 				}
-				n += refused ? one_refused(&a) : one_connection(&a);
+				n += kind == LISTEN ? one_toggle(ls) : kind == REFUSED ? one_refused(&a) : one_connection(&a);
 				next += gap;
 			}
 			(void)!write(fds[1], &n, sizeof(n));
@@ -179,9 +210,11 @@ int main(int argc, char **argv)
 	if (argc >= 5 && !strcmp(argv[1], "client"))
 		return client(argv[2], atoi(argv[3]), atof(argv[4]), argc >= 6 ? atol(argv[5]) : 0);
 	if (argc >= 7 && !strcmp(argv[1], "paced"))
-		return paced(argv[2], atoi(argv[3]), atof(argv[4]), atof(argv[5]), atoi(argv[6]), 0);
+		return paced(argv[2], atoi(argv[3]), atof(argv[4]), atof(argv[5]), atoi(argv[6]), CONNECT);
 	if (argc >= 7 && !strcmp(argv[1], "refused"))
-		return paced(argv[2], atoi(argv[3]), atof(argv[4]), atof(argv[5]), atoi(argv[6]), 1);
+		return paced(argv[2], atoi(argv[3]), atof(argv[4]), atof(argv[5]), atoi(argv[6]), REFUSED);
+	if (argc >= 7 && !strcmp(argv[1], "listen"))
+		return paced(argv[2], atoi(argv[3]), atof(argv[4]), atof(argv[5]), atoi(argv[6]), LISTEN);
 	if (argc >= 4 && !strcmp(argv[1], "udpsink"))
 		return udpsink(argv[2], atoi(argv[3]));
 	if (argc >= 6 && !strcmp(argv[1], "udp"))

@@ -42,7 +42,9 @@ struct sk_owner {
 	u32 flags;
 	char comm[PYPROBE_COMM_LEN];
 };
-/* LRU: a socket whose CLOSE we never see (probe started late) cannot leak. */
+/* LRU: entries outlive their sockets (see stream()), and a socket whose
+ * CLOSE we never see (probe started late) cannot leak: the least recently
+ * used go first when the map is full. */
 BPF_TABLE("lru_hash", u64, struct sk_owner, sockets, MAX_sockets);
 #endif
 
@@ -100,14 +102,17 @@ static __always_inline int stream(struct change *c)
 	struct sk_owner fresh = {};
 
 	/* A socket seen before is updated in place (no map update: that is an
-	 * element allocation and a bucket lock per event); a new one is inserted
-	 * once, below, and removed at CLOSE. */
+	 * element allocation and a bucket lock per event). A CLOSE does not
+	 * delete its entry but marks it unused (ts 0): the allocator hands a
+	 * freed socket's address to the next socket soon (slab reuse), which
+	 * then takes the entry over in place — no delete and no insert per
+	 * connection. A new address is inserted once, below. */
 	struct sk_owner *o = sockets.lookup(&key);
-	if (o) {
+	if (!o) {
+		o = &fresh;
+	} else if (o->ts) {
 		delta = now - o->ts;
 		flags |= PYPROBE_F_DELTA_KNOWN;
-	} else {
-		o = &fresh;
 	}
 	if (owner_context(c->oldstate, c->newstate) || !(o->flags & PYPROBE_F_OWNER_KNOWN)) {
 		/* The owner acting itself; or, owner never seen, the current task
@@ -164,10 +169,11 @@ static __always_inline int stream(struct change *c)
 		e->_pad = 0;
 		event_submit(e);
 	}
-	/* Last: o may be the map's element, which the delete frees. */
 	if (o != &fresh) {
-		if (closing)
-			sockets.delete(&key);
+		if (closing) { /* unused until a socket at this address changes state */
+			o->ts = 0;
+			o->flags = 0;
+		}
 	} else if (!closing) {
 		sockets.update(&key, &fresh);
 	}
@@ -183,7 +189,7 @@ int on_sendmsg(struct bpf_raw_tracepoint_args *ctx)
 {
 	u64 key = ctx->args[0];
 	struct sk_owner *o = sockets.lookup(&key);
-	if (!o || (o->flags & PYPROBE_F_OWNER_KNOWN))
+	if (!o || !o->ts || (o->flags & PYPROBE_F_OWNER_KNOWN))
 		return 0;
 	o->pid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(&o->comm, sizeof(o->comm));

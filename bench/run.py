@@ -500,10 +500,14 @@ def markdown(r: dict) -> str:
                      f"{s['series']} | {s['rss_mb']:.0f} MB | {s['startup_s']:.1f} s |")
     if r.get("startup"):
         st = r["startup"]
+        each = lambda k: " / ".join(f"{x:.2f}" for x in st.get(k, ()))  # noqa: E731
+        installed = (f"the first start after an install (`pyprobe compile`, run by `make setup`, "
+                     f"compiled the programs for this kernel) {each('installed_s')} s; "
+                     if st.get("installed_s") else "")
         lines += ["", "Start to first data with no socket load (exec to the first /metrics answer): "
-                  f"compiling every program (a first start, `PYPROBE_PROGRAM_CACHE=off`) "
-                  f"{' / '.join(f'{x:.2f}' for x in st['cold_s'])} s; loading the programs an "
-                  f"earlier start kept (a restart) {' / '.join(f'{x:.2f}' for x in st['warm_s'])} s. "
+                  f"{installed}compiling every program at start (the program cache off, or a "
+                  f"kernel nothing was compiled for) {each('cold_s')} s; loading the programs an "
+                  f"earlier start kept (a restart) {each('warm_s')} s. "
                   "The table's column is a start with the programs kept (the arms above ran the "
                   "exporter before), its first scrape counting that many sockets."]
     lines += ["", "## Targets (issue 7), measured in this run", "",
@@ -644,8 +648,12 @@ def targets(r: dict) -> list[tuple[str, str, bool]]:
                     p100["p99_ms"] <= 50))
     if r.get("startup"):
         cold, warm = med(r["startup"]["cold_s"]), med(r["startup"]["warm_s"])
-        out.append(("start to first data ≤ 3 s: first start (compiles)", f"{cold:.1f} s",
-                    cold <= 3))
+        if r["startup"].get("installed_s"):
+            first = max(r["startup"]["installed_s"])
+            out.append(("start to first data ≤ 3 s: first start after install (slowest)",
+                        f"{first:.1f} s", first <= 3))
+        out.append(("start to first data ≤ 3 s: a start that compiles (cache off / new kernel)",
+                    f"{cold:.1f} s", cold <= 3))
         out.append(("start to first data ≤ 3 s: restart (programs kept)", f"{warm:.1f} s",
                     warm <= 3))
     else:

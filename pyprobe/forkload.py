@@ -114,7 +114,7 @@ class ForkLoader:
         for i, (source, hook, cflags) in enumerate(requests):
             if objcache.directory() is None or not objcache.cacheable(hook):
                 continue
-            keys[i] = objcache.key(program_text(source), hook, list(cflags), _map_names(source))
+            keys[i] = cache_key((source, hook, cflags))
             kept = objcache.load(keys[i], hook)
             if kept is not None:
                 layouts, functions, fds, links = kept
@@ -205,6 +205,12 @@ def _answer(sock: socket.socket, source: Path) -> RemoteProgram | PyprobeError:
     if isinstance(reply, str):
         return PyprobeError(reply)
     return RemoteProgram(reply, fds)
+
+
+def cache_key(request: LoadRequest) -> str:
+    """The program cache's key for what a request compiles (objcache.key)."""
+    source, hook, cflags = request
+    return objcache.key(program_text(source), hook, list(cflags), _map_names(source))
 
 
 def _map_names(source: Path) -> list[str]:

@@ -78,6 +78,20 @@ def cacheable(hook: Hook) -> bool:
     return all((p.kind or hook.kind) in CACHED_KINDS for p in hook.points)
 
 
+def kept(entry_key: str) -> bool:
+    """Whether an entry is there (and safe to use); not whether it still
+    loads: load() finds that out, and drops it when it does not."""
+    where = directory()
+    if where is None:
+        return False
+    try:
+        _safe_dir(where, create=False)
+        _safe_file(where / f"{entry_key}.json")
+    except (OSError, PyprobeError):
+        return False
+    return True
+
+
 # -- saving (in the compiler process, with bcc's module at hand) ---------------
 def save(entry_key: str, bpf: Any, hook: Hook, layouts: list[MapLayout]) -> None:
     """Keep a loaded bcc module's programs and maps under entry_key. Silent

@@ -114,3 +114,29 @@ def test_off_means_off(cache, monkeypatch, no_programs_left):
     monkeypatch.setenv("PYPROBE_PROGRAM_CACHE", "off")
     close(load(["softirqs"])[1])
     assert not cache.exists()
+
+
+def test_pyprobe_compile_fills_the_cache_the_exporter_then_loads(cache, no_programs_left):
+    # `make setup` runs `pyprobe compile`: the exporter's first start then
+    # starts no compiler process at all.
+    from pyprobe import precompile
+    from pyprobe.kernel import KernelEnv
+
+    every = registry.names()
+    first = precompile.compile_all(KernelEnv.detect(), every)
+    assert [o.status for o in first] == ["compiled"] * len(every), first
+    assert len(list(cache.glob("*.json"))) == len(every)
+    again = precompile.compile_all(KernelEnv.detect(), every)
+    assert [o.status for o in again] == ["kept"] * len(every), again
+    _probes, results, compiled = load(every)
+    close(results)
+    assert not compiled and not any(isinstance(r, PyprobeError) for r in results), results
+
+
+def test_pyprobe_compile_with_the_cache_off_is_a_clear_error(monkeypatch, no_programs_left):
+    monkeypatch.setenv("PYPROBE_PROGRAM_CACHE", "off")
+    from pyprobe.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["compile"])
+    assert exit_.value.code == 2

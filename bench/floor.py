@@ -1,32 +1,56 @@
-"""The floor: programs that do nothing, on the hottest hooks pyprobe uses.
+"""The floor: programs that do nothing, on every hook the exporter attaches
+with every probe (the same points it would choose here, found the way it
+finds them).
 
-kernel.bpf_stats_enabled times every run with two clock reads around the
-program; on a VM those reads are not free. What an empty program "costs" per
-run is what that accounting and the raw tracepoint's dispatch cost; a
-probe's own work is its ns/run minus this. A bench arm (bench/run.py); runs
-until SIGINT.
+Two things are read off this arm. Its throughput is what those hooks cost
+with nothing in them (the tracepoint dispatch): the exporter with every
+probe cannot do better than this row. And its ns/run: kernel.bpf_stats_enabled
+times every run with two clock reads around the program; on a VM those reads
+are not free, so what an empty program "costs" per run is that accounting
+and the dispatch; a probe's own work is its ns/run minus this. A bench arm
+(bench/run.py); runs until SIGINT.
 """
 
 from __future__ import annotations
 
 import signal
 import sys
+from pathlib import Path
 
-from bcc import BPF
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-HOOKS = ("inet_sock_set_state", "kfree_skb", "net_dev_xmit", "netif_receive_skb", "softirq_entry")
+from bcc import BPF  # noqa: E402
+
+from pyprobe import registry  # noqa: E402
 
 
-def name(hook: str) -> str:
-    return "floor_" + hook[:9]  # BPF program names keep 15 characters
+def hooks() -> list[str]:
+    """Every raw tracepoint the exporter's probes attach here, once each."""
+    found: list[str] = []
+    for name in registry.names():
+        _source, hook, _flags = registry.create(name).load_request()
+        for point in hook.points:
+            if point.target not in found:
+                found.append(point.target)
+    return found
+
+
+def names(targets: list[str]) -> list[str]:
+    """Program names the kernel keeps whole (15 characters), one per hook."""
+    out: list[str] = []
+    for i, target in enumerate(targets):
+        name = f"f_{target}"[:15]
+        out.append(name if name not in out else f"{name[:12]}_{i:02d}")
+    return out
 
 
 def main() -> None:
-    text = "\n".join(f"int {name(h)}(void *ctx) {{ return 0; }}" for h in HOOKS)
-    bpf = BPF(text=text.encode())
-    for hook in HOOKS:
-        bpf.attach_raw_tracepoint(tp=hook.encode(), fn_name=name(hook).encode())
-    print("attached", flush=True)
+    targets = hooks()
+    fns = names(targets)
+    bpf = BPF(text="\n".join(f"int {fn}(void *ctx) {{ return 0; }}" for fn in fns).encode())
+    for target, fn in zip(targets, fns, strict=True):
+        bpf.attach_raw_tracepoint(tp=target.encode(), fn_name=fn.encode())
+    print(f"attached {len(targets)}: {' '.join(targets)}", flush=True)
     try:
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:

@@ -41,7 +41,7 @@ STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 STATS_SECONDS = 0.5  # each workload of the ns/run pass (iperf3 left out)
 PORT = 19981
 
-FLOOR = "floor: empty programs (dispatch; bpf_stats in ns/run)"
+FLOOR = "floor: empty programs on every probe's hooks (dispatch; bpf_stats in ns/run)"
 ARMS: dict[str, list[str] | None] = {
     "none": None,
     "pyprobe exporter, core probes": [
@@ -50,7 +50,8 @@ ARMS: dict[str, list[str] | None] = {
     ],
     "pyprobe exporter, every probe": [PYPROBE, "export", "--web.listen-address", f"127.0.0.1:{PORT}"],
     "pyprobe tcpstates -j (stream)": [PYPROBE, "tcpstates", "-j"],
-    # Empty programs on the hot hooks: what bpf_stats accounting and dispatch cost per run.
+    # Empty programs on the exporter's hooks: what their dispatch costs the workloads
+    # (the best "every probe" could do), and bpf_stats' accounting per run.
     FLOOR: [sys.executable, str(HERE / "floor.py")],
     "tcpstates-bpfcc": ["tcpstates-bpfcc"],
     "tcplife-bpfcc": ["tcplife-bpfcc"],
@@ -563,13 +564,17 @@ def targets(r: dict) -> list[tuple[str, str, bool]]:
 
     out = []
     core, every = "pyprobe exporter, core probes", "pyprobe exporter, every probe"
+    # (named "floor: empty programs (…)" in results from before it took every hook)
+    floor_arm = next((a for a in arms if a.startswith("floor:")), FLOOR)
     churn = ["churn, loopback (conn/s)", "churn, veth (conn/s)"]
     c = [ratio(core, w) for w in churn]
     out.append(("exporter, core probes: churn ≥ 0.98", " / ".join(f"{x:.2f}" for x in c),
                 min(c) >= 0.98))
     e = [ratio(every, w) for w in churn]
-    out.append(("exporter, every probe: churn ≥ 0.95", " / ".join(f"{x:.2f}" for x in e),
-                min(e) >= 0.95))
+    f = [ratio(floor_arm, w) for w in churn]
+    out.append(("exporter, every probe: churn ≥ 0.95", " / ".join(f"{x:.2f}" for x in e)
+                + " (its hooks with empty programs, the floor arm: "
+                + " / ".join(f"{x:.2f}" for x in f) + ")", min(e) >= 0.95))
     i = [ratio(a, "iperf3, veth (Gbit/s)") for a in (core, every)]
     out.append(("exporter: iperf3 ≥ 0.99 (core / every)", " / ".join(f"{x:.2f}" for x in i),
                 min(i) >= 0.99))
@@ -577,7 +582,7 @@ def targets(r: dict) -> list[tuple[str, str, bool]]:
     # events (a softirq's start time, a socket's owner) or read more of it.
     stateful = {"softirqs: on_entry", "softirqs: on_exit", "tcpretrans: on_retransmit",
                 "tcpretrans: on_reset_sent", "tcpretrans: on_reset_received", "drops: on_raw_tp"}
-    floor_ns = ns(FLOOR)
+    floor_ns = ns(floor_arm)
     floor = med(list(floor_ns.values())) if floor_ns else 0.0
     every_ns = ns(every)
     # The kernel keeps 15 characters of a program's name (on_reset_receiv).

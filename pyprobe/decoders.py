@@ -343,11 +343,22 @@ class _Links:
     def live(self, nid: int) -> bool:
         return nid in self.by_cookie
 
+    def seen(self, found: dict[int, tuple[dict[int, str], int | None]], denied: bool) -> None:
+        """Every namespace's links and cookie, read by a pass that visited
+        them all anyway (tcpsummary's socket pass, taken just before a
+        scrape): the scrape then finds the table fresh, not one more walk
+        through the namespaces (~1.5 ms here)."""
+        with self.lock:
+            self._apply(found, denied)
+
     def _refresh(self) -> None:
         from . import netlink
 
-        denied: list[str] = []
-        found = netlink.each_netns(netlink.links_and_cookie, denied=denied)
+        refused: list[str] = []
+        found = netlink.each_netns(netlink.links_and_cookie, denied=refused)
+        self._apply(found, bool(refused))
+
+    def _apply(self, found: dict[int, tuple[dict[int, str], int | None]], denied: bool) -> None:
         links = {inode: links for inode, (links, _) in found.items()}
         if denied:
             # Namespaces we may no longer enter (privileges dropped): keep
@@ -365,6 +376,12 @@ class _Links:
 
 
 _LINKS = _Links()
+
+
+def links_seen(found: dict[int, tuple[dict[int, str], int | None]], denied: bool) -> None:
+    """Every namespace's links and cookie (inode -> (ifindex -> name, cookie)),
+    read by someone else's pass through them all (_Links.seen)."""
+    _LINKS.seen(found, denied)
 
 
 def read_namespaces() -> None:

@@ -13,6 +13,7 @@ kernel. So sock_diag it is, with the summing done on whole buffers.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import itertools
 import logging
 import threading
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import netlink, sockdiag
-from .decoders import tcp_state
+from .decoders import links_seen, tcp_state
 
 log = logging.getLogger("pyprobe")
 
@@ -42,6 +43,8 @@ class Summary:
     fullest: float  # the fullest listener's accept queue / its limit
     # the namespace's qdiscs (tcstats), or what stopped us reading them
     qdiscs: list[dict[str, Any]] | Exception = field(default_factory=list)
+    # its devices (ifindex -> name) and cookie, read on the same visit
+    links: tuple[dict[int, str], int | None] | None = None
 
     @classmethod
     def from_sockets(cls, stats: Iterable[tuple] | Counter[tuple]) -> Summary:
@@ -177,17 +180,31 @@ _QDISCS_WANTED = threading.Event()
 
 def here() -> Summary:
     """The calling thread's namespace, summed; its qdiscs read in the same
-    visit when wanted (entering a namespace costs more than either dump)."""
+    visit when wanted, and its devices (entering a namespace costs more than
+    any of the dumps)."""
     summary = Summary.from_sockets(sockdiag.tcp_stats())
     if _QDISCS_WANTED.is_set():
         try:
             summary.qdiscs = netlink.qdiscs(names=str)
         except Exception as e:  # the queues collector reports it; the sockets still count
             summary.qdiscs = e
+    with contextlib.suppress(OSError):  # if not, the names are read where they are needed
+        summary.links = netlink.links_and_cookie()
     return summary
 
 
-_SNAPSHOTS = Snapshots(lambda: netlink.each_netns(here))
+def _pass() -> dict[int, Summary]:
+    """One visit to every namespace. The device names it read on the way are
+    handed to the label decoders: a scrape then needs no second walk."""
+    refused: list[str] = []
+    found = netlink.each_netns(here, denied=refused)
+    links = {inode: s.links for inode, s in found.items() if s.links is not None}
+    if len(links) == len(found):
+        links_seen(links, bool(refused))
+    return found
+
+
+_SNAPSHOTS = Snapshots(_pass)
 
 
 def snapshot(max_age: float = 0.5, qdiscs: bool = False) -> dict[int, Summary]:

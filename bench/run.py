@@ -305,6 +305,10 @@ def main() -> None:
     # stopped) would do nothing, and a tool killed 15 s later prints no loss
     # summary. Handled here, it is the default again in the children.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # A SIGTERM (a run stopped from another shell) unwinds like Ctrl-C: the
+    # finally blocks stop the servers, the tool and the namespaces (without
+    # this they outlived the run).
+    signal.signal(signal.SIGTERM, lambda *_: signal.default_int_handler(signal.SIGINT, None))
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0)

@@ -18,7 +18,9 @@ from typing import Any
 import click
 
 from . import __version__, netlink, registry
+from . import probe as probe_mod
 from .errors import PyprobeError
+from .forkload import ForkLoader
 from .kernel import KernelEnv, mount_tracefs
 from .render import (
     TCPSTATE_HEADER,
@@ -268,11 +270,39 @@ def tcpstates(
 
 @contextmanager
 def _attached(name: str, buffer_pages: int | None = None, **attach: Any) -> Iterator[Any]:
-    probe = registry.create(name, env=_env())
+    # Counting commands load like the exporter: through a compiler process
+    # and the program cache (forkload.py, objcache.py), so a kept program
+    # starts without clang and bcc's memory never enters this process.
+    # Streams load here: their ring buffer is read in the process that loaded it.
+    loader = None if attach.get("stream") else probe_mod.COUNTING_LOADER()
+    probe = registry.create(name, env=_env(), loader=loader)
     probe.ring_pages = buffer_pages
     with probe:
-        probe.attach(**attach)
+        try:
+            probe.attach(**attach)
+        finally:
+            _close(loader)
         yield probe
+
+
+def _load_many(loader: Any, requests: list[Any]) -> list[Any]:
+    """Each request's program or its error: together where the loader can."""
+    if isinstance(loader, ForkLoader):
+        return list(loader.load_many(requests))
+    out: list[Any] = []
+    for request in requests:
+        try:
+            out.append(loader.load(*request))
+        except PyprobeError as e:
+            out.append(e)
+    return out
+
+
+def _close(loader: Any) -> None:
+    """End a loader's compiler processes (loaded programs stay)."""
+    close = getattr(loader, "close", None)
+    if close is not None:
+        close()
 
 
 def _tcpstates_stream(
@@ -699,14 +729,32 @@ def top_cmd(interval: float, count: int | None, only: tuple[str, ...]) -> None:
     names = list(only) or registry.names()
     with ExitStack() as stack:
         probes = {}
-        for name in names:
-            probe = stack.enter_context(registry.create(name, env=env))
-            if probe.available().hook is None:
-                if only:
-                    raise PyprobeError(f"{name}: {probe.available().reason}")
-                continue  # top shows what this kernel allows; doctor says why not
-            probe.attach()
-            probes[name] = probe
+        requests = {}
+        # Loaded together, like the exporter's: kept programs from the program
+        # cache, the rest compiled two at a time (forkload.py).
+        loader = probe_mod.COUNTING_LOADER()
+        if isinstance(loader, ForkLoader):
+            loader.workers = min(2, os.cpu_count() or 1)
+        try:
+            for name in names:
+                probe = stack.enter_context(registry.create(name, env=env, loader=loader))
+                if probe.available().hook is None:
+                    if only:
+                        raise PyprobeError(f"{name}: {probe.available().reason}")
+                    continue  # top shows what this kernel allows; doctor says why not
+                probes[name] = probe
+                requests[name] = probe.load_request()
+            results = _load_many(loader, list(requests.values()))
+        finally:
+            _close(loader)
+        failed = []
+        for name, result in zip(requests, results, strict=True):
+            if isinstance(result, PyprobeError):
+                failed.append(result)
+            else:
+                probes[name].adopt(result)  # detached by the stack, whatever follows
+        if failed:
+            raise failed[0]
         view = TopView(probes)
         console = Console()
         n = 0

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -154,9 +156,27 @@ def test_counting_commands_load_through_the_cache_too(cache, monkeypatch, capsys
     real = ForkLoader._start
     monkeypatch.setattr(ForkLoader, "_start", lambda self: starts.append(1) or real(self))
     for _ in range(2):
-        main(["softirqs", "-j", "0.2", "1"])
+        # loopback traffic while it counts: an idle tickless VM may run no
+        # softirq at all in a short interval
+        done = threading.Event()
+        busy = threading.Thread(target=_loopback_traffic, args=(done,))
+        busy.start()
+        try:
+            main(["softirqs", "-j", "0.5", "1"])
+        finally:
+            done.set()
+            busy.join()
         (line,) = capsys.readouterr().out.splitlines()
         record = json_.loads(line)
         assert record["probe"] == "softirqs" and record["rows"], record
     assert starts == [1]  # a compiler process the first time only
     assert len(list(cache.glob("*.json"))) == 1
+
+
+def _loopback_traffic(done: threading.Event) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as srv:
+        port = srv.getsockname()[1]
+        while not done.is_set():
+            with socket.create_connection(("127.0.0.1", port)) as c:
+                c.sendall(b"x")
+                srv.accept()[0].close()

@@ -122,14 +122,18 @@ def test_pyprobe_compile_fills_the_cache_the_exporter_then_loads(cache, no_progr
     # `make setup` runs `pyprobe compile`: the exporter's first start then
     # starts no compiler process at all.
     from pyprobe import precompile
+    from pyprobe.doctor import compiled_ahead
     from pyprobe.kernel import KernelEnv
 
     every = registry.names()
+    assert compiled_ahead(KernelEnv.detect())[2].startswith(f"0 of {len(every)} ")
     first = precompile.compile_all(KernelEnv.detect(), every)
     assert [o.status for o in first] == ["compiled"] * len(every), first
     assert len(list(cache.glob("*.json"))) == len(every)
     again = precompile.compile_all(KernelEnv.detect(), every)
     assert [o.status for o in again] == ["kept"] * len(every), again
+    # what `pyprobe doctor` says now
+    assert compiled_ahead(KernelEnv.detect())[:2] == ("ok", "programs")
     _probes, results, compiled = load(every)
     close(results)
     assert not compiled and not any(isinstance(r, PyprobeError) for r in results), results

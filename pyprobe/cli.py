@@ -20,7 +20,6 @@ import click
 from . import __version__, netlink, registry
 from . import probe as probe_mod
 from .errors import PyprobeError
-from .forkload import ForkLoader
 from .kernel import KernelEnv, mount_tracefs
 from .render import (
     TCPSTATE_HEADER,
@@ -281,28 +280,9 @@ def _attached(name: str, buffer_pages: int | None = None, **attach: Any) -> Iter
         try:
             probe.attach(**attach)
         finally:
-            _close(loader)
+            if loader is not None:
+                loader.close()
         yield probe
-
-
-def _load_many(loader: Any, requests: list[Any]) -> list[Any]:
-    """Each request's program or its error: together where the loader can."""
-    if isinstance(loader, ForkLoader):
-        return list(loader.load_many(requests))
-    out: list[Any] = []
-    for request in requests:
-        try:
-            out.append(loader.load(*request))
-        except PyprobeError as e:
-            out.append(e)
-    return out
-
-
-def _close(loader: Any) -> None:
-    """End a loader's compiler processes (loaded programs stay)."""
-    close = getattr(loader, "close", None)
-    if close is not None:
-        close()
 
 
 def _tcpstates_stream(
@@ -733,8 +713,6 @@ def top_cmd(interval: float, count: int | None, only: tuple[str, ...]) -> None:
         # Loaded together, like the exporter's: kept programs from the program
         # cache, the rest compiled two at a time (forkload.py).
         loader = probe_mod.COUNTING_LOADER()
-        if isinstance(loader, ForkLoader):
-            loader.workers = min(2, os.cpu_count() or 1)
         try:
             for name in names:
                 probe = stack.enter_context(registry.create(name, env=env, loader=loader))
@@ -744,9 +722,9 @@ def top_cmd(interval: float, count: int | None, only: tuple[str, ...]) -> None:
                     continue  # top shows what this kernel allows; doctor says why not
                 probes[name] = probe
                 requests[name] = probe.load_request()
-            results = _load_many(loader, list(requests.values()))
+            results = loader.load_many(list(requests.values()))
         finally:
-            _close(loader)
+            loader.close()
         failed = []
         for name, result in zip(requests, results, strict=True):
             if isinstance(result, PyprobeError):

@@ -5,9 +5,8 @@ from __future__ import annotations
 import importlib.metadata
 from collections.abc import Callable
 
-from . import ndjson, objcache, registry
+from . import ndjson, objcache, precompile, registry
 from .errors import PyprobeError
-from .forkload import cache_key
 from .kernel import CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN, KernelEnv
 from .loader import preflight
 
@@ -29,15 +28,9 @@ def compiled_ahead(env: KernelEnv) -> tuple[str, str, str]:
     where = objcache.directory()
     if where is None:
         return INFO, "programs", "program cache off (PYPROBE_PROGRAM_CACHE): every start compiles"
-    kept = total = 0
-    for name in registry.names():
-        try:
-            request = registry.create(name, env=env).load_request()
-        except PyprobeError:
-            continue  # the probe list below says why
-        if objcache.cacheable(request[1]):
-            total += 1
-            kept += objcache.kept(cache_key(request))
+    outcomes, missing = precompile.survey(env, registry.names())
+    kept = sum(o.status == "kept" for o in outcomes.values())
+    total = kept + len(missing)  # failures: the probe list below says why
     if kept == total:
         return OK, "programs", f"all {total} exporter programs compiled for this kernel ({where})"
     return (

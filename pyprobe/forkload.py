@@ -93,10 +93,11 @@ class ForkLoader:
     """Loads through child processes, forked at the first load and ended by
     close() (the daemon closes them once every probe is attached). With
     several children, load_many() compiles that many programs at once: on
-    two CPUs, seven probes attach in about half the time."""
+    two CPUs, seven probes attach in about half the time. By default one child
+    per CPU, at most two; never more than there are programs to compile."""
 
-    def __init__(self, workers: int = 1) -> None:
-        self.workers = max(1, workers)
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = max(1, workers or min(2, os.cpu_count() or 1))
         self._children: list[tuple[int, socket.socket]] = []
 
     def load(self, source: Path, hook: Hook, cflags: list[str]) -> RemoteProgram:
@@ -124,7 +125,7 @@ class ForkLoader:
         # child with most of the work.
         pending = [i for i, r in enumerate(results) if r is None]
         if pending and not self._children:
-            self._start()
+            self._start(min(self.workers, len(pending)))
         busy: dict[int, int] = {}  # child -> the request it is compiling
 
         def hand_out(k: int) -> None:
@@ -158,9 +159,9 @@ class ForkLoader:
             self.close()
         return [r for r in results if r is not None]
 
-    def _start(self) -> None:
+    def _start(self, children: int) -> None:
         me = os.getpid()
-        for _ in range(self.workers):
+        for _ in range(children):
             parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child

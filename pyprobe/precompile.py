@@ -16,7 +16,6 @@ detached at once.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,15 +35,14 @@ class Outcome:
     detail: str = ""
 
 
-def compile_all(env: KernelEnv, names: Sequence[str]) -> list[Outcome]:
-    """Every named probe's exporter program compiled into the program cache,
-    unless it is there already."""
-    if objcache.directory() is None:
-        raise PyprobeError("the program cache is off (PYPROBE_PROGRAM_CACHE): nothing to keep")
-    preflight(env)
+def survey(
+    env: KernelEnv, names: Sequence[str], loader: ForkLoader | None = None
+) -> tuple[dict[str, Outcome], dict[str, LoadRequest]]:
+    """What the program cache already holds for these probes' exporter
+    programs: an outcome for each probe settled without compiling ("kept",
+    "not kept", "failed"), and the requests of those still to compile."""
     outcomes: dict[str, Outcome] = {}
     missing: dict[str, LoadRequest] = {}
-    loader = ForkLoader(workers=min(2, os.cpu_count() or 1))
     for name in names:
         probe = probes_registry.create(name, env=env, loader=loader)
         try:
@@ -55,13 +53,23 @@ def compile_all(env: KernelEnv, names: Sequence[str]) -> list[Outcome]:
         hook = request[1]
         if not objcache.cacheable(hook):
             outcomes[name] = Outcome(name, "not kept", f"{hook.label}: compiled at each start")
-            continue
-        if objcache.kept(cache_key(request)):
+        elif objcache.kept(cache_key(request)):
             outcomes[name] = Outcome(name, "kept", hook.label)
         else:
             missing[name] = request
-    start = time.monotonic()
+    return outcomes, missing
+
+
+def compile_all(env: KernelEnv, names: Sequence[str]) -> list[Outcome]:
+    """Every named probe's exporter program compiled into the program cache,
+    unless it is there already."""
+    if objcache.directory() is None:
+        raise PyprobeError("the program cache is off (PYPROBE_PROGRAM_CACHE): nothing to keep")
+    preflight(env)
+    loader = ForkLoader()
     try:
+        outcomes, missing = survey(env, names, loader)
+        start = time.monotonic()
         results = loader.load_many(list(missing.values()))
     finally:
         loader.close()

@@ -44,7 +44,7 @@ SLOT_FIELD = "slot"  # a histogram key's bucket member
 DEFAULT_LOADER: Callable[[], Loader] = BccLoader
 # What the CLI's counting commands load with (no ring buffer to read in this
 # process): a compiler process and the program cache, like the exporter.
-COUNTING_LOADER: Callable[[], Loader] = ForkLoader
+COUNTING_LOADER: Callable[[], ForkLoader] = ForkLoader
 # Ring buffer size for streams, in pages; like bpftrace's BPFTRACE_PERF_RB_PAGES
 # the environment can change the default (a CLI's --buffer-pages wins).
 RINGBUF_PAGES_ENV = "PYPROBE_RINGBUF_PAGES"

@@ -99,7 +99,7 @@ def run(opts: Options, env: KernelEnv) -> None:
     stats_fd = None
     thread: threading.Thread | None = None
     # bcc, clang and LLVM live in a child for the attach phase only (forkload.py)
-    loader = ForkLoader(workers=min(2, os.cpu_count() or 1))
+    loader = ForkLoader()
     try:
         with _signals(stop, reload):
             # 3. the probes

@@ -52,7 +52,7 @@ def test_a_dead_child_leaves_its_work_to_the_other():
     loader = ForkLoader(workers=2)
     try:
         reqs = requests(loader, ["softirqs", "tcpstates", "napi"])
-        loader._start()
+        loader._start(2)
         os.kill(loader._children[0][0], signal.SIGKILL)
         results = loader.load_many(reqs)
         died = [r for r in results if isinstance(r, PyprobeError)]

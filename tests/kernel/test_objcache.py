@@ -158,7 +158,7 @@ def test_counting_commands_load_through_the_cache_too(cache, monkeypatch, capsys
 
     starts: list[int] = []
     real = ForkLoader._start
-    monkeypatch.setattr(ForkLoader, "_start", lambda self: starts.append(1) or real(self))
+    monkeypatch.setattr(ForkLoader, "_start", lambda self, n: starts.append(n) or real(self, n))
     for _ in range(2):
         # loopback traffic while it counts: an idle tickless VM may run no
         # softirq at all in a short interval

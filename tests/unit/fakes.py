@@ -56,6 +56,13 @@ class FakeLoader:
         self.programs.append(prog)
         return prog
 
+    # as ForkLoader, which the CLI's counting commands use
+    def load_many(self, requests: list) -> list[FakeProgram]:
+        return [self.load(*r) for r in requests]
+
+    def close(self) -> None:
+        pass
+
 
 class FakeBTF:
     """Field offsets by dotted path; raises like the real one for the rest."""

@@ -709,7 +709,6 @@ def top_cmd(interval: float, count: int | None, only: tuple[str, ...]) -> None:
     names = list(only) or registry.names()
     with ExitStack() as stack:
         probes = {}
-        requests = {}
         # Loaded together, like the exporter's: kept programs from the program
         # cache, the rest compiled two at a time (forkload.py).
         loader = probe_mod.COUNTING_LOADER()
@@ -721,18 +720,11 @@ def top_cmd(interval: float, count: int | None, only: tuple[str, ...]) -> None:
                         raise PyprobeError(f"{name}: {probe.available().reason}")
                     continue  # top shows what this kernel allows; doctor says why not
                 probes[name] = probe
-                requests[name] = probe.load_request()
-            results = loader.load_many(list(requests.values()))
+            errors = probe_mod.attach_together(probes, loader)  # detached by the stack
         finally:
             loader.close()
-        failed = []
-        for name, result in zip(requests, results, strict=True):
-            if isinstance(result, PyprobeError):
-                failed.append(result)
-            else:
-                probes[name].adopt(result)  # detached by the stack, whatever follows
-        if failed:
-            raise failed[0]
+        if errors:
+            raise next(iter(errors.values()))
         view = TopView(probes)
         console = Console()
         n = 0

@@ -17,7 +17,7 @@ import functools
 import os
 import struct
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client.core import (
@@ -547,3 +547,23 @@ def _quantile(buckets: list[int], q: float, scale: float) -> float:
         if total and running >= q * total:
             return 2**k * scale
     return 0.0
+
+
+def attach_together(probes: Mapping[str, Probe], loader: ForkLoader) -> dict[str, PyprobeError]:
+    """Load every probe's program in one ForkLoader.load_many (kept ones from
+    the program cache, the rest compiled at once) and adopt each; what kept a
+    probe from attaching, by name. The caller closes the loader."""
+    errors: dict[str, PyprobeError] = {}
+    requests: dict[str, LoadRequest] = {}
+    for name, probe in probes.items():
+        try:
+            requests[name] = probe.load_request()
+        except PyprobeError as e:
+            errors[name] = e
+    results = loader.load_many(list(requests.values()))
+    for name, result in zip(requests, results, strict=True):
+        if isinstance(result, PyprobeError):
+            errors[name] = result
+        else:
+            probes[name].adopt(result)
+    return errors

@@ -22,7 +22,8 @@ from ..decoders import read_namespaces
 from ..errors import PyprobeError
 from ..forkload import ForkLoader
 from ..kernel import KernelEnv
-from ..loader import LoadRequest, preflight, release_compiler_memory
+from ..loader import preflight, release_compiler_memory
+from ..probe import attach_together
 from . import bpfstats, privileges, webconfig
 from .caps import LabelCaps
 from .collectors import ProbeCollector, ProbeState, SelfCollector
@@ -104,22 +105,13 @@ def run(opts: Options, env: KernelEnv) -> None:
         with _signals(stop, reload):
             # 3. the probes
             caps = LabelCaps(opts.label_caps)
-            requests: dict[str, LoadRequest] = {}
             probes = {n: probes_registry.create(n, env=env, loader=loader) for n in names}
-            for name, probe in probes.items():
-                states[name] = ProbeState(name, probe)
-                try:
-                    requests[name] = probe.load_request()
-                except PyprobeError as e:
-                    states[name].error = str(e)
+            states.update({name: ProbeState(name, probe) for name, probe in probes.items()})
             # Compiled two at a time (one child per CPU, at most 2), then adopted.
-            results = loader.load_many(list(requests.values()))
+            errors = attach_together(probes, loader)
             loader.close()
-            for name, result in zip(requests, results, strict=True):
-                if isinstance(result, PyprobeError):
-                    states[name].error = str(result)
-                else:
-                    probes[name].adopt(result)
+            for name, error in errors.items():
+                states[name].error = str(error)
             for name, state in states.items():
                 if state.attached:
                     log.info('msg="probe attached" probe=%s hook=%s', name, probes[name].hook_label)

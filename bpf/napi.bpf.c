@@ -24,6 +24,30 @@ struct napi_val {
 };
 
 BPF_TABLE("percpu_hash", struct dev_key, struct napi_val, napi, MAX_napi);
+#ifdef FRONT_napi
+/* The devices polled most, without the hash (pyprobe_bpf.h). */
+BPF_ARRAY(napi_fkeys, u64, FRONT_napi);
+BPF_PERCPU_ARRAY(napi_front, struct napi_val, FRONT_napi);
+#endif
+
+static __always_inline struct napi_val *napi_of(struct dev_key *k)
+{
+#ifdef FRONT_napi
+	u64 key = 0;
+	__builtin_memcpy(&key, k, sizeof(key));
+	u32 slot = front_index(key, FRONT_napi);
+	u64 *held = napi_fkeys.lookup(&slot);
+	if (held && front_claim(held, key)) {
+		struct napi_val *fv = napi_front.lookup(&slot);
+		if (fv)
+			return fv;
+	}
+#endif
+	struct napi_val zero = {}, *v = napi.lookup_or_try_init(k, &zero);
+	if (!v)
+		map_full(MAP_ID_napi);
+	return v;
+}
 
 static __always_inline int poll(const void *napi_struct, int work, int budget)
 {
@@ -31,11 +55,9 @@ static __always_inline int poll(const void *napi_struct, int work, int budget)
 	const void *dev = 0;
 	READ_AT(dev, napi_struct, OFF_NAPI_DEV);
 	dev_ids(dev, &k.ifindex, &k.netns);
-	struct napi_val zero = {}, *v = napi.lookup_or_try_init(&k, &zero);
-	if (!v) {
-		map_full(MAP_ID_napi);
+	struct napi_val *v = napi_of(&k);
+	if (!v)
 		return 0;
-	}
 	v->polls++;
 	v->packets += work;
 	v->exhausted += work >= budget;

@@ -37,10 +37,26 @@ BPF_TABLE("percpu_hash", struct dev_key, struct dev_val, devices, MAX_devices);
 /* A new device's first value is copied from here: 432 zero bytes do not fit
  * on the BPF stack beside receive()'s sk_buff span. */
 BPF_ARRAY(zero_dev, struct dev_val, 1);
+#ifdef FRONT_devices
+/* The devices most packets go through, without the hash (pyprobe_bpf.h). */
+BPF_ARRAY(devices_fkeys, u64, FRONT_devices);
+BPF_PERCPU_ARRAY(devices_front, struct dev_val, FRONT_devices);
+#endif
 
 static __always_inline struct dev_val *dev_of(const void *dev, struct dev_key *k)
 {
 	dev_ids(dev, &k->ifindex, &k->netns);
+#ifdef FRONT_devices
+	u64 key = 0;
+	__builtin_memcpy(&key, k, sizeof(key));
+	u32 slot = front_index(key, FRONT_devices);
+	u64 *held = devices_fkeys.lookup(&slot);
+	if (held && front_claim(held, key)) {
+		struct dev_val *fv = devices_front.lookup(&slot);
+		if (fv)
+			return fv;
+	}
+#endif
 	struct dev_val *v = devices.lookup(k);
 	if (v)
 		return v;

@@ -25,7 +25,9 @@ Key = int | tuple[int, ...]
 
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351, "riscv64": 280}
 _FIRST_ROOM = 256  # entries a reader's buffers hold at first
-_LOOKUP_ELEM, _DELETE_ELEM, _GET_NEXT_KEY, _OBJ_GET_INFO_BY_FD, _LOOKUP_BATCH = 1, 3, 4, 15, 24
+_LOOKUP_ELEM, _UPDATE_ELEM, _DELETE_ELEM, _GET_NEXT_KEY = 1, 2, 3, 4
+_OBJ_GET_INFO_BY_FD, _LOOKUP_BATCH = 15, 24
+_ARRAY_TYPES = (2, 6)  # BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -274,13 +276,18 @@ class MapReader:
         return out
 
     def delete(self, keys: list[Key]) -> None:
-        """Delete these keys (as read() gives them, without member or CPU)."""
+        """Delete these keys (as read() gives them, without member or CPU); in
+        an array, which cannot lose an element, zero them (every CPU's)."""
         buf = ctypes.create_string_buffer(self.key.size)
         attr = _ElemAttr(map_fd=self.fd, key=ctypes.addressof(buf))
+        cmd = _DELETE_ELEM
+        if map_info(self.fd).type in _ARRAY_TYPES:
+            zeros = ctypes.create_string_buffer(self.vsize)
+            attr.value, cmd = ctypes.addressof(zeros), _UPDATE_ELEM
         for k in keys:
             self.key.pack_into(buf, 0, *(k if isinstance(k, tuple) else (k,)))
             try:
-                _bpf(_DELETE_ELEM, attr)
+                _bpf(cmd, attr)
             except OSError as e:
                 if e.errno != errno.ENOENT:  # gone already
                     raise

@@ -215,12 +215,12 @@ def cache_key(request: LoadRequest) -> str:
 
 
 def _map_names(source: Path) -> list[str]:
-    """The maps a program's manifest declares (paired by stem), and the
-    shared map-errors counter."""
+    """The maps a program's manifest declares (paired by stem), their fronts,
+    and the shared map-errors counter."""
     stem = source.name.removesuffix(".bpf.c")
     path = probes_dir() / f"{stem}.toml"
-    names = [m.name for m in manifest_mod.load(path, bpf_dir()).maps] if path.is_file() else []
-    return [*names, "map_errors"]
+    maps = manifest_mod.load(path, bpf_dir()).maps if path.is_file() else ()
+    return [*(name for m in maps for name in (m.name, *m.front_maps)), "map_errors"]
 
 
 def _serve(sock: socket.socket, parent: int) -> None:  # pragma: no cover - runs in the child

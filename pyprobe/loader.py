@@ -257,10 +257,13 @@ class BccProgram:
 
     def delete_keys(self, map_name: str, keys: list[Key]) -> None:
         """Delete these keys (as read_counts gives them, without the member
-        index or CPU appended)."""
+        index or CPU appended); an array's are zeroed."""
         table = self.bpf[map_name.encode()]
         for k in keys:
             key = table.Key(*k) if isinstance(k, tuple) else table.Key(k)
+            if hasattr(table, "clearitem"):  # an array: zeroed, every CPU's value
+                table.clearitem(key)
+                continue
             with contextlib.suppress(KeyError):
                 del table[key]
 

@@ -83,6 +83,14 @@ class MapSpec:
     type: str
     entries: int
     stream_only: bool
+    # Slots of a direct-mapped array in front of a per-CPU hash with 8-byte
+    # keys (NAME_fkeys, NAME_front; see pyprobe_bpf.h); 0: none.
+    front: int = 0
+
+    @property
+    def front_maps(self) -> tuple[str, ...]:
+        """The two maps of its front: the keys holding the slots, the values."""
+        return (f"{self.name}_fkeys", f"{self.name}_front") if self.front else ()
 
 
 @dataclass(frozen=True)
@@ -214,9 +222,17 @@ def parse(text: str, path: Path, bpf_dir: Path) -> Manifest:
             m.choice("type", MAP_TYPES),
             m.positive("entries"),
             m.get("stream_only", bool, False),
+            m.get("front", int, 0),
         )
         for m in top.tables("maps")
     )
+    for spec in maps:
+        bad_size = not 0 < spec.front <= 4096 or spec.front & (spec.front - 1)
+        if spec.front and (spec.type != "percpu_hash" or bad_size):
+            raise ManifestError(
+                f"{source}: maps {spec.name}: front is a power of two up to 4096 (slots) "
+                "and goes with type percpu_hash only"
+            )
     map_names = {m.name for m in maps}
 
     event = None

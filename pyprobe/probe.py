@@ -15,6 +15,7 @@ import ctypes
 import dataclasses
 import functools
 import os
+import re
 import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -27,7 +28,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from . import structs
+from . import fronts, structs
 from .decoders import Decoders
 from .errors import PyprobeError
 from .forkload import ForkLoader
@@ -70,22 +71,36 @@ MAP_ENTRIES_ENV = "PYPROBE_MAP_ENTRIES"
 
 
 def map_entries(manifest: Manifest, override: str | None = None) -> dict[str, int]:
-    """Each map's capacity: the manifest's, or PROBE.MAP=N from
-    $PYPROBE_MAP_ENTRIES (comma-separated) for hosts that need smaller maps."""
+    """Each map's capacity, and each front's slots (as NAME_front): the
+    manifest's, or PROBE.MAP=N from $PYPROBE_MAP_ENTRIES (comma-separated)
+    for hosts that need smaller maps (a front: 0 for none)."""
     sizes = {m.name: m.entries for m in manifest.maps}
+    fronts = {f"{m.name}_front": m.front for m in manifest.maps if m.front}
+    sizes |= fronts
     text = os.environ.get(MAP_ENTRIES_ENV, "") if override is None else override
     for item in filter(None, (part.strip() for part in text.split(","))):
         target, _, value = item.partition("=")
         probe, _, name = target.partition(".")
         if probe != manifest.name:
             continue
-        if name not in sizes or not value.isdigit() or not 0 < int(value) <= 1 << 24:
+        n = int(value) if value.isdigit() else -1
+        power_of_two = 0 < n <= 4096 and (n & (n - 1)) == 0
+        good = (n == 0 or power_of_two) if name in fronts else 0 < n <= 1 << 24
+        if name not in sizes or not good:
             raise PyprobeError(
                 f"bad {MAP_ENTRIES_ENV} entry {item!r}: expected {manifest.name}.MAP=N, "
-                f"MAP one of {', '.join(sizes)}, N from 1 to {1 << 24}"
+                f"MAP one of {', '.join(sizes)}, N from 1 to {1 << 24} "
+                "(a front: 0 or a power of two up to 4096)"
             )
-        sizes[name] = int(value)
+        sizes[name] = n
     return sizes
+
+
+def bpf_atomics(release: str) -> bool:
+    """Whether the kernel's verifier takes compare-and-swap (5.12 and later),
+    which a front's slots are claimed with."""
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return m is not None and (int(m.group(1)), int(m.group(2))) >= (5, 12)
 
 
 @functools.cache
@@ -113,6 +128,7 @@ class Probe:
         # label values decoded within one reading, by the key fields they come from
         self._decoded: dict[tuple, tuple[str, ...]] = {}
         self._stale: dict[tuple[int, int], int] = {}  # (netns, ifindex) -> collections gone
+        self._fronted = {m.name for m in manifest.maps if m.front}  # until a read finds none
 
     @property
     def name(self) -> str:
@@ -173,8 +189,12 @@ class Probe:
         """What the program is compiled with besides the hook's own flags:
         struct offsets, map sizes and ids, namespace ids, the stream."""
         flags = list(choice.offsets.cflags)
-        for index, (name, entries) in enumerate(map_entries(self.manifest).items()):
-            flags += [f"-DMAX_{name}={entries}", f"-DMAP_ID_{name}={index}"]
+        sizes = map_entries(self.manifest)
+        for index, spec in enumerate(self.manifest.maps):
+            flags += [f"-DMAX_{spec.name}={sizes[spec.name]}", f"-DMAP_ID_{spec.name}={index}"]
+            slots = sizes.get(f"{spec.name}_front", 0)
+            if slots and bpf_atomics(self.env.release):
+                flags.append(f"-DFRONT_{spec.name}={slots}")
         if any(f.startswith("-DOFF_NET_COOKIE=") for f in flags) and netns_cookies():
             flags.append("-DNET_ID_COOKIE")  # keys name namespaces by cookie, see pyprobe_bpf.h
             self.decoders.cookie_ids = True
@@ -343,14 +363,32 @@ class Probe:
             yield fields, value
 
     def _read(self, map_name: str, per_cpu: bool) -> dict:
-        """A map's counts; read once per map within one_reading()."""
+        """A map's counts, its front's added; read once per map within one_reading()."""
         reads = self._reads
-        if reads is None:
-            return self._attached().read_counts(map_name, per_cpu=per_cpu)
         cache_key = (map_name, per_cpu)
-        if cache_key not in reads:
-            reads[cache_key] = self._attached().read_counts(map_name, per_cpu=per_cpu)
-        return reads[cache_key]
+        if reads is not None and cache_key in reads:
+            return reads[cache_key]
+        program = self._attached()
+        counts = program.read_counts(map_name, per_cpu=per_cpu)
+        slots = self._front_slots(map_name)
+        if slots:
+            front = program.read_counts(f"{map_name}_front", per_cpu=True)
+            counts = fronts.merge(counts, slots, front, per_cpu)
+        if reads is not None:
+            reads[cache_key] = counts
+        return counts
+
+    def _front_slots(self, map_name: str) -> dict[int, tuple[int, int]]:
+        """slot -> key of a map's front slots that are taken; {} without a
+        front (none in the manifest, or the program was built without)."""
+        if map_name not in self._fronted:
+            return {}
+        try:
+            held = self._attached().read_counts(f"{map_name}_fkeys")
+        except KeyError:
+            self._fronted.discard(map_name)
+            return {}
+        return fronts.held_keys(held)
 
     def _members(self, map_name: str, value: str) -> dict[int, int]:
         """Member index -> array index (-1 for a plain member) of a value
@@ -471,6 +509,12 @@ class Probe:
         self._stale = {i: self._stale.get(i, 0) + 1 for i in gone_now}
         for map_name, keys in doomed.items():
             delete(map_name, sorted(keys))
+            # Its front slots too: values zeroed before the slot is let go,
+            # so the next device to take it starts from 0.
+            freed = [slot for slot, key in self._front_slots(map_name).items() if key in keys]
+            if freed:
+                delete(f"{map_name}_front", freed)
+                delete(f"{map_name}_fkeys", freed)
 
     def collect(self) -> Iterable[Metric]:
         with self.one_reading():

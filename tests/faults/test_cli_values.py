@@ -84,6 +84,7 @@ ENV_CASES = [
     ({"PYPROBE_MAP_ENTRIES": "netdev.devices=lots"}, ["netdev", "1", "1"]),
     ({"PYPROBE_MAP_ENTRIES": "netdev.nomap=4"}, ["netdev", "1", "1"]),
     ({"PYPROBE_MAP_ENTRIES": "netdev.devices=0"}, ["netdev", "1", "1"]),
+    ({"PYPROBE_MAP_ENTRIES": "netdev.devices_front=3"}, ["netdev", "1", "1"]),
 ]
 
 

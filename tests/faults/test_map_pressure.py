@@ -63,11 +63,16 @@ def test_100k_live_sockets(pair):
 
 
 def test_a_full_map_counts_its_update_errors(pair):
-    """netdev's device map shrunk to 2 entries, traffic on 3 devices: the
-    third device's packets are counted as errors, the map stays at 2."""
+    """netdev's device map shrunk to 2 entries, without its front slots,
+    traffic on 3 devices: the third device's packets are counted as errors,
+    the map stays at 2."""
     from pyprobe import lab
 
-    exporter = Exporter("--probe", "netdev", env={"PYPROBE_MAP_ENTRIES": "netdev.devices=2"})
+    exporter = Exporter(
+        "--probe",
+        "netdev",
+        env={"PYPROBE_MAP_ENTRIES": "netdev.devices=2,netdev.devices_front=0"},
+    )
     try:
         server = lab.Server(pair.path(pair.a), pair.addr_a, 9200, "client")
         try:

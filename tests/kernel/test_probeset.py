@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pyprobe import lab, loader, netlink, registry
+from pyprobe import fronts, lab, loader, netlink, registry
 from pyprobe.decoders import print_symbolic
 from pyprobe.hooks import usable_points
 from tests.support import ping_overflow
@@ -252,7 +252,11 @@ def test_napi_polls_and_packets_equal_what_the_device_received(pair, env):
 
 
 # -- netdev -------------------------------------------------------------------------------
-def test_netdev_packets_and_bytes_equal_device_statistics(pair, env):
+@pytest.mark.parametrize("front", [64, 1])
+def test_netdev_packets_and_bytes_equal_device_statistics(pair, env, front, monkeypatch):
+    # The manifest's 64 front slots (most devices count there), then a single
+    # slot: one device counts in it, the others in the hash, added together.
+    monkeypatch.setenv("PYPROBE_MAP_ENTRIES", f"netdev.devices_front={front}")
     probe = registry.create("netdev", env=env)
     with probe:
         probe.attach()
@@ -265,7 +269,16 @@ def test_netdev_packets_and_bytes_equal_device_statistics(pair, env):
         after = {ns: netlink.link_stats(pair.path(ns)) for ns in (pair.a, pair.b)}
         now = {r_key(r): r["value"] for r in probe.rows() if "value" in r}
         sizes = rows(probe, "netdev_packet_size_bytes")
+        program = probe._attached()
+        held = fronts.held_keys(program.read_counts("devices_fkeys"))
+        hashed = {key[:2] for key in program.read_counts("devices")}
         srv.stop()
+    # Both sides of the pair count, in two namespaces: with one slot, one of
+    # them (or lo) holds it and the other counts in the hash.
+    if front == 1:
+        assert len(held) == 1 and hashed
+    else:
+        assert held
     checks = 0
     for ns, dev in ((pair.a, pair.dev_a), (pair.b, pair.dev_b)):
         inode = str(pair.inode(ns))

@@ -81,6 +81,17 @@ def test_good_manifest():
             lambda t: t.replace("entries = 4", "entries = true"),
             "demo.toml: maps[0].entries: expected int, got bool",
         ),
+        (
+            lambda t: t.replace("entries = 4", "entries = 4\nfront = 8"),
+            "demo.toml: maps m: front is a power of two up to 4096 (slots) and goes with "
+            "type percpu_hash only",
+        ),
+        (
+            lambda t: t.replace('"percpu_array"', '"percpu_hash"').replace(
+                "entries = 4", "entries = 4\nfront = 48"
+            ),
+            "demo.toml: maps m: front is a power of two",
+        ),
     ],
 )
 def test_malformed_manifests(mutate, message):
@@ -101,3 +112,11 @@ def test_unknown_probe_lists_known():
 
     with pytest.raises(PyprobeError, match=r"unknown probe 'nope'; known probes: .*tcpstates"):
         registry.create("nope")
+
+
+def test_a_front_names_its_two_maps():
+    fronted = GOOD.replace('"percpu_array"', '"percpu_hash"')
+    m = parse(fronted.replace("entries = 4", "entries = 4\nfront = 8"))
+    assert m.maps[0].front == 8
+    assert m.maps[0].front_maps == ("m_fkeys", "m_front")
+    assert parse(GOOD).maps[0].front_maps == ()

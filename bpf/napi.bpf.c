@@ -26,7 +26,7 @@ struct napi_val {
 BPF_TABLE("percpu_hash", struct dev_key, struct napi_val, napi, MAX_napi);
 #ifdef FRONT_napi
 /* The devices polled most, without the hash (pyprobe_bpf.h). */
-BPF_ARRAY(napi_fkeys, u64, FRONT_napi);
+BPF_ARRAY(napi_fkeys, struct dev_key, FRONT_napi);
 BPF_PERCPU_ARRAY(napi_front, struct napi_val, FRONT_napi);
 #endif
 
@@ -36,8 +36,8 @@ static __always_inline struct napi_val *napi_of(struct dev_key *k)
 	u64 key = 0;
 	__builtin_memcpy(&key, k, sizeof(key));
 	u32 slot = front_index(key, FRONT_napi);
-	u64 *held = napi_fkeys.lookup(&slot);
-	if (held && front_claim(held, key)) {
+	struct dev_key *held = napi_fkeys.lookup(&slot);
+	if (held && front_claim((u64 *)held, key)) {
 		struct napi_val *fv = napi_front.lookup(&slot);
 		if (fv)
 			return fv;

@@ -85,13 +85,14 @@ static __always_inline void map_full(u32 id)
  * direct-mapped per-CPU array in front of a per-CPU hash, for counters that
  * run on every packet or poll. Measured here with bpf_stats, a hash lookup
  * costs ~75 ns (a helper call, jhash, a bucket walk), an array lookup ~5 (the
- * verifier inlines it). A key (8 bytes, not 0) claims a free slot once, with
- * a compare-and-swap on the shared <map>_fkeys array, and from then on counts
- * in that slot of <map>_front, which is per-CPU like the hash; a key whose
- * slot another holds uses the hash. User space adds the slots to the hash's
- * entries (probe.py), so the values must be plain counters, and frees the
- * slots of devices that are gone like their hash entries. The program looks
- * the two maps up itself: bcc refuses map calls inside macros. */
+ * verifier inlines it). A key (8 bytes, not all 0) claims a free slot once,
+ * with a compare-and-swap on the shared <map>_fkeys array (whose values are
+ * the hash's key type, so user space reads them by member), and from then on
+ * counts in that slot of <map>_front, which is per-CPU like the hash; a key
+ * whose slot another holds uses the hash. User space adds the slots to the
+ * hash's entries (probe.py), so the values must be plain counters, and frees
+ * the slots of devices that are gone like their hash entries. The program
+ * looks the two maps up itself: bcc refuses map calls inside macros. */
 static __always_inline u32 front_index(u64 key, u32 slots)
 {
 	return (u32)((key * 0x9E3779B97F4A7C15ull) >> 32) & (slots - 1);

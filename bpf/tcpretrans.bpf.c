@@ -27,12 +27,84 @@ struct ns_state {
 };
 struct ns_state_reason {
 	u32 netns;
-	u32 state;
-	u32 reason;
+	u16 state;
+	u16 reason; /* enum sk_rst_reason: a few dozen values */
 };
 BPF_TABLE("percpu_hash", struct ns_state, u64, retransmits, MAX_retransmits);
 BPF_TABLE("percpu_hash", struct ns_state_reason, u64, resets_sent, MAX_resets_sent);
 BPF_TABLE("percpu_hash", struct ns_state, u64, resets_received, MAX_resets_received);
+
+/* Front slots (pyprobe_bpf.h) for each: one slot lookup instead of a hash's. */
+#ifdef FRONT_retransmits
+BPF_ARRAY(retransmits_fkeys, struct ns_state, FRONT_retransmits);
+BPF_PERCPU_ARRAY(retransmits_front, u64, FRONT_retransmits);
+#endif
+#ifdef FRONT_resets_sent
+BPF_ARRAY(resets_sent_fkeys, struct ns_state_reason, FRONT_resets_sent);
+BPF_PERCPU_ARRAY(resets_sent_front, u64, FRONT_resets_sent);
+#endif
+#ifdef FRONT_resets_received
+BPF_ARRAY(resets_received_fkeys, struct ns_state, FRONT_resets_received);
+BPF_PERCPU_ARRAY(resets_received_front, u64, FRONT_resets_received);
+#endif
+
+static __always_inline u64 key64(const void *k)
+{
+	u64 key = 0;
+	__builtin_memcpy(&key, k, sizeof(key));
+	return key;
+}
+
+static __always_inline u64 *retransmits_of(struct ns_state *k)
+{
+#ifdef FRONT_retransmits
+	u32 slot = front_index(key64(k), FRONT_retransmits);
+	struct ns_state *held = retransmits_fkeys.lookup(&slot);
+	if (held && front_claim((u64 *)held, key64(k))) {
+		u64 *c = retransmits_front.lookup(&slot);
+		if (c)
+			return c;
+	}
+#endif
+	u64 zero = 0, *c = retransmits.lookup_or_try_init(k, &zero);
+	if (!c)
+		map_full(MAP_ID_retransmits);
+	return c;
+}
+
+static __always_inline u64 *resets_sent_of(struct ns_state_reason *k)
+{
+#ifdef FRONT_resets_sent
+	u32 slot = front_index(key64(k), FRONT_resets_sent);
+	struct ns_state_reason *held = resets_sent_fkeys.lookup(&slot);
+	if (held && front_claim((u64 *)held, key64(k))) {
+		u64 *c = resets_sent_front.lookup(&slot);
+		if (c)
+			return c;
+	}
+#endif
+	u64 zero = 0, *c = resets_sent.lookup_or_try_init(k, &zero);
+	if (!c)
+		map_full(MAP_ID_resets_sent);
+	return c;
+}
+
+static __always_inline u64 *resets_received_of(struct ns_state *k)
+{
+#ifdef FRONT_resets_received
+	u32 slot = front_index(key64(k), FRONT_resets_received);
+	struct ns_state *held = resets_received_fkeys.lookup(&slot);
+	if (held && front_claim((u64 *)held, key64(k))) {
+		u64 *c = resets_received_front.lookup(&slot);
+		if (c)
+			return c;
+	}
+#endif
+	u64 zero = 0, *c = resets_received.lookup_or_try_init(k, &zero);
+	if (!c)
+		map_full(MAP_ID_resets_received);
+	return c;
+}
 
 static __always_inline u8 sk_state(const void *sk)
 {
@@ -98,11 +170,9 @@ static __always_inline int retransmit(const void *sk, const void *skb, int err)
 	if (!segs)
 		segs = 1;
 	struct ns_state k = {.netns = sk_netns_id(sk), .state = sk_state(sk)};
-	u64 zero = 0, *c = retransmits.lookup_or_try_init(&k, &zero);
+	u64 *c = retransmits_of(&k);
 	if (c)
 		*c += segs;
-	else
-		map_full(MAP_ID_retransmits);
 	STREAM_EVENT(PYPROBE_TCP_RETRANSMIT, sk, skb, k.netns, k.state, 0, segs);
 	return 0;
 }
@@ -111,11 +181,9 @@ static __always_inline int synack(const void *req)
 {
 	/* The request socket: its common part carries the namespace. */
 	struct ns_state k = {.netns = sk_netns_id(req), .state = 3 /* SYN_RECV */};
-	u64 zero = 0, *c = retransmits.lookup_or_try_init(&k, &zero);
+	u64 *c = retransmits_of(&k);
 	if (c)
 		(*c)++;
-	else
-		map_full(MAP_ID_retransmits);
 	STREAM_EVENT(PYPROBE_TCP_SYNACK_RETRANSMIT, req, 0, k.netns, 3, 0, 1);
 	return 0;
 }
@@ -130,11 +198,9 @@ static __always_inline int reset_sent(const void *sk, const void *skb, u32 reaso
 		u32 ifindex = 0;
 		dev_ids(dev, &ifindex, &k.netns);
 	}
-	u64 zero = 0, *c = resets_sent.lookup_or_try_init(&k, &zero);
+	u64 *c = resets_sent_of(&k);
 	if (c)
 		(*c)++;
-	else
-		map_full(MAP_ID_resets_sent);
 	STREAM_EVENT(PYPROBE_TCP_RESET_SENT, sk, skb, k.netns, k.state, reason, 0);
 	return 0;
 }
@@ -142,11 +208,9 @@ static __always_inline int reset_sent(const void *sk, const void *skb, u32 reaso
 static __always_inline int reset_received(const void *sk)
 {
 	struct ns_state k = {.netns = sk_netns_id(sk), .state = sk_state(sk)};
-	u64 zero = 0, *c = resets_received.lookup_or_try_init(&k, &zero);
+	u64 *c = resets_received_of(&k);
 	if (c)
 		(*c)++;
-	else
-		map_full(MAP_ID_resets_received);
 	STREAM_EVENT(PYPROBE_TCP_RESET_RECEIVED, sk, 0, k.netns, k.state, 0, 0);
 	return 0;
 }

@@ -2,33 +2,27 @@
 
 The hottest counters (netdev: every packet; napi: every poll) count in a
 direct-mapped per-CPU array when their key holds a slot there, and in the
-per-CPU hash otherwise. The array's slots take their keys from a shared keys
-array, as 8 bytes: the hash's key (two u32 members, in order). Read back,
-the two look like one map: key -> value in the shape read_counts gives.
+per-CPU hash otherwise. Which key holds a slot is in a shared keys array of
+the hash's key type (a struct of 8 bytes). Read back, the two look like one map: key -> value in
+the shape read_counts gives.
 """
 
 from __future__ import annotations
 
-import struct
-
 from .bpfmaps import Key
 
-_AS_U64 = struct.Struct("=Q")
-_AS_KEY = struct.Struct("=II")  # the fronted maps' keys: (netns, ifindex)
 
-
-def key_of(held: int) -> tuple[int, int]:
-    """The hash key a slot holds, from the u64 the program stored."""
-    return _AS_KEY.unpack(_AS_U64.pack(held))
-
-
-def held_keys(held: dict[Key, int]) -> dict[int, tuple[int, int]]:
-    """slot -> key, of the slots taken (read_counts of NAME_fkeys)."""
-    return {slot: key_of(value) for slot, value in held.items() if value and isinstance(slot, int)}
+def held_keys(held: dict[Key, int]) -> dict[int, tuple[int, ...]]:
+    """slot -> key, of the slots taken: read_counts of NAME_fkeys, whose
+    values are the hash's key struct, (slot, member) -> value."""
+    members: dict[int, list[int]] = {}
+    for (slot, *_member), value in sorted(held.items()):  # type: ignore[misc]  # tuple keys
+        members.setdefault(slot, []).append(value)
+    return {slot: tuple(key) for slot, key in members.items() if any(key)}
 
 
 def merge(
-    counts: dict[Key, int], slots: dict[int, tuple[int, int]], front: dict[Key, int], per_cpu: bool
+    counts: dict[Key, int], slots: dict[int, tuple[int, ...]], front: dict[Key, int], per_cpu: bool
 ) -> dict[Key, int]:
     """The hash's counts plus the front's.
 

@@ -378,7 +378,7 @@ class Probe:
             reads[cache_key] = counts
         return counts
 
-    def _front_slots(self, map_name: str) -> dict[int, tuple[int, int]]:
+    def _front_slots(self, map_name: str) -> dict[int, tuple[int, ...]]:
         """slot -> key of a map's front slots that are taken; {} without a
         front (none in the manifest, or the program was built without)."""
         if map_name not in self._fronted:

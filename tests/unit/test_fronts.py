@@ -3,8 +3,6 @@ back as one map; their sizes from the manifest or $PYPROBE_MAP_ENTRIES."""
 
 from __future__ import annotations
 
-import struct
-
 import pytest
 
 from pyprobe import fronts, registry
@@ -12,13 +10,10 @@ from pyprobe.errors import PyprobeError
 from pyprobe.probe import bpf_atomics, map_entries
 
 
-def held(netns: int, ifindex: int) -> int:
-    """The u64 the program stores for a key: its 8 bytes as they lie in memory."""
-    return int(struct.unpack("=Q", struct.pack("=II", netns, ifindex))[0])
-
-
-def test_a_held_key_reads_back_as_the_hash_key():
-    assert fronts.held_keys({3: held(4026531833, 7), 5: 0}) == {3: (4026531833, 7)}
+def test_held_keys_read_back_by_member():
+    # NAME_fkeys holds the hash's key struct: (slot, member) -> value; free slots are zeros
+    held = {(3, 0): 4026531833, (3, 1): 7, (5, 0): 0, (5, 1): 0, (6, 1): 2, (6, 0): 9}
+    assert fronts.held_keys(held) == {3: (4026531833, 7), 6: (9, 2)}
 
 
 def test_struct_values_add_to_the_hash_member_by_member_and_cpu_by_cpu():

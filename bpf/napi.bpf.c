@@ -26,6 +26,7 @@ struct napi_val {
 BPF_TABLE("percpu_hash", struct dev_key, struct napi_val, napi, MAX_napi);
 #ifdef FRONT_napi
 /* The devices polled most, without the hash (pyprobe_bpf.h). */
+_Static_assert(sizeof(struct dev_key) == 8, "a front's key is 8 bytes");
 BPF_ARRAY(napi_fkeys, struct dev_key, FRONT_napi);
 BPF_PERCPU_ARRAY(napi_front, struct napi_val, FRONT_napi);
 #endif
@@ -33,8 +34,7 @@ BPF_PERCPU_ARRAY(napi_front, struct napi_val, FRONT_napi);
 static __always_inline struct napi_val *napi_of(struct dev_key *k)
 {
 #ifdef FRONT_napi
-	u64 key = 0;
-	__builtin_memcpy(&key, k, sizeof(key));
+	u64 key = front_key(k);
 	u32 slot = front_index(key, FRONT_napi);
 	struct dev_key *held = napi_fkeys.lookup(&slot);
 	if (held && front_claim((u64 *)held, key)) {

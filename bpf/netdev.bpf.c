@@ -39,6 +39,7 @@ BPF_TABLE("percpu_hash", struct dev_key, struct dev_val, devices, MAX_devices);
 BPF_ARRAY(zero_dev, struct dev_val, 1);
 #ifdef FRONT_devices
 /* The devices most packets go through, without the hash (pyprobe_bpf.h). */
+_Static_assert(sizeof(struct dev_key) == 8, "a front's key is 8 bytes");
 BPF_ARRAY(devices_fkeys, struct dev_key, FRONT_devices);
 BPF_PERCPU_ARRAY(devices_front, struct dev_val, FRONT_devices);
 #endif
@@ -47,8 +48,7 @@ static __always_inline struct dev_val *dev_of(const void *dev, struct dev_key *k
 {
 	dev_ids(dev, &k->ifindex, &k->netns);
 #ifdef FRONT_devices
-	u64 key = 0;
-	__builtin_memcpy(&key, k, sizeof(key));
+	u64 key = front_key(k);
 	u32 slot = front_index(key, FRONT_devices);
 	struct dev_key *held = devices_fkeys.lookup(&slot);
 	if (held && front_claim((u64 *)held, key)) {

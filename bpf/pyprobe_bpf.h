@@ -93,6 +93,14 @@ static __always_inline void map_full(u32 id)
  * hash's entries (probe.py), so the values must be plain counters, and frees
  * the slots of devices that are gone like their hash entries. The program
  * looks the two maps up itself: bcc refuses map calls inside macros. */
+/* A front key's 8 bytes as one number (what the slot's keys array holds). */
+static __always_inline u64 front_key(const void *k)
+{
+	u64 key = 0;
+	__builtin_memcpy(&key, k, sizeof(key));
+	return key;
+}
+
 static __always_inline u32 front_index(u64 key, u32 slots)
 {
 	return (u32)((key * 0x9E3779B97F4A7C15ull) >> 32) & (slots - 1);

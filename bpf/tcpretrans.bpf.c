@@ -35,6 +35,8 @@ BPF_TABLE("percpu_hash", struct ns_state_reason, u64, resets_sent, MAX_resets_se
 BPF_TABLE("percpu_hash", struct ns_state, u64, resets_received, MAX_resets_received);
 
 /* Front slots (pyprobe_bpf.h) for each: one slot lookup instead of a hash's. */
+_Static_assert(sizeof(struct ns_state) == 8 && sizeof(struct ns_state_reason) == 8,
+	       "a front's key is 8 bytes");
 #ifdef FRONT_retransmits
 BPF_ARRAY(retransmits_fkeys, struct ns_state, FRONT_retransmits);
 BPF_PERCPU_ARRAY(retransmits_front, u64, FRONT_retransmits);
@@ -48,19 +50,12 @@ BPF_ARRAY(resets_received_fkeys, struct ns_state, FRONT_resets_received);
 BPF_PERCPU_ARRAY(resets_received_front, u64, FRONT_resets_received);
 #endif
 
-static __always_inline u64 key64(const void *k)
-{
-	u64 key = 0;
-	__builtin_memcpy(&key, k, sizeof(key));
-	return key;
-}
-
 static __always_inline u64 *retransmits_of(struct ns_state *k)
 {
 #ifdef FRONT_retransmits
-	u32 slot = front_index(key64(k), FRONT_retransmits);
+	u32 slot = front_index(front_key(k), FRONT_retransmits);
 	struct ns_state *held = retransmits_fkeys.lookup(&slot);
-	if (held && front_claim((u64 *)held, key64(k))) {
+	if (held && front_claim((u64 *)held, front_key(k))) {
 		u64 *c = retransmits_front.lookup(&slot);
 		if (c)
 			return c;
@@ -75,9 +70,9 @@ static __always_inline u64 *retransmits_of(struct ns_state *k)
 static __always_inline u64 *resets_sent_of(struct ns_state_reason *k)
 {
 #ifdef FRONT_resets_sent
-	u32 slot = front_index(key64(k), FRONT_resets_sent);
+	u32 slot = front_index(front_key(k), FRONT_resets_sent);
 	struct ns_state_reason *held = resets_sent_fkeys.lookup(&slot);
-	if (held && front_claim((u64 *)held, key64(k))) {
+	if (held && front_claim((u64 *)held, front_key(k))) {
 		u64 *c = resets_sent_front.lookup(&slot);
 		if (c)
 			return c;
@@ -92,9 +87,9 @@ static __always_inline u64 *resets_sent_of(struct ns_state_reason *k)
 static __always_inline u64 *resets_received_of(struct ns_state *k)
 {
 #ifdef FRONT_resets_received
-	u32 slot = front_index(key64(k), FRONT_resets_received);
+	u32 slot = front_index(front_key(k), FRONT_resets_received);
 	struct ns_state *held = resets_received_fkeys.lookup(&slot);
-	if (held && front_claim((u64 *)held, key64(k))) {
+	if (held && front_claim((u64 *)held, front_key(k))) {
 		u64 *c = resets_received_front.lookup(&slot);
 		if (c)
 			return c;

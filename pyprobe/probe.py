@@ -175,6 +175,7 @@ class Probe:
         """Take a loaded program as this probe's (see load_request)."""
         self.program = program
         self.streaming = stream
+        self._fronted = {m.name for m in self.manifest.maps if m.front}
         if stream and self.manifest.event:
             ring = self.manifest.event.ringbuf
             rows = getattr(program, "open_ringbuf_rows", None)
@@ -283,7 +284,8 @@ class Probe:
 
     # -- health, for the exporter's self-metrics --------------------------------------
     def map_usage(self) -> list[tuple[str, int, int]]:
-        """(map, entries, capacity) of the hash maps this program has loaded."""
+        """(map, entries, capacity) of the hash maps this program has loaded.
+        (Not their fronts: a full front is normal, its overflow goes to the hash.)"""
         names = [
             m.name
             for m in self.manifest.maps

@@ -212,6 +212,17 @@ def test_softirq_counts_match_proc_softirqs(pair, env):
         after_p = {(int(r["cpu"]), r["vector"]): r["value"] for r in rows(probe, "softirqs_total")}
         k_d = proc_softirqs()
         srv.stop()
+        spec = next(m for m in probe.manifest.metrics if m.name == "softirq_run_seconds")
+        with probe.one_reading():
+            hist = {
+                labels[0]: (buckets, total) for labels, buckets, total in probe.histograms(spec)
+            }
+    # The histogram's sum is the time counter's (softirqs.py): it must fit
+    # its own buckets, slot k holding runs of (2^(k-1), 2^k] ns.
+    buckets, total = hist["NET_RX"]
+    low = sum(n * ((1 << (k - 1)) if k else 0) for k, n in enumerate(buckets))
+    high = sum(n * (1 << k) for k, n in enumerate(buckets))
+    assert sum(buckets) >= 300 and 0.9 * low <= total * 1e9 <= 1.1 * high, (low, total, high)
     before_k, after_k = k_b, k_c
     checked = 0
     for key in after_k:

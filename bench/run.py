@@ -87,6 +87,18 @@ def probe_of(prog: dict) -> str:
     return best.name if used & {x.name for x in best.maps} else ""
 
 
+def hook_floor(program: str) -> str:
+    """The floor arm's program on the hook of a pyprobe program ("netdev:
+    on_queue" -> "f_net_dev_queue"; see floor.names), or ""."""
+    probe, _, function = program.partition(": ")
+    manifest = registry.manifests().get(probe)
+    for hook in manifest.hooks if manifest else ():
+        for point in hook.points:
+            if point.function[:15] == function:
+                return f"f_{point.target.rsplit(':', 1)[-1]}"[:15]
+    return ""
+
+
 def settle(within: float = 3.0) -> int:
     """Program count once it stops changing."""
     last, deadline = len(progs()), time.monotonic() + within
@@ -593,16 +605,20 @@ def targets(r: dict) -> list[tuple[str, str, bool]]:
     stateful = {f"{probe}: {prog[:15]}" for probe, prog in (k.split(": ") for k in stateful)}
     counters = {k: v for k, v in every_ns.items() if k not in stateful}
     others = {k: v for k, v in every_ns.items() if k in stateful}
-    if counters:
-        lo, hi = min(counters.values()), max(counters.values())
-        out.append(("counter programs ≤ 40 ns/run (as measured; net of the floor)",
-                    f"{lo:.0f}–{hi:.0f} ns; net {lo - floor:.0f}–{hi - floor:.0f} ns "
-                    f"(floor {floor:.0f} ns)", hi - floor <= 40))
-    if others:
-        lo, hi = min(others.values()), max(others.values())
-        out.append(("stateful programs ≤ 100 ns/run (as measured; net of the floor)",
-                    f"{lo:.0f}–{hi:.0f} ns; net {lo - floor:.0f}–{hi - floor:.0f} ns",
-                    hi - floor <= 100))
+
+    def net(program: str, value: float) -> float:
+        """ns/run less the floor arm's empty program on the same hook (dispatch
+        costs differ by hook: 65-80 ns here), or their median."""
+        return value - floor_ns.get(hook_floor(program), floor)
+
+    for title, group, limit in (("counter programs ≤ 40 ns/run", counters, 40),
+                                ("stateful programs ≤ 100 ns/run", others, 100)):
+        if group:
+            nets = [net(k, v) for k, v in group.items()]
+            out.append((f"{title} (as measured; net of the floor on the same hook)",
+                        f"{min(group.values()):.0f}–{max(group.values()):.0f} ns; net "
+                        f"{min(nets):.0f}–{max(nets):.0f} ns (floor {min(floor_ns.values()):.0f}–"
+                        f"{max(floor_ns.values()):.0f} ns)", max(nets) <= limit))
     # Each pyprobe program against every peer program on the same hook.
     peers = [
         (every, "tcpstates: on_raw_tp", "tcpstates-bpfcc", "tracepoint__sock__inet_sock_set_state"),

@@ -108,10 +108,12 @@ static __always_inline u32 front_index(u64 key, u32 slots)
 
 static __always_inline int front_claim(u64 *held, u64 key)
 {
+	if (!key)
+		return 0; /* 0 marks a free slot: napi's backlog (no device) is key 0 */
 	u64 now = *held;
 	if (now == key)
 		return 1;
-	if (now || !key)
+	if (now)
 		return 0;
 	now = __sync_val_compare_and_swap(held, 0, key);
 	return now == 0 || now == key; /* another CPU may have claimed it for the same key */

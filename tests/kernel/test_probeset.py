@@ -262,6 +262,19 @@ def test_napi_polls_and_packets_equal_what_the_device_received(pair, env):
     assert h["count"] == polls and h["sum"] == packets
 
 
+def test_napi_counts_the_backlog_which_has_no_device(pair, env):
+    # Loopback delivers through each CPU's backlog NAPI, which has no device:
+    # its key is all zeros, which no front slot may take (0 marks a free one).
+    probe = registry.create("napi", env=env)
+    with probe:
+        probe.attach()
+        before = value(probe, "napi_packets_total", device="backlog")
+        lab.udp_blast(pair.path(pair.a), "127.0.0.1", 7401, 200)
+        time.sleep(0.1)
+        packets = value(probe, "napi_packets_total", device="backlog") - before
+    assert packets >= 200
+
+
 # -- netdev -------------------------------------------------------------------------------
 @pytest.mark.parametrize("front", [64, 1])
 def test_netdev_packets_and_bytes_equal_device_statistics(pair, env, front, monkeypatch):

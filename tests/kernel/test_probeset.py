@@ -5,6 +5,7 @@ sock_diag and ss, /proc/net/icmp)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import socket
@@ -273,6 +274,39 @@ def test_napi_counts_the_backlog_which_has_no_device(pair, env):
         time.sleep(0.1)
         packets = value(probe, "napi_packets_total", device="backlog") - before
     assert packets >= 200
+
+
+@pytest.mark.parametrize("name", ["netdev", "napi", "tcpretrans"])
+def test_fronts_count_what_the_hash_alone_counts(pair, env, name, monkeypatch):
+    # The same probe twice, with its front slots and without, on the same
+    # traffic: the same series with the same values.
+    sh(pair.b, f"ethtool -K {pair.dev_b} gro on")
+    sh(pair.a, f"ethtool -K {pair.dev_a} tso off")
+    fronted = [m.name for m in registry.manifests()[name].maps if m.front]
+    with contextlib.ExitStack() as stack:
+        probes = []
+        for slots in (64, 0):  # the sizes are read when the program is built
+            sizes = ",".join(f"{name}.{m}_front={slots}" for m in fronted)
+            monkeypatch.setenv("PYPROBE_MAP_ENTRIES", sizes)
+            probe = stack.enter_context(registry.create(name, env=env))
+            probe.attach()
+            probes.append(probe)
+        srv = lab.Server(pair.path(pair.b), pair.addr_b, 7450)
+        lab.churn(pair.path(pair.a), pair.addr_b, 7450, 50)
+        lab.udp_blast(pair.path(pair.a), pair.addr_b, 7451, 100, size=1200)
+        assert lab.refused(pair.path(pair.a), pair.addr_b, 9, 10) == 10
+        srv.stop()
+        time.sleep(0.2)
+        ours = {str(pair.inode(pair.a)), str(pair.inode(pair.b))}
+        seen = [
+            sorted(json.dumps(r, sort_keys=True) for r in probe.rows() if r.get("netns") in ours)
+            for probe in probes
+        ]
+        held = [fronts.held_keys(probes[0]._attached().read_counts(f"{m}_fkeys")) for m in fronted]
+        with pytest.raises(KeyError):
+            probes[1]._attached().read_counts(f"{fronted[0]}_fkeys")
+    assert any(held)  # the first counted in its front
+    assert seen[0] and seen[0] == seen[1]
 
 
 # -- netdev -------------------------------------------------------------------------------

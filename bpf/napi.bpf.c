@@ -27,8 +27,8 @@ BPF_TABLE("percpu_hash", struct dev_key, struct napi_val, napi, MAX_napi);
 #ifdef FRONT_napi
 /* The devices polled most, without the hash (pyprobe_bpf.h). */
 _Static_assert(sizeof(struct dev_key) == 8, "a front's key is 8 bytes");
-BPF_ARRAY(napi_fkeys, struct dev_key, FRONT_napi);
-BPF_PERCPU_ARRAY(napi_front, struct napi_val, FRONT_napi);
+BPF_ARRAY(napi_fkeys, struct dev_key, FRONT_napi + 1);
+BPF_PERCPU_ARRAY(napi_front, struct napi_val, FRONT_napi + 1);
 #endif
 
 static __always_inline struct napi_val *napi_of(struct dev_key *k)

@@ -40,8 +40,8 @@ BPF_ARRAY(zero_dev, struct dev_val, 1);
 #ifdef FRONT_devices
 /* The devices most packets go through, without the hash (pyprobe_bpf.h). */
 _Static_assert(sizeof(struct dev_key) == 8, "a front's key is 8 bytes");
-BPF_ARRAY(devices_fkeys, struct dev_key, FRONT_devices);
-BPF_PERCPU_ARRAY(devices_front, struct dev_val, FRONT_devices);
+BPF_ARRAY(devices_fkeys, struct dev_key, FRONT_devices + 1);
+BPF_PERCPU_ARRAY(devices_front, struct dev_val, FRONT_devices + 1);
 #endif
 
 static __always_inline struct dev_val *dev_of(const void *dev, struct dev_key *k)

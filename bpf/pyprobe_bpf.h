@@ -101,15 +101,20 @@ static __always_inline u64 front_key(const void *k)
 	return key;
 }
 
+/* Key 0 (napi's per-CPU backlog has no device, so no namespace or ifindex)
+ * cannot claim a slot, as 0 marks a free one: it has its own, one past the
+ * others (the arrays hold slots + 1), never claimed. */
 static __always_inline u32 front_index(u64 key, u32 slots)
 {
+	if (!key)
+		return slots;
 	return (u32)((key * 0x9E3779B97F4A7C15ull) >> 32) & (slots - 1);
 }
 
 static __always_inline int front_claim(u64 *held, u64 key)
 {
 	if (!key)
-		return 0; /* 0 marks a free slot: napi's backlog (no device) is key 0 */
+		return 1; /* its own slot (front_index) */
 	u64 now = *held;
 	if (now == key)
 		return 1;

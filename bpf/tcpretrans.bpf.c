@@ -38,16 +38,16 @@ BPF_TABLE("percpu_hash", struct ns_state, u64, resets_received, MAX_resets_recei
 _Static_assert(sizeof(struct ns_state) == 8 && sizeof(struct ns_state_reason) == 8,
 	       "a front's key is 8 bytes");
 #ifdef FRONT_retransmits
-BPF_ARRAY(retransmits_fkeys, struct ns_state, FRONT_retransmits);
-BPF_PERCPU_ARRAY(retransmits_front, u64, FRONT_retransmits);
+BPF_ARRAY(retransmits_fkeys, struct ns_state, FRONT_retransmits + 1);
+BPF_PERCPU_ARRAY(retransmits_front, u64, FRONT_retransmits + 1);
 #endif
 #ifdef FRONT_resets_sent
-BPF_ARRAY(resets_sent_fkeys, struct ns_state_reason, FRONT_resets_sent);
-BPF_PERCPU_ARRAY(resets_sent_front, u64, FRONT_resets_sent);
+BPF_ARRAY(resets_sent_fkeys, struct ns_state_reason, FRONT_resets_sent + 1);
+BPF_PERCPU_ARRAY(resets_sent_front, u64, FRONT_resets_sent + 1);
 #endif
 #ifdef FRONT_resets_received
-BPF_ARRAY(resets_received_fkeys, struct ns_state, FRONT_resets_received);
-BPF_PERCPU_ARRAY(resets_received_front, u64, FRONT_resets_received);
+BPF_ARRAY(resets_received_fkeys, struct ns_state, FRONT_resets_received + 1);
+BPF_PERCPU_ARRAY(resets_received_front, u64, FRONT_resets_received + 1);
 #endif
 
 static __always_inline u64 *retransmits_of(struct ns_state *k)

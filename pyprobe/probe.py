@@ -128,7 +128,8 @@ class Probe:
         # label values decoded within one reading, by the key fields they come from
         self._decoded: dict[tuple, tuple[str, ...]] = {}
         self._stale: dict[tuple[int, int], int] = {}  # (netns, ifindex) -> collections gone
-        self._fronted = {m.name for m in manifest.maps if m.front}  # until a read finds none
+        # map -> slots of its front, as the program was built (cflags)
+        self._fronts: dict[str, int] = {}
 
     @property
     def name(self) -> str:
@@ -175,7 +176,6 @@ class Probe:
         """Take a loaded program as this probe's (see load_request)."""
         self.program = program
         self.streaming = stream
-        self._fronted = {m.name for m in self.manifest.maps if m.front}
         if stream and self.manifest.event:
             ring = self.manifest.event.ringbuf
             rows = getattr(program, "open_ringbuf_rows", None)
@@ -191,11 +191,13 @@ class Probe:
         struct offsets, map sizes and ids, namespace ids, the stream."""
         flags = list(choice.offsets.cflags)
         sizes = map_entries(self.manifest)
+        self._fronts = {}
         for index, spec in enumerate(self.manifest.maps):
             flags += [f"-DMAX_{spec.name}={sizes[spec.name]}", f"-DMAP_ID_{spec.name}={index}"]
             slots = sizes.get(f"{spec.name}_front", 0)
             if slots and bpf_atomics(self.env.release):
                 flags.append(f"-DFRONT_{spec.name}={slots}")
+                self._fronts[spec.name] = slots
         if any(f.startswith("-DOFF_NET_COOKIE=") for f in flags) and netns_cookies():
             flags.append("-DNET_ID_COOKIE")  # keys name namespaces by cookie, see pyprobe_bpf.h
             self.decoders.cookie_ids = True
@@ -381,16 +383,18 @@ class Probe:
         return counts
 
     def _front_slots(self, map_name: str) -> dict[int, tuple[int, ...]]:
-        """slot -> key of a map's front slots that are taken; {} without a
-        front (none in the manifest, or the program was built without)."""
-        if map_name not in self._fronted:
+        """slot -> key of a map's front slots in use: those taken, and key 0's
+        own, one past them (pyprobe_bpf.h); {} without a front."""
+        slots = self._fronts.get(map_name, 0)
+        if not slots:
             return {}
+        program = self._attached()
         try:
-            held = self._attached().read_counts(f"{map_name}_fkeys")
-        except KeyError:
-            self._fronted.discard(map_name)
+            taken = fronts.held_keys(program.read_counts(f"{map_name}_fkeys"))
+        except KeyError:  # not in this program (a fake loader's)
+            del self._fronts[map_name]
             return {}
-        return fronts.held_keys(held)
+        return {**taken, slots: (0,) * len(program.key_fields(map_name))}
 
     def _members(self, map_name: str, value: str) -> dict[int, int]:
         """Member index -> array index (-1 for a plain member) of a value

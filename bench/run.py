@@ -576,7 +576,11 @@ def targets(r: dict) -> list[tuple[str, str, bool]]:
         return med([v / b for v in vals]) if vals and b else float("nan")
 
     def ns(arm: str) -> dict[str, float]:
-        return {p: med([s[0] for s in v]) for p, v in arms[arm]["programs"].items()}
+        """ns/run of the arm's programs that ran at least 1,000 times a second:
+        one that ran a handful of times (drops, on a drop or two) shows only
+        its cold caches."""
+        return {p: med([s[0] for s in v]) for p, v in arms[arm]["programs"].items()
+                if med([s[1] for s in v]) >= 1000}
 
     out = []
     core, every = "pyprobe exporter, core probes", "pyprobe exporter, every probe"

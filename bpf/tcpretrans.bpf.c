@@ -53,9 +53,10 @@ BPF_PERCPU_ARRAY(resets_received_front, u64, FRONT_resets_received + 1);
 static __always_inline u64 *retransmits_of(struct ns_state *k)
 {
 #ifdef FRONT_retransmits
-	u32 slot = front_index(front_key(k), FRONT_retransmits);
+	u64 key = front_key(k);
+	u32 slot = front_index(key, FRONT_retransmits);
 	struct ns_state *held = retransmits_fkeys.lookup(&slot);
-	if (held && front_claim((u64 *)held, front_key(k))) {
+	if (held && front_claim((u64 *)held, key)) {
 		u64 *c = retransmits_front.lookup(&slot);
 		if (c)
 			return c;
@@ -70,9 +71,10 @@ static __always_inline u64 *retransmits_of(struct ns_state *k)
 static __always_inline u64 *resets_sent_of(struct ns_state_reason *k)
 {
 #ifdef FRONT_resets_sent
-	u32 slot = front_index(front_key(k), FRONT_resets_sent);
+	u64 key = front_key(k);
+	u32 slot = front_index(key, FRONT_resets_sent);
 	struct ns_state_reason *held = resets_sent_fkeys.lookup(&slot);
-	if (held && front_claim((u64 *)held, front_key(k))) {
+	if (held && front_claim((u64 *)held, key)) {
 		u64 *c = resets_sent_front.lookup(&slot);
 		if (c)
 			return c;
@@ -87,9 +89,10 @@ static __always_inline u64 *resets_sent_of(struct ns_state_reason *k)
 static __always_inline u64 *resets_received_of(struct ns_state *k)
 {
 #ifdef FRONT_resets_received
-	u32 slot = front_index(front_key(k), FRONT_resets_received);
+	u64 key = front_key(k);
+	u32 slot = front_index(key, FRONT_resets_received);
 	struct ns_state *held = resets_received_fkeys.lookup(&slot);
-	if (held && front_claim((u64 *)held, front_key(k))) {
+	if (held && front_claim((u64 *)held, key)) {
 		u64 *c = resets_received_front.lookup(&slot);
 		if (c)
 			return c;

@@ -127,6 +127,7 @@ class Probe:
         self._groups: dict[tuple[str, bool], dict[int, list[tuple[tuple, int]]]] | None = None
         # label values decoded within one reading, by the key fields they come from
         self._decoded: dict[tuple, tuple[str, ...]] = {}
+        self._samples: dict[str, list[tuple[tuple[str, ...], float]]] | None = None
         self._stale: dict[tuple[int, int], int] = {}  # (netns, ifindex) -> collections gone
         # map -> slots of its front, as the program was built (cflags)
         self._fronts: dict[str, int] = {}
@@ -444,14 +445,22 @@ class Probe:
         return out
 
     def samples(self, spec: MetricSpec) -> list[tuple[tuple[str, ...], float]]:
-        """(label values, value) for a counter or gauge, series with equal labels summed."""
+        """(label values, value) for a counter or gauge, series with equal labels
+        summed; built once within one_reading() (netdev's and softirqs'
+        histograms take their sums from counters the scrape serves too)."""
+        done = self._samples.get(spec.name) if self._samples is not None else None
+        if done is not None:
+            return done
         merged: dict[tuple[str, ...], float] = {}
         for fields, value in self.raw_series(spec):
             labels = self._labels(spec, fields)
             merged[labels] = merged.get(labels, 0) + (
                 value * spec.scale if spec.scale != 1 else value
             )
-        return sorted(merged.items())
+        out = sorted(merged.items())
+        if self._samples is not None:
+            self._samples[spec.name] = out
+        return out
 
     def histograms(self, spec: MetricSpec) -> list[tuple[tuple[str, ...], list[int], float]]:
         """(label values, count per exp2 bucket, sum) for a histogram metric.
@@ -477,12 +486,12 @@ class Probe:
         if self._reads is not None:  # nested (a subclass's collect around ours)
             yield
             return
-        self._reads, self._groups, self._decoded = {}, {}, {}
+        self._reads, self._groups, self._decoded, self._samples = {}, {}, {}, {}
         try:
             yield
             self._prune(self._reads)
         finally:
-            self._reads = self._groups = None
+            self._reads = self._groups = self._samples = None
 
     def _prune(self, reads: dict[tuple[str, bool], dict]) -> None:
         """Keys of a namespace or device that no longer exists: after

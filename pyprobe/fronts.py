@@ -3,8 +3,8 @@
 The hottest counters (netdev: every packet; napi: every poll) count in a
 direct-mapped per-CPU array when their key holds a slot there, and in the
 per-CPU hash otherwise. Which key holds a slot is in a shared keys array of
-the hash's key type (a struct of 8 bytes). Read back, the two look like one map: key -> value in
-the shape read_counts gives.
+the hash's key type (a struct of 8 bytes). Read back, the two look like one
+map: key -> value in the shape read_counts gives.
 """
 
 from __future__ import annotations

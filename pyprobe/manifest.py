@@ -77,6 +77,14 @@ class Offset:
     optional: bool
 
 
+MAX_FRONT = 4096  # front slots of a map, at most
+
+
+def front_size_ok(slots: int) -> bool:
+    """A front's size: a power of two up to MAX_FRONT (0, none, is the caller's to allow)."""
+    return 0 < slots <= MAX_FRONT and slots & (slots - 1) == 0
+
+
 @dataclass(frozen=True)
 class MapSpec:
     name: str
@@ -227,10 +235,9 @@ def parse(text: str, path: Path, bpf_dir: Path) -> Manifest:
         for m in top.tables("maps")
     )
     for spec in maps:
-        bad_size = not 0 < spec.front <= 4096 or spec.front & (spec.front - 1)
-        if spec.front and (spec.type != "percpu_hash" or bad_size):
+        if spec.front and (spec.type != "percpu_hash" or not front_size_ok(spec.front)):
             raise ManifestError(
-                f"{source}: maps {spec.name}: front is a power of two up to 4096 (slots) "
+                f"{source}: maps {spec.name}: front is a power of two up to {MAX_FRONT} (slots) "
                 "and goes with type percpu_hash only"
             )
     map_names = {m.name for m in maps}

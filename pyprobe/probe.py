@@ -35,7 +35,7 @@ from .forkload import ForkLoader
 from .hooks import Choice, choose, usable_points
 from .kernel import KernelEnv
 from .loader import BccLoader, Loader, LoadRequest, Program, preflight
-from .manifest import CPU_FIELD, Hook, Manifest
+from .manifest import CPU_FIELD, MAX_FRONT, Hook, Manifest, front_size_ok
 from .manifest import Metric as MetricSpec
 
 PREFIX = "pyprobe_"
@@ -84,13 +84,12 @@ def map_entries(manifest: Manifest, override: str | None = None) -> dict[str, in
         if probe != manifest.name:
             continue
         n = int(value) if value.isdigit() else -1
-        power_of_two = 0 < n <= 4096 and (n & (n - 1)) == 0
-        good = (n == 0 or power_of_two) if name in fronts else 0 < n <= 1 << 24
+        good = (n == 0 or front_size_ok(n)) if name in fronts else 0 < n <= 1 << 24
         if name not in sizes or not good:
             raise PyprobeError(
                 f"bad {MAP_ENTRIES_ENV} entry {item!r}: expected {manifest.name}.MAP=N, "
                 f"MAP one of {', '.join(sizes)}, N from 1 to {1 << 24} "
-                "(a front: 0 or a power of two up to 4096)"
+                f"(a front: 0 or a power of two up to {MAX_FRONT})"
             )
         sizes[name] = n
     return sizes

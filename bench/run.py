@@ -518,15 +518,19 @@ def markdown(r: dict) -> str:
     if r.get("startup"):
         st = r["startup"]
         each = lambda k: " / ".join(f"{x:.2f}" for x in st.get(k, ()))  # noqa: E731
+        every = (lambda k: f" (every probe attached: {each(k)} s)" if st.get(k) else "")  # noqa: E731
         installed = (f"the first start after an install (`pyprobe compile`, run by `make setup`, "
-                     f"compiled the programs for this kernel) {each('installed_s')} s; "
-                     if st.get("installed_s") else "")
-        lines += ["", "Start to first data with no socket load (exec to the first /metrics answer): "
-                  f"{installed}compiling every program at start (the program cache off, or a "
-                  f"kernel nothing was compiled for) {each('cold_s')} s; loading the programs an "
-                  f"earlier start kept (a restart) {each('warm_s')} s. "
-                  "The table's column is a start with the programs kept (the arms above ran the "
-                  "exporter before), its first scrape counting that many sockets."]
+                     f"compiled the programs for this kernel) {each('installed_s')} s"
+                     f"{every('installed_all_s')}; " if st.get("installed_s") else "")
+        cold = (f"compiling every program at start (the program cache off, or a kernel nothing "
+                f"was compiled for) {each('cold_s')} s{every('cold_all_s')}; ")
+        warm = (f"loading the programs an earlier start kept (a restart) {each('warm_s')} s"
+                f"{every('warm_all_s')}.")
+        lines += ["", "Start to first data with no socket load (exec to the first /metrics answer "
+                  "with a probe's series: the daemon serves from its first attached probe on "
+                  "while the rest load): " + installed + cold + warm + " The table's column is a "
+                  "start with the programs kept (the arms above ran the exporter before) to its "
+                  "first scrape with every probe attached, counting that many sockets."]
     lines += ["", "## Targets (issue 7), measured in this run", "",
               "| target | measured | met |", "|---|---|---|"]
     for target, measured, ok in targets(r):
@@ -676,15 +680,17 @@ def targets(r: dict) -> list[tuple[str, str, bool]]:
         out.append(("scrape p99 ≤ 50 ms at 100k sockets", f"{p100['p99_ms']:.0f} ms",
                     p100["p99_ms"] <= 50))
     if r.get("startup"):
-        cold, warm = med(r["startup"]["cold_s"]), med(r["startup"]["warm_s"])
-        if r["startup"].get("installed_s"):
-            first = max(r["startup"]["installed_s"])
+        st = r["startup"]
+        cold, warm = max(st["cold_s"]), max(st["warm_s"])
+        every = (lambda k: f" (every probe attached: {max(st[k]):.1f} s)" if st.get(k) else "")  # noqa: E731
+        if st.get("installed_s"):
+            first = max(st["installed_s"])
             out.append(("start to first data ≤ 3 s: first start after install (slowest)",
-                        f"{first:.1f} s", first <= 3))
-        out.append(("start to first data ≤ 3 s: a start that compiles (cache off / new kernel)",
-                    f"{cold:.1f} s", cold <= 3))
-        out.append(("start to first data ≤ 3 s: restart (programs kept)", f"{warm:.1f} s",
-                    warm <= 3))
+                        f"{first:.1f} s{every('installed_all_s')}", first <= 3))
+        out.append(("start to first data ≤ 3 s: a start that compiles (cache off / new kernel; "
+                    "slowest)", f"{cold:.1f} s{every('cold_all_s')}", cold <= 3))
+        out.append(("start to first data ≤ 3 s: restart (programs kept; slowest)",
+                    f"{warm:.1f} s{every('warm_all_s')}", warm <= 3))
     else:
         starts = [s["startup_s"] for s in sc.values()]
         out.append(("start to first data ≤ 3 s", f"{max(starts):.1f} s", max(starts) <= 3))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -67,8 +68,10 @@ def hold(ns_a: str, ns_b: str, addr_b: str, port: int, n: int) -> None:
     sys.stdin.read()
 
 
-def started(env: dict[str, str], port: int) -> float:
-    """Seconds from exec to the first /metrics answer."""
+def started(env: dict[str, str], port: int) -> tuple[float, float]:
+    """Seconds from exec to the first /metrics answer with a probe's data in
+    it (the daemon serves from its first attached probe on), and to every
+    probe attached (its "start-up complete" line)."""
     start = time.monotonic()
     proc = subprocess.Popen(
         [PYPROBE, "export", "--web.listen-address", f"127.0.0.1:{port}"],
@@ -77,11 +80,17 @@ def started(env: dict[str, str], port: int) -> float:
     assert proc.stderr is not None
     while 'msg="listening"' not in (proc.stderr.readline() or 'msg="listening"'):
         pass
-    urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read()
-    took = time.monotonic() - start
+    while not re.search(r"^pyprobe_probe_attached\{.*\} 1\.0$",
+                        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode(),
+                        re.M):
+        time.sleep(0.01)
+    first = time.monotonic() - start
+    while 'msg="start-up complete"' not in (proc.stderr.readline() or 'msg="start-up complete"'):
+        pass
+    complete = time.monotonic() - start
     proc.terminate()
     proc.wait(10)
-    return took
+    return first, complete
 
 
 def startup(runs: int = 3, port: int = 19995) -> dict[str, list[float]]:
@@ -101,7 +110,11 @@ def startup(runs: int = 3, port: int = 19995) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory() as kept:
         started({"PYPROBE_PROGRAM_CACHE": kept}, port)  # compiles, and keeps
         warm = [started({"PYPROBE_PROGRAM_CACHE": kept}, port) for _ in range(runs)]
-    return {"cold_s": cold, "installed_s": first, "warm_s": warm}
+    return {
+        "cold_s": [f for f, _ in cold], "cold_all_s": [c for _, c in cold],
+        "installed_s": [f for f, _ in first], "installed_all_s": [c for _, c in first],
+        "warm_s": [f for f, _ in warm], "warm_all_s": [c for _, c in warm],
+    }
 
 
 def measure(sockets: int, scrapes: int = 40, port: int = 19999) -> dict[str, float]:
@@ -127,7 +140,7 @@ def measure(sockets: int, scrapes: int = 40, port: int = 19999) -> dict[str, flo
             stderr=subprocess.PIPE, text=True,
         )
         assert proc.stderr is not None
-        while 'msg="listening"' not in (proc.stderr.readline() or 'msg="listening"'):
+        while 'msg="start-up complete"' not in (proc.stderr.readline() or 'msg="start-up complete"'):
             pass
         url = f"http://127.0.0.1:{port}/metrics"
         body = urllib.request.urlopen(url).read().decode()

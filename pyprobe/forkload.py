@@ -24,7 +24,7 @@ import pickle
 import selectors
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 
 from . import manifest as manifest_mod
@@ -107,27 +107,38 @@ class ForkLoader:
         return result
 
     def load_many(self, requests: Sequence[LoadRequest]) -> list[RemoteProgram | PyprobeError]:
-        """Each request's program, or the error that kept it from loading.
-        What was compiled before for this kernel loads from the program cache
-        (objcache.py) here, without a child; the rest is compiled."""
-        results: list[RemoteProgram | PyprobeError | None] = [None] * len(requests)
+        """Each request's program, or the error that kept it from loading, in
+        the requests' order (load_each, all of it)."""
+        results = dict(self.load_each(requests))
+        return [results[i] for i in range(len(requests))]
+
+    def load_each(
+        self, requests: Sequence[LoadRequest]
+    ) -> Generator[tuple[int, RemoteProgram | PyprobeError], None, None]:
+        """(index, program or error) for each request, as each is ready: what
+        was compiled before for this kernel first, from the program cache
+        (objcache.py) without a child, then the rest as children finish
+        compiling it. Closing the iterator early ends the children; what they
+        were compiling is dropped with its descriptors."""
         keys: list[str] = [""] * len(requests)  # "": not kept (the cache is off)
+        pending = []
         for i, (source, hook, cflags) in enumerate(requests):
-            if objcache.directory() is None or not objcache.cacheable(hook):
+            kept = None
+            if objcache.directory() is not None and objcache.cacheable(hook):
+                keys[i] = cache_key((source, hook, cflags))
+                kept = objcache.load(keys[i], hook)
+            if kept is None:
+                pending.append(i)
                 continue
-            keys[i] = cache_key((source, hook, cflags))
-            kept = objcache.load(keys[i], hook)
-            if kept is not None:
-                layouts, functions, fds, links = kept
-                results[i] = RemoteProgram(Exported(hook, layouts, functions, links), fds)
-        # Each child gets the next request as soon as it has answered its last:
-        # compile times differ (0.3-1 s), and a fixed round robin left one
-        # child with most of the work.
-        pending = [i for i, r in enumerate(results) if r is None]
+            layouts, functions, fds, links = kept
+            yield i, RemoteProgram(Exported(hook, layouts, functions, links), fds)
         if pending and not self._children:
             self._start(min(self.workers, len(pending)))
         busy: dict[int, int] = {}  # child -> the request it is compiling
 
+        # Each child gets the next request as soon as it has answered its last:
+        # compile times differ (0.3-1 s), and a fixed round robin left one
+        # child with most of the work.
         def hand_out(k: int) -> None:
             if not pending:
                 return
@@ -138,26 +149,33 @@ class ForkLoader:
                 self._children[k][1].send(pickle.dumps(request))
             busy[k] = i
 
-        with selectors.DefaultSelector() as sel:
-            for k, (_pid, sock) in enumerate(self._children):
-                sel.register(sock, selectors.EVENT_READ, k)
-                hand_out(k)
-            while busy:
-                for key, _events in sel.select():
-                    k = key.data
-                    if k not in busy:
-                        continue
-                    i = busy.pop(k)
-                    results[i] = _answer(self._children[k][1], requests[i][0])
-                    if isinstance(results[i], _Died):
-                        sel.unregister(key.fileobj)  # no more work for a dead child
-                    else:
-                        hand_out(k)
-        for i in pending:  # every child died
-            results[i] = _Died(f"{requests[i][0].name}: no compiler process left")
-        if any(isinstance(r, _Died) for r in results):
-            self.close()
-        return [r for r in results if r is not None]
+        died = False
+        try:
+            with selectors.DefaultSelector() as sel:
+                for k, (_pid, sock) in enumerate(self._children):
+                    sel.register(sock, selectors.EVENT_READ, k)
+                    hand_out(k)
+                while busy:
+                    for key, _events in sel.select():
+                        k = key.data
+                        if k not in busy:
+                            continue
+                        i = busy.pop(k)
+                        result = _answer(self._children[k][1], requests[i][0])
+                        if isinstance(result, _Died):
+                            died = True
+                            sel.unregister(key.fileobj)  # no more work for a dead child
+                        else:
+                            hand_out(k)
+                        yield i, result
+            for i in pending:  # every child died
+                died = True
+                yield i, _Died(f"{requests[i][0].name}: no compiler process left")
+        finally:
+            if busy:  # the caller stopped early: what is being compiled is not wanted
+                self.close(kill=True)
+            elif died:
+                self.close()
 
     def _start(self, children: int) -> None:
         me = os.getpid()
@@ -179,11 +197,16 @@ class ForkLoader:
             child.close()
             self._children.append((pid, parent))
 
-    def close(self) -> None:
-        """End the children (their memory goes with them); loaded programs stay."""
+    def close(self, kill: bool = False) -> None:
+        """End the children (their memory goes with them); loaded programs stay.
+        kill: at once, not after what they are compiling (its program, attached
+        in the child only, goes with the child's descriptors)."""
         children, self._children = self._children, []
-        for _pid, sock in children:
+        for pid, sock in children:
             sock.close()  # the child reads EOF and leaves
+            if kill:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         for pid, _sock in children:
             with contextlib.suppress(ChildProcessError):  # reaped already
                 os.waitpid(pid, 0)

@@ -18,7 +18,7 @@ import os
 import re
 import struct
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client.core import (
@@ -607,21 +607,30 @@ def _quantile(buckets: list[int], q: float, scale: float) -> float:
     return 0.0
 
 
-def attach_together(probes: Mapping[str, Probe], loader: ForkLoader) -> dict[str, PyprobeError]:
-    """Load every probe's program in one ForkLoader.load_many (kept ones from
-    the program cache, the rest compiled at once) and adopt each; what kept a
-    probe from attaching, by name. The caller closes the loader."""
-    errors: dict[str, PyprobeError] = {}
+def attach_each(
+    probes: Mapping[str, Probe], loader: ForkLoader
+) -> Generator[tuple[str, PyprobeError | None], None, None]:
+    """Load every probe's program in one ForkLoader.load_each (kept ones from
+    the program cache, the rest compiled at once) and adopt each as it is
+    ready: (name, None) once a probe is attached, (name, error) for one that
+    cannot be. The caller closes the loader."""
     requests: dict[str, LoadRequest] = {}
     for name, probe in probes.items():
         try:
             requests[name] = probe.load_request()
         except PyprobeError as e:
-            errors[name] = e
-    results = loader.load_many(list(requests.values()))
-    for name, result in zip(requests, results, strict=True):
-        if isinstance(result, PyprobeError):
-            errors[name] = result
-        else:
-            probes[name].adopt(result)
-    return errors
+            yield name, e
+    names = list(requests)
+    # closed with this generator: a caller that stops early stops the compiling
+    with contextlib.closing(loader.load_each(list(requests.values()))) as results:
+        for i, result in results:
+            if isinstance(result, PyprobeError):
+                yield names[i], result
+            else:
+                probes[names[i]].adopt(result)
+                yield names[i], None
+
+
+def attach_together(probes: Mapping[str, Probe], loader: ForkLoader) -> dict[str, PyprobeError]:
+    """attach_each, all of it: what kept a probe from attaching, by name."""
+    return {name: e for name, e in attach_each(probes, loader) if e is not None}

@@ -36,7 +36,13 @@ def free_port() -> int:
 
 
 class Exporter:
-    def __init__(self, *args: str, env: dict | None = None, prefix: list[str] | None = None):
+    def __init__(
+        self,
+        *args: str,
+        env: dict | None = None,
+        prefix: list[str] | None = None,
+        until: str = 'msg="start-up complete"',  # serving, every probe attached or failed
+    ):
         self.port = free_port()
         self.args = ["--web.listen-address", f"127.0.0.1:{self.port}", *args]
         self.proc = subprocess.Popen(
@@ -53,7 +59,7 @@ class Exporter:
             if not line:
                 break
             self.log.append(line)
-            if 'msg="listening"' in line:
+            if until in line:
                 # keep reading: a full stderr pipe would block the daemon's logging
                 threading.Thread(target=self._drain, daemon=True).start()
                 return

@@ -34,6 +34,7 @@ class ProbeState:
     name: str
     probe: Probe | None
     error: str = ""
+    loading: bool = True  # still being compiled or loaded: no series yet
     last: ScrapeResult = field(default_factory=ScrapeResult)
 
     @property
@@ -124,6 +125,8 @@ class SelfCollector:
         )
         stats = self.stats_on or bpfstats.stats_enabled()
         for name, state in sorted(self.states.items()):
+            if state.loading:
+                continue  # neither attached nor failed yet (the daemon serves early)
             probe = state.probe
             hook = probe.hook_label if probe is not None and state.attached else ""
             attached.add_metric([name, hook], 1 if state.attached else 0)

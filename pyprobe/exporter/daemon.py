@@ -23,7 +23,7 @@ from ..errors import PyprobeError
 from ..forkload import ForkLoader
 from ..kernel import KernelEnv
 from ..loader import preflight, release_compiler_memory
-from ..probe import attach_together
+from ..probe import attach_each
 from . import bpfstats, privileges, webconfig
 from .caps import LabelCaps
 from .collectors import ProbeCollector, ProbeState, SelfCollector
@@ -101,31 +101,32 @@ def run(opts: Options, env: KernelEnv) -> None:
     thread: threading.Thread | None = None
     # bcc, clang and LLVM live in a child for the attach phase only (forkload.py)
     loader = ForkLoader()
+    # Serve from the first attached probe on while the rest compile (a start
+    # with nothing in the program cache takes ~3 s for all seven), unless a
+    # failure must stop the daemon before it serves (--strict), or it is to
+    # serve only once it holds no privilege.
+    early = not opts.strict and user is None
+    serving = False
+
+    def serve() -> None:
+        nonlocal thread
+        thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+        thread.start()
+        log.info(
+            'msg="listening" address=%s://%s:%d probes=%d/%d',
+            "https" if config.tls else "http",
+            host,
+            server.server_address[1],
+            sum(s.attached for s in states.values()),
+            len(states),
+        )
+
     try:
         with _signals(stop, reload):
             # 3. the probes
             caps = LabelCaps(opts.label_caps)
             probes = {n: probes_registry.create(n, env=env, loader=loader) for n in names}
             states.update({name: ProbeState(name, probe) for name, probe in probes.items()})
-            # Compiled two at a time (one child per CPU, at most 2), then adopted.
-            errors = attach_together(probes, loader)
-            loader.close()
-            for name, error in errors.items():
-                states[name].error = str(error)
-            for name, state in states.items():
-                if state.attached:
-                    log.info('msg="probe attached" probe=%s hook=%s', name, probes[name].hook_label)
-                else:
-                    log.warning('msg="probe not attached" probe=%s error="%s"', name, state.error)
-                registry.register(ProbeCollector(state, caps))
-            failed = [state.error for state in states.values() if not state.attached]
-            if opts.strict and failed:
-                raise PyprobeError(failed[0])
-            if stop.is_set():
-                return
-            if not any(state.attached for state in states.values()):
-                reasons = "; ".join(f"{n}: {st.error}" for n, st in states.items())
-                raise PyprobeError(f"no probe could attach: {reasons}")
             self_collector = SelfCollector(states, caps, reload_state)
             if opts.bpf_stats:
                 try:
@@ -134,9 +135,39 @@ def run(opts: Options, env: KernelEnv) -> None:
                 except OSError as e:
                     log.warning('msg="cannot enable BPF run-time stats" error="%s"', e.strerror)
             registry.register(self_collector)
-            # One collection before serving: symbol tables and name caches are
-            # loaded now, not during the first scrape.
-            list(registry.collect())
+            # Kept programs first, then compiled two at a time (one child per
+            # CPU, at most 2); each probe is adopted and served as it comes.
+            with contextlib.closing(attach_each(probes, loader)) as attached:
+                for name, error in attached:
+                    state = states[name]
+                    collector = ProbeCollector(state, caps)
+                    if error is None:
+                        hook = probes[name].hook_label
+                        log.info('msg="probe attached" probe=%s hook=%s', name, hook)
+                    else:
+                        state.error = str(error)
+                        log.warning('msg="probe not attached" probe=%s error="%s"', name, error)
+                    # Between scrapes: the probes share name caches and netlink.
+                    with server.scrape_lock:
+                        # One collection before it is served: symbol tables and
+                        # name caches are loaded now, not during a scrape.
+                        list(collector.collect())
+                        registry.register(collector)
+                        state.loading = False
+                    if stop.is_set():
+                        return
+                    if early and not serving and state.attached:
+                        serve()
+                        serving = True
+            loader.close()
+            failed = [state.error for state in states.values() if not state.attached]
+            if opts.strict and failed:
+                raise PyprobeError(failed[0])
+            if stop.is_set():
+                return
+            if not any(state.attached for state in states.values()):
+                reasons = "; ".join(f"{n}: {st.error}" for n, st in states.items())
+                raise PyprobeError(f"no probe could attach: {reasons}")
             env.forget_btf()
             release_compiler_memory()
             # What start-up made (imports, manifests, symbol tables: ~40k
@@ -154,14 +185,10 @@ def run(opts: Options, env: KernelEnv) -> None:
                     user.uid,
                 )
             # 4. serve
-            thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
-            thread.start()
-            scheme = "https" if config.tls else "http"
+            if not serving:
+                serve()
             log.info(
-                'msg="listening" address=%s://%s:%d probes=%d/%d',
-                scheme,
-                host,
-                server.server_address[1],
+                'msg="start-up complete" probes=%d/%d',
                 sum(s.attached for s in states.values()),
                 len(states),
             )

@@ -469,6 +469,35 @@ def test_a_probe_that_cannot_attach_is_reported_and_the_rest_serve():
         assert exp.stop()[0] == 0
 
 
+def test_serves_from_the_first_attached_probe_while_the_rest_compile():
+    """The program cache is off (as in every test): seven programs compile,
+    ~0.3-1 s each, two at a time. The first attached is served at once; the
+    probes still compiling have no series until they attach."""
+    exp = Exporter(until='msg="listening"')
+    try:
+        listening = exp.log[-1]
+        attached = [ln.split("probe=")[1].split()[0] for ln in exp.log if "probe attached" in ln]
+        assert attached and f"probes={len(attached)}/7" in listening, exp.log
+        status, text = get(exp.url())
+        assert status == 200
+        first = attached[0]
+        assert sample(text, "pyprobe_probe_attached", probe=first) == 1
+        served = set(re.findall(r'^pyprobe_probe_attached\{[^}]*probe="(\w+)"', text, re.M))
+        assert first in served and len(served) < 7, served  # the rest: no series, not 0
+        deadline = time.monotonic() + 30
+        while not any("start-up complete" in line for line in exp.log):
+            assert time.monotonic() < deadline and exp.proc.poll() is None, exp.log
+            time.sleep(0.05)
+        assert "probes=7/7" in next(line for line in exp.log if "start-up complete" in line)
+        status, text = get(exp.url())
+        served = set(re.findall(r'^pyprobe_probe_attached\{[^}]*probe="(\w+)"', text, re.M))
+        assert len(served) == 7 and all(
+            sample(text, "pyprobe_probe_attached", probe=p) == 1 for p in served
+        )
+    finally:
+        assert exp.stop()[0] == 0
+
+
 def test_strict_makes_a_probe_that_cannot_attach_fatal():
     before = quiet_prog_count()
     proc = subprocess.run(

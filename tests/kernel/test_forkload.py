@@ -1,17 +1,21 @@
 """ForkLoader.load_many: compiler children take the next request when they
 finish their last, answers come back in request order, a program that does
-not compile is its own error, and a dead child's work goes to the others."""
+not compile is its own error, and a dead child's work goes to the others.
+load_each: answers as each is ready; closed early, it ends the children and
+what they were compiling."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
 from pyprobe import registry
 from pyprobe.errors import PyprobeError
 from pyprobe.forkload import ForkLoader
+from tests.conftest import quiet_prog_count, settled_prog_count
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 
@@ -63,3 +67,35 @@ def test_a_dead_child_leaves_its_work_to_the_other():
         close_all(results)
     finally:
         loader.close()
+
+
+def test_load_each_answers_as_each_is_ready_and_closing_it_ends_the_compiling():
+    before = quiet_prog_count()
+    loader = ForkLoader(workers=1)
+    try:
+        reqs = requests(loader, ["drops", "softirqs", "tcpstates"])
+        each = loader.load_each(reqs)
+        start = time.monotonic()
+        i, first = next(each)
+        took = time.monotonic() - start
+        assert i == 0 and not isinstance(first, PyprobeError), first
+        assert len(loader._children) == 1  # compiling softirqs now
+        assert bpf_prog_count_of(first) >= 1
+        child = loader._children[0][0]
+        start = time.monotonic()
+        each.close()
+        closed_in = time.monotonic() - start
+        assert loader._children == []
+        with pytest.raises(ProcessLookupError):
+            os.kill(child, 0)  # killed and reaped, not left to finish
+        # softirqs was being compiled: a kill does not wait for that (a
+        # compile takes 0.3-1 s here; the first one took `took`)
+        assert closed_in < max(0.2, took / 2), (closed_in, took)
+        first.close()
+        assert settled_prog_count(before) == before  # nothing of the unfinished left
+    finally:
+        loader.close()
+
+
+def bpf_prog_count_of(program) -> int:
+    return len(program.program_fds())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,9 @@ class FakeLoader:
     # as ForkLoader, which the CLI's counting commands use
     def load_many(self, requests: list) -> list[FakeProgram]:
         return [self.load(*r) for r in requests]
+
+    def load_each(self, requests: list) -> Iterator[tuple[int, FakeProgram]]:
+        return enumerate(self.load_many(requests))
 
     def close(self) -> None:
         pass

@@ -31,6 +31,7 @@ import os
 import stat
 import struct
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,12 @@ log = logging.getLogger("pyprobe")
 
 DEFAULT_DIR = Path("/var/cache/pyprobe/programs")
 FORMAT = 1
+# Entries for kernels and pyprobe versions long gone are dropped: one not
+# loaded for this long (a hit touches it), or beyond this many, oldest first.
+# An entry is a few KB; seven are made per kernel and version.
+MAX_AGE_S = 30 * 86400
+MAX_ENTRIES = 256
+_TMP_AGE_S = 3600  # a save that died left its temporary file behind
 _MAP_CREATE = 0
 _LD_IMM64, _PSEUDO_MAP_FD = 0x18, 1
 CACHED_KINDS = ("tp_btf", "raw_tracepoint")
@@ -108,8 +115,34 @@ def save(entry_key: str, bpf: Any, hook: Hook, layouts: list[MapLayout]) -> None
         with os.fdopen(fd, "w") as f:
             json.dump(spec, f)
         os.replace(tmp, where / f"{entry_key}.json")
+        prune(where)
     except (OSError, ValueError, PyprobeError) as e:
         log.debug("program cache: not saved: %s", e)
+
+
+def prune(where: Path, now: float | None = None) -> list[str]:
+    """Drop entries not used for MAX_AGE_S, then the least recently used
+    beyond MAX_ENTRIES, and temporary files a dead save left; their names."""
+    now = time.time() if now is None else now
+    entries, dropped = [], []
+    for path in where.iterdir():
+        try:
+            age = now - path.stat().st_mtime
+        except FileNotFoundError:
+            continue  # another process pruned it
+        if path.name.startswith(".tmp-"):
+            if age > _TMP_AGE_S:
+                dropped.append(path)
+        elif path.suffix == ".json":
+            entries.append((age, path))
+    entries.sort()
+    for rank, (age, path) in enumerate(entries):
+        if age > MAX_AGE_S or rank >= MAX_ENTRIES:
+            dropped.append(path)
+    for path in dropped:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return sorted(path.name for path in dropped)
 
 
 def _spec(bpf: Any, hook: Hook, layouts: list[MapLayout]) -> dict | None:
@@ -203,7 +236,10 @@ def load(entry_key: str, hook: Hook) -> tuple[list[MapLayout], list[str], list[i
         return None
     opened: list[int] = []
     try:
-        return _create(spec, opened)
+        loaded = _create(spec, opened)
+        with contextlib.suppress(OSError):
+            os.utime(path)  # used: the last to be pruned
+        return loaded
     except (OSError, ValueError, KeyError, TypeError, struct.error, PyprobeError) as e:
         for fd in opened:
             with contextlib.suppress(OSError):

@@ -92,6 +92,21 @@ def test_second_load_reuses_the_programs_and_counts_the_same(cache, pair, no_pro
             probe.detach()
 
 
+def test_a_hit_marks_its_entry_used_and_a_save_prunes_stale_ones(cache, no_programs_left):
+    close(load(["softirqs"])[1])
+    (entry,) = cache.glob("*.json")
+    month_ago = time.time() - 40 * 86400
+    os.utime(entry, (month_ago, month_ago))
+    _probes, results, compiled = load(["softirqs"])
+    close(results)
+    assert not compiled and time.time() - entry.stat().st_mtime < 60  # a hit: used now
+    stale = cache / ("0" * 64 + ".json")
+    stale.write_text("{}")
+    os.utime(stale, (month_ago, month_ago))
+    close(load(["drops"])[1])  # compiled and saved: the save prunes
+    assert not stale.exists() and entry.exists() and len(list(cache.glob("*.json"))) == 2
+
+
 def test_an_entry_that_no_longer_loads_is_dropped_and_compiled_again(cache, no_programs_left):
     close(load(["netdev"])[1])
     (entry,) = cache.glob("*.json")

@@ -1,6 +1,6 @@
 """The exporter daemon's life: validate the config, bind the port, attach the
-probes, serve; SIGHUP re-reads the web config (a bad one keeps the old);
-SIGTERM/SIGINT detach everything and exit 0."""
+probes, serving from the first attached one on; SIGHUP re-reads the web
+config (a bad one keeps the old); SIGTERM/SIGINT detach everything and exit 0."""
 
 from __future__ import annotations
 

@@ -22,12 +22,14 @@ from rich.console import Console
 from rich.table import Table
 
 from . import lab, netlink, registry, topology, workloads
+from . import probe as probe_mod
 from .kernel import KernelEnv
 from .probe import Probe
 from .render import TCPSTATE_HEADER, hostport, tcpstate_line, transitions_table
 from .top import TopView
 
 SHOW = 10  # event lines per workload; the rest are counted
+STREAMS = ("tcpstates", "drops", "tcpretrans")  # shown event by event
 
 
 TSO = "tx-tcp*segmentation"  # every TSO flavour (their number grows with kernels)
@@ -101,13 +103,29 @@ class Demo:
                 f"[bold]pyprobe demo[/]: namespaces {h1['netns']} ({h1['addr']}) and "
                 f"{h2['netns']} ({h2['addr']}) joined by a veth pair (`pyprobe lab up`)"
             )
-            for name in registry.names():
-                probe = stack.enter_context(registry.create(name, env=self.env))
-                if probe.available().hook is None:
-                    self.say(f"  {name}: not available here ({probe.available().reason})")
-                    continue
-                probe.attach(stream=name in ("tcpstates", "drops", "tcpretrans"))
-                self.probes[name] = probe
+            # The counting probes load as the exporter's do (from the program
+            # cache `make setup` filled, or compiled two at a time); the
+            # streams are compiled here, in the process that reads them.
+            loader = probe_mod.COUNTING_LOADER()
+            counting: dict[str, Probe] = {}
+            try:
+                for name in registry.names():
+                    stream = name in STREAMS
+                    own = None if stream else loader  # None: bcc, in this process
+                    probe = stack.enter_context(registry.create(name, env=self.env, loader=own))
+                    if probe.available().hook is None:
+                        self.say(f"  {name}: not available here ({probe.available().reason})")
+                        continue
+                    if stream:
+                        probe.attach(stream=True)
+                    else:
+                        counting[name] = probe
+                    self.probes[name] = probe
+                errors = probe_mod.attach_together(counting, loader)  # detached by the stack
+            finally:
+                loader.close()
+            if errors:
+                raise next(iter(errors.values()))
             hooks = ", ".join(f"{n} ({p.hook_label.split(':')[0]})" for n, p in self.probes.items())
             self.say(f"attached in {time.monotonic() - start:.1f}s: {hooks}\n")
             view = TopView({n: p for n, p in self.probes.items() if not p.streaming})

@@ -103,29 +103,30 @@ class Demo:
                 f"[bold]pyprobe demo[/]: namespaces {h1['netns']} ({h1['addr']}) and "
                 f"{h2['netns']} ({h2['addr']}) joined by a veth pair (`pyprobe lab up`)"
             )
-            # The counting probes load as the exporter's do (from the program
-            # cache `make setup` filled, or compiled two at a time); the
-            # streams are compiled here, in the process that reads them.
+            # The counting probes load first, as the exporter's do (from the
+            # program cache `make setup` filled, or compiled two at a time, in
+            # children forked before this process loads a compiler); then the
+            # streams, compiled here, in the process that reads them.
             loader = probe_mod.COUNTING_LOADER()
-            counting: dict[str, Probe] = {}
+            chosen: dict[str, Probe] = {}
             try:
                 for name in registry.names():
-                    stream = name in STREAMS
-                    own = None if stream else loader  # None: bcc, in this process
+                    own = None if name in STREAMS else loader  # None: bcc, in this process
                     probe = stack.enter_context(registry.create(name, env=self.env, loader=own))
                     if probe.available().hook is None:
                         self.say(f"  {name}: not available here ({probe.available().reason})")
                         continue
-                    if stream:
-                        probe.attach(stream=True)
-                    else:
-                        counting[name] = probe
-                    self.probes[name] = probe
+                    chosen[name] = probe
+                counting = {n: p for n, p in chosen.items() if n not in STREAMS}
                 errors = probe_mod.attach_together(counting, loader)  # detached by the stack
             finally:
                 loader.close()
             if errors:
                 raise next(iter(errors.values()))
+            for name, probe in chosen.items():
+                if name in STREAMS:
+                    probe.attach(stream=True)
+            self.probes.update(chosen)
             hooks = ", ".join(f"{n} ({p.hook_label.split(':')[0]})" for n, p in self.probes.items())
             self.say(f"attached in {time.monotonic() - start:.1f}s: {hooks}\n")
             view = TopView({n: p for n, p in self.probes.items() if not p.streaming})

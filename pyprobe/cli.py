@@ -521,6 +521,7 @@ def drops(
                 keep=lambda ev: not probe.is_benign(ev["reason"], ev["location"]),
             )
         return
+    _counts_take_no_stream_options(timestamp, duration, buffer_pages)
 
     def hidden(probe: Any) -> str:
         n = sum(
@@ -572,6 +573,7 @@ def tcpretrans(
         with _attached("tcpretrans", buffer_pages, stream=True) as probe:
             _stream(probe, as_json, timestamp, duration)
         return
+    _counts_take_no_stream_options(timestamp, duration, buffer_pages)
     _counts("tcpretrans", as_json, top, interval, count)
 
 
@@ -744,6 +746,19 @@ def top_cmd(interval: float, count: int | None, only: tuple[str, ...]) -> None:
 def _stream_takes_no_interval(interval: float | None) -> None:
     if interval is not None:
         raise PyprobeError("INTERVAL/COUNT go with counts; use -d/--duration with --stream")
+
+
+def _counts_take_no_stream_options(
+    timestamp: bool, duration: float | None, buffer_pages: int | None
+) -> None:
+    # Silently ignored, -d would leave a count running until Ctrl-C.
+    given = [
+        flag
+        for flag, value in (("-d/--duration", duration), ("-b/--buffer-pages", buffer_pages))
+        if value is not None
+    ] + (["-T/--timestamp"] if timestamp else [])
+    if given:
+        raise PyprobeError(f"{', '.join(given)}: only with --stream (counts take INTERVAL COUNT)")
 
 
 def _stream(

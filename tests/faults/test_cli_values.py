@@ -38,6 +38,8 @@ CASES = [
     ["drops", "-1"],
     ["drops", "--benign", "NOT_A_REASON"],
     ["drops", "--stream", "5"],
+    ["tcpretrans", "-d", "1"],
+    ["drops", "-b", "64", "-T"],
     ["netdev", "1", "-3"],
     ["netdev", "-n", "0"],
     ["queues", "--netns", "../../etc"],

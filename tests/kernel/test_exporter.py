@@ -475,9 +475,11 @@ def test_serves_from_the_first_attached_probe_while_the_rest_compile():
     probes still compiling have no series until they attach."""
     exp = Exporter(until='msg="listening"')
     try:
-        listening = exp.log[-1]
-        attached = [ln.split("probe=")[1].split()[0] for ln in exp.log if "probe attached" in ln]
-        assert attached and f"probes={len(attached)}/7" in listening, exp.log
+        # (the log is read on: another probe may have attached since)
+        at = next(i for i, ln in enumerate(exp.log) if 'msg="listening"' in ln)
+        before = exp.log[:at]
+        attached = [ln.split("probe=")[1].split()[0] for ln in before if "probe attached" in ln]
+        assert attached and f"probes={len(attached)}/7" in exp.log[at], exp.log
         status, text = get(exp.url())
         assert status == 200
         first = attached[0]

@@ -23,8 +23,9 @@ def _bcc_version() -> str:
 
 
 def compiled_ahead(env: KernelEnv) -> tuple[str, str, str]:
-    """Whether the exporter's programs for this kernel are in the program
-    cache (`pyprobe compile`): its first start then loads instead of compiling."""
+    """Whether the programs for this kernel (the exporter's and the streams')
+    are in the program cache (`pyprobe compile`): a first start then loads
+    instead of compiling."""
     where = objcache.directory()
     if where is None:
         return INFO, "programs", "program cache off (PYPROBE_PROGRAM_CACHE): every start compiles"
@@ -32,12 +33,12 @@ def compiled_ahead(env: KernelEnv) -> tuple[str, str, str]:
     kept = sum(o.status == "kept" for o in outcomes.values())
     total = kept + len(missing)  # failures: the probe list below says why
     if kept == total:
-        return OK, "programs", f"all {total} exporter programs compiled for this kernel ({where})"
+        return OK, "programs", f"all {total} programs compiled for this kernel ({where})"
     return (
         INFO,
         "programs",
-        f"{kept} of {total} exporter programs compiled for this kernel: `pyprobe compile` "
-        "(make setup runs it) saves the exporter's first start ~2-3 s of compiling",
+        f"{kept} of {total} programs compiled for this kernel: `pyprobe compile` "
+        "(make setup runs it) saves a first start ~1-3 s of compiling",
     )
 
 

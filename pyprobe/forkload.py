@@ -11,14 +11,16 @@ The child never detaches: it leaves with os._exit, skipping bcc's atexit
 clean-up, whose PERF_EVENT_IOC_DISABLE would switch off the parent's
 tracepoint and kprobe events too.
 
-Streams (the CLI's) load in process: a command's life is short, so the
-compiler's memory does not matter there, and ringbuf.py reads the ring.
+Streams load the same way: the ring buffer's fd comes back with the rest,
+and this process reads it from its mapping (ringbuf.py). (Where that mapping
+cannot be read, non-x86, the CLI loads streams in process: bcc's callback.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import pickle
 import selectors
@@ -28,10 +30,10 @@ from collections.abc import Generator, Sequence
 from pathlib import Path
 
 from . import manifest as manifest_mod
-from . import objcache
+from . import objcache, ringbuf
 from .bpfmaps import Key, MapReader
 from .errors import PyprobeError
-from .loader import BccLoader, Exported, LoadRequest, RingbufCallback, program_text
+from .loader import BccLoader, Exported, LoadRequest, RingbufCallback, RingOwner, program_text
 from .manifest import Hook
 from .paths import bpf_dir, probes_dir
 
@@ -40,18 +42,22 @@ _MAX_FDS = 250  # SCM_MAX_FD is 253
 _MAX_MESSAGE = 1 << 20
 
 
-class RemoteProgram:
-    """A program another process loaded: its maps, functions and links, by fd."""
+class RemoteProgram(RingOwner):
+    """A program another process loaded (or the program cache): its maps, ring
+    buffers, functions and links, by fd."""
 
     def __init__(self, exported: Exported, fds: list[int]) -> None:
         self.hook = exported.hook
         self._fds = fds
-        nmaps, nfuncs = len(exported.maps), len(exported.functions)
+        self._rings = []
+        nmaps, nrings, nfuncs = len(exported.maps), len(exported.rings), len(exported.functions)
         self._readers = {
             layout.name: MapReader(fd, layout)
             for layout, fd in zip(exported.maps, fds[:nmaps], strict=True)
         }
-        self._functions = dict(zip(exported.functions, fds[nmaps : nmaps + nfuncs], strict=True))
+        self._ring_fds = dict(zip(exported.rings, fds[nmaps : nmaps + nrings], strict=True))
+        funcs = fds[nmaps + nrings : nmaps + nrings + nfuncs]
+        self._functions = dict(zip(exported.functions, funcs, strict=True))
 
     def _reader(self, map_name: str) -> MapReader:
         try:
@@ -75,15 +81,28 @@ class RemoteProgram:
         return dict(self._functions)
 
     def map_usage(self, names: list[str]) -> list[tuple[str, int, int]]:
-        return [(n, self._readers[n].count(), self._readers[n].cap) for n in names]
+        # (a map the program keeps for itself, not integers, is not here)
+        readers = [self._readers[n] for n in names if n in self._readers]
+        return [(r.layout.name, r.count(), r.cap) for r in readers]
+
+    def _ring_fd(self, map_name: str) -> int:
+        try:
+            return self._ring_fds[map_name]
+        except KeyError:
+            raise PyprobeError(f"no ring buffer {map_name} in this program") from None
 
     def open_ringbuf(self, map_name: str, callback: RingbufCallback) -> None:
-        raise PyprobeError("streams are read in the process that loaded them")
+        if not ringbuf.available():
+            raise PyprobeError("this machine's ring buffers are read through bcc, in process")
+        self._rings.append(ringbuf.RingReader(self._ring_fd(map_name), callback))
 
     def poll(self, timeout_ms: int) -> None:
-        raise PyprobeError("streams are read in the process that loaded them")
+        if not self._rings:
+            raise PyprobeError("no ring buffer open")
+        self.poll_rings(timeout_ms)
 
     def close(self) -> None:
+        self.close_rings()  # its mappings, before the fd goes
         fds, self._fds = self._fds, []
         for fd in fds:  # the links first would be tidier; the kernel does not mind
             os.close(fd)
@@ -130,8 +149,7 @@ class ForkLoader:
             if kept is None:
                 pending.append(i)
                 continue
-            layouts, functions, fds, links = kept
-            yield i, RemoteProgram(Exported(hook, layouts, functions, links), fds)
+            yield i, RemoteProgram(*kept)
         if pending and not self._children:
             self._start(min(self.workers, len(pending)))
         busy: dict[int, int] = {}  # child -> the request it is compiling
@@ -144,7 +162,7 @@ class ForkLoader:
                 return
             i = pending.pop(0)
             source, hook, cflags = requests[i]
-            request = (str(source), hook, list(cflags), _map_names(source), keys[i])
+            request = (str(source), hook, list(cflags), *_exports(source), keys[i])
             with contextlib.suppress(OSError):  # a child gone: its answer says so
                 self._children[k][1].send(pickle.dumps(request))
             busy[k] = i
@@ -234,16 +252,23 @@ def _answer(sock: socket.socket, source: Path) -> RemoteProgram | PyprobeError:
 def cache_key(request: LoadRequest) -> str:
     """The program cache's key for what a request compiles (objcache.key)."""
     source, hook, cflags = request
-    return objcache.key(program_text(source), hook, list(cflags), _map_names(source))
+    maps, _own, rings = _exports(source)
+    return objcache.key(program_text(source), hook, list(cflags), [*maps, *rings])
 
 
-def _map_names(source: Path) -> list[str]:
-    """The maps a program's manifest declares (paired by stem), their fronts,
-    and the shared map-errors counter."""
+@functools.cache
+def _exports(source: Path) -> tuple[list[str], list[str], list[str]]:
+    """What a program's manifest (paired by stem) declares: its maps with
+    their fronts and the shared map-errors counter; of those, the stream's
+    own (not read when not integers, see BccProgram.export); its ring buffer."""
     stem = source.name.removesuffix(".bpf.c")
     path = probes_dir() / f"{stem}.toml"
-    maps = manifest_mod.load(path, bpf_dir()).maps if path.is_file() else ()
-    return [*(name for m in maps for name in (m.name, *m.front_maps)), "map_errors"]
+    spec = manifest_mod.load(path, bpf_dir()) if path.is_file() else None
+    maps = spec.maps if spec else ()
+    names = [*(name for m in maps for name in (m.name, *m.front_maps)), "map_errors"]
+    own = [m.name for m in maps if m.stream_only]
+    rings = [spec.event.ringbuf] if spec and spec.event else []
+    return names, own, rings
 
 
 def _serve(sock: socket.socket, parent: int) -> None:  # pragma: no cover - runs in the child
@@ -260,14 +285,14 @@ def _serve(sock: socket.socket, parent: int) -> None:  # pragma: no cover - runs
         data = sock.recv(_MAX_MESSAGE)
         if not data:
             return
-        source, hook, cflags, maps, entry = pickle.loads(data)
+        source, hook, cflags, maps, own, rings, entry = pickle.loads(data)
         reply: Exported | str
         fds: Sequence[int] = []
         try:
             program = loader.load(Path(source), hook, cflags)
             kept.append(program)
-            reply, fds = program.export(maps)
-            objcache.save(entry, program.bpf, hook, reply.maps)
+            reply, fds = program.export(maps, own, rings)
+            objcache.save(entry, program.bpf, reply)
         except PyprobeError as e:
             reply = str(e)
         except Exception as e:

@@ -14,7 +14,7 @@ import re
 import struct
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -178,21 +178,61 @@ def layout_of(name: str, table: Any) -> MapLayout | None:
 
 @dataclasses.dataclass
 class Exported:
-    """A loaded program's description, without its fds (see BccProgram.export)."""
+    """A loaded program's description, without its fds (see BccProgram.export):
+    fds come in this order: the maps', the ring buffers', the functions', then
+    the links."""
 
     hook: Hook
     maps: list[MapLayout]
     functions: list[str]
     links: int
+    rings: list[str] = dataclasses.field(default_factory=list)
 
 
-class BccProgram:
+class RingOwner:
+    """Ring buffers read from their mapping (ringbuf.py), for a program that
+    holds their fds; poll_rings() is poll() once one is open."""
+
+    _rings: list[ringbuf.RingReader]
+
+    def _ring_fd(self, map_name: str) -> int:
+        raise NotImplementedError
+
+    def open_ringbuf_rows(
+        self, map_name: str, row: struct.Struct, callback: RowsCallback, fallback: RingbufCallback
+    ) -> bool:
+        """Records of one fixed layout, unpacked a batch at a time (the fast
+        path of a busy stream); records of another size go to fallback.
+        False where the mapping cannot be read (see ringbuf.available)."""
+        if not ringbuf.available():
+            return False
+        self._rings.append(ringbuf.RingReader(self._ring_fd(map_name), fallback, row, callback))
+        return True
+
+    def ring_reader(self) -> ringbuf.RingReader | None:
+        """The ring buffer read from its mapping, when there is one (and only one)."""
+        return self._rings[0] if len(self._rings) == 1 else None
+
+    def poll_rings(self, timeout_ms: int) -> None:
+        # The program wakes us only when a backlog builds up (BPF_RB_NO_WAKEUP
+        # otherwise), so after the wait also take whatever is there.
+        self._rings[0].wait(timeout_ms)
+        for ring in self._rings:
+            ring.consume()
+
+    def close_rings(self) -> None:
+        rings, self._rings = self._rings, []
+        for ring in rings:
+            ring.close()
+
+
+class BccProgram(RingOwner):
     def __init__(self, bpf: Any, hook: Hook) -> None:
         self.bpf = bpf
         self.hook = hook
         self._closed = False
         self._raised: BaseException | None = None
-        self._rings: list[ringbuf.RingReader] = []
+        self._rings = []
         self._readers: dict[str, MapReader | None] = {}
         self._tracing: dict[str, int] = {}  # tp_btf programs we loaded: function -> fd
         self._links: list[int] = []  # and their attachments
@@ -267,11 +307,14 @@ class BccProgram:
             with contextlib.suppress(KeyError):
                 del table[key]
 
-    def export(self, maps: Sequence[str]) -> tuple[Exported, list[int]]:
+    def export(
+        self, maps: Sequence[str], own: Collection[str] = (), rings: Sequence[str] = ()
+    ) -> tuple[Exported, list[int]]:
         """What another process needs to own this program: the layouts of
-        these maps (those it has), and the fds of its maps, programs and
-        attachments, in that order. Sent with SCM_RIGHTS, the fds keep it all
-        in the kernel, attached, after this process is gone."""
+        these maps (those it has; of `own`, the program's own state, those
+        that are integers), its ring buffers, and the fds of its maps, rings,
+        programs and attachments, in that order. Sent with SCM_RIGHTS, the
+        fds keep it all in the kernel, attached, after this process is gone."""
         layouts: list[MapLayout] = []
         fds: list[int] = []
         for name in maps:
@@ -281,9 +324,18 @@ class BccProgram:
                 continue
             layout = layout_of(name, table)
             if layout is None:
+                if name in own:
+                    continue  # e.g. a stream's socket -> owner map: the program's alone
                 raise PyprobeError(f"map {name}: a key or value that is not integers")
             layouts.append(layout)
             fds.append(table.map_fd)
+        ring_names = []
+        for name in rings:
+            try:
+                fds.append(self.bpf[name.encode()].map_fd)
+            except Exception:  # built without its stream
+                continue
+            ring_names.append(name)
         functions = [name.decode() for name in self.bpf.funcs] + list(self._tracing)
         fds += [fn.fd for fn in self.bpf.funcs.values()] + list(self._tracing.values())
         links = [
@@ -292,7 +344,7 @@ class BccProgram:
             *self.bpf.tracepoint_fds.values(),
             *(fd for per_fn in self.bpf.kprobe_fds.values() for fd in per_fn.values()),
         ]
-        return Exported(self.hook, layouts, functions, len(links)), fds + links
+        return Exported(self.hook, layouts, functions, len(links), ring_names), fds + links
 
     def program_fds(self) -> dict[str, int]:
         """function name -> fd of each loaded program (for run-time stats)."""
@@ -341,29 +393,12 @@ class BccProgram:
 
         table.open_ring_buffer(on_event)
 
-    def open_ringbuf_rows(
-        self, map_name: str, row: struct.Struct, callback: RowsCallback, fallback: RingbufCallback
-    ) -> bool:
-        """Records of one fixed layout, unpacked a batch at a time (the fast
-        path of a busy stream); records of another size go to fallback.
-        False where the mapping cannot be read (see ringbuf.available)."""
-        if not ringbuf.available():
-            return False
-        fd = self.bpf[map_name.encode()].map_fd
-        self._rings.append(ringbuf.RingReader(fd, fallback, row, callback))
-        return True
-
-    def ring_reader(self) -> ringbuf.RingReader | None:
-        """The ring buffer read from its mapping, when there is one (and only one)."""
-        return self._rings[0] if len(self._rings) == 1 else None
+    def _ring_fd(self, map_name: str) -> int:
+        return int(self.bpf[map_name.encode()].map_fd)
 
     def poll(self, timeout_ms: int) -> None:
-        # The program wakes us only when a backlog builds up (BPF_RB_NO_WAKEUP
-        # otherwise), so after the wait also take whatever is there.
         if self._rings:
-            self._rings[0].wait(timeout_ms)
-            for ring in self._rings:
-                ring.consume()
+            self.poll_rings(timeout_ms)
             return
         self.bpf.ring_buffer_poll(timeout_ms)
         self._reraise()
@@ -378,8 +413,7 @@ class BccProgram:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            for ring in self._rings:
-                ring.close()
+            self.close_rings()
             for fd in [*self._links, *self._tracing.values()]:
                 os.close(fd)  # the links first: detached, then unloaded
             self._links, self._tracing = [], {}

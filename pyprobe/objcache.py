@@ -12,6 +12,8 @@ a fresh compile; any failure drops the entry and the program is compiled.
 
 Only raw tracepoint hooks (tp_btf and raw_tracepoint points) are kept:
 classic tracepoints and kprobes attach through perf events, left to bcc.
+Streams are kept like the rest: their ring buffer is one more map, created
+anew on a hit, and its fd goes to the process that reads it (ringbuf.py).
 
 The entries are code the kernel will run as root: the directory must be
 owned by us and writable by no one else, and so must each entry, or the
@@ -38,6 +40,7 @@ from typing import Any
 from . import __version__, tpbtf
 from .bpfmaps import MapLayout, _bpf, map_info
 from .errors import PyprobeError
+from .loader import Exported
 from .manifest import Hook
 
 log = logging.getLogger("pyprobe")
@@ -100,14 +103,14 @@ def kept(entry_key: str) -> bool:
 
 
 # -- saving (in the compiler process, with bcc's module at hand) ---------------
-def save(entry_key: str, bpf: Any, hook: Hook, layouts: list[MapLayout]) -> None:
+def save(entry_key: str, bpf: Any, exported: Exported) -> None:
     """Keep a loaded bcc module's programs and maps under entry_key. Silent
     when it cannot: the cache only ever saves time."""
     where = directory()
-    if not entry_key or where is None or not cacheable(hook):
+    if not entry_key or where is None or not cacheable(exported.hook):
         return
     try:
-        spec = _spec(bpf, hook, layouts)
+        spec = _spec(bpf, exported)
         if spec is None:
             return
         _safe_dir(where, create=True)
@@ -145,7 +148,7 @@ def prune(where: Path, now: float | None = None) -> list[str]:
     return sorted(path.name for path in dropped)
 
 
-def _spec(bpf: Any, hook: Hook, layouts: list[MapLayout]) -> dict | None:
+def _spec(bpf: Any, exported: Exported) -> dict | None:
     from bcc.libbcc import lib
 
     lib.bpf_num_tables.restype = ctypes.c_size_t
@@ -163,7 +166,7 @@ def _spec(bpf: Any, hook: Hook, layouts: list[MapLayout]) -> dict | None:
         maps.append({"name": name, **_map_info(fd)})
         by_fd[fd] = name
     programs = []
-    for p in hook.points:
+    for p in exported.hook.points:
         insns = bpf.dump_func(p.function.encode())
         relocs = []
         for i in range(0, len(insns) // 8):
@@ -175,7 +178,7 @@ def _spec(bpf: Any, hook: Hook, layouts: list[MapLayout]) -> dict | None:
         programs.append(
             {
                 "function": p.function,
-                "kind": p.kind or hook.kind,
+                "kind": p.kind or exported.hook.kind,
                 "target": p.target,
                 "btf_id": p.btf_id,
                 "insns": base64.b64encode(insns).decode(),
@@ -185,7 +188,8 @@ def _spec(bpf: Any, hook: Hook, layouts: list[MapLayout]) -> dict | None:
     return {
         "format": FORMAT,
         "maps": maps,
-        "layouts": [dataclasses.asdict(layout) for layout in layouts],
+        "layouts": [dataclasses.asdict(layout) for layout in exported.maps],
+        "rings": exported.rings,
         "programs": programs,
     }
 
@@ -215,10 +219,10 @@ class _CreateAttr(ctypes.Structure):
     ]
 
 
-def load(entry_key: str, hook: Hook) -> tuple[list[MapLayout], list[str], list[int], int] | None:
-    """A kept program, created and attached: (layouts, functions, fds: the
-    layouts' maps, the functions, the links; how many links) — or None (no
-    entry, or one that no longer loads: dropped)."""
+def load(entry_key: str, hook: Hook) -> tuple[Exported, list[int]] | None:
+    """A kept program, created and attached: its description and fds, as
+    BccProgram.export gives them — or None (no entry, or one that no longer
+    loads: dropped)."""
     where = directory()
     if where is None or not cacheable(hook):
         return None
@@ -236,7 +240,7 @@ def load(entry_key: str, hook: Hook) -> tuple[list[MapLayout], list[str], list[i
         return None
     opened: list[int] = []
     try:
-        loaded = _create(spec, opened)
+        loaded = _create(spec, hook, opened)
         with contextlib.suppress(OSError):
             os.utime(path)  # used: the last to be pruned
         return loaded
@@ -250,7 +254,7 @@ def load(entry_key: str, hook: Hook) -> tuple[list[MapLayout], list[str], list[i
         return None
 
 
-def _create(spec: dict, opened: list[int]) -> tuple[list[MapLayout], list[str], list[int], int]:
+def _create(spec: dict, hook: Hook, opened: list[int]) -> tuple[Exported, list[int]]:
     maps: dict[str, int] = {}
     for m in spec["maps"]:
         attr = _CreateAttr(
@@ -285,13 +289,15 @@ def _create(spec: dict, opened: list[int]) -> tuple[list[MapLayout], list[str], 
         )
         for d in spec["layouts"]
     ]
-    exported = [maps[layout.name] for layout in layouts]
+    rings = list(spec.get("rings", []))
+    kept = [maps[layout.name] for layout in layouts] + [maps[name] for name in rings]
     # Maps only the programs use (not read here) live on through the programs.
     for fd in maps.values():
-        if fd not in exported:
+        if fd not in kept:
             os.close(fd)
             opened.remove(fd)
-    return layouts, list(programs), exported + list(programs.values()) + links, len(links)
+    exported = Exported(hook, layouts, list(programs), len(links), rings)
+    return exported, kept + list(programs.values()) + links
 
 
 # -- the directory ---------------------------------------------------------------

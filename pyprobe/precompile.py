@@ -1,5 +1,6 @@
-"""`pyprobe compile`: the exporter's programs compiled for this kernel ahead
-of its first start (`make setup` runs it, as a package's install step would).
+"""`pyprobe compile`: the exporter's programs, and the streams' (`pyprobe
+tcpstates`, `drops --stream`, ...), compiled for this kernel ahead of their
+first start (`make setup` runs it, as a package's install step would).
 
 bcc compiles at load time: ~0.3 s of clang per program however small, seven
 programs on two CPUs, 1.9-3.1 s before the exporter's first data here. A
@@ -35,18 +36,27 @@ class Outcome:
     detail: str = ""
 
 
+STREAM = " (stream)"  # a program's name: the probe's, and this for its stream
+
+
 def survey(
     env: KernelEnv, names: Sequence[str], loader: ForkLoader | None = None
 ) -> tuple[dict[str, Outcome], dict[str, LoadRequest]]:
-    """What the program cache already holds for these probes' exporter
-    programs: an outcome for each probe settled without compiling ("kept",
-    "not kept", "failed"), and the requests of those still to compile."""
+    """What the program cache already holds for these probes' programs (the
+    exporter's, and the stream's as the CLI starts it, unfiltered): an
+    outcome for each program settled without compiling ("kept", "not kept",
+    "failed"), and the requests of those still to compile."""
     outcomes: dict[str, Outcome] = {}
     missing: dict[str, LoadRequest] = {}
-    for name in names:
-        probe = probes_registry.create(name, env=env, loader=loader)
+    jobs = []
+    for probe_name in names:
+        probe = probes_registry.create(probe_name, env=env, loader=loader)
+        jobs.append((probe_name, probe, False))
+        if probe.manifest.event is not None:
+            jobs.append((probe_name + STREAM, probe, True))
+    for name, probe, stream in jobs:
         try:
-            request = probe.load_request()
+            request = probe.load_request(stream=stream)
         except PyprobeError as e:
             outcomes[name] = Outcome(name, "failed", str(e))
             continue
@@ -61,8 +71,8 @@ def survey(
 
 
 def compile_all(env: KernelEnv, names: Sequence[str]) -> list[Outcome]:
-    """Every named probe's exporter program compiled into the program cache,
-    unless it is there already."""
+    """Every named probe's programs compiled into the program cache, unless
+    they are there already."""
     if objcache.directory() is None:
         raise PyprobeError("the program cache is off (PYPROBE_PROGRAM_CACHE): nothing to keep")
     preflight(env)
@@ -84,4 +94,5 @@ def compile_all(env: KernelEnv, names: Sequence[str]) -> list[Outcome]:
             outcomes[name] = Outcome(name, "compiled", f"{label} ({took})")
         else:
             outcomes[name] = Outcome(name, "not kept", f"{label}: loaded, but could not be saved")
-    return [outcomes[n] for n in names]
+    # in the probes' order, each one's stream after it
+    return [outcomes[n] for name in names for n in (name, name + STREAM) if n in outcomes]

@@ -18,7 +18,7 @@ import os
 import re
 import struct
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client.core import (
@@ -608,16 +608,17 @@ def _quantile(buckets: list[int], q: float, scale: float) -> float:
 
 
 def attach_each(
-    probes: Mapping[str, Probe], loader: ForkLoader
+    probes: Mapping[str, Probe], loader: ForkLoader, streams: Collection[str] = ()
 ) -> Generator[tuple[str, PyprobeError | None], None, None]:
     """Load every probe's program in one ForkLoader.load_each (kept ones from
     the program cache, the rest compiled at once) and adopt each as it is
     ready: (name, None) once a probe is attached, (name, error) for one that
-    cannot be. The caller closes the loader."""
+    cannot be. Those named in `streams` are attached streaming. The caller
+    closes the loader."""
     requests: dict[str, LoadRequest] = {}
     for name, probe in probes.items():
         try:
-            requests[name] = probe.load_request()
+            requests[name] = probe.load_request(stream=name in streams)
         except PyprobeError as e:
             yield name, e
     names = list(requests)
@@ -627,10 +628,12 @@ def attach_each(
             if isinstance(result, PyprobeError):
                 yield names[i], result
             else:
-                probes[names[i]].adopt(result)
+                probes[names[i]].adopt(result, stream=names[i] in streams)
                 yield names[i], None
 
 
-def attach_together(probes: Mapping[str, Probe], loader: ForkLoader) -> dict[str, PyprobeError]:
+def attach_together(
+    probes: Mapping[str, Probe], loader: ForkLoader, streams: Collection[str] = ()
+) -> dict[str, PyprobeError]:
     """attach_each, all of it: what kept a probe from attaching, by name."""
-    return {name: e for name, e in attach_each(probes, loader) if e is not None}
+    return {name: e for name, e in attach_each(probes, loader, streams) if e is not None}

@@ -71,13 +71,14 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
   touch "$stamp"
 fi
-# The exporter's programs, compiled for this kernel now (`pyprobe compile`,
-# pyprobe/precompile.py): its first start loads them (~0.6 s) instead of
-# compiling (~2-3 s). Not fatal: whatever is missing compiles at start.
+# The programs (the exporter's, the streams'), compiled for this kernel now
+# (`pyprobe compile`, pyprobe/precompile.py): a first start loads them (the
+# exporter ~0.6 s) instead of compiling (~2-3 s). Not fatal: whatever is
+# missing compiles at start.
 if out=$(.venv/bin/pyprobe compile 2>&1); then
-  log "exporter programs compiled for $KREL: $(grep -c . <<<"$out") probes in the program cache"
+  log "programs compiled for $KREL: $(grep -c . <<<"$out") in the program cache"
 else
-  log "could not compile every exporter program ahead (the exporter compiles at start):"
+  log "could not compile every program ahead (what is missing compiles at start):"
   sed 's/^/setup:   /' <<<"$out" >&2
 fi
 log "ready: $(.venv/bin/pyprobe --version)"

@@ -68,8 +68,10 @@ def library() -> ctypes.CDLL | None:
     lib = None
     try:
         if home is not None:
-            so = home / "native" / name
+            so = home / objcache.NATIVE / name
             lib = ctypes.CDLL(str(so)) if so.exists() or _build(so) else None
+            if lib is not None:
+                os.utime(so)  # used: kept by objcache.prune for another MAX_AGE_S
     except OSError:
         pass  # e.g. the cache not writable (CAP_BPF without root): build it for us alone
     try:

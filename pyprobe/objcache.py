@@ -56,6 +56,7 @@ _TMP_AGE_S = 3600  # a save that died left its temporary file behind
 _MAP_CREATE = 0
 _LD_IMM64, _PSEUDO_MAP_FD = 0x18, 1
 CACHED_KINDS = ("tp_btf", "raw_tracepoint")
+NATIVE = "native"  # compiled formatters (ndjson.py), pruned with the entries
 
 
 def directory() -> Path | None:
@@ -125,18 +126,21 @@ def save(entry_key: str, bpf: Any, exported: Exported) -> None:
 
 def prune(where: Path, now: float | None = None) -> list[str]:
     """Drop entries not used for MAX_AGE_S, then the least recently used
-    beyond MAX_ENTRIES, and temporary files a dead save left; their names."""
+    beyond MAX_ENTRIES, and temporary files a dead save left; the same for
+    the compiled formatters in native/ (ndjson.py: one per source version,
+    touched when loaded); their names (native/ ones with that prefix)."""
     now = time.time() if now is None else now
     entries, dropped = [], []
-    for path in where.iterdir():
+    native = where / NATIVE
+    for path in [*where.iterdir(), *(native.iterdir() if native.is_dir() else ())]:
         try:
             age = now - path.stat().st_mtime
         except FileNotFoundError:
             continue  # another process pruned it
-        if path.name.startswith(".tmp-"):
+        if path.name.startswith((".tmp-", ".tcpstates_ndjson")):  # a save's, a build's
             if age > _TMP_AGE_S:
                 dropped.append(path)
-        elif path.suffix == ".json":
+        elif path.suffix in (".json", ".so"):
             entries.append((age, path))
     entries.sort()
     for rank, (age, path) in enumerate(entries):
@@ -145,7 +149,7 @@ def prune(where: Path, now: float | None = None) -> list[str]:
     for path in dropped:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-    return sorted(path.name for path in dropped)
+    return sorted(str(path.relative_to(where)) for path in dropped)
 
 
 def _spec(bpf: Any, exported: Exported) -> dict | None:

@@ -36,3 +36,17 @@ def test_beyond_max_entries_the_least_recently_used_go(tmp_path, monkeypatch):
     assert objcache.prune(tmp_path, now=NOW) == ["e3.json", "e4.json"]
     assert sorted(p.name for p in tmp_path.glob("*.json")) == ["e0.json", "e1.json", "e2.json"]
     assert objcache.prune(tmp_path, now=NOW) == []  # nothing more to do
+
+
+def test_compiled_formatters_unused_for_a_month_go_too(tmp_path):
+    native = tmp_path / objcache.NATIVE
+    native.mkdir()
+    entry(native, "tcpstates_ndjson-new.so", 1)
+    entry(native, "tcpstates_ndjson-old.so", 31 * DAY)  # an earlier source's
+    entry(native, ".tcpstates_ndjson-new.so.123", 2 * 3600)  # a build that died
+    entry(tmp_path, "fresh.json", 1)
+    assert objcache.prune(tmp_path, now=NOW) == [
+        "native/.tcpstates_ndjson-new.so.123",
+        "native/tcpstates_ndjson-old.so",
+    ]
+    assert [p.name for p in native.iterdir()] == ["tcpstates_ndjson-new.so"]

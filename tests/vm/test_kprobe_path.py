@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from pyprobe import lab, netlink, registry
+from pyprobe.forkload import ForkLoader
 from pyprobe.kernel import KernelEnv
+from pyprobe.probe import attach_together
 
 pytestmark = [
     pytest.mark.vm,
@@ -41,13 +43,20 @@ def run():
     os.environ["PYPROBE_DISABLE_HOOKS"] = "raw_tracepoint,tracepoint"
     env = KernelEnv.detect()
     assert env.kprobes, "this VM's kernel should have kprobes"
-    probes = {name: registry.create(name, env=env) for name in ("tcpstates", "drops")}
+    # Loaded as the CLI loads streams: compiled and attached in a compiler
+    # process, which hands back the kprobes' perf event fds and the ring
+    # buffer's, then exits (forkload.py).
+    loader = ForkLoader()
+    probes = {n: registry.create(n, env=env, loader=loader) for n in ("tcpstates", "drops")}
     hooks = {}
     with lab.VethPair(prefix="vm", net=31) as pair:
         start = time.monotonic()
-        for name, p in probes.items():
-            p.attach(stream=True)
-            hooks[name] = p.hook_label
+        try:
+            errors = attach_together(probes, loader, streams=list(probes))
+        finally:
+            loader.close()  # the children are gone from here on
+        assert not errors, errors
+        hooks = {name: p.hook_label for name, p in probes.items()}
         compile_s = time.monotonic() - start
         srv = lab.Server(pair.path(pair.a), pair.addr_a, 8080)
         done = lab.churn(pair.path(pair.b), pair.addr_a, 8080, N)

@@ -5,6 +5,7 @@ used, the program is compiled instead."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -171,26 +172,13 @@ def test_counting_commands_load_through_the_cache_too(cache, monkeypatch, capsys
     # `pyprobe softirqs` and the like load as the exporter does: compiled once
     # in a compiler process, then from the cache (0.5 s to the first report
     # here instead of ~1 s, and no bcc in the command's own memory).
-    import json as json_
-
-    from pyprobe.cli import main
-
-    starts: list[int] = []
-    real = ForkLoader._start
-    monkeypatch.setattr(ForkLoader, "_start", lambda self, n: starts.append(n) or real(self, n))
-    for _ in range(2):
-        # loopback traffic while it counts: an idle tickless VM may run no
-        # softirq at all in a short interval
-        done = threading.Event()
-        busy = threading.Thread(target=_loopback_traffic, args=(done,))
-        busy.start()
-        try:
-            main(["softirqs", "-j", "0.5", "1"])
-        finally:
-            done.set()
-            busy.join()
-        (line,) = capsys.readouterr().out.splitlines()
-        record = json_.loads(line)
+    # Loopback traffic while it counts: an idle tickless VM may run no softirq
+    # at all in a short interval.
+    argv = ["softirqs", "-j", "0.5", "1"]
+    starts, outputs = _twice(monkeypatch, capsys, argv, _loopback_traffic)
+    for out in outputs:
+        (line,) = out.out.splitlines()
+        record = json.loads(line)
         assert record["probe"] == "softirqs" and record["rows"], record
     assert starts == [1]  # a compiler process the first time only
     assert len(list(cache.glob("*.json"))) == 1
@@ -201,25 +189,11 @@ def test_streams_load_through_the_cache_too(cache, monkeypatch, capsys, no_progr
     # ring buffer comes back by fd with the maps, created anew from the kept
     # program on a hit (0.6 s to the first event instead of ~1.4 here), and
     # the events are the same: this test's own connections, nothing lost.
-    import json as json_
-
-    from pyprobe.cli import main
-
-    starts: list[int] = []
-    real = ForkLoader._start
-    monkeypatch.setattr(ForkLoader, "_start", lambda self, n: starts.append(n) or real(self, n))
-    for _ in range(2):
-        done = threading.Event()
-        ports: list[int] = []  # a new listener each time: some start after the attach
-        busy = threading.Thread(target=_listen_connect_close, args=(done, ports))
-        busy.start()
-        try:
-            main(["tcpstates", "-j", "-d", "1"])
-        finally:
-            done.set()
-            busy.join()
-        captured = capsys.readouterr()
-        events = [json_.loads(line) for line in captured.out.splitlines()]
+    ports: list[int] = []  # a new listener each time: some start after the attach
+    traffic = functools.partial(_listen_connect_close, ports=ports)
+    starts, outputs = _twice(monkeypatch, capsys, ["tcpstates", "-j", "-d", "1"], traffic)
+    for out in outputs:
+        events = [json.loads(line) for line in out.out.splitlines()]
         seen = {
             port: {e["newstate"] for e in events if port in (e["sport"], e["dport"])}
             for port in ports
@@ -228,9 +202,31 @@ def test_streams_load_through_the_cache_too(cache, monkeypatch, capsys, no_progr
         assert len(whole) > 5, (len(ports), seen)
         listen = next(e for e in events if e["newstate"] == "LISTEN" and e["sport"] == whole[0])
         assert listen["owner_known"] and listen["pid"] == os.getpid(), listen
-        assert "lost events: 0" in captured.err, captured.err
+        assert "lost events: 0" in out.err, out.err
     assert starts == [1]  # a compiler process the first time only
     assert len(list(cache.glob("*.json"))) == 1
+
+
+def _twice(monkeypatch, capsys, argv: list[str], traffic) -> tuple[list[int], list]:
+    """Run a command twice, each time under traffic(done) in a thread: the
+    compiler processes started, and each run's captured output."""
+    from pyprobe.cli import main
+
+    starts: list[int] = []
+    real = ForkLoader._start
+    monkeypatch.setattr(ForkLoader, "_start", lambda self, n: starts.append(n) or real(self, n))
+    outputs = []
+    for _ in range(2):
+        done = threading.Event()
+        busy = threading.Thread(target=traffic, args=(done,))
+        busy.start()
+        try:
+            main(argv)
+        finally:
+            done.set()
+            busy.join()
+        outputs.append(capsys.readouterr())
+    return starts, outputs
 
 
 def _listen_connect_close(done: threading.Event, ports: list[int]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from . import __version__, netlink, registry, ringbuf
+from . import __version__, netlink, registry
 from . import probe as probe_mod
 from .errors import PyprobeError
 from .kernel import KernelEnv, mount_tracefs
@@ -273,19 +273,16 @@ def tcpstates(
 def _attached(name: str, buffer_pages: int | None = None, **attach: Any) -> Iterator[Any]:
     # Every command loads like the exporter: through a compiler process and
     # the program cache (forkload.py, objcache.py), so a kept program starts
-    # without clang and bcc's memory never enters this process. A stream's
-    # ring buffer comes back as an fd, read from its mapping; where it cannot
-    # be (ringbuf.available), the stream loads here and bcc reads it.
-    streams_here = attach.get("stream") and not ringbuf.available()
-    loader = None if streams_here else probe_mod.COUNTING_LOADER()
+    # without clang and bcc's memory never enters this process (a stream's
+    # ring buffer comes back as an fd, read here from its mapping).
+    loader = probe_mod.COMMAND_LOADER()
     probe = registry.create(name, env=_env(), loader=loader)
     probe.ring_pages = buffer_pages
     with probe:
         try:
             probe.attach(**attach)
         finally:
-            if loader is not None:
-                loader.close()
+            loader.close()
         yield probe
 
 
@@ -645,20 +642,15 @@ def conn(as_json: bool, top: int, interval: float | None, count: int | None) -> 
     env = _env()
     names = ("tcpretrans", "drops", "tcpstates")
     with ExitStack() as stack:
-        if ringbuf.available():  # as _attached(): the program cache, or compiled in children
-            loader = probe_mod.COUNTING_LOADER()
-            try:
-                probes = {n: stack.enter_context(registry.create(n, env=env, loader=loader))
-                          for n in names}  # fmt: skip
-                errors = probe_mod.attach_together(probes, loader, streams=names)
-            finally:
-                loader.close()
-            if errors:
-                raise next(iter(errors.values()))
-        else:
-            probes = {n: stack.enter_context(registry.create(n, env=env)) for n in names}
-            for probe in probes.values():
-                probe.attach(stream=True)
+        loader = probe_mod.COMMAND_LOADER()  # as _attached(): all three at once
+        try:
+            probes = {n: stack.enter_context(registry.create(n, env=env, loader=loader))
+                      for n in names}  # fmt: skip
+            errors = probe_mod.attach_together(probes, loader, streams=names)
+        finally:
+            loader.close()
+        if errors:
+            raise next(iter(errors.values()))
         print(
             "Joining retransmits, resets and drops per connection... "
             + ("Ctrl-C to end" if interval is None else f"every {interval:g}s"),
@@ -727,7 +719,7 @@ def top_cmd(interval: float, count: int | None, only: tuple[str, ...]) -> None:
         probes = {}
         # Loaded together, like the exporter's: kept programs from the program
         # cache, the rest compiled two at a time (forkload.py).
-        loader = probe_mod.COUNTING_LOADER()
+        loader = probe_mod.COMMAND_LOADER()
         try:
             for name in names:
                 probe = stack.enter_context(registry.create(name, env=env, loader=loader))

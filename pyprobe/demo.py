@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from . import lab, netlink, registry, ringbuf, topology, workloads
+from . import lab, netlink, registry, topology, workloads
 from . import probe as probe_mod
 from .kernel import KernelEnv
 from .probe import Probe
@@ -104,31 +104,23 @@ class Demo:
                 f"{h2['netns']} ({h2['addr']}) joined by a veth pair (`pyprobe lab up`)"
             )
             # Every probe loads as the exporter's do: from the program cache
-            # `make setup` filled, or compiled two at a time in children
-            # forked before this process would load a compiler; a stream's
-            # ring buffer comes back as an fd. (Where a ring cannot be read
-            # from its mapping, streams compile here and bcc reads them.)
-            streams_here = not ringbuf.available()
-            loader = probe_mod.COUNTING_LOADER()
+            # `make setup` filled, or compiled two at a time in children; a
+            # stream's ring buffer comes back as an fd.
+            loader = probe_mod.COMMAND_LOADER()
             chosen: dict[str, Probe] = {}
             try:
                 for name in registry.names():
-                    own = None if streams_here and name in STREAMS else loader  # None: bcc here
-                    probe = stack.enter_context(registry.create(name, env=self.env, loader=own))
+                    probe = stack.enter_context(registry.create(name, env=self.env, loader=loader))
                     if probe.available().hook is None:
                         self.say(f"  {name}: not available here ({probe.available().reason})")
                         continue
                     chosen[name] = probe
-                together = {n: p for n, p in chosen.items() if p.loader is loader}
                 # detached by the stack
-                errors = probe_mod.attach_together(together, loader, streams=STREAMS)
+                errors = probe_mod.attach_together(chosen, loader, streams=STREAMS)
             finally:
                 loader.close()
             if errors:
                 raise next(iter(errors.values()))
-            for name, probe in chosen.items():
-                if name not in together:
-                    probe.attach(stream=True)
             self.probes.update(chosen)
             hooks = ", ".join(f"{n} ({p.hook_label.split(':')[0]})" for n, p in self.probes.items())
             self.say(f"attached in {time.monotonic() - start:.1f}s: {hooks}\n")

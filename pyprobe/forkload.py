@@ -12,8 +12,9 @@ clean-up, whose PERF_EVENT_IOC_DISABLE would switch off the parent's
 tracepoint and kprobe events too.
 
 Streams load the same way: the ring buffer's fd comes back with the rest,
-and this process reads it from its mapping (ringbuf.py). (Where that mapping
-cannot be read, non-x86, the CLI loads streams in process: bcc's callback.)
+and this process reads it from its mapping (ringbuf.py). Where that mapping
+cannot be read (ringbuf.available: not x86), a stream is compiled here
+instead and bcc's callback reads it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,16 @@ from . import manifest as manifest_mod
 from . import objcache, ringbuf
 from .bpfmaps import Key, MapReader
 from .errors import PyprobeError
-from .loader import BccLoader, Exported, LoadRequest, RingbufCallback, RingOwner, program_text
+from .loader import (
+    STREAM_FLAG,
+    BccLoader,
+    Exported,
+    LoadRequest,
+    Program,
+    RingbufCallback,
+    RingOwner,
+    program_text,
+)
 from .manifest import Hook
 from .paths import bpf_dir, probes_dir
 
@@ -92,8 +102,7 @@ class RemoteProgram(RingOwner):
             raise PyprobeError(f"no ring buffer {map_name} in this program") from None
 
     def open_ringbuf(self, map_name: str, callback: RingbufCallback) -> None:
-        if not ringbuf.available():
-            raise PyprobeError("this machine's ring buffers are read through bcc, in process")
+        # (ForkLoader compiles a stream in process where the mapping cannot be read)
         self._rings.append(ringbuf.RingReader(self._ring_fd(map_name), callback))
 
     def poll(self, timeout_ms: int) -> None:
@@ -119,13 +128,13 @@ class ForkLoader:
         self.workers = max(1, workers or min(2, os.cpu_count() or 1))
         self._children: list[tuple[int, socket.socket]] = []
 
-    def load(self, source: Path, hook: Hook, cflags: list[str]) -> RemoteProgram:
+    def load(self, source: Path, hook: Hook, cflags: list[str]) -> Program:
         result = self.load_many([(source, hook, cflags)])[0]
         if isinstance(result, PyprobeError):
             raise result
         return result
 
-    def load_many(self, requests: Sequence[LoadRequest]) -> list[RemoteProgram | PyprobeError]:
+    def load_many(self, requests: Sequence[LoadRequest]) -> list[Program | PyprobeError]:
         """Each request's program, or the error that kept it from loading, in
         the requests' order (load_each, all of it)."""
         results = dict(self.load_each(requests))
@@ -133,7 +142,7 @@ class ForkLoader:
 
     def load_each(
         self, requests: Sequence[LoadRequest]
-    ) -> Generator[tuple[int, RemoteProgram | PyprobeError], None, None]:
+    ) -> Generator[tuple[int, Program | PyprobeError], None, None]:
         """(index, program or error) for each request, as each is ready: what
         was compiled before for this kernel first, from the program cache
         (objcache.py) without a child, then the rest as children finish
@@ -142,6 +151,12 @@ class ForkLoader:
         keys: list[str] = [""] * len(requests)  # "": not kept (the cache is off)
         pending = []
         for i, (source, hook, cflags) in enumerate(requests):
+            if STREAM_FLAG in cflags and not ringbuf.available():
+                try:  # a ring bcc must read: in the process that reads it
+                    yield i, BccLoader().load(source, hook, cflags)
+                except PyprobeError as e:
+                    yield i, e
+                continue
             kept = None
             if objcache.directory() is not None and objcache.cacheable(hook):
                 keys[i] = cache_key((source, hook, cflags))

@@ -41,6 +41,8 @@ class Program(Protocol):
 
 # What a loader is asked: the program's source, the hook, the compile flags.
 LoadRequest = tuple[Path, Hook, list[str]]
+# The flag that builds a program's stream (its ring buffer) in.
+STREAM_FLAG = "-DSTREAM"
 
 
 class Loader(Protocol):

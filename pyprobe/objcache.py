@@ -137,8 +137,8 @@ def prune(where: Path, now: float | None = None) -> list[str]:
             age = now - path.stat().st_mtime
         except FileNotFoundError:
             continue  # another process pruned it
-        if path.name.startswith((".tmp-", ".tcpstates_ndjson")):  # a save's, a build's
-            if age > _TMP_AGE_S:
+        if path.name.startswith(".tmp-") or (path.parent == native and path.name[0] == "."):
+            if age > _TMP_AGE_S:  # a save's temporary, a build's (ndjson._build)
                 dropped.append(path)
         elif path.suffix in (".json", ".so"):
             entries.append((age, path))

@@ -34,7 +34,7 @@ from .errors import PyprobeError
 from .forkload import ForkLoader
 from .hooks import Choice, choose, usable_points
 from .kernel import KernelEnv
-from .loader import BccLoader, Loader, LoadRequest, Program, preflight
+from .loader import STREAM_FLAG, BccLoader, Loader, LoadRequest, Program, preflight
 from .manifest import CPU_FIELD, MAX_FRONT, Hook, Manifest, front_size_ok
 from .manifest import Metric as MetricSpec
 
@@ -43,9 +43,9 @@ STALE_AFTER = 3  # collections that found a namespace or device gone, before its
 SLOT_FIELD = "slot"  # a histogram key's bucket member
 # What a Probe loads with when none is given; unit tests swap in a fake.
 DEFAULT_LOADER: Callable[[], Loader] = BccLoader
-# What the CLI's counting commands load with (no ring buffer to read in this
-# process): a compiler process and the program cache, like the exporter.
-COUNTING_LOADER: Callable[[], ForkLoader] = ForkLoader
+# What the CLI's commands and the demo load with: compiler processes and the
+# program cache, like the exporter (a stream's ring buffer comes back by fd).
+COMMAND_LOADER: Callable[[], ForkLoader] = ForkLoader
 # Ring buffer size for streams, in pages; like bpftrace's BPFTRACE_PERF_RB_PAGES
 # the environment can change the default (a CLI's --buffer-pages wins).
 RINGBUF_PAGES_ENV = "PYPROBE_RINGBUF_PAGES"
@@ -202,7 +202,7 @@ class Probe:
             flags.append("-DNET_ID_COOKIE")  # keys name namespaces by cookie, see pyprobe_bpf.h
             self.decoders.cookie_ids = True
         if stream:
-            flags += ["-DSTREAM", f"-DRINGBUF_PAGES={ringbuf_pages(self.ring_pages)}"]
+            flags += [STREAM_FLAG, f"-DRINGBUF_PAGES={ringbuf_pages(self.ring_pages)}"]
         return flags
 
     def detach(self) -> None:

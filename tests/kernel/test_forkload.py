@@ -99,3 +99,30 @@ def test_load_each_answers_as_each_is_ready_and_closing_it_ends_the_compiling():
 
 def bpf_prog_count_of(program) -> int:
     return len(program.program_fds())
+
+
+def test_where_a_ring_cannot_be_mapped_its_stream_loads_in_process(monkeypatch, no_programs_left):
+    # Not x86 (ringbuf.available): the ring is read through bcc's callback,
+    # so the stream is compiled in this process, and no child is started.
+    import socket
+
+    from pyprobe import ringbuf
+    from pyprobe.loader import BccProgram
+
+    monkeypatch.setattr(ringbuf, "available", lambda: False)
+    monkeypatch.setenv("PYPROBE_PROGRAM_CACHE", "off")
+    loader = ForkLoader()
+    probe = registry.create("tcpstates", loader=loader)
+    try:
+        probe.attach(stream=True)
+        assert not loader._children
+    finally:
+        loader.close()
+    with probe:
+        assert isinstance(probe.program, BccProgram) and probe.program.ring_reader() is None
+        with socket.create_server(("127.0.0.1", 0)) as srv:
+            port = srv.getsockname()[1]
+        events = probe.events(timeout_ms=300)
+        states = [e["newstate"] for e in events if e["sport"] == port]
+        assert states == ["LISTEN", "CLOSE"], events[:5]
+        assert probe.lost() == 0

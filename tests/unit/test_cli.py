@@ -57,7 +57,7 @@ def fake(monkeypatch):
         ],
     )
     monkeypatch.setattr(probe, "DEFAULT_LOADER", lambda: loader)
-    monkeypatch.setattr(probe, "COUNTING_LOADER", lambda: loader)
+    monkeypatch.setattr(probe, "COMMAND_LOADER", lambda: loader)
     monkeypatch.setattr(cli, "_env", lambda: fake_env())
     return loader
 

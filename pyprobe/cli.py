@@ -261,6 +261,9 @@ def tcpstates(
                 "-p/-L/-D/-4/-6 filter the stream; --summary counts everything "
                 "(use --netns to pick a namespace)"
             )
+        _counts_take_no_stream_options(
+            timestamp, duration, buffer_pages, "the stream, not --summary"
+        )
         _tcpstates_summary(netns_inode, as_json, interval, count)
         return
     if interval is not None:
@@ -755,7 +758,7 @@ def _stream_takes_no_interval(interval: float | None) -> None:
 
 
 def _counts_take_no_stream_options(
-    timestamp: bool, duration: float | None, buffer_pages: int | None
+    timestamp: bool, duration: float | None, buffer_pages: int | None, stream: str = "--stream"
 ) -> None:
     # Silently ignored, -d would leave a count running until Ctrl-C.
     given = [
@@ -764,7 +767,7 @@ def _counts_take_no_stream_options(
         if value is not None
     ] + (["-T/--timestamp"] if timestamp else [])
     if given:
-        raise PyprobeError(f"{', '.join(given)}: only with --stream (counts take INTERVAL COUNT)")
+        raise PyprobeError(f"{', '.join(given)}: only with {stream} (counts take INTERVAL COUNT)")
 
 
 def _stream(

@@ -39,6 +39,7 @@ CASES = [
     ["drops", "--benign", "NOT_A_REASON"],
     ["drops", "--stream", "5"],
     ["tcpretrans", "-d", "1"],
+    ["tcpstates", "--summary", "-d", "1"],
     ["drops", "-b", "64", "-T"],
     ["netdev", "1", "-3"],
     ["netdev", "-n", "0"],

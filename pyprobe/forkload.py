@@ -40,7 +40,6 @@ from .loader import (
     Exported,
     LoadRequest,
     Program,
-    RingbufCallback,
     RingOwner,
     program_text,
 )
@@ -100,10 +99,6 @@ class RemoteProgram(RingOwner):
             return self._ring_fds[map_name]
         except KeyError:
             raise PyprobeError(f"no ring buffer {map_name} in this program") from None
-
-    def open_ringbuf(self, map_name: str, callback: RingbufCallback) -> None:
-        # (ForkLoader compiles a stream in process where the mapping cannot be read)
-        self._rings.append(ringbuf.RingReader(self._ring_fd(map_name), callback))
 
     def poll(self, timeout_ms: int) -> None:
         if not self._rings:

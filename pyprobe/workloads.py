@@ -59,7 +59,7 @@ def bulk(h: Hosts, nbytes: int = 20_000_000) -> str:
     finally:
         sink.stop()  # returns once the receiver has read everything
     secs = max(time.monotonic() - start, 1e-3)
-    return f"bulk: {nbytes / 1e6:.0f} MB in {secs:.1f}s ({nbytes * 8 / secs / 1e6:.0f} Mbit/s)"
+    return f"bulk: {nbytes / 1e6:.0f} MB in {secs:.2g} s ({nbytes * 8 / secs / 1e6:.0f} Mbit/s)"
 
 
 def hoard(

@@ -85,7 +85,7 @@ def load(path: str | Path | None) -> WebConfig:
     import yaml
 
     path = Path(path)
-    where = path.name
+    where = str(path)  # as the user gave it: a bare name is ambiguous among several configs
     try:
         doc = yaml.safe_load(path.read_text())
     except OSError as e:

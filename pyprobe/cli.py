@@ -95,7 +95,7 @@ def _run(argv: list[str] | None) -> None:
     except click.exceptions.Abort:
         sys.exit(130)
     except click.ClickException as e:
-        _fail(e.format_message() + f" (see pyprobe {_subcommand(argv)}--help)", 2)
+        _fail(e.format_message() + f" (see {_help_for(e, argv)})", 2)
     except KeyboardInterrupt:
         sys.exit(130)
     except Terminated:
@@ -109,10 +109,15 @@ def _run(argv: list[str] | None) -> None:
         sys.exit(0)
 
 
-def _subcommand(argv: list[str] | None) -> str:
+def _help_for(e: click.ClickException, argv: list[str] | None) -> str:
+    """The help of the command that refused the input: `pyprobe lab up
+    --help`, not the group's, for `pyprobe lab up bridge`."""
+    ctx = getattr(e, "ctx", None)  # usage errors know their command
+    if ctx is not None:
+        return f"{ctx.command_path} --help"
     args = argv if argv is not None else sys.argv[1:]
     first = next((a for a in args if not a.startswith("-")), None)
-    return f"{first} " if first in cli.commands else ""
+    return f"pyprobe {first} --help" if first in cli.commands else "pyprobe --help"
 
 
 def _fail(message: str, code: int) -> None:

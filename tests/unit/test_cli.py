@@ -149,6 +149,20 @@ def test_bad_input_is_one_line_exit_2(fake, capsys, argv, message):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["lab", "up", "bridge"], "(see pyprobe lab up --help)"),
+        (["tcpstates", "-L", "x"], "(see pyprobe tcpstates --help)"),
+        (["lab", "nope"], "(see pyprobe lab --help)"),
+        (["--bogus"], "(see pyprobe --help)"),
+    ],
+)
+def test_a_usage_error_points_at_the_refusing_commands_help(fake, capsys, argv, hint):
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and err.rstrip().endswith(hint)
+
+
 def test_list_one_line_per_probe(fake, capsys):
     code, out, _ = run(capsys, "list")
     assert code == 0

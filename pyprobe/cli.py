@@ -954,10 +954,19 @@ def lab_traffic(workloads: tuple[str, ...], connections: int) -> None:
     from .workloads import WORKLOADS, Hosts
 
     hosts = Hosts.from_lab()
+    failed = 0
     for name in workloads or tuple(WORKLOADS):
         fn = WORKLOADS[name]
         kwargs = {"n": connections} if name in ("churn", "refused", "firewall") else {}
-        click.echo(fn(hosts, **kwargs))
+        try:
+            click.echo(fn(hosts, **kwargs))
+        except OSError as e:
+            # The lab's own doing (--loss, --rate) or a lab taken down meanwhile:
+            # say which workload and why, and run the others.
+            failed += 1
+            click.echo(f"{name}: failed: {e.strerror or e}", err=True)
+    if failed:
+        sys.exit(1)
 
 
 @cli.command()

@@ -11,6 +11,7 @@ import functools
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,38 +103,80 @@ def _configure(dev: str, addr: str) -> None:
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
 
 
-class Server:
+class _Serving:
+    """A listening socket served by a thread in a namespace. Start-up waits
+    until it listens, or raises OSError saying why not (the namespace is
+    gone, the port is taken) rather than leaving a traceback in the thread
+    and a client that finds nobody. A connection that breaks (timed out,
+    reset: a lab with --loss breaks some) is counted in failed, and the next
+    one is served."""
+
+    def _serve(self, ns_path: str | Path, addr: str, port: int, backlog: int, what: str) -> None:
+        self.failed = 0
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._addr = (addr, port, backlog)
+        entered: list[OSError] = []
+        self._thread = in_netns(ns_path, self._listen, name=f"{what}:{port}", failed=entered)
+        deadline = time.monotonic() + 5
+        while not self._ready.wait(0.05):
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                break
+        why = entered[0] if entered else self._error
+        if why is not None or not self._ready.is_set():
+            raise OSError(f"{what} on {addr}:{port} did not start: {why or 'timed out'}")
+
+    def _listen(self) -> None:
+        addr, port, backlog = self._addr
+        try:
+            srv = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+        except OSError as e:
+            self._error = e
+            self._ready.set()
+            return
+        with srv:
+            try:
+                srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                srv.bind((addr, port))
+                srv.listen(backlog)
+                srv.settimeout(0.05)
+            except OSError as e:
+                self._error = e
+                return
+            finally:
+                self._ready.set()
+            self._loop(srv)
+
+    def _loop(self, srv: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _accept(self, srv: socket.socket) -> socket.socket | None:
+        try:
+            return srv.accept()[0]
+        except TimeoutError:
+            return None  # a chance to see _stop
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+class Server(_Serving):
     """A TCP server in a namespace. close_first="server" closes after replying
     (the server side ends in TIME_WAIT); "client" waits for the client's FIN."""
 
     def __init__(self, ns_path: str | Path, addr: str, port: int, close_first: str = "client"):
         self.addr, self.port, self.close_first = addr, port, close_first
         self.accepted = 0
-        self._ready = threading.Event()
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = in_netns(ns_path, self._run, name=f"server:{port}")
-        if not self._ready.wait(5):
-            raise RuntimeError(f"server on {addr}:{port} did not start: {self._error}")
+        self._serve(ns_path, addr, port, 1024, "server")
 
-    def _run(self) -> None:
-        try:
-            srv = socket.socket(socket.AF_INET6 if ":" in self.addr else socket.AF_INET)
-            srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            srv.bind((self.addr, self.port))
-            srv.listen(1024)
-            srv.settimeout(0.05)
-        except BaseException as e:
-            self._error = e
-            self._ready.set()
-            return
-        self._ready.set()
-        with srv:
-            while not self._stop.is_set():
-                try:
-                    conn, _ = srv.accept()
-                except TimeoutError:
-                    continue
+    def _loop(self, srv: socket.socket) -> None:
+        while not self._stop.is_set():
+            conn = self._accept(srv)
+            if conn is None:
+                continue
+            try:
                 with conn:
                     conn.settimeout(5)
                     conn.recv(1)
@@ -141,61 +184,76 @@ class Server:
                     if self.close_first == "client":
                         while conn.recv(64):
                             pass
-                self.accepted += 1
+            except OSError:
+                self.failed += 1
+                continue
+            self.accepted += 1
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
+def churn(
+    ns_path: str | Path,
+    addr: str,
+    port: int,
+    n: int,
+    close_first: str = "client",
+    failures: list[str] | None = None,
+) -> int:
+    """n request/response connections from a namespace; returns how many
+    completed. A connection that fails raises, unless failures is given: then
+    its reason is added there and the next one starts (a lab with loss)."""
 
-def churn(ns_path: str | Path, addr: str, port: int, n: int, close_first: str = "client") -> int:
-    """n request/response connections from a namespace; returns how many completed."""
-    done = [0]
-
-    def run() -> None:
+    def run() -> int:
+        done = 0
         for _ in range(n):
-            with socket.create_connection((addr, port), timeout=5) as c:
-                c.sendall(b"x")
-                c.recv(1)
-                if close_first == "server":
-                    while c.recv(64):
-                        pass
-            done[0] += 1
+            try:
+                with socket.create_connection((addr, port), timeout=5) as c:
+                    c.sendall(b"x")
+                    if not c.recv(1):
+                        raise ConnectionResetError("closed before the reply")
+                    if close_first == "server":
+                        while c.recv(64):
+                            pass
+            except OSError as e:
+                if failures is None:
+                    raise
+                failures.append(e.strerror or str(e) or type(e).__name__)
+                continue
+            done += 1
+        return done
 
-    in_netns(ns_path, run, name="churn").join()
-    return done[0]
+    return run_in_netns(ns_path, run)
 
 
 def refused(ns_path: str | Path, addr: str, port: int, n: int) -> int:
     """n connects to a closed port; returns how many were refused."""
-    count = [0]
 
-    def run() -> None:
+    def run() -> int:
+        count = 0
         for _ in range(n):
             try:
                 socket.create_connection((addr, port), timeout=5).close()
             except ConnectionRefusedError:
-                count[0] += 1
+                count += 1
+            except OSError:  # the SYN or the RST lost (a lab with --loss)
+                pass
+        return count
 
-    in_netns(ns_path, run, name="refused").join()
-    return count[0]
+    return run_in_netns(ns_path, run)
 
 
 def udp_blast(ns_path: str | Path, addr: str, port: int, n: int, size: int = 100) -> int:
     """n datagrams of size bytes from a namespace; returns how many were sent."""
-    sent = [0]
 
-    def run() -> None:
+    def run() -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for _ in range(n):
                 s.sendto(b"u" * size, (addr, port))
-                sent[0] += 1
+        return n
 
-    in_netns(ns_path, run, name="udp").join()
-    return sent[0]
+    return run_in_netns(ns_path, run)
 
 
-class Listener:
+class Listener(_Serving):
     """A TCP listener in a namespace that misbehaves on purpose, to fill queues:
     accept=False never accepts (the accept queue grows); read=False accepts
     and never reads (Recv-Q grows); otherwise it reads everything (a sink)."""
@@ -211,66 +269,61 @@ class Listener:
     ):
         self.received = 0
         self.conns: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._args = (addr, port, backlog, accept, read)
-        self._thread = in_netns(ns_path, self._run, name=f"listener:{port}")
-        if not self._ready.wait(5):
-            raise RuntimeError(f"listener on {addr}:{port} did not start")
+        self._accepting, self._reading = accept, read
+        self._serve(ns_path, addr, port, backlog, "listener")
 
-    def _run(self) -> None:
-        addr, port, backlog, accept, read = self._args
-        srv = socket.socket()
-        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        srv.bind((addr, port))
-        srv.listen(backlog)
-        srv.settimeout(0.05)
-        self._ready.set()
-        with srv:
+    def _loop(self, srv: socket.socket) -> None:
+        try:
             while not self._stop.is_set():
-                if not accept:
+                if not self._accepting:
                     self._stop.wait(0.05)
                     continue
-                try:
-                    conn, _ = srv.accept()
-                except TimeoutError:
+                conn = self._accept(srv)
+                if conn is None:
                     continue
                 self.conns.append(conn)
-                if read:
+                if self._reading:
                     conn.settimeout(10)
-                    while chunk := conn.recv(65536):
-                        self.received += len(chunk)
-        for c in self.conns:
-            c.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
+                    try:
+                        while chunk := conn.recv(65536):
+                            self.received += len(chunk)
+                    except OSError:
+                        self.failed += 1
+        finally:
+            for c in self.conns:
+                c.close()
 
 
 def send_bytes(ns_path: str | Path, addr: str, port: int, nbytes: int, close: bool = True):
     """Connect from a namespace and send nbytes; returns the socket when close=False."""
-    kept: list[socket.socket] = []
 
-    def run() -> None:
+    def run() -> socket.socket | None:
         c = socket.create_connection((addr, port), timeout=10)
-        c.sendall(b"b" * nbytes)
+        try:
+            c.sendall(b"b" * nbytes)
+        except OSError:
+            c.close()
+            raise
         if close:
             c.close()
-        else:
-            kept.append(c)
+            return None
+        return c
 
-    in_netns(ns_path, run, name="send").join()
-    return kept[0] if kept else None
+    return run_in_netns(ns_path, run)
 
 
 def connect_only(ns_path: str | Path, addr: str, port: int, n: int) -> list[socket.socket]:
     """n connections left open (they complete the handshake, nobody accepts)."""
-    conns: list[socket.socket] = []
 
-    def run() -> None:
-        for _ in range(n):
-            conns.append(socket.create_connection((addr, port), timeout=5))
+    def run() -> list[socket.socket]:
+        conns: list[socket.socket] = []
+        try:
+            for _ in range(n):
+                conns.append(socket.create_connection((addr, port), timeout=5))
+        except OSError:
+            for c in conns:
+                c.close()
+            raise
+        return conns
 
-    in_netns(ns_path, run, name="connect").join()
-    return conns
+    return run_in_netns(ns_path, run)

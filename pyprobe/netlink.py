@@ -115,14 +115,17 @@ def resolve_netns(spec: str) -> int:
     return inode_of(path)
 
 
-def start_in_netns(path: str | Path, fn: Callable[[], None], name: str = "") -> threading.Thread:
+def start_in_netns(
+    path: str | Path, fn: Callable[[], None], name: str = "", failed: list[OSError] | None = None
+) -> threading.Thread:
     """Start fn in a thread that has entered the namespace at path.
 
     setns(CLONE_NEWNET) changes only the calling thread, so the rest of the
     process (and the BPF programs it holds) stay where they are; sockets
-    created inside fn belong to that namespace.
+    created inside fn belong to that namespace. Given failed, a namespace
+    that cannot be entered is added there (fn does not run).
     """
-    return _enter(path, fn, name, None)
+    return _enter(path, fn, name, failed)
 
 
 def _enter(

@@ -5,6 +5,7 @@ nothing is left behind."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 
@@ -178,3 +179,40 @@ def test_make_demo_runs_every_workload_and_leaves_nothing():
     assert "lost events: 0" in out and "namespaces removed" in out
     assert lab_namespaces() == []
     assert settled_prog_count(before) == before
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_traffic_fails_with_its_reason_not_a_thread_traceback():
+    """A taken port, nobody listening, a namespace gone: the caller gets an
+    OSError saying so (or, for a lab's churn, a count of failures) at once,
+    where these were tracebacks in threads and a client left waiting."""
+    with lab.VethPair(prefix=f"ppf{os.getpid() % 10000}", net=86) as pair:
+        first = lab.Server(pair.path(pair.b), pair.addr_b, 9300)
+        try:
+            with pytest.raises(OSError, match=r"server on .*:9300 did not start: .*in use"):
+                lab.Server(pair.path(pair.b), pair.addr_b, 9300)
+        finally:
+            first.stop()
+        failures: list[str] = []
+        assert lab.churn(pair.path(pair.a), pair.addr_b, 9301, 3, failures=failures) == 0
+        assert failures == ["Connection refused"] * 3
+        with pytest.raises(ConnectionRefusedError):
+            lab.churn(pair.path(pair.a), pair.addr_b, 9301, 3)
+        gone = pair.path(pair.b)
+    start = time.monotonic()
+    with pytest.raises(OSError, match=r"listener on .*:9302 did not start: .*No such file"):
+        lab.Listener(gone, pair.addr_b, 9302)
+    assert time.monotonic() - start < 1
+
+
+def test_lab_traffic_says_which_workload_failed_and_why():
+    assert run_cli("lab", "up").returncode == 0
+    from pyroute2 import netns
+
+    netns.remove(topology.ns_name("h2"))  # gone from under it
+    start = time.monotonic()
+    proc = run_cli("lab", "traffic", "churn", "bulk", "refused")
+    assert time.monotonic() - start < 10
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("did not start") == 2  # churn's server, bulk's sink
+    assert "churn: failed: server on" in proc.stderr and "bulk: failed: listener on" in proc.stderr

@@ -51,7 +51,7 @@ def load_config(text: str | bytes) -> None:
     try:
         webconfig.load(path)
     except PyprobeError as e:
-        assert "\n" not in str(e) and str(e).startswith("web.yml"), str(e)
+        assert "\n" not in str(e) and str(e).startswith(f"{path}: "), str(e)
 
 
 @FUZZ

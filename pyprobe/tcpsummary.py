@@ -107,7 +107,7 @@ class Snapshots:
         self._at = float("-inf")  # when the newest pass started
         self._data: dict[int, Summary] = {}
         self._took = 0.0  # how long the newest pass took
-        self._asked: deque[float] = deque(maxlen=3)  # when the last requests came
+        self._asked: deque[float] = deque(maxlen=6)  # when the last requests came
         self._timer: threading.Timer | None = None
 
     def get(self, max_age: float = 0.5) -> dict[int, Summary]:
@@ -153,19 +153,31 @@ class Snapshots:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if len(self._asked) < 3:
+        asked = list(self._asked)
+        if len(asked) < 3:
             return
-        gaps = [b - a for a, b in itertools.pairwise(self._asked)]
+        gaps = [b - a for a, b in itertools.pairwise(asked)]
         gap = sorted(gaps)[len(gaps) // 2]
-        lead = self.lead(max_age)
-        steady = max(gaps) - min(gaps) <= max(0.1 * gap, 0.05)
+        # Where each request puts this one's tick: on a steady scraper's
+        # fixed ticks they agree. A request that came late (the scraper or
+        # the network stalled once) is one that disagrees, and the median
+        # keeps the tick where it was: the pace is kept through it. (Steady
+        # meant every gap alike: one late request put two gaps off, and the
+        # three requests after it each took a pass of their own.)
+        near = max(0.1 * gap, 0.05)
+        ticks = sorted(a + round((now - a) / gap) * gap for a in asked)
+        tick = ticks[len(ticks) // 2]
+        late = 1 if len(asked) >= 5 else 0  # requests off the ticks we let by
+        if sum(abs(g - gap) > near for g in gaps) > 2 * late:  # the pace
+            return
+        if sum(abs(t - tick) > near for t in ticks) > late:  # the phase
+            return
         # Requests must be far enough apart that an early pass is not a
         # wasted one.
-        if not steady or lead >= gap / 2:
+        lead = self.lead(max_age)
+        if lead >= gap / 2:
             return
-        # From the request's arrival: this request may have just spent a
-        # pass of its own.
-        delay = now + gap - lead - time.monotonic()
+        delay = tick + gap - lead - time.monotonic()
         if delay <= 0:
             return
         self._timer = threading.Timer(delay, self._prefetch)

@@ -62,6 +62,39 @@ def test_steady_requests_are_served_from_a_pass_taken_before_they_come():
     assert max(served[3:]) < 0.005
 
 
+def test_one_late_request_does_not_lose_the_pace():
+    """A scraper on fixed ticks whose request comes late once (it, or the
+    network, stalled): the requests after it are still served from a pass
+    taken ahead. Judged by every gap alike, the late one put two gaps off
+    and the three requests after it each waited for a pass of their own."""
+    import threading
+    import time
+
+    from pyprobe.tcpsummary import Snapshots
+
+    takers: list[str] = []
+
+    def take():
+        takers.append(threading.current_thread().name)
+        time.sleep(0.01)
+        return {}
+
+    snaps = Snapshots(take)
+    start = time.monotonic()
+    by_request = []
+    for k in range(11):
+        late = 0.1 if k == 6 else 0.0
+        time.sleep(max(0.0, start + 0.3 * k + late - time.monotonic()))
+        before = len(takers)
+        snaps.get(max_age=0.15)
+        by_request.append(takers[before:])
+    # The first three set the pace; from then on each request finds its pass
+    # taken by the timer's thread. The late one may find it too old and take
+    # its own; the four after it are served ahead again.
+    counts = [len(t) for t in by_request]
+    assert counts[:6] == [1, 1, 1, 0, 0, 0] and counts[7:] == [0, 0, 0, 0], by_request
+
+
 def test_irregular_requests_take_their_own_pass():
     import time
 

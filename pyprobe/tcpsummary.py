@@ -153,25 +153,15 @@ class Snapshots:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        asked = list(self._asked)
-        if len(asked) < 3:
+        # The last three requests evenly spaced; or, of the last five or six,
+        # all but one on the same ticks (one came late: the scraper or the
+        # host stalled). Judged by every gap alike, one late request put two
+        # gaps off and the three requests after it each took a pass of their
+        # own.
+        paced = _paced(list(self._asked)[-3:], 0) or _paced(list(self._asked), 1)
+        if paced is None:
             return
-        gaps = [b - a for a, b in itertools.pairwise(asked)]
-        gap = sorted(gaps)[len(gaps) // 2]
-        # Where each request puts this one's tick: on a steady scraper's
-        # fixed ticks they agree. A request that came late (the scraper or
-        # the network stalled once) is one that disagrees, and the median
-        # keeps the tick where it was: the pace is kept through it. (Steady
-        # meant every gap alike: one late request put two gaps off, and the
-        # three requests after it each took a pass of their own.)
-        near = max(0.1 * gap, 0.05)
-        ticks = sorted(a + round((now - a) / gap) * gap for a in asked)
-        tick = ticks[len(ticks) // 2]
-        late = 1 if len(asked) >= 5 else 0  # requests off the ticks we let by
-        if sum(abs(g - gap) > near for g in gaps) > 2 * late:  # the pace
-            return
-        if sum(abs(t - tick) > near for t in ticks) > late:  # the phase
-            return
+        gap, tick = paced
         # Requests must be far enough apart that an early pass is not a
         # wasted one.
         lead = self.lead(max_age)
@@ -183,6 +173,27 @@ class Snapshots:
         self._timer = threading.Timer(delay, self._prefetch)
         self._timer.daemon = True
         self._timer.start()
+
+
+def _paced(asked: list[float], late: int) -> tuple[float, float] | None:
+    """(gap, this request's tick) when the requests at these times came on
+    fixed ticks, all but `late` of them (needing five or more to let one
+    by); else None. The median gap is the pace; each request's projection
+    of the newest one's tick votes for the phase, so a late newest request
+    is put back on its tick."""
+    if len(asked) < 3 or (late and len(asked) < 5):
+        return None
+    gaps = [b - a for a, b in itertools.pairwise(asked)]
+    gap = sorted(gaps)[len(gaps) // 2]
+    near = max(0.1 * gap, 0.05)
+    now = asked[-1]
+    ticks = sorted(a + round((now - a) / gap) * gap for a in asked)
+    tick = ticks[len(ticks) // 2]
+    if sum(abs(g - gap) > near for g in gaps) > 2 * late:  # a late request puts two gaps off
+        return None
+    if sum(abs(t - tick) > near for t in ticks) > late:
+        return None
+    return gap, tick
 
 
 # Set once anything has asked for qdiscs (the queues probe): passes from then

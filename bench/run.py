@@ -32,6 +32,7 @@ sys.path.insert(0, str(HERE))
 
 from pyprobe import lab, registry  # noqa: E402
 import lossless  # noqa: E402
+from scrape import WARMUP as scrape_warmup  # noqa: E402
 from scrape import measure as scrape_measure  # noqa: E402
 from scrape import startup as scrape_startup  # noqa: E402
 
@@ -508,13 +509,15 @@ def markdown(r: dict) -> str:
         lines += ["", f"The clients alone, no tool (offered → reached attempts/s): {reach}. Past the "
                   "rate they reach alone no step can pass, whatever the tool."]
     lines += ["", "## The exporter: scrape time, series, memory, start-up", "",
-              "| live sockets | scrape p50 | scrape p99 | first scrapes (pace not yet known) "
-              "| series | RSS | start to first data |",
-              "|---|---|---|---|---|---|---|"]
+              "| live sockets | scrape p50 | scrape p99 (the slowest) | of those, waited for a socket "
+              "pass | first scrapes (pace not yet known) | series | RSS | start to first data |",
+              "|---|---|---|---|---|---|---|---|"]
     for n, s in r["scrape"].items():
         first = f"{s['unanticipated_ms']:.1f} ms" if "unanticipated_ms" in s else "–"
-        lines.append(f"| {int(n):,} | {s['p50_ms']:.1f} ms | {s['p99_ms']:.1f} ms | {first} | "
-                     f"{s['series']} | {s['rss_mb']:.0f} MB | {s['startup_s']:.1f} s |")
+        measured = len(s.get("each_ms", [])) - scrape_warmup
+        waited = f"{s['waited_for_pass']} of {measured}" if "waited_for_pass" in s else "–"
+        lines.append(f"| {int(n):,} | {s['p50_ms']:.1f} ms | {s['p99_ms']:.1f} ms | {waited} | "
+                     f"{first} | {s['series']} | {s['rss_mb']:.0f} MB | {s['startup_s']:.1f} s |")
     if r.get("startup"):
         st = r["startup"]
         each = lambda k: " / ".join(f"{x:.2f}" for x in st.get(k, ()))  # noqa: E731
@@ -564,7 +567,8 @@ def markdown(r: dict) -> str:
         "  just before the next is due, so p50/p99 are of scrapes served from a count at most",
         "  2 × its duration + 50 ms old; the first four (the daemon's own first collection",
         "  and three that set the pace), which count while the scraper waits, are reported",
-        "  apart.",
+        "  apart. With 30 measured, p99 is the slowest; the daemon's debug log says how",
+        "  many still counted sockets while the scraper waited (the pace lost).",
         "- The lossless search counts every state change the kernel made during a step with",
         "  a counting program of its own and compares each tool's printed events with it.",
         "",

@@ -135,19 +135,33 @@ def measure(sockets: int, scrapes: int = 40, port: int = 19999) -> dict[str, flo
         for w in workers:
             assert w.stdout is not None and w.stdout.readline().strip() == "ready"
         start = time.monotonic()
+        # At debug level the daemon logs each socket pass, and whether a
+        # scrape was waiting for it ("at the request") or it ran ahead.
         proc = subprocess.Popen(
-            [PYPROBE, "export", "--web.listen-address", f"127.0.0.1:{port}"],
+            [PYPROBE, "export", "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "debug"],
             stderr=subprocess.PIPE, text=True,
         )
         assert proc.stderr is not None
         while 'msg="start-up complete"' not in (proc.stderr.readline() or 'msg="start-up complete"'):
             pass
+        waited: list[float] = []  # when a pass ran at a scrape's request
+
+        def passes() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if 'msg="socket pass" when="at the request"' in line:
+                    waited.append(time.monotonic())
+
+        threading.Thread(target=passes, daemon=True).start()
         url = f"http://127.0.0.1:{port}/metrics"
         body = urllib.request.urlopen(url).read().decode()
         startup = time.monotonic() - start
         times, series = [], 0
         due = time.monotonic()
-        for _ in range(WARMUP + scrapes):
+        measured_from = 0.0
+        for k in range(WARMUP + scrapes):
+            if k == WARMUP:
+                measured_from = time.monotonic()
             t = time.perf_counter()
             body = urllib.request.urlopen(url).read().decode()
             times.append(time.perf_counter() - t)
@@ -174,6 +188,8 @@ def measure(sockets: int, scrapes: int = 40, port: int = 19999) -> dict[str, flo
         "each_ms": each_ms,  # in the order taken, the first WARMUP included
         "p50_ms": statistics.median(times) * 1000,
         "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))] * 1000,
+        # measured scrapes that counted sockets while waiting, the pace lost
+        "waited_for_pass": sum(1 for t in waited if t >= measured_from),
         "series": series,
         "rss_mb": rss / 1024,
         "startup_s": startup,
@@ -193,7 +209,8 @@ def main() -> None:
     r = measure(args.sockets, args.scrapes)
     print(
         f"{r['sockets']} live sockets: scrape p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms "
-        f"(before the pace is known: {r['unanticipated_ms']:.1f} ms); "
+        f"(before the pace is known: {r['unanticipated_ms']:.1f} ms; after it, "
+        f"{r['waited_for_pass']} of {args.scrapes} waited for a socket pass); "
         f"{r['series']} series; RSS {r['rss_mb']:.0f} MB; first data after {r['startup_s']:.1f} s"
     )
 

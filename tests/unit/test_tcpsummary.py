@@ -95,6 +95,25 @@ def test_one_late_request_does_not_lose_the_pace():
     assert counts[:6] == [1, 1, 1, 0, 0, 0] and counts[7:] == [0, 0, 0, 0], by_request
 
 
+def test_three_even_requests_set_the_pace_after_an_odd_first_one():
+    """The daemon's own first collection (or an operator's curl) comes off
+    the scraper's ticks: three even requests after it are enough."""
+    import time
+
+    from pyprobe.tcpsummary import Snapshots
+
+    calls: list[float] = []
+    snaps = Snapshots(lambda: calls.append(time.monotonic()) or {})
+    snaps.get(max_age=0.15)
+    time.sleep(0.2)  # past max_age: a request of its own
+    start = time.monotonic()
+    for k in range(4):
+        time.sleep(max(0.0, start + 0.3 * k - time.monotonic()))
+        snaps.get(max_age=0.15)
+    # the odd one, then three taken at the request; the fourth was ahead of it
+    assert len(calls) == 5 and calls[4] < start + 0.9
+
+
 def test_irregular_requests_take_their_own_pass():
     import time
 

@@ -125,6 +125,7 @@ class _Serving:
                 break
         why = entered[0] if entered else self._error
         if why is not None or not self._ready.is_set():
+            self._stop.set()  # should it start listening after all, it stops
             raise OSError(f"{what} on {addr}:{port} did not start: {why or 'timed out'}")
 
     def _listen(self) -> None:

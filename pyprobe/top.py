@@ -54,7 +54,11 @@ def _rate(value: float, unit: str) -> str:
     for cutoff, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= cutoff:
             return f"{value / cutoff:.1f}{suffix}{unit}"
-    return f"{value:.1f}{unit}" if value % 1 else f"{value:.0f}{unit}"
+    if value % 1 == 0:
+        return f"{value:.0f}{unit}"
+    if abs(value) < 0.05:  # not "0.0": a little is not nothing
+        return f"<0.1{unit}"
+    return f"{value:.1f}{unit}"
 
 
 class TopView:

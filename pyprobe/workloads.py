@@ -91,7 +91,10 @@ def hoard(
 
 def refused(h: Hosts, n: int = 20) -> str:
     done = lab.refused(h.client, h.server_addr, PORTS["refused"], n)
-    return f"refused: {done} connects to a closed port (SYN answered by RST)"
+    line = f"refused: {done} connects to a closed port (SYN answered by RST)"
+    if done < n:  # the SYN or the RST lost (--loss), or h2 unreachable
+        line += f"; {n - done} of {n} got no RST"
+    return line
 
 
 def firewall(h: Hosts, n: int = 100) -> str:

@@ -211,8 +211,9 @@ def test_lab_traffic_says_which_workload_failed_and_why():
 
     netns.remove(topology.ns_name("h2"))  # gone from under it
     start = time.monotonic()
-    proc = run_cli("lab", "traffic", "churn", "bulk", "refused")
+    proc = run_cli("lab", "traffic", "churn", "bulk", "refused", "--connections", "3")
     assert time.monotonic() - start < 10
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.count("did not start") == 2  # churn's server, bulk's sink
     assert "churn: failed: server on" in proc.stderr and "bulk: failed: listener on" in proc.stderr
+    assert "refused: 0 connects" in proc.stdout and "3 of 3 got no RST" in proc.stdout

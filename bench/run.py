@@ -583,6 +583,10 @@ def targets(r: dict) -> list[tuple[str, str, bool]]:
         vals, b = arms[arm]["workloads"].get(w, []), med(base.get(w, []))
         return med([v / b for v in vals]) if vals and b else float("nan")
 
+    def ratios(xs: list[float]) -> str:
+        """Three decimals: at two, 0.945 reads "0.95" beside a "no" for ≥ 0.95."""
+        return " / ".join(f"{x:.3f}" for x in xs)
+
     def ns(arm: str) -> dict[str, float]:
         """ns/run of the arm's programs that ran at least 1,000 times a second:
         one that ran a handful of times (drops, on a drop or two) shows only
@@ -596,15 +600,15 @@ def targets(r: dict) -> list[tuple[str, str, bool]]:
     floor_arm = next((a for a in arms if a.startswith("floor:")), FLOOR)
     churn = ["churn, loopback (conn/s)", "churn, veth (conn/s)"]
     c = [ratio(core, w) for w in churn]
-    out.append(("exporter, core probes: churn ≥ 0.98", " / ".join(f"{x:.2f}" for x in c),
+    out.append(("exporter, core probes: churn ≥ 0.98", ratios(c),
                 min(c) >= 0.98))
     e = [ratio(every, w) for w in churn]
     f = [ratio(floor_arm, w) for w in churn]
-    out.append(("exporter, every probe: churn ≥ 0.95", " / ".join(f"{x:.2f}" for x in e)
+    out.append(("exporter, every probe: churn ≥ 0.95", ratios(e)
                 + " (its hooks with empty programs, the floor arm: "
-                + " / ".join(f"{x:.2f}" for x in f) + ")", min(e) >= 0.95))
+                + ratios(f) + ")", min(e) >= 0.95))
     i = [ratio(a, "iperf3, veth (Gbit/s)") for a in (core, every)]
-    out.append(("exporter: iperf3 ≥ 0.99 (core / every)", " / ".join(f"{x:.2f}" for x in i),
+    out.append(("exporter: iperf3 ≥ 0.99 (core / every)", ratios(i),
                 min(i) >= 0.99))
     # Counters only add to a per-CPU slot; the others keep state between
     # events (a softirq's start time, a socket's owner) or read more of it.
@@ -664,7 +668,7 @@ def targets(r: dict) -> list[tuple[str, str, bool]]:
     lost = sum(losses) if known else 0
     sr = [ratio(stream, w) for w in churn]
     out.append(("streaming tcpstates ≥ 0.85 × none (churn) with 0 lost",
-                " / ".join(f"{x:.2f}" for x in sr) + ", "
+                ratios(sr) + ", "
                 + (f"lost {lost:,}" if known else "lost unknown (a run had no exit summary)"),
                 known and lost == 0 and min(sr) >= 0.85))
     rates = {k: v["events_per_s"] for k, v in r.get("lossless", {}).items()}

@@ -46,10 +46,10 @@ test-unit:
 	$(PYTEST) -ra tests/unit
 
 check:
-	$(VENV)/bin/ruff check pyprobe tests
-	$(VENV)/bin/ruff format --check pyprobe tests
+	$(VENV)/bin/ruff check pyprobe tests bench
+	$(VENV)/bin/ruff format --check pyprobe tests bench
 	$(VENV)/bin/mypy pyprobe
 
 fmt:
-	$(VENV)/bin/ruff format pyprobe tests
-	$(VENV)/bin/ruff check --fix pyprobe tests
+	$(VENV)/bin/ruff format pyprobe tests bench
+	$(VENV)/bin/ruff check --fix pyprobe tests bench

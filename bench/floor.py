@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bcc import BPF  # noqa: E402
+from bcc import BPF
 
-from pyprobe import registry  # noqa: E402
+from pyprobe import registry
 
 
 def hooks() -> list[str]:

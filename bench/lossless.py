@@ -39,8 +39,21 @@ RAW_TRACEPOINT_PROBE(inet_sock_set_state)
     return 0;
 }
 """
-RATES = (5000, 10000, 20000, 30000, 40000, 60000, 80000, 100000, 120000, 150000, 200000, 250000,
-         300000)  # attempts/s, 2 state changes each
+RATES = (
+    5000,
+    10000,
+    20000,
+    30000,
+    40000,
+    60000,
+    80000,
+    100000,
+    120000,
+    150000,
+    200000,
+    250000,
+    300000,
+)  # attempts/s, 2 state changes each
 LISTEN_PORT = 18300  # client i listens on LISTEN_PORT + i
 SECONDS = 2.0
 CLIENTS = 2
@@ -113,8 +126,12 @@ class Reference:
 
 def paced(churn: Path, addr: str, rate: int) -> tuple[float, float]:
     """One step: (attempts made, attempts/s reached)."""
-    r = subprocess.run([str(churn), "listen", addr, str(LISTEN_PORT), str(SECONDS), str(rate),
-                        str(CLIENTS)], capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        [str(churn), "listen", addr, str(LISTEN_PORT), str(SECONDS), str(rate), str(CLIENTS)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     attempts, reached = (float(x) for x in r.stdout.split())
     return attempts, reached
 
@@ -129,14 +146,23 @@ def ceiling(churn: Path, addr: str) -> list[dict]:
     return steps
 
 
-def search(cmd: list[str], log: Path, is_event: Callable[[str], bool], churn: Path,
-           addr: str, port: int, alone: list[dict] | None = None) -> dict:
+def search(
+    cmd: list[str],
+    log: Path,
+    is_event: Callable[[str], bool],
+    churn: Path,
+    addr: str,
+    port: int,
+    alone: list[dict] | None = None,
+) -> dict:
     """Step the offered rate up under one tool; every step's figures. (port:
     a churn server, whose connections show when the tool has attached.)"""
     log.write_bytes(b"")
-    out = open(log, "a")  # O_APPEND: Output.empty() can cut the log under the tool
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # bcc tools print through Python
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, text=True)
+    # O_APPEND: Output.empty() can cut the log under the tool. The tool holds
+    # its own copy of the descriptor: ours closes at once.
+    with open(log, "a") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, text=True)
     output = Output(log, is_event)
     steps: list[dict] = []
     best = 0.0
@@ -163,9 +189,17 @@ def search(cmd: list[str], log: Path, is_event: Callable[[str], bool], churn: Pa
                 # at this step with no tool at all, when that is less.
                 pace = min([rate] + [a["reached_s"] for a in alone or [] if a["offered_s"] == rate])
                 kept = reached >= KEPT_PACE * pace
-                steps.append({"offered_s": rate, "reached_s": reached,
-                              "attempts": attempts, "events": printed, "expected": expected,
-                              "complete": complete, "kept_pace": kept})
+                steps.append(
+                    {
+                        "offered_s": rate,
+                        "reached_s": reached,
+                        "attempts": attempts,
+                        "events": printed,
+                        "expected": expected,
+                        "complete": complete,
+                        "kept_pace": kept,
+                    }
+                )
                 if not (complete and kept):
                     break
                 best = expected / attempts * reached

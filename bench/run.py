@@ -30,11 +30,12 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from pyprobe import lab, registry  # noqa: E402
 import lossless  # noqa: E402
 from scrape import WARMUP as scrape_warmup  # noqa: E402
 from scrape import measure as scrape_measure  # noqa: E402
 from scrape import startup as scrape_startup  # noqa: E402
+
+from pyprobe import lab, registry  # noqa: E402
 
 PYPROBE = str(Path(sys.executable).with_name("pyprobe"))
 CHURN = Path(tempfile.gettempdir()) / "pyprobe-bench-churn"
@@ -46,10 +47,21 @@ FLOOR = "floor: empty programs on every probe's hooks (dispatch; bpf_stats in ns
 ARMS: dict[str, list[str] | None] = {
     "none": None,
     "pyprobe exporter, core probes": [
-        PYPROBE, "export", "--probe", "tcpstates", "--probe", "drops",
-        "--web.listen-address", f"127.0.0.1:{PORT}",
+        PYPROBE,
+        "export",
+        "--probe",
+        "tcpstates",
+        "--probe",
+        "drops",
+        "--web.listen-address",
+        f"127.0.0.1:{PORT}",
     ],
-    "pyprobe exporter, every probe": [PYPROBE, "export", "--web.listen-address", f"127.0.0.1:{PORT}"],
+    "pyprobe exporter, every probe": [
+        PYPROBE,
+        "export",
+        "--web.listen-address",
+        f"127.0.0.1:{PORT}",
+    ],
     "pyprobe tcpstates -j (stream)": [PYPROBE, "tcpstates", "-j"],
     # Empty programs on the exporter's hooks: what their dispatch costs the workloads
     # (the best "every probe" could do), and bpf_stats' accounting per run.
@@ -59,15 +71,17 @@ ARMS: dict[str, list[str] | None] = {
     "tcpretrans-bpfcc": ["tcpretrans-bpfcc"],
     "softirqs-bpfcc": ["softirqs-bpfcc", "3600"],
     "bpftrace: count inet_sock_set_state": [
-        "bpftrace", "-e",
+        "bpftrace",
+        "-e",
         "tracepoint:sock:inet_sock_set_state { @[args->oldstate, args->newstate] = count(); }",
     ],
     "bpftrace: count net_dev_xmit+netif_receive_skb": [
-        "bpftrace", "-e",
+        "bpftrace",
+        "-e",
         "tracepoint:net:net_dev_xmit, tracepoint:net:netif_receive_skb { @[probe] = count(); }",
     ],
 }
-STREAMING = {"pyprobe tcpstates -j (stream)", "tcpstates-bpfcc"}
+STREAMING = ("pyprobe tcpstates -j (stream)", "tcpstates-bpfcc")  # ordered: the report's rows
 
 
 def sh(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -82,7 +96,10 @@ def progs() -> dict[int, dict]:
 def probe_of(prog: dict) -> str:
     """Which pyprobe probe a program belongs to, by the maps it uses (drops
     and tcpstates both have an on_raw_tp)."""
-    maps = {m["id"]: m.get("name", "") for m in json.loads(sh("bpftool", "map", "show", "-j").stdout or "[]")}
+    maps = {
+        m["id"]: m.get("name", "")
+        for m in json.loads(sh("bpftool", "map", "show", "-j").stdout or "[]")
+    }
     used = {maps.get(i, "") for i in prog.get("map_ids", [])} - {"map_errors", ""}
     best = max(registry.manifests().values(), key=lambda m: len(used & {x.name for x in m.maps}))
     return best.name if used & {x.name for x in best.maps} else ""
@@ -156,13 +173,16 @@ class Arm:
             return False
         before = set(progs())
         start = time.monotonic()
-        out = open(self.log, "w")
-        # Streams write to a file on tmpfs, like `> /dev/null` would, so their output is counted.
-        self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
+        # Streams write to a file on tmpfs, like `> /dev/null` would, so their output is
+        # counted. The tool holds its own copy of the descriptor: ours closes at once.
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                self.error = f"exited {self.proc.returncode}: " + self.log.read_text()[-300:].strip()
+                self.error = (
+                    f"exited {self.proc.returncode}: " + self.log.read_text()[-300:].strip()
+                )
                 return False
             new = set(progs()) - before
             if new and len(set(progs()) - before) == len(new):
@@ -195,8 +215,11 @@ class Arm:
             for i in self.ids & now.keys():
                 probe = probe_of(now[i]) if self.name.startswith("pyprobe") else ""
                 self.labels[i] = f"{probe}: " * bool(probe) + now[i].get("name", "?")
-        return {i: (self.labels.get(i, "?"), now[i].get("run_time_ns", 0), now[i].get("run_cnt", 0))
-                for i in self.ids if i in now}
+        return {
+            i: (self.labels.get(i, "?"), now[i].get("run_time_ns", 0), now[i].get("run_cnt", 0))
+            for i in self.ids
+            if i in now
+        }
 
 
 class Workloads:
@@ -219,14 +242,21 @@ class Workloads:
         self.servers = [
             # unpinned: the lossless search's paced clients share it
             subprocess.Popen([str(CHURN), "server", "127.0.0.1", "18080"]),
-            subprocess.Popen([*inb, "iperf3", "-s", "-p", "18082"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+            subprocess.Popen(
+                [*inb, "iperf3", "-s", "-p", "18082"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ),
         ]
         for i, cpu in enumerate(self.cpus):
             self.servers += [
                 subprocess.Popen(pin(cpu, str(CHURN), "server", "127.0.0.1", str(18100 + i))),
-                subprocess.Popen([*inb, *pin(cpu, str(CHURN), "server", pair.addr_b, str(18100 + i))]),
-                subprocess.Popen([*inb, *pin(cpu, str(CHURN), "udpsink", pair.addr_b, str(18200 + i))]),
+                subprocess.Popen(
+                    [*inb, *pin(cpu, str(CHURN), "server", pair.addr_b, str(18100 + i))]
+                ),
+                subprocess.Popen(
+                    [*inb, *pin(cpu, str(CHURN), "udpsink", pair.addr_b, str(18200 + i))]
+                ),
             ]
         self.a = a
         time.sleep(0.5)
@@ -234,9 +264,12 @@ class Workloads:
     def _per_cpu(self, make: Callable[[int, int], list[str]]) -> float:
         """Run one client per CPU at once (pinned there, to its own server):
         the sum of what they print."""
-        procs = [subprocess.Popen(["taskset", "-c", str(cpu), *make(i, cpu)],
-                                  stdout=subprocess.PIPE, text=True)
-                 for i, cpu in enumerate(self.cpus)]
+        procs = [
+            subprocess.Popen(
+                ["taskset", "-c", str(cpu), *make(i, cpu)], stdout=subprocess.PIPE, text=True
+            )
+            for i, cpu in enumerate(self.cpus)
+        ]
         return sum(float(p.communicate()[0]) for p in procs)
 
     def run(self, seconds: float | None = None, iperf: bool = True) -> dict[str, float]:
@@ -244,17 +277,22 @@ class Workloads:
         ina = ["ip", "netns", "exec", self.a]
         out = {}
         out["churn, loopback (conn/s)"] = self._per_cpu(
-            lambda i, cpu: [str(CHURN), "client", "127.0.0.1", str(18100 + i), s])
+            lambda i, cpu: [str(CHURN), "client", "127.0.0.1", str(18100 + i), s]
+        )
         # (taskset before `ip netns exec`: the client inherits the pinning)
         out["churn, veth (conn/s)"] = self._per_cpu(
-            lambda i, cpu: [*ina, str(CHURN), "client", self.pair.addr_b, str(18100 + i), s])
+            lambda i, cpu: [*ina, str(CHURN), "client", self.pair.addr_b, str(18100 + i), s]
+        )
         out["small UDP, veth (pkt/s)"] = self._per_cpu(
-            lambda i, cpu: [*ina, str(CHURN), "udp", self.pair.addr_b, str(18200 + i), s, "64"])
+            lambda i, cpu: [*ina, str(CHURN), "udp", self.pair.addr_b, str(18200 + i), s, "64"]
+        )
         if not iperf:
             return out
         r = sh(*ina, "iperf3", "-c", self.pair.addr_b, "-p", "18082", "-t", s, "-J")
         try:
-            out["iperf3, veth (Gbit/s)"] = json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
+            out["iperf3, veth (Gbit/s)"] = (
+                json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
+            )
         except (ValueError, KeyError):
             out["iperf3, veth (Gbit/s)"] = float("nan")
         return out
@@ -298,18 +336,31 @@ def stream_events(name: str, log: Path, text: str, seconds: float) -> dict[str, 
 
 
 def unbeaten(res: dict) -> str:
-    """"≥ " when a tool passed every step of the lossless search: its rate is
+    """ "≥ " when a tool passed every step of the lossless search: its rate is
     the source's limit in that run, not the tool's."""
     steps = res.get("steps", [])
-    passed = len(steps) == len(lossless.RATES) and all(st["complete"] and st["kept_pace"] for st in steps)
+    passed = len(steps) == len(lossless.RATES) and all(
+        st["complete"] and st["kept_pace"] for st in steps
+    )
     return "≥ " if passed else ""
 
 
 def machine() -> dict[str, str]:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    return {"kernel": platform.release(), "cpus": str(os.cpu_count()), "cpu": cpu,
-            "python": platform.python_version(), "host": platform.node()}
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "kernel": platform.release(),
+        "cpus": str(os.cpu_count()),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "host": platform.node(),
+    }
 
 
 def main() -> None:
@@ -335,13 +386,17 @@ def main() -> None:
         args.reps, args.seconds = 1, 1.0
     started = time.monotonic()
     if not shutil.which("bpftrace"):
-        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "bpftrace"],
-                       check=False, capture_output=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "bpftrace"],
+            check=False,
+            capture_output=True,
+        )
     subprocess.run(["gcc", "-O2", "-o", str(CHURN), str(HERE / "churn.c")], check=True)
     old_stats = STATS.read_text().strip()
     STATS.write_text("0")
-    results: dict[str, dict] = {name: {"workloads": {}, "programs": {}, "stream": [], "error": ""}
-                                for name in ARMS}
+    results: dict[str, dict] = {
+        name: {"workloads": {}, "programs": {}, "stream": [], "error": ""} for name in ARMS
+    }
     # Streams print into files there, counted afterwards. On tmpfs a write is a
     # copy into memory, close to the issue's `> /dev/null` (the writer's CPU is
     # the same as on ext4 here, 0.51 s for 3 s at 300k lines/s), and no
@@ -358,9 +413,15 @@ def main() -> None:
                 for rep in range(args.reps):
                     for name in order(rep):
                         cmd = ARMS[name]
-                        arm = Arm(name, cmd, logs / f"{rep}-{re.sub(r'[^a-z0-9]+', '-', name.lower())}.log")
-                        print(f"[{time.monotonic() - started:5.0f}s] rep {rep + 1}/{args.reps}: {name}",
-                              file=sys.stderr, flush=True)
+                        arm = Arm(
+                            name,
+                            cmd,
+                            logs / f"{rep}-{re.sub(r'[^a-z0-9]+', '-', name.lower())}.log",
+                        )
+                        at = f"[{time.monotonic() - started:5.0f}s]"
+                        print(
+                            f"{at} rep {rep + 1}/{args.reps}: {name}", file=sys.stderr, flush=True
+                        )
                         if not arm.start():
                             results[name]["error"] = arm.error
                             continue
@@ -398,16 +459,29 @@ def main() -> None:
                                     (ns / runs, runs / elapsed)
                                 )
                         if name in STREAMING:
-                            results[name]["stream"].append(stream_events(name, arm.log, text, whole))
+                            results[name]["stream"].append(
+                                stream_events(name, arm.log, text, whole)
+                            )
                             arm.log.write_text(text)  # counted: keep its end, not 100s of MB
                         settle()
-                print(f"[{time.monotonic() - started:5.0f}s] lossless rates", file=sys.stderr, flush=True)
+                print(
+                    f"[{time.monotonic() - started:5.0f}s] lossless rates",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 ceiling = lossless.ceiling(CHURN, "127.0.0.1")
                 for name in STREAMING:
                     cmd = ARMS[name]
                     assert cmd is not None
-                    found[name] = lossless.search(cmd, logs / f"lossless-{cmd[0].rsplit('/', 1)[-1]}.log",
-                                                  is_event(name), CHURN, "127.0.0.1", 18080, ceiling)
+                    found[name] = lossless.search(
+                        cmd,
+                        logs / f"lossless-{cmd[0].rsplit('/', 1)[-1]}.log",
+                        is_event(name),
+                        CHURN,
+                        "127.0.0.1",
+                        18080,
+                        ceiling,
+                    )
             finally:
                 work.close()
     finally:
@@ -418,10 +492,17 @@ def main() -> None:
     sockets = [1000, 10000] if args.quick else [1000, 10000, 100000]
     scrape = {}
     for n in sockets:
-        print(f"[{time.monotonic() - started:5.0f}s] scrape with {n} sockets", file=sys.stderr, flush=True)
+        print(
+            f"[{time.monotonic() - started:5.0f}s] scrape with {n} sockets",
+            file=sys.stderr,
+            flush=True,
+        )
         scrape[n] = scrape_measure(n, 10 if args.quick else 30)
-    print(f"[{time.monotonic() - started:5.0f}s] start-up, compiling and with programs kept",
-          file=sys.stderr, flush=True)
+    print(
+        f"[{time.monotonic() - started:5.0f}s] start-up, compiling and with programs kept",
+        file=sys.stderr,
+        flush=True,
+    )
     starts = scrape_startup(1 if args.quick else 3)
     report = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -463,8 +544,11 @@ def markdown(r: dict) -> str:
     ]
     for name, res in arms.items():
         if res["error"]:
-            lines.append(f"| {name} | " + " | ".join(["fails here: " + res["error"][:60]] +
-                                                     [""] * (len(workloads) - 1)) + " |")
+            lines.append(
+                f"| {name} | "
+                + " | ".join(["fails here: " + res["error"][:60]] + [""] * (len(workloads) - 1))
+                + " |"
+            )
             continue
         cells = []
         for w in workloads:
@@ -473,69 +557,121 @@ def markdown(r: dict) -> str:
                 cells.append(f"{med(vals):,.2f}" if "Gbit" in w else f"{med(vals):,.0f}")
             else:
                 ratios = [v / b for v in vals] if b else []
-                cells.append(f"{med(ratios):.2f} [{min(ratios):.2f}–{max(ratios):.2f}]" if ratios else "-")
+                cells.append(
+                    f"{med(ratios):.2f} [{min(ratios):.2f}–{max(ratios):.2f}]" if ratios else "-"
+                )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "(The `none` row is absolute: connections/s, packets/s, Gbit/s.)", "",
-              "## BPF programs: ns per run and runs per second (kernel.bpf_stats_enabled)", "",
-              "| arm | program | ns/run | runs/s |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "(The `none` row is absolute: connections/s, packets/s, Gbit/s.)",
+        "",
+        "## BPF programs: ns per run and runs per second (kernel.bpf_stats_enabled)",
+        "",
+        "| arm | program | ns/run | runs/s |",
+        "|---|---|---|---|",
+    ]
     for name, res in arms.items():
         for prog, samples in sorted(res["programs"].items()):
-            lines.append(f"| {name} | {prog} | {med([s[0] for s in samples]):.0f} | "
-                         f"{med([s[1] for s in samples]):,.0f} |")
-    lines += ["", "## Streaming: events captured per second and lost (during all workloads)", "",
-              "| tool | events/s | lost |", "|---|---|---|"]
+            lines.append(
+                f"| {name} | {prog} | {med([s[0] for s in samples]):.0f} | "
+                f"{med([s[1] for s in samples]):,.0f} |"
+            )
+    lines += [
+        "",
+        "## Streaming: events captured per second and lost (during all workloads)",
+        "",
+        "| tool | events/s | lost |",
+        "|---|---|---|",
+    ]
     for name in STREAMING:
         for s in arms[name]["stream"]:
             lost = "unknown: no exit summary" if s["lost"] is None else s["lost"]
             lines.append(f"| {name} | {s['events_per_s']:,.0f} | {lost} |")
-    lines += ["", "## Streaming: the highest rate kept up with, losing nothing", "",
-              f"Offered load steps up ({', '.join(f'{x // 1000}k' for x in lossless.RATES)} "
-              f"attempts/s, each a socket's listen() and disconnect: 2 state changes, "
-              f"LISTEN and CLOSE, no packets; "
-              f"{lossless.CLIENTS} paced clients, {lossless.SECONDS:g} s a step); "
-              "a step passes when every event was printed and the clients kept pace (95% of the "
-              "offered rate, or of what they reach with no tool if less).", "",
-              "| tool | highest lossless rate (events/s) | steps (offered → reached attempts/s: printed/expected) |",
-              "|---|---|---|"]
+    lines += [
+        "",
+        "## Streaming: the highest rate kept up with, losing nothing",
+        "",
+        f"Offered load steps up ({', '.join(f'{x // 1000}k' for x in lossless.RATES)} "
+        f"attempts/s, each a socket's listen() and disconnect: 2 state changes, "
+        f"LISTEN and CLOSE, no packets; "
+        f"{lossless.CLIENTS} paced clients, {lossless.SECONDS:g} s a step); "
+        "a step passes when every event was printed and the clients kept pace (95% of the "
+        "offered rate, or of what they reach with no tool if less).",
+        "",
+        "| tool | highest lossless rate (events/s) "
+        "| steps (offered → reached attempts/s: printed/expected) |",
+        "|---|---|---|",
+    ]
     for name, res in r.get("lossless", {}).items():
         steps = "; ".join(
             f"{st['offered_s'] // 1000}k → {st['reached_s'] / 1000:.1f}k: "
-            f"{st['events']:,}/{st['expected']:,.0f}" + ("" if st["complete"] and st["kept_pace"] else " ✗")
-            for st in res["steps"])
-        lines.append(f"| {name} | {unbeaten(res)}{res['events_per_s']:,.0f} | {res['error'][:80] or steps} |")
+            f"{st['events']:,}/{st['expected']:,.0f}"
+            + ("" if st["complete"] and st["kept_pace"] else " ✗")
+            for st in res["steps"]
+        )
+        lines.append(
+            f"| {name} | {unbeaten(res)}{res['events_per_s']:,.0f} | {res['error'][:80] or steps} |"
+        )
     if r.get("lossless_ceiling"):
-        reach = "; ".join(f"{st['offered_s'] // 1000}k → {st['reached_s'] / 1000:.1f}k"
-                          for st in r["lossless_ceiling"])
-        lines += ["", f"The clients alone, no tool (offered → reached attempts/s): {reach}. Past the "
-                  "rate they reach alone no step can pass, whatever the tool."]
-    lines += ["", "## The exporter: scrape time, series, memory, start-up", "",
-              "| live sockets | scrape p50 | scrape p99 (the slowest) | of those, waited for a socket "
-              "pass | first scrapes (pace not yet known) | series | RSS | start to first data |",
-              "|---|---|---|---|---|---|---|---|"]
+        reach = "; ".join(
+            f"{st['offered_s'] // 1000}k → {st['reached_s'] / 1000:.1f}k"
+            for st in r["lossless_ceiling"]
+        )
+        lines += [
+            "",
+            f"The clients alone, no tool (offered → reached attempts/s): {reach}. Past the "
+            "rate they reach alone no step can pass, whatever the tool.",
+        ]
+    lines += [
+        "",
+        "## The exporter: scrape time, series, memory, start-up",
+        "",
+        "| live sockets | scrape p50 | scrape p99 (the slowest) | of those, waited for a socket "
+        "pass | first scrapes (pace not yet known) | series | RSS | start to first data |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for n, s in r["scrape"].items():
         first = f"{s['unanticipated_ms']:.1f} ms" if "unanticipated_ms" in s else "–"
         measured = len(s.get("each_ms", [])) - scrape_warmup
         waited = f"{s['waited_for_pass']} of {measured}" if "waited_for_pass" in s else "–"
-        lines.append(f"| {int(n):,} | {s['p50_ms']:.1f} ms | {s['p99_ms']:.1f} ms | {waited} | "
-                     f"{first} | {s['series']} | {s['rss_mb']:.0f} MB | {s['startup_s']:.1f} s |")
+        lines.append(
+            f"| {int(n):,} | {s['p50_ms']:.1f} ms | {s['p99_ms']:.1f} ms | {waited} | "
+            f"{first} | {s['series']} | {s['rss_mb']:.0f} MB | {s['startup_s']:.1f} s |"
+        )
     if r.get("startup"):
         st = r["startup"]
         each = lambda k: " / ".join(f"{x:.2f}" for x in st.get(k, ()))  # noqa: E731
-        every = (lambda k: f" (every probe attached: {each(k)} s)" if st.get(k) else "")  # noqa: E731
-        installed = (f"the first start after an install (`pyprobe compile`, run by `make setup`, "
-                     f"compiled the programs for this kernel) {each('installed_s')} s"
-                     f"{every('installed_all_s')}; " if st.get("installed_s") else "")
-        cold = (f"compiling every program at start (the program cache off, or a kernel nothing "
-                f"was compiled for) {each('cold_s')} s{every('cold_all_s')}; ")
-        warm = (f"loading the programs an earlier start kept (a restart) {each('warm_s')} s"
-                f"{every('warm_all_s')}.")
-        lines += ["", "Start to first data with no socket load (exec to the first /metrics answer "
-                  "with a probe's series: the daemon serves from its first attached probe on "
-                  "while the rest load): " + installed + cold + warm + " The table's column is a "
-                  "start with the programs kept (the arms above ran the exporter before) to its "
-                  "first scrape with every probe attached, counting that many sockets."]
-    lines += ["", "## Targets (issue 7), measured in this run", "",
-              "| target | measured | met |", "|---|---|---|"]
+        every = lambda k: f" (every probe attached: {each(k)} s)" if st.get(k) else ""  # noqa: E731
+        installed = (
+            f"the first start after an install (`pyprobe compile`, run by `make setup`, "
+            f"compiled the programs for this kernel) {each('installed_s')} s"
+            f"{every('installed_all_s')}; "
+            if st.get("installed_s")
+            else ""
+        )
+        cold = (
+            f"compiling every program at start (the program cache off, or a kernel nothing "
+            f"was compiled for) {each('cold_s')} s{every('cold_all_s')}; "
+        )
+        warm = (
+            f"loading the programs an earlier start kept (a restart) {each('warm_s')} s"
+            f"{every('warm_all_s')}."
+        )
+        lines += [
+            "",
+            "Start to first data with no socket load (exec to the first /metrics answer "
+            "with a probe's series: the daemon serves from its first attached probe on "
+            "while the rest load): " + installed + cold + warm + " The table's column is a "
+            "start with the programs kept (the arms above ran the exporter before) to its "
+            "first scrape with every probe attached, counting that many sockets.",
+        ]
+    lines += [
+        "",
+        "## Targets (issue 7), measured in this run",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+    ]
     for target, measured, ok in targets(r):
         lines.append(f"| {target} | {measured} | {'yes' if ok else '**no**'} |")
     lines += [
@@ -591,8 +727,11 @@ def targets(r: dict) -> list[tuple[str, str, bool]]:
         """ns/run of the arm's programs that ran at least 1,000 times a second:
         one that ran a handful of times (drops, on a drop or two) shows only
         its cold caches."""
-        return {p: med([s[0] for s in v]) for p, v in arms[arm]["programs"].items()
-                if med([s[1] for s in v]) >= 1000}
+        return {
+            p: med([s[0] for s in v])
+            for p, v in arms[arm]["programs"].items()
+            if med([s[1] for s in v]) >= 1000
+        }
 
     out = []
     core, every = "pyprobe exporter, core probes", "pyprobe exporter, every probe"
@@ -600,20 +739,28 @@ def targets(r: dict) -> list[tuple[str, str, bool]]:
     floor_arm = next((a for a in arms if a.startswith("floor:")), FLOOR)
     churn = ["churn, loopback (conn/s)", "churn, veth (conn/s)"]
     c = [ratio(core, w) for w in churn]
-    out.append(("exporter, core probes: churn ≥ 0.98", ratios(c),
-                min(c) >= 0.98))
+    out.append(("exporter, core probes: churn ≥ 0.98", ratios(c), min(c) >= 0.98))
     e = [ratio(every, w) for w in churn]
     f = [ratio(floor_arm, w) for w in churn]
-    out.append(("exporter, every probe: churn ≥ 0.95", ratios(e)
-                + " (its hooks with empty programs, the floor arm: "
-                + ratios(f) + ")", min(e) >= 0.95))
+    out.append(
+        (
+            "exporter, every probe: churn ≥ 0.95",
+            ratios(e) + " (its hooks with empty programs, the floor arm: " + ratios(f) + ")",
+            min(e) >= 0.95,
+        )
+    )
     i = [ratio(a, "iperf3, veth (Gbit/s)") for a in (core, every)]
-    out.append(("exporter: iperf3 ≥ 0.99 (core / every)", ratios(i),
-                min(i) >= 0.99))
+    out.append(("exporter: iperf3 ≥ 0.99 (core / every)", ratios(i), min(i) >= 0.99))
     # Counters only add to a per-CPU slot; the others keep state between
     # events (a softirq's start time, a socket's owner) or read more of it.
-    stateful = {"softirqs: on_entry", "softirqs: on_exit", "tcpretrans: on_retransmit",
-                "tcpretrans: on_reset_sent", "tcpretrans: on_reset_received", "drops: on_raw_tp"}
+    stateful = {
+        "softirqs: on_entry",
+        "softirqs: on_exit",
+        "tcpretrans: on_retransmit",
+        "tcpretrans: on_reset_sent",
+        "tcpretrans: on_reset_received",
+        "drops: on_raw_tp",
+    }
     floor_ns = ns(floor_arm)
     floor = med(list(floor_ns.values())) if floor_ns else 0.0
     every_ns = ns(every)
@@ -627,27 +774,52 @@ def targets(r: dict) -> list[tuple[str, str, bool]]:
         costs differ by hook: 65-80 ns here), or their median."""
         return value - floor_ns.get(hook_floor(program), floor)
 
-    for title, group, limit in (("counter programs ≤ 40 ns/run", counters, 40),
-                                ("stateful programs ≤ 100 ns/run", others, 100)):
+    for title, group, limit in (
+        ("counter programs ≤ 40 ns/run", counters, 40),
+        ("stateful programs ≤ 100 ns/run", others, 100),
+    ):
         if group:
             nets = [net(k, v) for k, v in group.items()]
-            out.append((f"{title} (as measured; net of the floor on the same hook)",
-                        f"{min(group.values()):.0f}–{max(group.values()):.0f} ns; net "
-                        f"{min(nets):.0f}–{max(nets):.0f} ns (floor {min(floor_ns.values()):.0f}–"
-                        f"{max(floor_ns.values()):.0f} ns)", max(nets) <= limit))
+            out.append(
+                (
+                    f"{title} (as measured; net of the floor on the same hook)",
+                    f"{min(group.values()):.0f}–{max(group.values()):.0f} ns; net "
+                    f"{min(nets):.0f}–{max(nets):.0f} ns (floor {min(floor_ns.values()):.0f}–"
+                    f"{max(floor_ns.values()):.0f} ns)",
+                    max(nets) <= limit,
+                )
+            )
     # Each pyprobe program against every peer program on the same hook.
     peers = [
         (every, "tcpstates: on_raw_tp", "tcpstates-bpfcc", "tracepoint__sock__inet_sock_set_state"),
         (every, "tcpstates: on_raw_tp", "tcplife-bpfcc", "tracepoint__sock__inet_sock_set_state"),
         (every, "tcpstates: on_raw_tp", "bpftrace: count inet_sock_set_state", "inet_sock_set_s"),
-        ("pyprobe tcpstates -j (stream)", "tcpstates: on_raw_tp", "tcpstates-bpfcc",
-         "tracepoint__sock__inet_sock_set_state"),
+        (
+            "pyprobe tcpstates -j (stream)",
+            "tcpstates: on_raw_tp",
+            "tcpstates-bpfcc",
+            "tracepoint__sock__inet_sock_set_state",
+        ),
         (every, "softirqs: on_entry", "softirqs-bpfcc", "tracepoint__irq__softirq_entry"),
         (every, "softirqs: on_exit", "softirqs-bpfcc", "tracepoint__irq__softirq_exit"),
-        (every, "netdev: on_xmit", "bpftrace: count net_dev_xmit+netif_receive_skb", "net_dev_xmit"),
-        (every, "netdev: on_receive", "bpftrace: count net_dev_xmit+netif_receive_skb",
-         "netif_receive_s"),
-        (every, "tcpretrans: on_retransmit", "tcpretrans-bpfcc", "tracepoint__tcp__tcp_retransmit_skb"),
+        (
+            every,
+            "netdev: on_xmit",
+            "bpftrace: count net_dev_xmit+netif_receive_skb",
+            "net_dev_xmit",
+        ),
+        (
+            every,
+            "netdev: on_receive",
+            "bpftrace: count net_dev_xmit+netif_receive_skb",
+            "netif_receive_s",
+        ),
+        (
+            every,
+            "tcpretrans: on_retransmit",
+            "tcpretrans-bpfcc",
+            "tracepoint__tcp__tcp_retransmit_skb",
+        ),
     ]
     duels = []
     for arm, ours, peer_arm, theirs in peers:
@@ -656,49 +828,86 @@ def targets(r: dict) -> list[tuple[str, str, bool]]:
             duels.append((f"{ours} {a:.0f} vs {peer_arm} {b:.0f}", a < b))
     if duels:
         lost_duels = [d for d, won in duels if not won]
-        out.append(("every pyprobe program beats the peers on its hook (ns/run)",
-                    f"{len(duels) - len(lost_duels)} of {len(duels)}"
-                    + (f"; not: {'; '.join(lost_duels)}" if lost_duels else ""), not lost_duels))
+        out.append(
+            (
+                "every pyprobe program beats the peers on its hook (ns/run)",
+                f"{len(duels) - len(lost_duels)} of {len(duels)}"
+                + (f"; not: {'; '.join(lost_duels)}" if lost_duels else ""),
+                not lost_duels,
+            )
+        )
     stream = "pyprobe tcpstates -j (stream)"
     s_ns = ns(stream).get("tcpstates: on_raw_tp", float("nan"))
-    out.append(("stateful (streaming) tcpstates ≤ 100 ns/run (net of the floor)",
-                f"{s_ns:.0f} ns; net {s_ns - floor:.0f} ns", s_ns - floor <= 100))
+    out.append(
+        (
+            "stateful (streaming) tcpstates ≤ 100 ns/run (net of the floor)",
+            f"{s_ns:.0f} ns; net {s_ns - floor:.0f} ns",
+            s_ns - floor <= 100,
+        )
+    )
     losses = [x["lost"] for x in arms[stream]["stream"]]
     known = None not in losses
     lost = sum(losses) if known else 0
     sr = [ratio(stream, w) for w in churn]
-    out.append(("streaming tcpstates ≥ 0.85 × none (churn) with 0 lost",
-                ratios(sr) + ", "
-                + (f"lost {lost:,}" if known else "lost unknown (a run had no exit summary)"),
-                known and lost == 0 and min(sr) >= 0.85))
+    out.append(
+        (
+            "streaming tcpstates ≥ 0.85 × none (churn) with 0 lost",
+            ratios(sr)
+            + ", "
+            + (f"lost {lost:,}" if known else "lost unknown (a run had no exit summary)"),
+            known and lost == 0 and min(sr) >= 0.85,
+        )
+    )
     rates = {k: v["events_per_s"] for k, v in r.get("lossless", {}).items()}
     if stream in rates and "tcpstates-bpfcc" in rates:
         ours, peer = rates[stream], rates["tcpstates-bpfcc"]
         at_least = unbeaten(r["lossless"][stream])
-        out.append(("streaming: lossless rate ≥ 5 × tcpstates-bpfcc's",
-                    f"{at_least}{ours:,.0f} vs {peer:,.0f} events/s "
-                    f"({at_least}{ours / peer if peer else float('inf'):.1f}×)",
-                    ours >= 5 * peer))
+        out.append(
+            (
+                "streaming: lossless rate ≥ 5 × tcpstates-bpfcc's",
+                f"{at_least}{ours:,.0f} vs {peer:,.0f} events/s "
+                f"({at_least}{ours / peer if peer else float('inf'):.1f}×)",
+                ours >= 5 * peer,
+            )
+        )
     sc = r["scrape"]
     p10, p100 = sc.get("10000", sc.get(10000)), sc.get("100000", sc.get(100000))
     if p10:
-        out.append(("scrape p99 ≤ 20 ms at 10k sockets", f"{p10['p99_ms']:.0f} ms",
-                    p10["p99_ms"] <= 20))
+        out.append(
+            ("scrape p99 ≤ 20 ms at 10k sockets", f"{p10['p99_ms']:.0f} ms", p10["p99_ms"] <= 20)
+        )
     if p100:
-        out.append(("scrape p99 ≤ 50 ms at 100k sockets", f"{p100['p99_ms']:.0f} ms",
-                    p100["p99_ms"] <= 50))
+        out.append(
+            ("scrape p99 ≤ 50 ms at 100k sockets", f"{p100['p99_ms']:.0f} ms", p100["p99_ms"] <= 50)
+        )
     if r.get("startup"):
         st = r["startup"]
         cold, warm = max(st["cold_s"]), max(st["warm_s"])
-        every = (lambda k: f" (every probe attached: {max(st[k]):.1f} s)" if st.get(k) else "")  # noqa: E731
+        every = lambda k: f" (every probe attached: {max(st[k]):.1f} s)" if st.get(k) else ""  # noqa: E731
         if st.get("installed_s"):
             first = max(st["installed_s"])
-            out.append(("start to first data ≤ 3 s: first start after install (slowest)",
-                        f"{first:.1f} s{every('installed_all_s')}", first <= 3))
-        out.append(("start to first data ≤ 3 s: a start that compiles (cache off / new kernel; "
-                    "slowest)", f"{cold:.1f} s{every('cold_all_s')}", cold <= 3))
-        out.append(("start to first data ≤ 3 s: restart (programs kept; slowest)",
-                    f"{warm:.1f} s{every('warm_all_s')}", warm <= 3))
+            out.append(
+                (
+                    "start to first data ≤ 3 s: first start after install (slowest)",
+                    f"{first:.1f} s{every('installed_all_s')}",
+                    first <= 3,
+                )
+            )
+        out.append(
+            (
+                "start to first data ≤ 3 s: a start that compiles (cache off / new kernel; "
+                "slowest)",
+                f"{cold:.1f} s{every('cold_all_s')}",
+                cold <= 3,
+            )
+        )
+        out.append(
+            (
+                "start to first data ≤ 3 s: restart (programs kept; slowest)",
+                f"{warm:.1f} s{every('warm_all_s')}",
+                warm <= 3,
+            )
+        )
     else:
         starts = [s["startup_s"] for s in sc.values()]
         out.append(("start to first data ≤ 3 s", f"{max(starts):.1f} s", max(starts) <= 3))

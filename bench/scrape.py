@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pyprobe import lab, netlink  # noqa: E402
+from pyprobe import lab, netlink
 
 PYPROBE = str(Path(sys.executable).with_name("pyprobe"))
 
@@ -75,14 +75,18 @@ def started(env: dict[str, str], port: int) -> tuple[float, float]:
     start = time.monotonic()
     proc = subprocess.Popen(
         [PYPROBE, "export", "--web.listen-address", f"127.0.0.1:{port}"],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, **env},
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
     )
     assert proc.stderr is not None
     while 'msg="listening"' not in (proc.stderr.readline() or 'msg="listening"'):
         pass
-    while not re.search(r"^pyprobe_probe_attached\{.*\} 1\.0$",
-                        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode(),
-                        re.M):
+    while not re.search(
+        r"^pyprobe_probe_attached\{.*\} 1\.0$",
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode(),
+        re.M,
+    ):
         time.sleep(0.01)
     first = time.monotonic() - start
     while 'msg="start-up complete"' not in (proc.stderr.readline() or 'msg="start-up complete"'):
@@ -104,16 +108,20 @@ def startup(runs: int = 3, port: int = 19995) -> dict[str, list[float]]:
     for _ in range(runs):  # each an install of its own
         with tempfile.TemporaryDirectory() as installed:
             env = {"PYPROBE_PROGRAM_CACHE": installed}
-            subprocess.run([PYPROBE, "compile"], env={**os.environ, **env},
-                           check=True, capture_output=True)
+            subprocess.run(
+                [PYPROBE, "compile"], env={**os.environ, **env}, check=True, capture_output=True
+            )
             first.append(started(env, port))
     with tempfile.TemporaryDirectory() as kept:
         started({"PYPROBE_PROGRAM_CACHE": kept}, port)  # compiles, and keeps
         warm = [started({"PYPROBE_PROGRAM_CACHE": kept}, port) for _ in range(runs)]
     return {
-        "cold_s": [f for f, _ in cold], "cold_all_s": [c for _, c in cold],
-        "installed_s": [f for f, _ in first], "installed_all_s": [c for _, c in first],
-        "warm_s": [f for f, _ in warm], "warm_all_s": [c for _, c in warm],
+        "cold_s": [f for f, _ in cold],
+        "cold_all_s": [c for _, c in cold],
+        "installed_s": [f for f, _ in first],
+        "installed_all_s": [c for _, c in first],
+        "warm_s": [f for f, _ in warm],
+        "warm_all_s": [c for _, c in warm],
     }
 
 
@@ -127,22 +135,44 @@ def measure(sockets: int, scrapes: int = 40, port: int = 19999) -> dict[str, flo
         workers = []
         for k, start in enumerate(range(0, n, PER_WORKER)):
             count = min(PER_WORKER, n - start)
-            workers.append(subprocess.Popen(
-                [sys.executable, __file__, "--hold", pair.a, pair.b, pair.addr_b,
-                 str(9100 + k), str(count)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            ))
+            workers.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--hold",
+                        pair.a,
+                        pair.b,
+                        pair.addr_b,
+                        str(9100 + k),
+                        str(count),
+                    ],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
         for w in workers:
             assert w.stdout is not None and w.stdout.readline().strip() == "ready"
         start = time.monotonic()
         # At debug level the daemon logs each socket pass, and whether a
         # scrape was waiting for it ("at the request") or it ran ahead.
         proc = subprocess.Popen(
-            [PYPROBE, "export", "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "debug"],
-            stderr=subprocess.PIPE, text=True,
+            [
+                PYPROBE,
+                "export",
+                "--web.listen-address",
+                f"127.0.0.1:{port}",
+                "--log.level",
+                "debug",
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert proc.stderr is not None
-        while 'msg="start-up complete"' not in (proc.stderr.readline() or 'msg="start-up complete"'):
+        while 'msg="start-up complete"' not in (
+            proc.stderr.readline() or 'msg="start-up complete"'
+        ):
             pass
         waited: list[float] = []  # when a pass ran at a scrape's request
 
@@ -173,7 +203,8 @@ def measure(sockets: int, scrapes: int = 40, port: int = 19999) -> dict[str, flo
             due += INTERVAL
             time.sleep(max(0.0, due - time.monotonic()))
         rss = next(
-            int(line.split()[1]) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+            int(line.split()[1])
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
             if line.startswith("VmRSS:")
         )
         proc.terminate()

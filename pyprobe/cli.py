@@ -151,11 +151,17 @@ def cli() -> None:
 def list_cmd() -> None:
     """The probes, one line each: name, hook it would use here, what it shows."""
     env = KernelEnv.detect()
+    rows = []
     for name in registry.names():
         probe = registry.create(name, env=env)
         choice = probe.available()
-        hook = choice.hook.label if choice.hook else "unavailable"
-        click.echo(f"{name:<12} {hook:<38} {probe.manifest.summary}")
+        rows.append((name, choice.hook.label if choice.hook else "unavailable", probe.manifest.summary))
+    # Columns as wide as their widest entry (a hook with four targets is ~80
+    # characters): the summaries line up, one greppable line per probe.
+    name_w = max(len(r[0]) for r in rows)
+    hook_w = max(len(r[1]) for r in rows)
+    for name, hook, summary in rows:
+        click.echo(f"{name:<{name_w}}  {hook:<{hook_w}}  {summary}")
 
 
 @cli.command()

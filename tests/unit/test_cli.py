@@ -169,4 +169,7 @@ def test_list_one_line_per_probe(fake, capsys):
     assert out.splitlines() == [line for line in out.splitlines() if line]
     lines = {line.split()[0]: line for line in out.splitlines()}
     assert set(lines) == set(registry.names())
-    assert lines["tcpstates"].startswith("tcpstates    tp_btf:inet_sock_set_state")
+    assert lines["tcpstates"].split()[1] == "tp_btf:inet_sock_set_state"
+    # the summaries start in one column, however long a probe's hook label
+    starts = {line.index(registry.create(n).manifest.summary) for n, line in lines.items()}
+    assert len(starts) == 1

@@ -155,7 +155,9 @@ def list_cmd() -> None:
     for name in registry.names():
         probe = registry.create(name, env=env)
         choice = probe.available()
-        rows.append((name, choice.hook.label if choice.hook else "unavailable", probe.manifest.summary))
+        rows.append(
+            (name, choice.hook.label if choice.hook else "unavailable", probe.manifest.summary)
+        )
     # Columns as wide as their widest entry (a hook with four targets is ~80
     # characters): the summaries line up, one greppable line per probe.
     name_w = max(len(r[0]) for r in rows)

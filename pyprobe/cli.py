@@ -727,7 +727,7 @@ def top_cmd(interval: float, count: int | None, only: tuple[str, ...]) -> None:
     from rich.console import Console
     from rich.live import Live
 
-    from .top import TopView
+    from .top import TopView, keypresses, quit_pressed
 
     env = _env()
     names = list(only) or registry.names()
@@ -753,10 +753,13 @@ def top_cmd(interval: float, count: int | None, only: tuple[str, ...]) -> None:
         console = Console()
         n = 0
         if console.is_terminal and count is None:
-            with Live(view.frame(), console=console, screen=True, auto_refresh=False) as live:
-                while True:
-                    time.sleep(interval)
+            with (
+                keypresses() as keys,
+                Live(view.frame(), console=console, screen=True, auto_refresh=False) as live,
+            ):
+                while not quit_pressed(keys, interval):
                     live.update(view.frame(), refresh=True)
+            return
         view.frame()  # the baseline for the first rates
         while count is None or n < count:
             time.sleep(interval)

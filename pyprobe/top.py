@@ -4,10 +4,14 @@ that matter at a glance (the rest summed), busiest first."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import select
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 from rich.columns import Columns
 from rich.console import Group, RenderableType
@@ -158,3 +162,46 @@ class TopView:
                 str(q["drops"]),
             )
         return [socks, qd]
+
+
+@contextlib.contextmanager
+def keypresses(stream: TextIO | None = None) -> Iterator[int | None]:
+    """The terminal's keys, one at a time and not echoed, while the view is
+    up (cbreak mode; restored on the way out, however it is left). None
+    when stdin is not a terminal: the view then quits on Ctrl-C only."""
+    stream = stream if stream is not None else sys.stdin
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield None
+        return
+    if not os.isatty(fd):
+        yield None
+        return
+    import termios
+    import tty
+
+    old = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+    try:
+        yield fd
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, old)
+
+
+QUIT_KEYS = b"qQ"
+
+
+def quit_pressed(fd: int | None, timeout: float) -> bool:
+    """Wait up to `timeout` seconds; True as soon as q is typed on `fd`."""
+    deadline = time.monotonic() + timeout
+    while fd is not None and (left := deadline - time.monotonic()) > 0:
+        if not select.select([fd], [], [], left)[0]:
+            return False
+        data = os.read(fd, 64)
+        if not data:  # end of input: nothing more will come, only the clock
+            break
+        if any(key in QUIT_KEYS for key in data):
+            return True
+    time.sleep(max(0.0, deadline - time.monotonic()))
+    return False

@@ -101,6 +101,39 @@ def test_top_during_traffic_shows_every_panel(pair, no_programs_left):
     assert "ESTABLISHED" in out
 
 
+def test_top_on_a_terminal_quits_on_q_and_leaves_the_terminal_as_it_was(no_programs_left):
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+    before = termios.tcgetattr(slave)
+    proc = subprocess.Popen(
+        [PYPROBE, "top", "-i", "0.2"], stdin=slave, stdout=slave, stderr=slave, close_fds=True
+    )
+    screen = b""
+    try:
+        deadline = time.monotonic() + 30  # compiling every probe: 3-6 s, more under load
+        while b"TCP state changes" not in screen and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                screen += os.read(master, 65536)
+        assert b"TCP state changes" in screen, screen[-2000:]
+        os.write(master, b"q")
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        after = termios.tcgetattr(slave)
+        os.close(slave)
+        os.close(master)
+    assert b"Traceback" not in screen
+    assert after == before  # echo and line mode back, for the shell that ran it
+
+
 def test_bad_input_is_one_line_and_exit_2():
     for args, words in (
         (["drops", "--benign", "NOT_A_REASON"], "unknown drop reason NOT_A_REASON"),

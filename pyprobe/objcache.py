@@ -69,20 +69,21 @@ def key(text: str, hook: Hook, cflags: list[str], maps: list[str]) -> str:
     """What a compiled program depends on: its text (local headers pasted
     in), hook and points (BTF ids included), flags, the maps exported, this
     kernel's build and CPU count (per-CPU value sizes), and pyprobe."""
+    return _digest(text, dataclasses.asdict(hook), cflags, maps)
+
+
+def _digest(*parts: Any) -> str:
     uname = os.uname()
-    parts = [
+    everything = [
         FORMAT,
         __version__,
-        text,
-        dataclasses.asdict(hook),
-        cflags,
-        maps,
+        *parts,
         uname.release,
         uname.version,
         os.cpu_count(),
         _possible_cpus(),
     ]
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(everything, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def cacheable(hook: Hook) -> bool:
@@ -107,13 +108,22 @@ def kept(entry_key: str) -> bool:
 def save(entry_key: str, bpf: Any, exported: Exported) -> None:
     """Keep a loaded bcc module's programs and maps under entry_key. Silent
     when it cannot: the cache only ever saves time."""
-    where = directory()
-    if not entry_key or where is None or not cacheable(exported.hook):
+    if not entry_key or directory() is None or not cacheable(exported.hook):
         return
     try:
         spec = _spec(bpf, exported)
-        if spec is None:
-            return
+    except (OSError, ValueError, PyprobeError) as e:
+        log.debug("program cache: not saved: %s", e)
+        return
+    if spec is not None:
+        _write(entry_key, spec)
+
+
+def _write(entry_key: str, spec: dict) -> None:
+    where = directory()
+    if where is None:
+        return
+    try:
         _safe_dir(where, create=True)
         fd, tmp = tempfile.mkstemp(dir=where, prefix=".tmp-")
         with os.fdopen(fd, "w") as f:
@@ -122,6 +132,32 @@ def save(entry_key: str, bpf: Any, exported: Exported) -> None:
         prune(where)
     except (OSError, ValueError, PyprobeError) as e:
         log.debug("program cache: not saved: %s", e)
+
+
+# -- tc classifiers: the lab's impairments (no maps, no hook) ---------------------
+def classifier_key(text: str, function: str, cflags: list[str]) -> str:
+    return _digest(text, "sched_cls", function, cflags)
+
+
+def save_classifier(entry_key: str, function: str, insns: bytes) -> None:
+    """Keep a compiled classifier's instructions (bcc's dump_func)."""
+    spec = {"format": FORMAT, "classifier": function, "insns": base64.b64encode(insns).decode()}
+    _write(entry_key, spec)
+
+
+def load_classifier(entry_key: str, function: str) -> int | None:
+    """A kept classifier, loaded: its fd, or None (none kept, or one the
+    kernel no longer takes: dropped)."""
+    spec = _read(entry_key)
+    if spec is None or spec.get("classifier") != function:
+        return None
+    try:
+        fd = tpbtf.load_sched_cls(base64.b64decode(spec["insns"]), function)
+    except (OSError, ValueError, KeyError, TypeError, PyprobeError) as e:
+        _drop(entry_key, e)
+        return None
+    _touch(entry_key)
+    return fd
 
 
 def prune(where: Path, now: float | None = None) -> list[str]:
@@ -227,35 +263,58 @@ def load(entry_key: str, hook: Hook) -> tuple[Exported, list[int]] | None:
     """A kept program, created and attached: its description and fds, as
     BccProgram.export gives them — or None (no entry, or one that no longer
     loads: dropped)."""
+    if not cacheable(hook):
+        return None
+    spec = _read(entry_key)
+    if spec is None:
+        return None
+    opened: list[int] = []
+    try:
+        loaded = _create(spec, hook, opened)
+    except (OSError, ValueError, KeyError, TypeError, struct.error, PyprobeError) as e:
+        for fd in opened:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        _drop(entry_key, e)
+        return None
+    _touch(entry_key)
+    return loaded
+
+
+def _read(entry_key: str) -> dict | None:
+    """An entry's description, when there is one of this format, safe to use."""
     where = directory()
-    if where is None or not cacheable(hook):
+    if where is None:
         return None
     path = where / f"{entry_key}.json"
     try:
         _safe_dir(where, create=False)
         _safe_file(path)
         spec = json.loads(path.read_text())
-        if spec.get("format") != FORMAT:
+        if not isinstance(spec, dict) or spec.get("format") != FORMAT:
             raise ValueError("another format")
     except FileNotFoundError:
         return None
     except (OSError, ValueError, PyprobeError) as e:
         log.debug("program cache: %s not used: %s", path.name, e)
         return None
-    opened: list[int] = []
-    try:
-        loaded = _create(spec, hook, opened)
+    return spec
+
+
+def _touch(entry_key: str) -> None:
+    where = directory()
+    if where is not None:
         with contextlib.suppress(OSError):
-            os.utime(path)  # used: the last to be pruned
-        return loaded
-    except (OSError, ValueError, KeyError, TypeError, struct.error, PyprobeError) as e:
-        for fd in opened:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        log.info('msg="compiled program not reused" entry=%s error="%s"', path.name, e)
-        with contextlib.suppress(OSError):
-            path.unlink()
-        return None
+            os.utime(where / f"{entry_key}.json")  # used: the last to be pruned
+
+
+def _drop(entry_key: str, why: Exception) -> None:
+    where = directory()
+    if where is None:
+        return
+    log.info('msg="compiled program not reused" entry=%s.json error="%s"', entry_key, why)
+    with contextlib.suppress(OSError):
+        (where / f"{entry_key}.json").unlink()
 
 
 def _create(spec: dict, hook: Hook, opened: list[int]) -> tuple[Exported, list[int]]:

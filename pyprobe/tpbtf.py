@@ -21,6 +21,8 @@ from .errors import PyprobeError
 
 _PROG_LOAD, _RAW_TRACEPOINT_OPEN = 5, 17
 _PROG_TYPE_RAW_TRACEPOINT, _PROG_TYPE_TRACING, _TRACE_RAW_TP = 17, 26, 23
+_PROG_TYPE_SCHED_CLS = 3
+_KINDS = {_PROG_TYPE_TRACING: "tp_btf", _PROG_TYPE_SCHED_CLS: "tc classifier"}
 _LOG_SIZE = 1 << 20
 # r0 = 0; exit: what probe() loads to ask whether this kernel takes the type.
 _RETURN_0 = bytes.fromhex("b7000000000000009500000000000000")
@@ -75,8 +77,14 @@ def load_raw_tracepoint(insns: bytes, name: str) -> int:
     return _load(insns, name, _PROG_TYPE_RAW_TRACEPOINT, 0, 0, True)
 
 
+def load_sched_cls(insns: bytes, name: str) -> int:
+    """Load instructions as a tc classifier (the lab's impairments, kept by
+    the program cache: objcache.load_classifier)."""
+    return _load(insns, name, _PROG_TYPE_SCHED_CLS, 0, 0, True)
+
+
 def _load(insns: bytes, name: str, prog_type: int, attach_type: int, btf_id: int, log: bool) -> int:
-    kind = "tp_btf" if prog_type == _PROG_TYPE_TRACING else "raw tracepoint"
+    kind = _KINDS.get(prog_type, "raw tracepoint")
     code = ctypes.create_string_buffer(insns, len(insns))
     license_ = ctypes.create_string_buffer(b"GPL")
     attr = _LoadAttr(

@@ -131,6 +131,48 @@ def test_firewall_workload_drops_exactly_what_it_sends(env):
     assert "77 UDP datagrams" in line and dropped == 77
 
 
+@pytest.mark.parametrize("run", ["compiled", "kept", "kept entry broken"])
+def test_firewall_filter_is_kept_and_a_kept_one_drops_the_same(run, env, tmp_path, monkeypatch):
+    """The lab's classifiers go through the program cache: the second use
+    loads the kept instructions (no bcc module is made), and drops exactly
+    what the compiled one does; an entry the kernel refuses is dropped and
+    the filter compiled again."""
+    import bcc
+
+    from pyprobe import workloads
+
+    cache = tmp_path / "programs"
+    monkeypatch.setenv("PYPROBE_PROGRAM_CACHE", str(cache))
+    if run != "compiled":
+        with topology.Lab("veth"):
+            workloads.firewall(workloads.Hosts.from_lab(), 1)  # compiles, keeps
+        (entry,) = cache.glob("*.json")
+        if run == "kept entry broken":
+            spec = json.loads(entry.read_text())
+            spec["insns"] = "lQAAAAAAAAA="  # a lone exit: the verifier refuses it
+            entry.write_text(json.dumps(spec))
+    made = []
+
+    class Counted(bcc.BPF):  # type: ignore[misc, name-defined]
+        def __init__(self, *args, **kwargs):
+            if b"lab_filter" in kwargs.get("text", b""):
+                made.append(1)  # the classifier compiled (not the drops probe)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(bcc, "BPF", Counted)
+    drops = registry.create("drops", env=env)
+    with topology.Lab("veth"), drops:
+        drops.attach()
+        workloads.firewall(workloads.Hosts.from_lab(), 33)
+        ns_h2 = str(netlink.inode_of(topology.ns_path("h2")))
+        dropped = sum(
+            r["value"] for r in drops.rows() if r["reason"] == "TC_INGRESS" and r["netns"] == ns_h2
+        )
+    assert dropped == 33
+    assert len(made) == (0 if run == "kept" else 1)
+    assert len(list(cache.glob("*.json"))) == 1  # kept (again)
+
+
 def run_cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     return subprocess.run([PYPROBE, *args], capture_output=True, text=True, timeout=timeout)
 

@@ -47,16 +47,6 @@ def _in(short: str, fn: Callable[[], T]) -> T:
     return run_in_netns(ns_path(short), fn)
 
 
-def _operstates() -> dict[str, str]:
-    """The current namespace's devices but lo: name -> IFLA_OPERSTATE."""
-    with _ipr() as ipr:
-        return {
-            m.get_attr("IFLA_IFNAME"): m.get_attr("IFLA_OPERSTATE")
-            for m in ipr.get_links()
-            if m.get_attr("IFLA_IFNAME") != "lo"
-        }
-
-
 def _ipr() -> Any:
     from pyroute2 import IPRoute
 
@@ -158,34 +148,11 @@ class Lab:
             self._impairments()
             if self.stp and self.topology != "veth":
                 time.sleep(2 * STP_FORWARD_DELAY_CS / 100 + 0.5)  # listening + learning
-            self._wait_operstate()
             self._save()
         except BaseException:
             self.down()
             raise
         return self
-
-    def _wait_operstate(self, timeout: float = 2.0) -> None:
-        """Until every lab device reports UP (or UNKNOWN: no carrier notion).
-
-        The kernel carries a new link state over to the device's operstate
-        in linkwatch, deferred: a `lab status` straight after `lab up` showed
-        a veth DOWN that was forwarding already. Waiting here keeps `status`
-        true; traffic never needed it."""
-        deadline = time.monotonic() + timeout
-        pending: list[str] = []
-        while True:
-            pending = [
-                f"{ns_name(short)}/{dev}"
-                for short in self.namespaces
-                for dev, state in _in(short, _operstates).items()
-                if state not in ("UP", "UNKNOWN")
-            ]
-            if not pending or time.monotonic() >= deadline:
-                break
-            time.sleep(0.02)
-        if pending:
-            raise PyprobeError(f"lab devices not up after {timeout:g} s: {', '.join(pending)}")
 
     def _up_veth(self) -> None:
         self._ns("h1")

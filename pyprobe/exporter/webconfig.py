@@ -93,7 +93,7 @@ def load(path: str | Path | None) -> WebConfig:
     except UnicodeDecodeError as e:
         raise ConfigError(f"{where}: not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: not valid YAML: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"{where}: not valid YAML{_yaml_at(e)}: {_yaml_problem(e)}") from None
     if doc is None:
         return WebConfig(source=str(path))
     if not isinstance(doc, dict):
@@ -158,3 +158,16 @@ def _tls(tls: dict[str, Any], base: Path, where: str) -> ssl.SSLContext:
     except ssl.SSLError as e:
         raise ConfigError(f"{where}: tls_server_config: cannot load the certificate: {e}") from None
     return ctx
+
+
+def _yaml_at(e: Exception) -> str:
+    """Where in the file a YAML error is (" at line 2, column 4"), if known."""
+    mark = getattr(e, "problem_mark", None)
+    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+
+def _yaml_problem(e: Exception) -> str:
+    """What is wrong, in one line: the parser's problem ("mapping values are
+    not allowed here"), not its context ("while parsing a flow node")."""
+    problem = getattr(e, "problem", None)
+    return str(problem) if problem else str(e).splitlines()[0]

@@ -140,3 +140,28 @@ def test_probe_selection_and_addresses():
     for bad in ("9977", "host:port", "1.2.3.4:70000"):
         with pytest.raises(PyprobeError, match=r"bad --web\.listen-address"):
             parse_address(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (
+            "tls_server_config: [",
+            ": not valid YAML at line 1, column 21: expected the node content, but found",
+        ),
+        (
+            "a: b\n  c: d\n",
+            ": not valid YAML at line 2, column 4: mapping values are not allowed here",
+        ),
+        (
+            "\tfoo: 1",
+            ": not valid YAML at line 1, column 1: found character '\\t' that cannot start",
+        ),
+    ],
+)
+def test_bad_yaml_says_where_and_what(tmp_path, text, said):
+    path = write(tmp_path, text)
+    with pytest.raises(webconfig.ConfigError) as e:
+        webconfig.load(str(path))
+    assert str(e.value).startswith(str(path) + said), str(e.value)
+    assert "\n" not in str(e.value)

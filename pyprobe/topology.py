@@ -117,6 +117,8 @@ class Lab:
             raise PyprobeError(f"--loss {loss}: a percentage from 0 to 100")
         if delay_ms < 0:
             raise PyprobeError(f"--delay {delay_ms}: milliseconds, 0 or more")
+        if rate is not None:
+            _check_rate(rate)
         self.topology, self.stp, self.loss, self.delay_ms, self.rate = (
             topology,
             stp,
@@ -274,6 +276,22 @@ def _netem_delay(dev: str, ms: float) -> None:
             raise PyprobeError(
                 f"--delay needs netem, which this kernel lacks ({e}); --loss and --rate work"
             ) from None
+
+
+def _check_rate(rate: str) -> None:
+    """A rate tc takes (pyroute2 parses it as tc does), and not zero: before
+    anything is built, not as a parser's exception once it is."""
+    from pyroute2.netlink.rtnl.tcmsg import common
+
+    try:
+        ok = common.get_rate(rate) > 0
+    except (ValueError, KeyError):
+        ok = False
+    if not ok:
+        units = ", ".join(common.rate_suffixes)
+        raise PyprobeError(
+            f"--rate {rate!r}: a whole number above 0 and a unit ({units}), e.g. 10mbit"
+        )
 
 
 def _tbf(dev: str, rate: str) -> None:

@@ -77,6 +77,8 @@ CASES = [
     ["lab", "up", "--loss", "100"],
     ["lab", "up", "--loss", "-1"],
     ["lab", "up", "-t", "mesh"],
+    ["lab", "up", "--rate", "fast"],
+    ["lab", "up", "--rate", "0mbit"],
     ["lab", "traffic", "--connections", "0"],
     ["lab", "traffic", "--connections", "1000000"],
     ["lab", "traffic", "no-such-workload"],

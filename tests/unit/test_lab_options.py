@@ -1,0 +1,21 @@
+"""`pyprobe lab up`'s options are checked before anything is built."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyprobe import topology
+from pyprobe.errors import PyprobeError
+
+
+@pytest.mark.parametrize("rate", ["fast", "10Mbit", "1.5mbit", "0mbit", "-5mbit", "10 mbit", ""])
+def test_a_rate_tc_would_refuse_is_one_clear_error(rate):
+    with pytest.raises(PyprobeError) as e:
+        topology.Lab("veth", rate=rate)
+    assert str(e.value).startswith(f"--rate {rate!r}: a whole number above 0 and a unit (")
+    assert "mbit" in str(e.value) and "e.g. 10mbit" in str(e.value)
+
+
+@pytest.mark.parametrize("rate", ["10mbit", "500kbit", "1gbit", "2MBps", "1000"])
+def test_rates_tc_takes_pass(rate):
+    assert topology.Lab("veth", rate=rate).rate == rate

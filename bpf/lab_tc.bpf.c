@@ -1,6 +1,6 @@
 /* The lab's impairments, as a tc ingress classifier (direct action): this
  * kernel has no netem and no gact, but cls_bpf can drop. Not a probe.
- *   -DLOSS_PER_MILLE=N   drop N/1000 of incoming IPv4 packets, at random
+ *   -DLOSS_PPM=N         drop N in a million incoming IPv4 packets, at random
  *   -DDROP_UDP_PORT=P    drop incoming UDP to port P (a firewall rule)
  * Everything else: TC_ACT_UNSPEC, so the next filter (another rule) still runs. */
 #include <uapi/linux/bpf.h>
@@ -20,8 +20,8 @@ int lab_filter(struct __sk_buff *skb)
 	struct iphdr *ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > end)
 		return TC_ACT_UNSPEC;
-#ifdef LOSS_PER_MILLE
-	if (bpf_get_prandom_u32() % 1000 < LOSS_PER_MILLE)
+#ifdef LOSS_PPM
+	if (bpf_get_prandom_u32() % 1000000 < LOSS_PPM)
 		return TC_ACT_SHOT;
 #endif
 #ifdef DROP_UDP_PORT

@@ -113,8 +113,8 @@ class Lab:
     ) -> None:
         if topology not in TOPOLOGIES:
             raise PyprobeError(f"unknown topology {topology!r}: one of {', '.join(TOPOLOGIES)}")
-        if not 0 <= loss < 100:
-            raise PyprobeError(f"--loss {loss}: a percentage from 0 to 100")
+        if not 0 <= loss < 100 or 0 < loss < 0.0001:
+            raise PyprobeError(f"--loss {loss}: a percentage from 0.0001 to 100 (or 0)")
         if delay_ms < 0:
             raise PyprobeError(f"--delay {delay_ms}: milliseconds, 0 or more")
         if rate is not None:
@@ -264,7 +264,8 @@ def _tc_drop(dev: str, prio: int, cflags: list[str]) -> None:
 
 def _loss_filter(dev: str, pct: float) -> None:
     """Drop pct% of incoming IPv4 packets at random (netem's loss, without netem)."""
-    _tc_drop(dev, 10, [f"-DLOSS_PER_MILLE={round(pct * 10)}"])
+    # In a million, not a thousand: --loss 0.05 was rounded to no loss at all.
+    _tc_drop(dev, 10, [f"-DLOSS_PPM={round(pct * 10_000)}"])
 
 
 def _netem_delay(dev: str, ms: float) -> None:

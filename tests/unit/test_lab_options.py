@@ -19,3 +19,14 @@ def test_a_rate_tc_would_refuse_is_one_clear_error(rate):
 @pytest.mark.parametrize("rate", ["10mbit", "500kbit", "1gbit", "2MBps", "1000"])
 def test_rates_tc_takes_pass(rate):
     assert topology.Lab("veth", rate=rate).rate == rate
+
+
+@pytest.mark.parametrize("loss", [-1, 100, 0.00001])
+def test_a_loss_the_filter_cannot_drop_is_refused(loss):
+    with pytest.raises(PyprobeError, match=r"^--loss .*: a percentage from 0\.0001 to 100"):
+        topology.Lab("veth", loss=loss)
+
+
+@pytest.mark.parametrize("loss", [0, 0.0001, 0.05, 20, 99.9])
+def test_losses_the_filter_can_drop_pass(loss):
+    assert topology.Lab("veth", loss=loss).loss == loss

@@ -344,7 +344,8 @@ def down() -> list[str]:
 
 
 def status() -> list[dict[str, Any]]:
-    """Every lab namespace: its devices, addresses, state and qdiscs."""
+    """Every lab namespace: its devices, their kind, state, addresses and master
+    (the impairments are in the saved description, `active()`)."""
     out = []
     for entry in sorted(NETNS_RUN_DIR.glob(f"{PREFIX}-*")) if NETNS_RUN_DIR.is_dir() else ():
 

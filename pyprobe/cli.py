@@ -803,6 +803,13 @@ def _stream(
     help="HOST:PORT to serve /metrics on (loopback by default).",
 )
 @click.option(
+    "--web.telemetry-path",
+    "telemetry_path",
+    default="/metrics",
+    show_default=True,
+    help="Path under which to serve the metrics.",
+)
+@click.option(
     "--web.config.file",
     "web_config",
     type=click.Path(dir_okay=False),
@@ -839,6 +846,7 @@ def _stream(
 )
 def export_cmd(
     address: str,
+    telemetry_path: str,
     web_config: str | None,
     include: tuple[str, ...],
     exclude: tuple[str, ...],
@@ -871,6 +879,7 @@ def export_cmd(
         bpf_stats,
         parse_caps(label_caps),
         drop_privileges,
+        telemetry_path,
     )
     run(opts, _env())
 

@@ -27,7 +27,7 @@ from ..probe import attach_each
 from . import bpfstats, privileges, webconfig
 from .caps import LabelCaps
 from .collectors import ProbeCollector, ProbeState, SelfCollector
-from .server import Server, parse_address
+from .server import DEFAULT_PATH, Server, parse_address, parse_path
 
 log = logging.getLogger("pyprobe.exporter")
 
@@ -42,6 +42,7 @@ class Options:
     bpf_stats: bool = False
     label_caps: dict[str, int] = field(default_factory=dict)
     drop_privileges: str | None = None  # user to become once attached
+    telemetry_path: str = DEFAULT_PATH
 
 
 def select(include: Sequence[str], exclude: Sequence[str]) -> list[str]:
@@ -84,6 +85,7 @@ def run(opts: Options, env: KernelEnv) -> None:
     # 1. everything that can be wrong with the command line or the config
     config = webconfig.load(opts.web_config)
     host, port = parse_address(opts.address)
+    path = parse_path(opts.telemetry_path)
     names = select(opts.include, opts.exclude)
     if not names:
         raise PyprobeError("no probes left to run (--probe/--no-probe)")
@@ -94,7 +96,7 @@ def run(opts: Options, env: KernelEnv) -> None:
     # 2. the port: a port in use fails here, before any program is loaded
     registry = CollectorRegistry(auto_describe=False)
     reload_state = {"ok": True, "at": time.time()}
-    server = Server((host, port), registry, config)
+    server = Server((host, port), registry, config, path)
     stop, reload = threading.Event(), threading.Event()
     states: dict[str, ProbeState] = {}
     stats_fd = None
@@ -113,10 +115,11 @@ def run(opts: Options, env: KernelEnv) -> None:
         thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
         thread.start()
         log.info(
-            'msg="listening" address=%s://%s:%d probes=%d/%d',
+            'msg="listening" address=%s://%s:%d%s probes=%d/%d',
             "https" if config.tls else "http",
             host,
             server.server_address[1],
+            path,
             sum(s.attached for s in states.values()),
             len(states),
         )

@@ -8,6 +8,8 @@ import base64
 import binascii
 import contextlib
 import errno
+import gzip
+import html
 import logging
 import socket
 import ssl
@@ -18,9 +20,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
 
 from ..errors import PyprobeError
-from .textformat import TextEncoder
+from .textformat import OpenMetricsEncoder, TextEncoder
 from .webconfig import WebConfig
 
 log = logging.getLogger("pyprobe.exporter")
@@ -30,9 +33,11 @@ BUSY = (
     b"Content-Length: 21\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
     b"too many connections\n"
 )
-LANDING = b"""<html><head><title>pyprobe exporter</title></head><body>
-<h1>pyprobe exporter</h1><p><a href="/metrics">Metrics</a></p></body></html>
+DEFAULT_PATH = "/metrics"
+LANDING = """<html><head><title>pyprobe exporter</title></head><body>
+<h1>pyprobe exporter</h1><p><a href="{path}">Metrics</a></p></body></html>
 """
+GZIP_LEVEL = 1  # a scrape of ~400 series, ~29 KB, to ~5 KB in ~0.1 ms (9 takes 10x longer)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -45,6 +50,30 @@ def parse_address(text: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
+def parse_path(text: str) -> str:
+    """--web.telemetry-path: where /metrics is served instead."""
+    if not text.startswith("/") or text == "/" or any(c.isspace() or c in "?#" for c in text):
+        raise PyprobeError(
+            f"bad --web.telemetry-path {text!r}: expected a path such as {DEFAULT_PATH} "
+            "(not /, no spaces, ? or #)"
+        )
+    return text
+
+
+def gzip_accepted(header: str) -> bool:
+    """Accept-Encoding names gzip, and not with q=0 (Prometheus always sends
+    "gzip")."""
+    for item in header.split(","):
+        coding, *params = (p.strip() for p in item.split(";"))
+        if coding.lower() == "gzip":
+            q = next((p[2:] for p in params if p.lower().startswith("q=")), "1")
+            try:
+                return float(q) > 0
+            except ValueError:
+                return False
+    return False
+
+
 MAX_CONNECTIONS = 32  # served at once; more get 503 at once, not a thread each
 
 
@@ -52,10 +81,21 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64
 
-    def __init__(self, address: tuple[str, int], registry: CollectorRegistry, config: WebConfig):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        registry: CollectorRegistry,
+        config: WebConfig,
+        path: str = DEFAULT_PATH,
+    ):
+        self.metrics_path = path
+        self.landing = LANDING.format(path=html.escape(path)).encode()
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.registry = registry
-        self.text = TextEncoder()  # the plain text format, what Prometheus asks for by default
+        self.text = TextEncoder()  # the plain text format (0.0.4)
+        # OpenMetrics, what Prometheus asks for first: one per content type
+        # (version, escaping) asked for, a few at most.
+        self.openmetrics: dict[str, OpenMetricsEncoder] = {}
         self.config = config  # replaced whole on SIGHUP; read once per request
         self.scrape_lock = threading.Lock()  # one scrape at a time reads the maps
         # (encoder, when the body was started, body): scrapes that queued
@@ -87,6 +127,19 @@ class Server(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self.slots.release()
+
+    def encoder(self, accept: str) -> tuple[Any, str]:
+        """The writer and content type for an Accept header: prometheus_client
+        chooses (format, version, escaping); ours write the same bytes."""
+        encoder, ctype = choose_encoder(accept)
+        if encoder is generate_latest:
+            return self.text, ctype
+        if getattr(encoder, "func", encoder) is openmetrics.generate_latest:
+            fast = self.openmetrics.get(ctype)
+            if fast is None and len(self.openmetrics) < 8:  # content types come from clients
+                fast = self.openmetrics[ctype] = OpenMetricsEncoder(encoder)
+            return fast or encoder, ctype
+        return encoder, ctype
 
     def scrape(self, encoder: Any) -> bytes:
         arrived = time.monotonic()
@@ -160,13 +213,15 @@ class Handler(BaseHTTPRequestHandler):
             )
             return
         path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
-            if encoder is generate_latest:
-                encoder = self.server.text  # the same bytes, faster
-            self._send(200, self.server.scrape(encoder), ctype)
+        if path == self.server.metrics_path:
+            encoder, ctype = self.server.encoder(self.headers.get("Accept", ""))
+            body, extra = self.server.scrape(encoder), [("Vary", "Accept-Encoding")]
+            if gzip_accepted(self.headers.get("Accept-Encoding", "")):
+                body = gzip.compress(body, GZIP_LEVEL)
+                extra.append(("Content-Encoding", "gzip"))
+            self._send(200, body, ctype, extra)
         elif path == "/":
-            self._send(200, LANDING, "text/html; charset=utf-8")
+            self._send(200, self.server.landing, "text/html; charset=utf-8")
         else:
             self._send(404, b"Not Found\n")
 

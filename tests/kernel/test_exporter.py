@@ -5,6 +5,7 @@ use, signals, a broken config on SIGHUP, a probe that cannot attach)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from pyprobe import lab, netlink
 from tests.conftest import bpf_prog_count, quiet_prog_count, settled_prog_count
@@ -60,6 +62,53 @@ def test_self_metrics(exporter):
     assert sample(text, "pyprobe_map_max_entries", probe="drops", map="drops") == 10240
     assert sample(text, "pyprobe_bpf_program_runs_total", probe="softirqs", program="on_entry") > 0
     assert sample(text, "pyprobe_config_last_reload_successful") == 1
+
+
+# What Prometheus (2.x) sends with every scrape: OpenMetrics first, and gzip.
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+
+def test_what_prometheus_asks_for_openmetrics_gzipped(exporter):
+    req = urllib.request.Request(
+        exporter.url(), headers={"Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+        assert r.headers["Content-Encoding"] == "gzip"
+        assert r.headers["Vary"] == "Accept-Encoding"
+        packed = r.read()
+    body = gzip.decompress(packed).decode()
+    assert len(packed) * 4 < len(body)
+    assert body.endswith("# EOF\n")
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    assert families["pyprobe_tcp_state_transitions"].type == "counter"
+    assert families["pyprobe_tcp_queue_bytes"].type == "gaugehistogram"
+    caps = {s.labels["map"]: s.value for s in families["pyprobe_map_max_entries"].samples}
+    assert caps["drops"] == 10240
+    _, text = get(exporter.url())  # the plain format, not compressed: the same families
+    assert not text.endswith("# EOF\n")
+    assert sample(text, "pyprobe_map_max_entries", probe="drops", map="drops") == 10240
+
+
+def test_telemetry_path_moves_the_metrics():
+    exp = Exporter("--probe", "softirqs", "--web.telemetry-path", "/pyprobe/metrics")
+    try:
+        assert any("/pyprobe/metrics probes=" in line for line in exp.log)
+        status, text = get(exp.url("/pyprobe/metrics"))
+        assert status == 200 and sample(text, "pyprobe_probe_attached", probe="softirqs") == 1
+        assert get(exp.url("/metrics"))[0] == 404
+        status, landing = get(exp.url("/"))
+        assert status == 200 and 'href="/pyprobe/metrics"' in landing
+    finally:
+        assert exp.stop()[0] == 0
+    run = subprocess.run(
+        [PYPROBE, "export", "--web.telemetry-path", "metrics"], capture_output=True, text=True
+    )
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert "bad --web.telemetry-path 'metrics'" in run.stderr
 
 
 # -- end to end, with a real Prometheus ------------------------------------------------

@@ -10,7 +10,7 @@ from pyprobe.errors import PyprobeError
 from pyprobe.exporter import webconfig
 from pyprobe.exporter.caps import OTHER, RELEASE_AFTER, LabelCaps, parse_caps
 from pyprobe.exporter.daemon import select
-from pyprobe.exporter.server import parse_address
+from pyprobe.exporter.server import gzip_accepted, parse_address, parse_path
 
 
 def write(tmp_path, text: str):
@@ -140,6 +140,32 @@ def test_probe_selection_and_addresses():
     for bad in ("9977", "host:port", "1.2.3.4:70000"):
         with pytest.raises(PyprobeError, match=r"bad --web\.listen-address"):
             parse_address(bad)
+
+
+def test_telemetry_path():
+    assert parse_path("/metrics") == "/metrics"
+    assert parse_path("/pyprobe/metrics") == "/pyprobe/metrics"
+    for bad in ("metrics", "/", "", "/a b", "/m?x=1", "/m#f"):
+        with pytest.raises(PyprobeError, match=r"bad --web\.telemetry-path .*such as /metrics"):
+            parse_path(bad)
+
+
+@pytest.mark.parametrize(
+    ("header", "gzip"),
+    [
+        ("gzip", True),  # what Prometheus sends
+        ("gzip, deflate, br", True),
+        ("deflate, GZIP;q=0.5", True),
+        ("gzip;q=0", False),
+        ("gzip;q=0.000", False),
+        ("gzip;q=bogus", False),
+        ("identity", False),
+        ("x-gzip", False),
+        ("", False),
+    ],
+)
+def test_gzip_only_when_asked_for(header, gzip):
+    assert gzip_accepted(header) is gzip
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,12 @@
-"""The exporter's text encoder writes exactly what prometheus_client's
-generate_latest writes, on the first scrape and on later ones (its label
-texts kept), for every metric type and awkward value."""
+"""The exporter's text and OpenMetrics encoders write exactly what
+prometheus_client's generate_latest functions write, on the first scrape and
+on later ones (their texts kept), for every metric type and awkward value."""
 
 from __future__ import annotations
 
 import math
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -16,9 +17,12 @@ from prometheus_client.core import (
     Metric,
     SummaryMetricFamily,
 )
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.samples import Exemplar
 
 from pyprobe.exporter import textformat
-from pyprobe.exporter.textformat import TextEncoder
+from pyprobe.exporter.server import Server
+from pyprobe.exporter.textformat import OpenMetricsEncoder, TextEncoder
 
 
 class Families:
@@ -72,3 +76,48 @@ def test_label_texts_start_over_past_the_bound(monkeypatch):
     assert encoder(registry) == generate_latest(registry)
     assert len(encoder._labels) <= 3
     assert encoder(registry) == generate_latest(registry)
+
+
+class MoreFamilies(Families):
+    """What OpenMetrics writes differently: units, exemplars, names the
+    underscores escaping rewrites."""
+
+    def collect(self):
+        yield from super().collect()
+        yield GaugeMetricFamily("temp_celsius", "with a unit", value=21.5, unit="celsius")
+        yield GaugeMetricFamily("ns:rule:rate", "a recording rule's name", value=self.scale)
+        c = CounterMetricFamily("ex", "with an exemplar", labels=["a"])
+        c.add_metric(["x"], 4 * self.scale)
+        c.samples[0] = c.samples[0]._replace(exemplar=Exemplar({"trace_id": "abc"}, 1.0))
+        yield c
+
+
+# What Prometheus sends (2.x; 3.x), a bare type, and the plain text format
+ACCEPTS = [
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,*/*;q=0.1",
+    "application/openmetrics-text",
+    "application/openmetrics-text;version=1.0.0;escaping=dots",
+    "text/plain;version=0.0.4",
+    "",
+]
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_every_format_a_scraper_asks_for_is_the_librarys_bytes(accept):
+    families = MoreFamilies()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(families)
+    server = Server.__new__(Server)  # no socket: only its choice of writer
+    server.text, server.openmetrics = TextEncoder(), {}
+    reference, ctype = choose_encoder(accept)
+    ours, our_ctype = server.encoder(accept)
+    assert our_ctype == ctype
+    if "openmetrics" in ctype:
+        assert isinstance(ours, OpenMetricsEncoder)
+        assert server.encoder(accept)[0] is ours  # kept: scrapes queued behind it share it
+    for scale in (1.0, 2.5, 1e9):
+        families.scale = scale
+        assert ours(registry) == reference(registry)

@@ -12,6 +12,7 @@ Used by bench/run.py; also runs alone:
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import re
 import socket
@@ -36,7 +37,25 @@ INTERVAL = 1.05  # seconds between scrapes
 # then counts sockets just before each one comes (tcpsummary.Snapshots); the
 # first scrapes count them while the scraper waits. Reported apart.
 WARMUP = 4
+# What Prometheus (2.x, Debian 12's) sends with every scrape: it asks for
+# OpenMetrics first, and always for gzip.
+PROMETHEUS_HEADERS = {
+    "Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+    "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "Accept-Encoding": "gzip",
+}
 PER_WORKER = 9000  # connections per helper process: 2 fds each, under a 20k fd limit
+
+
+def scrape(url: str) -> str:
+    """One scrape, as Prometheus makes it; the body unpacked (not timed apart:
+    Prometheus unpacks it too)."""
+    req = urllib.request.Request(url, headers=PROMETHEUS_HEADERS)
+    with urllib.request.urlopen(req) as r:
+        body = r.read()
+        if r.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+    return body.decode()
 
 
 def hold(ns_a: str, ns_b: str, addr_b: str, port: int, n: int) -> None:
@@ -84,7 +103,7 @@ def started(env: dict[str, str], port: int) -> tuple[float, float]:
         pass
     while not re.search(
         r"^pyprobe_probe_attached\{.*\} 1\.0$",
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode(),
+        scrape(f"http://127.0.0.1:{port}/metrics"),
         re.M,
     ):
         time.sleep(0.01)
@@ -184,7 +203,7 @@ def measure(sockets: int, scrapes: int = 40, port: int = 19999) -> dict[str, flo
 
         threading.Thread(target=passes, daemon=True).start()
         url = f"http://127.0.0.1:{port}/metrics"
-        body = urllib.request.urlopen(url).read().decode()
+        body = scrape(url)
         startup = time.monotonic() - start
         times, series = [], 0
         due = time.monotonic()
@@ -193,7 +212,7 @@ def measure(sockets: int, scrapes: int = 40, port: int = 19999) -> dict[str, flo
             if k == WARMUP:
                 measured_from = time.monotonic()
             t = time.perf_counter()
-            body = urllib.request.urlopen(url).read().decode()
+            body = scrape(url)
             times.append(time.perf_counter() - t)
             series = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
             # Past every cache (socket snapshot 0.5 s, link table 1 s): each

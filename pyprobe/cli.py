@@ -800,7 +800,7 @@ def _stream(
     "address",
     default="127.0.0.1:9977",
     show_default=True,
-    help="HOST:PORT to serve /metrics on (loopback by default).",
+    help="HOST:PORT to listen on (loopback by default).",
 )
 @click.option(
     "--web.telemetry-path",

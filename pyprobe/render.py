@@ -97,6 +97,13 @@ def rows_to_text(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 _HIDDEN = {"metric", "value", "delta", "count", "sum", "buckets", "p50", "p99", "netns_name"}
+# Column names as the stream and bcc's tcpstates print them
+_HEADERS = {"old_state": "OLDSTATE", "new_state": "NEWSTATE"}
+
+
+def column_name(label: str) -> str:
+    """A label's column name in every table."""
+    return _HEADERS.get(label, label.upper())
 
 
 def _cell(value: Any) -> str:
@@ -123,7 +130,7 @@ def metric_tables(
         labels = [k for k in group[0] if k not in _HIDDEN]
         table = Table(title=titles.get(metric, metric), title_justify="left")
         for label in labels:
-            table.add_column(label.upper())
+            table.add_column(column_name(label))
         histogram = "count" in group[0]
         cols = ["COUNT", "TOTAL", "MEAN", "P50<=", "P99<="] if histogram else ["DELTA", "TOTAL"]
         for c in cols:

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .probe import Probe
-from .render import netns_cell
+from .render import column_name, netns_cell
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class TopView:
             rates.sort(key=lambda r: (-r[1], -r[2]))
             table = Table(title=panel.title, title_justify="left", expand=False)
             for label in panel.labels:
-                table.add_column(label.upper(), overflow="fold", max_width=24)
+                table.add_column(column_name(label), overflow="fold", max_width=24)
             table.add_column("RATE", justify="right")
             table.add_column("TOTAL", justify="right")
             for key, rate, total in rates[: self.rows_per_panel]:

@@ -98,7 +98,7 @@ def test_top_during_traffic_shows_every_panel(pair, no_programs_left):
     ):
         assert title in out
     assert pair.dev_a in out and pair.b in out
-    assert "ESTABLISHED" in out
+    assert "ESTABLISHED" in out and "OLDSTATE" in out and "NEWSTATE" in out
 
 
 def test_top_on_a_terminal_quits_on_q_and_leaves_the_terminal_as_it_was(no_programs_left):

@@ -19,3 +19,22 @@ from pyprobe.top import _rate
 )
 def test_rates(value, unit, shown):
     assert _rate(value, unit) == shown
+
+
+def test_state_columns_are_named_as_the_stream_names_them():
+    from pyprobe.render import column_name, metric_tables
+
+    assert column_name("old_state") == "OLDSTATE" and column_name("new_state") == "NEWSTATE"
+    assert column_name("device") == "DEVICE"
+    rows = [
+        {
+            "metric": "tcp_state_transitions_total",
+            "netns": 1,
+            "old_state": "SYN_SENT",
+            "new_state": "ESTABLISHED",
+            "value": 5,
+            "delta": 2,
+        },
+    ]
+    (table,) = metric_tables(rows, {})
+    assert [c.header for c in table.columns] == ["NETNS", "OLDSTATE", "NEWSTATE", "DELTA", "TOTAL"]

@@ -12,11 +12,16 @@
 /* tcpstate_event.flags */
 #define PYPROBE_F_OWNER_KNOWN 0x1 /* pid/comm: the socket's owner, seen in process context */
 #define PYPROBE_F_DELTA_KNOWN 0x2 /* delta_ns: measured since this socket's previous change */
+#define PYPROBE_F_LIFE_KNOWN 0x8   /* life_ns: since the socket was born (connect, listen, accept) */
+#define PYPROBE_F_BYTES_KNOWN 0x10 /* rx/tx_bytes: read from the socket, on a change to CLOSE */
 
 struct tcpstate_event {
 	__u64 ts_ns;    /* bpf_ktime_get_ns() at the change */
 	__u64 skaddr;   /* kernel address of the socket: its identity while alive */
 	__u64 delta_ns; /* time spent in oldstate */
+	__u64 life_ns;  /* time since the socket's first change, its birth */
+	__u64 rx_bytes; /* tcp_sock.bytes_received: payload received, as tcplife */
+	__u64 tx_bytes; /* tcp_sock.bytes_acked: payload sent and acknowledged */
 	__u32 pid;      /* tgid */
 	__u32 netns;    /* network namespace inode, 0 when unknown */
 	__u8 saddr[16]; /* IPv4 in the first 4 bytes */

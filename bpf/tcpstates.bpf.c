@@ -20,6 +20,7 @@
 #include <net/sock.h>
 #include <net/inet_sock.h>
 #include <net/net_namespace.h>
+#include <linux/tcp.h>
 #endif
 
 #ifndef RINGBUF_PAGES
@@ -38,6 +39,7 @@ BPF_PERCPU_ARRAY(transitions, u64, PYPROBE_TCP_STATE_SLOTS *PYPROBE_TCP_STATE_SL
 #ifdef STREAM
 struct sk_owner {
 	u64 ts;
+	u64 born; /* its first change, when that was its birth; else 0 */
 	u32 pid;
 	u32 flags;
 	char comm[PYPROBE_COMM_LEN];
@@ -69,6 +71,14 @@ static __always_inline int owner_context(int oldstate, int newstate)
 {
 	return newstate == 2 /* SYN_SENT */ || newstate == 10 /* LISTEN */ ||
 	       newstate == 4 /* FIN_WAIT1 */ || newstate == 9 /* LAST_ACK */;
+}
+
+/* A socket's first change is its birth when it is connect() or listen()
+ * (from CLOSE) or an accepted child's creation (to SYN_RECV); a socket first
+ * seen later (the probe started after it) has no known age. */
+static __always_inline int born_now(int oldstate, int newstate)
+{
+	return oldstate == TCP_CLOSE_ || newstate == 3 /* SYN_RECV */;
 }
 
 struct change {
@@ -114,6 +124,11 @@ static __always_inline int stream(struct change *c)
 		delta = now - o->ts;
 		flags |= PYPROBE_F_DELTA_KNOWN;
 	}
+	if (!o->ts) /* a socket not seen before (or since its address was last closed) */
+		o->born = born_now(c->oldstate, c->newstate) ? now : 0;
+	u64 life = o->born ? now - o->born : 0;
+	if (o->born)
+		flags |= PYPROBE_F_LIFE_KNOWN;
 	if (owner_context(c->oldstate, c->newstate) || !(o->flags & PYPROBE_F_OWNER_KNOWN)) {
 		/* The owner acting itself; or, owner never seen, the current task
 		 * reported as a guess (not flagged known). */
@@ -144,10 +159,23 @@ static __always_inline int stream(struct change *c)
 	if (!(DPORT_MATCH(c->dport)))
 		keep = 0;
 #endif
+#ifdef FILTER_CLOSE
+	if (!closing) /* tcplife: a socket's whole life, reported once at its end */
+		keep = 0;
+#endif
 	u32 netns = keep ? net_inum(c->net) : 0;
 #ifdef FILTER_NETNS
 	if (netns != FILTER_NETNS)
 		keep = 0;
+#endif
+
+	u64 rx = 0, tx = 0;
+#if defined(OFF_TCP_BYTES_RECEIVED) && defined(OFF_TCP_BYTES_ACKED)
+	if (keep && closing) { /* the totals, once: two reads at the end, none before */
+		READ_FAR(rx, c->sk, OFF_TCP_BYTES_RECEIVED);
+		READ_FAR(tx, c->sk, OFF_TCP_BYTES_ACKED);
+		flags |= PYPROBE_F_BYTES_KNOWN;
+	}
 #endif
 
 	struct tcpstate_event *e = keep ? event_reserve(sizeof(struct tcpstate_event)) : 0;
@@ -155,6 +183,9 @@ static __always_inline int stream(struct change *c)
 		e->ts_ns = now;
 		e->skaddr = key;
 		e->delta_ns = delta;
+		e->life_ns = life;
+		e->rx_bytes = rx;
+		e->tx_bytes = tx;
 		e->pid = pid;
 		e->netns = netns;
 		__builtin_memcpy(e->saddr, c->saddr, 16);

@@ -22,11 +22,13 @@ from . import probe as probe_mod
 from .errors import PyprobeError
 from .kernel import KernelEnv, mount_tracefs
 from .render import (
+    TCPLIFE_HEADER,
     TCPSTATE_HEADER,
     ndjson,
     print_tables,
     quoted,
     sockets_table,
+    tcplife_line,
     tcpstate_line,
     transitions_table,
 )
@@ -210,31 +212,55 @@ def _ports(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
         raise click.BadParameter(str(e)) from None
 
 
+def _socket_filters(f: Any) -> Any:
+    """The filters bcc's tcpstates and tcplife take, compiled into the program."""
+    for option in reversed(
+        [
+            click.option(
+                "-p",
+                "--pid",
+                type=click.IntRange(1, 1 << 22),
+                help="Only this process (the socket owner).",
+            ),
+            click.option(
+                "-L",
+                "--localport",
+                "lports",
+                callback=_ports,
+                help="Only these local ports: 80,443.",
+            ),
+            click.option(
+                "-D", "--remoteport", "dports", callback=_ports, help="Only these remote ports."
+            ),
+            click.option("-4", "--ipv4", "family", flag_value=socket.AF_INET, help="Only IPv4."),
+            click.option("-6", "--ipv6", "family", flag_value=socket.AF_INET6, help="Only IPv6."),
+            click.option(
+                "--netns", help="Only this network namespace: inode or name under /run/netns."
+            ),
+            click.option(
+                "-j", "--json", "as_json", is_flag=True, help="NDJSON, one object per line."
+            ),
+            click.option("-T", "--timestamp", is_flag=True, help="Prefix each line with HH:MM:SS."),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+_DURATION = click.option(
+    "-d", "--duration", type=SECONDS, help="Stop the stream after this many seconds."
+)
+
+
 @cli.command(context_settings=CONTEXT)
-@click.option(
-    "-p", "--pid", type=click.IntRange(1, 1 << 22), help="Only this process (the socket owner)."
-)
-@click.option(
-    "-L", "--localport", "lports", callback=_ports, help="Only these local ports: 80,443."
-)
-@click.option("-D", "--remoteport", "dports", callback=_ports, help="Only these remote ports.")
-@click.option("-4", "--ipv4", "family", flag_value=socket.AF_INET, help="Only IPv4.")
-@click.option("-6", "--ipv6", "family", flag_value=socket.AF_INET6, help="Only IPv6.")
-@click.option("--netns", help="Only this network namespace: inode or name under /run/netns.")
-@click.option("-j", "--json", "as_json", is_flag=True, help="NDJSON, one object per line.")
-@click.option("-T", "--timestamp", is_flag=True, help="Prefix each line with HH:MM:SS.")
+@_socket_filters
 @click.option(
     "-s",
     "--summary",
     is_flag=True,
     help="Counts instead of a stream: transitions old->new and live sockets per state.",
 )
-@click.option(
-    "-d",
-    "--duration",
-    type=SECONDS,
-    help="Stop the stream after this many seconds.",
-)
+@_DURATION
 @_buffer_pages
 @click.argument("interval", required=False, type=SECONDS)
 @click.argument("count", required=False, type=COUNT)
@@ -285,6 +311,46 @@ def tcpstates(
     _tcpstates_stream(filters, as_json, timestamp, duration, buffer_pages)
 
 
+@cli.command(context_settings=CONTEXT)
+@_socket_filters
+@_DURATION
+@_buffer_pages
+def tcplife(
+    pid: int | None,
+    lports: tuple[int, ...],
+    dports: tuple[int, ...],
+    family: int | None,
+    netns: str | None,
+    as_json: bool,
+    timestamp: bool,
+    duration: float | None,
+    buffer_pages: int | None,
+) -> None:
+    """Trace TCP connections as they close: their lifespan and the bytes moved.
+
+    \b
+    Columns (bcc's tcplife, with the namespace): owner PID/COMM, network
+    namespace, local and remote endpoint, KiB sent and acknowledged (TX) and
+    received (RX) over the connection's life (tcp_sock's counters, at offsets
+    from BTF), and its age in ms ('-': opened before pyprobe started). One
+    line per socket: a connection between two local ends shows both.
+    The same program as `tcpstates`, reporting only the changes to CLOSE;
+    -j gives tcpstates' NDJSON objects (life_ms, rx_bytes, tx_bytes).
+
+    \b
+    Examples:
+      pyprobe tcplife -D 443          # connections to remote port 443
+      pyprobe tcplife -j -d 10        # ten seconds of closes, as NDJSON
+    """
+    from .probes.tcpstates import Filters
+
+    netns_inode = netlink.resolve_netns(netns) if netns else None
+    filters = Filters(
+        pid=pid, lports=lports, dports=dports, family=family, netns=netns_inode, close_only=True
+    )
+    _tcpstates_stream(filters, as_json, timestamp, duration, buffer_pages, life=True)
+
+
 @contextmanager
 def _attached(name: str, buffer_pages: int | None = None, **attach: Any) -> Iterator[Any]:
     # Every command loads like the exporter: through a compiler process and
@@ -303,7 +369,12 @@ def _attached(name: str, buffer_pages: int | None = None, **attach: Any) -> Iter
 
 
 def _tcpstates_stream(
-    filters: Any, as_json: bool, timestamp: bool, duration: float | None, pages: int | None
+    filters: Any,
+    as_json: bool,
+    timestamp: bool,
+    duration: float | None,
+    pages: int | None,
+    life: bool = False,
 ) -> None:
     from .watch import stream
 
@@ -319,20 +390,21 @@ def _tcpstates_stream(
 
     def line(ev: Any) -> str:
         name_of(ev["netns"])
-        return tcpstate_line(ev, netlink.netns_label(ev["netns"], names), timestamps=False)
+        show = tcplife_line if life else tcpstate_line
+        return show(ev, netlink.netns_label(ev["netns"], names), timestamps=False)
 
     with _attached("tcpstates", pages, stream=True, filters=filters) as probe:
         stream(
             probe,
             line,
-            TCPSTATE_HEADER,
+            TCPLIFE_HEADER if life else TCPSTATE_HEADER,
             as_json,
             timestamp,
             duration,
             json_line=lambda ev: ndjson({**ev, "netns_name": name_of(ev["netns"])}),
             json_rows=lambda rows: probe.json_lines(rows, lambda ns: quoted(name_of(ns))),
             ndjson_source=probe.native_ndjson(lambda ns: quoted(name_of(ns))) if as_json else None,
-            what="TCP state changes",
+            what="TCP connections closed" if life else "TCP state changes",
         )
 
 

@@ -57,6 +57,28 @@ def tcpstate_line(ev: Mapping[str, Any], netns_name: str, timestamps: bool) -> s
     return f"{clock(ev['time'])} {line}" if timestamps else line
 
 
+# `pyprobe tcplife`: bcc tcplife's columns, with the namespace
+TCPLIFE_HEADER = (
+    f"{'PID':>7} {'COMM':<12} {'NETNS':<12} {'LADDR:LPORT':<22} {'RADDR:RPORT':<22} "
+    f"{'TX_KB':>8} {'RX_KB':>8} {'MS':>10}"
+)
+
+
+def tcplife_line(ev: Mapping[str, Any], netns_name: str, timestamps: bool) -> str:
+    """A connection at its close: bytes acknowledged (TX) and received (RX)
+    over its life, in KiB as tcplife shows them, and its age in ms ('-' when
+    it was born before the probe started)."""
+    comm = ev["comm"] + ("" if ev["owner_known"] else "*")
+    tx, rx = ("-", "-") if ev["tx_bytes"] is None else (ev["tx_bytes"] >> 10, ev["rx_bytes"] >> 10)
+    ms = "-" if ev["life_ms"] is None else f"{ev['life_ms']:.2f}"
+    line = (
+        f"{ev['pid']:>7} {comm[:12]:<12} {netns_name[:12]:<12} "
+        f"{hostport(ev['saddr'], ev['sport']):<22} {hostport(ev['daddr'], ev['dport']):<22} "
+        f"{tx:>8} {rx:>8} {ms:>10}"
+    )
+    return f"{clock(ev['time'])} {line}" if timestamps else line
+
+
 def transitions_table(
     interval: Mapping[tuple[str, str], int], total: Mapping[tuple[str, str], int], title: str
 ) -> Table:

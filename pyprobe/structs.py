@@ -6,6 +6,8 @@ COMM_LEN = 16
 TCP_STATE_SLOTS = 16
 F_OWNER_KNOWN = 0x1
 F_DELTA_KNOWN = 0x2
+F_LIFE_KNOWN = 0x8
+F_BYTES_KNOWN = 0x10
 F_HAS_TUPLE = 0x4
 
 
@@ -14,6 +16,9 @@ class TcpStateEvent(ctypes.Structure):
         ("ts_ns", ctypes.c_uint64),
         ("skaddr", ctypes.c_uint64),
         ("delta_ns", ctypes.c_uint64),
+        ("life_ns", ctypes.c_uint64),
+        ("rx_bytes", ctypes.c_uint64),
+        ("tx_bytes", ctypes.c_uint64),
         ("pid", ctypes.c_uint32),
         ("netns", ctypes.c_uint32),
         ("saddr", ctypes.c_uint8 * 16),

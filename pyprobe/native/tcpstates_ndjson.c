@@ -237,6 +237,16 @@ long pyprobe_tcpstates_ndjson(const char *prod_page, const char *data, uint64_t 
 			o = put_fixed(o, e->delta_ns, 6, 1000000ull);
 		else
 			o = put(o, "null");
+		o = put(o, ",\"life_ms\":");
+		if (e->flags & PYPROBE_F_LIFE_KNOWN)
+			o = put_fixed(o, e->life_ns, 6, 1000000ull);
+		else
+			o = put(o, "null");
+		int bytes = e->flags & PYPROBE_F_BYTES_KNOWN;
+		o = put(o, ",\"rx_bytes\":");
+		o = bytes ? put_u64(o, e->rx_bytes) : put(o, "null");
+		o = put(o, ",\"tx_bytes\":");
+		o = bytes ? put_u64(o, e->tx_bytes) : put(o, "null");
 		o = put(o, ",\"netns_name\":");
 		memcpy(o, ns_json[ns], ns_len);
 		o += ns_len;

@@ -19,10 +19,10 @@ from ..loader import LoadRequest
 from ..probe import PREFIX, Probe
 from ..registry import register
 from ..render import quoted
-from ..structs import F_DELTA_KNOWN, F_OWNER_KNOWN, TcpStateEvent
+from ..structs import F_BYTES_KNOWN, F_DELTA_KNOWN, F_LIFE_KNOWN, F_OWNER_KNOWN, TcpStateEvent
 
 # struct tcpstate_event (bpf/pyprobe.h), for struct.unpack_from.
-_EVENT = struct.Struct("=QQQII16s16sHHHBBI16s4x")
+_EVENT = struct.Struct("=QQQQQQII16s16sHHHBBI16s4x")
 assert _EVENT.size == ctypes.sizeof(TcpStateEvent)
 
 # Raw address (16 bytes) -> text, per family; comm bytes -> text. Bounded:
@@ -62,7 +62,8 @@ _STATE_TEXT = tuple(tcp_state(i) for i in range(256))  # oldstate/newstate: u8 i
 _JSON_LINE = (
     '{"time":%d.%09d,"ts_ns":%d,"skaddr":"%#x","pid":%d,"comm":%s,"owner_known":%s,'
     '"netns":%d,"family":"%s","saddr":"%s","sport":%d,"daddr":"%s","dport":%d,'
-    '"oldstate":"%s","newstate":"%s","ms":%s,"netns_name":%s}\n'
+    '"oldstate":"%s","newstate":"%s","ms":%s,"life_ms":%s,"rx_bytes":%s,"tx_bytes":%s,'
+    '"netns_name":%s}\n'
 )
 
 
@@ -75,9 +76,10 @@ class Filters:
     dports: tuple[int, ...] = ()
     family: int | None = None
     netns: int | None = None
+    close_only: bool = False  # tcplife: only the changes to CLOSE, with the totals
 
     def cflags(self) -> list[str]:
-        flags = []
+        flags = ["-DFILTER_CLOSE"] if self.close_only else []
         if self.pid is not None:
             flags.append(f"-DFILTER_PID={self.pid}")
         if self.family is not None:
@@ -139,6 +141,9 @@ class TcpStates(Probe):
             ts,
             skaddr,
             delta,
+            life,
+            rx,
+            tx,
             pid,
             netns,
             saddr,
@@ -170,6 +175,9 @@ class TcpStates(Probe):
             "oldstate": _STATE_TEXT[old],
             "newstate": _STATE_TEXT[new],
             "ms": delta / 1_000_000 if flags & F_DELTA_KNOWN else None,
+            "life_ms": life / 1_000_000 if flags & F_LIFE_KNOWN else None,
+            "rx_bytes": rx if flags & F_BYTES_KNOWN else None,
+            "tx_bytes": tx if flags & F_BYTES_KNOWN else None,
         }
 
     @staticmethod
@@ -185,8 +193,8 @@ class TcpStates(Probe):
         addr4, comms = _ADDR4.get, _COMMS.get
         spaces: dict[int, str] = {}  # per batch: a namespace may be named meanwhile
         for row in rows:
-            (_, ts, skaddr, delta, pid, netns, saddr, daddr) = row[:8]
-            (sport, dport, family, old, new, flags, comm) = row[8:]
+            (_, ts, skaddr, delta, life, rx, tx, pid, netns, saddr, daddr) = row[:11]
+            (sport, dport, family, old, new, flags, comm) = row[11:]
             if family == socket.AF_INET6:
                 kind = "IPv6"
                 src = _ADDR6.get(saddr) or _name(_ADDR6, family, saddr)
@@ -220,6 +228,11 @@ class TcpStates(Probe):
                     f"{delta // 1_000_000}.{delta % 1_000_000:06d}"
                     if flags & F_DELTA_KNOWN
                     else "null",
+                    f"{life // 1_000_000}.{life % 1_000_000:06d}"
+                    if flags & F_LIFE_KNOWN
+                    else "null",
+                    rx if flags & F_BYTES_KNOWN else "null",
+                    tx if flags & F_BYTES_KNOWN else "null",
                     space,
                 )
             )

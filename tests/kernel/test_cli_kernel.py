@@ -6,15 +6,17 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from pyprobe import lab, registry
+from pyprobe import lab, netlink, registry
 from pyprobe.hooks import usable_points
 from pyprobe.kernel import KernelEnv
 from tests.conftest import bpf_prog_count, quiet_prog_count, settled_prog_count
@@ -64,6 +66,71 @@ def test_json_stream_during_churn(pair, no_programs_left):
         ("FIN_WAIT2", "CLOSE"): 30,
     }
     assert "lost events: 0" in err
+
+
+def exchange(pair: lab.VethPair, sizes: list[tuple[int, int]], port: int) -> float:
+    """Connections from b to a listener in a: the client sends up, the server
+    reads it all, answers down and closes first; then the listener closes.
+    Returns how long it all took (seconds)."""
+    began = time.monotonic()
+    listening = threading.Event()
+
+    def serve() -> None:
+        with socket.create_server((pair.addr_a, port)) as srv:
+            listening.set()
+            for up, down in sizes:
+                conn, _ = srv.accept()
+                with conn:
+                    got = 0
+                    while got < up:
+                        got += len(conn.recv(65536))
+                    conn.sendall(b"d" * down)
+
+    def client() -> None:
+        for up, down in sizes:
+            with socket.create_connection((pair.addr_a, port), timeout=5) as c:
+                c.sendall(b"u" * up)
+                got = 0
+                while chunk := c.recv(65536):
+                    got += len(chunk)
+                assert got == down
+
+    server = netlink.start_in_netns(pair.path(pair.a), serve)
+    assert listening.wait(5)
+    netlink.run_in_netns(pair.path(pair.b), client)
+    server.join(5)
+    return time.monotonic() - began
+
+
+def test_tcplife_one_line_per_connection_with_its_bytes_and_age(pair, no_programs_left):
+    sizes = [(1000 * k + 7, 300 * k + 1) for k in range(1, 6)]
+    servers = start("tcplife", "-j", "--netns", pair.a, "-d", "3")
+    clients = start("tcplife", "--netns", pair.b, "-d", "3")
+    took = exchange(pair, sizes, 9100)
+    out, err = servers.communicate(timeout=10)
+    text, _ = clients.communicate(timeout=10)
+    assert servers.returncode == clients.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert all(e["newstate"] == "CLOSE" and e["netns_name"] == pair.a for e in events)
+    listener = [e for e in events if e["oldstate"] == "LISTEN"]
+    accepted = [e for e in events if e["oldstate"] != "LISTEN"]
+    assert len(listener) == 1 and (listener[0]["rx_bytes"], listener[0]["tx_bytes"]) == (0, 0)
+    assert len(accepted) == len(sizes)
+    # The kernel counts in sequence space, as tcp_info's bytes_received and
+    # bytes_acked do: the peer's FIN, or its own, may add one.
+    for e, (up, down) in zip(sorted(accepted, key=lambda e: e["ts_ns"]), sizes, strict=True):
+        assert up <= e["rx_bytes"] <= up + 1 and down <= e["tx_bytes"] <= down + 1, (e, up, down)
+        assert 0 < e["life_ms"] < took * 1000 and e["owner_known"] and e["pid"] == os.getpid()
+    assert listener[0]["life_ms"] >= max(e["life_ms"] for e in accepted)
+    # The client side, as text: KiB sent (a SYN and a FIN may add one each) and received
+    lines = text.splitlines()
+    assert lines[0].split() == [
+        "PID", "COMM", "NETNS", "LADDR:LPORT", "RADDR:RPORT", "TX_KB", "RX_KB", "MS"
+    ]  # fmt: skip
+    rows = [line.split() for line in lines[1:]]
+    assert [(int(r[5]), int(r[6])) for r in rows] == [(up >> 10, down >> 10) for up, down in sizes]
+    assert all(r[2] == pair.b and r[4] == f"{pair.addr_a}:9100" for r in rows)
+    assert all(0 < float(r[7]) < took * 1000 for r in rows)
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

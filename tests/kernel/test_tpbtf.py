@@ -100,7 +100,13 @@ def test_tp_btf_counts_exactly_what_raw_tracepoint_counts(name, pair, env, no_pr
         def events(probe) -> Counter:
             got = probe.events(timeout_ms=200) if stream else []
             return Counter(
-                tuple(sorted((k, str(v)) for k, v in e.items() if k not in ("ts_ns", "ms", "time")))
+                tuple(
+                    sorted(
+                        (k, str(v))
+                        for k, v in e.items()
+                        if k not in ("ts_ns", "ms", "life_ms", "time")
+                    )
+                )
                 for e in got
                 if str(e.get("netns")) in ours
             )

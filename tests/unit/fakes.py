@@ -120,6 +120,8 @@ TCPSTATES_FIELDS = {
     "sock.sk_protocol": (532, 2),
     "sock_common.skc_net.net": (48, 8),
     "net.ns.inum": (176, 4),
+    "tcp_sock.bytes_received": (1400, 8),
+    "tcp_sock.bytes_acked": (1528, 8),
 }
 
 

@@ -74,7 +74,7 @@ def test_stream_json_from_rows_says_what_the_decoded_path_says():
     from pyprobe import registry
     from pyprobe.probes.tcpstates import _EVENT
     from pyprobe.render import ndjson, quoted
-    from pyprobe.structs import F_DELTA_KNOWN, F_OWNER_KNOWN
+    from pyprobe.structs import F_BYTES_KNOWN, F_DELTA_KNOWN, F_LIFE_KNOWN, F_OWNER_KNOWN
 
     probe = registry.create("tcpstates", env=fake_env())
     v4 = lambda a: socket.inet_aton(a) + bytes(12)  # noqa: E731
@@ -86,6 +86,9 @@ def test_stream_json_from_rows_says_what_the_decoded_path_says():
                 5,
                 0xFFFF8881,
                 2_500_000,
+                1_234_567_890,  # life_ns
+                100_001,  # rx_bytes
+                (1 << 64) - 1,  # tx_bytes
                 7,
                 4026531833,
                 v4("10.0.0.1"),
@@ -95,11 +98,14 @@ def test_stream_json_from_rows_says_what_the_decoded_path_says():
                 2,
                 1,
                 4,
-                F_OWNER_KNOWN | F_DELTA_KNOWN,
+                F_OWNER_KNOWN | F_DELTA_KNOWN | F_LIFE_KNOWN | F_BYTES_KNOWN,
                 b"curl" + bytes(12),
             ),
             (
                 123_456_789_012,
+                0,
+                0,
+                0,
                 0,
                 0,
                 0,
@@ -118,6 +124,9 @@ def test_stream_json_from_rows_says_what_the_decoded_path_says():
                 7,
                 1,
                 999,
+                999,
+                5,
+                6,
                 1 << 31,
                 4026532000,
                 v4("127.0.0.1"),
@@ -127,15 +136,18 @@ def test_stream_json_from_rows_says_what_the_decoded_path_says():
                 2,
                 2,
                 1,
-                F_DELTA_KNOWN,
+                F_DELTA_KNOWN | F_LIFE_KNOWN,  # bytes not read: not a CLOSE
                 bytes(16),
             ),
         )
     ]
     names = {4026531833: 'ns"x', 4026532000: "lab"}
     fast = probe.json_lines(rows, lambda ns: quoted(names.get(ns)))
-    slow = [ndjson({**probe.decode_row(r), "netns_name": names.get(r[5])}) for r in rows]
+    slow = [ndjson({**probe.decode_row(r), "netns_name": names.get(r[8])}) for r in rows]
     assert [json.loads(line) for line in fast.splitlines()] == [json.loads(x) for x in slow]
     # time and ms as exact decimals of their nanoseconds
     assert '"ms":2.500000,' in fast and '"ms":0.000999,' in fast
+    assert '"life_ms":1234.567890,"rx_bytes":100001,"tx_bytes":18446744073709551615,' in fast
+    assert '"life_ms":0.000999,"rx_bytes":null,"tx_bytes":null,' in fast
+    assert '"life_ms":null,"rx_bytes":null,"tx_bytes":null,' in fast
     assert fast.count("\n") == 3 and '"newstate":"UNKNOWN_250"' in fast

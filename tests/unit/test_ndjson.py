@@ -13,7 +13,7 @@ import pytest
 from pyprobe import ndjson
 from pyprobe.probes.tcpstates import _EVENT, _MONO_TO_WALL_NS, _STATE_TEXT, TcpStates
 from pyprobe.render import quoted
-from pyprobe.structs import F_DELTA_KNOWN, F_OWNER_KNOWN
+from pyprobe.structs import F_BYTES_KNOWN, F_DELTA_KNOWN, F_LIFE_KNOWN, F_OWNER_KNOWN
 
 BUSY, DISCARD, PAGE = 1 << 31, 1 << 30, 4096
 SIZE = 1 << 14  # data bytes: records wrap within a test
@@ -65,10 +65,12 @@ def event(i: int, **kw) -> bytes:
     v4 = socket.inet_aton(f"10.0.{i % 250}.{i % 7}") + bytes(12)
     fields = dict(
         ts=1_000_000_000 * i + 123_457 * i, skaddr=0xFFFF888000000000 + i * 64,
-        delta=(i * 7919) % 3_000_000_000, pid=1000 + i, netns=4026531833,
+        delta=(i * 7919) % 3_000_000_000, life=(i * 104729) % 10**12, rx=i * 1461,
+        tx=(1 << 64) - 1 - i, pid=1000 + i, netns=4026531833,
         saddr=v4, daddr=v4[::-1][12:] + bytes(12), sport=40000 + i, dport=443,
         family=2, old=1 + i % 12, new=1 + (i + 3) % 12,
-        flags=(F_OWNER_KNOWN if i % 3 else 0) | (F_DELTA_KNOWN if i % 5 else 0),
+        flags=(F_OWNER_KNOWN if i % 3 else 0) | (F_DELTA_KNOWN if i % 5 else 0)
+        | (F_LIFE_KNOWN if i % 4 else 0) | (F_BYTES_KNOWN if i % 6 == 0 else 0),
         comm=b"churn" + bytes(11),
     )  # fmt: skip
     fields.update(kw)

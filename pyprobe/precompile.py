@@ -37,6 +37,7 @@ class Outcome:
 
 
 STREAM = " (stream)"  # a program's name: the probe's, and this for its stream
+LIFE = " (tcplife)"  # tcpstates' stream as `pyprobe tcplife` compiles it
 
 
 def survey(
@@ -54,6 +55,13 @@ def survey(
         jobs.append((probe_name, probe, False))
         if probe.manifest.event is not None:
             jobs.append((probe_name + STREAM, probe, True))
+        if probe_name == "tcpstates":
+            from .probes.tcpstates import Filters, TcpStates
+
+            life = probes_registry.create(probe_name, env=env, loader=loader)
+            assert isinstance(life, TcpStates)
+            life.filters = Filters(close_only=True)
+            jobs.append((probe_name + LIFE, life, True))
     for name, probe, stream in jobs:
         try:
             request = probe.load_request(stream=stream)
@@ -95,4 +103,6 @@ def compile_all(env: KernelEnv, names: Sequence[str]) -> list[Outcome]:
         else:
             outcomes[name] = Outcome(name, "not kept", f"{label}: loaded, but could not be saved")
     # in the probes' order, each one's stream after it
-    return [outcomes[n] for name in names for n in (name, name + STREAM) if n in outcomes]
+    return [
+        outcomes[n] for name in names for n in (name, name + STREAM, name + LIFE) if n in outcomes
+    ]

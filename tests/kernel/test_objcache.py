@@ -146,6 +146,7 @@ def test_pyprobe_compile_fills_the_cache_the_exporter_then_loads(cache, no_progr
     streams = [n for n in every if registry.create(n).manifest.event is not None]
     assert streams == ["drops", "tcpretrans", "tcpstates"]
     programs = [p for n in every for p in (n, f"{n} (stream)") if p in every or n in streams]
+    programs.insert(programs.index("tcpstates (stream)") + 1, "tcpstates (tcplife)")
     assert compiled_ahead(KernelEnv.detect())[2].startswith(f"0 of {len(programs)} ")
     first = precompile.compile_all(KernelEnv.detect(), every)
     assert [(o.probe, o.status) for o in first] == [(p, "compiled") for p in programs], first

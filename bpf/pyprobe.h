@@ -20,8 +20,8 @@ struct tcpstate_event {
 	__u64 skaddr;   /* kernel address of the socket: its identity while alive */
 	__u64 delta_ns; /* time spent in oldstate */
 	__u64 life_ns;  /* time since the socket's first change, its birth */
-	__u64 rx_bytes; /* tcp_sock.bytes_received: payload received, as tcplife */
-	__u64 tx_bytes; /* tcp_sock.bytes_acked: payload sent and acknowledged */
+	__u64 rx_bytes; /* tcp_sock.bytes_received, as tcplife and tcp_info: */
+	__u64 tx_bytes; /* tcp_sock.bytes_acked; sequence space (a SYN, a FIN count 1) */
 	__u32 pid;      /* tgid */
 	__u32 netns;    /* network namespace inode, 0 when unknown */
 	__u8 saddr[16]; /* IPv4 in the first 4 bytes */

@@ -27,6 +27,7 @@ from .errors import PyprobeError
 from .forkload import ForkLoader, cache_key
 from .kernel import KernelEnv
 from .loader import LoadRequest, preflight
+from .probe import Probe
 
 
 @dataclass
@@ -37,44 +38,57 @@ class Outcome:
 
 
 STREAM = " (stream)"  # a program's name: the probe's, and this for its stream
-LIFE = " (tcplife)"  # tcpstates' stream as `pyprobe tcplife` compiles it
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str  # "tcpstates", "tcpstates (stream)", "tcpstates (tcplife)"
+    probe: Probe
+    stream: bool
+    cflags: tuple[str, ...] = ()
+
+
+def jobs(env: KernelEnv, names: Sequence[str], loader: ForkLoader | None = None) -> list[Job]:
+    """Each probe's exporter program, then its stream as the CLI starts it
+    unfiltered, then the other commands built on that stream (`tcplife`)."""
+    out = []
+    for probe_name in names:
+        probe = probes_registry.create(probe_name, env=env, loader=loader)
+        out.append(Job(probe_name, probe, False))
+        if probe.manifest.event is not None:
+            out.append(Job(probe_name + STREAM, probe, True))
+        for command, cflags in probe.STREAM_VARIANTS.items():
+            out.append(Job(f"{probe_name} ({command})", probe, True, cflags))
+    return out
 
 
 def survey(
     env: KernelEnv, names: Sequence[str], loader: ForkLoader | None = None
 ) -> tuple[dict[str, Outcome], dict[str, LoadRequest]]:
-    """What the program cache already holds for these probes' programs (the
-    exporter's, and the stream's as the CLI starts it, unfiltered): an
-    outcome for each program settled without compiling ("kept", "not kept",
-    "failed"), and the requests of those still to compile."""
+    """What the program cache already holds for these probes' programs."""
+    return settle(jobs(env, names, loader))
+
+
+def settle(todo: Sequence[Job]) -> tuple[dict[str, Outcome], dict[str, LoadRequest]]:
+    """An outcome for each program settled without compiling ("kept", "not
+    kept", "failed"), and the requests of those still to compile."""
     outcomes: dict[str, Outcome] = {}
     missing: dict[str, LoadRequest] = {}
-    jobs = []
-    for probe_name in names:
-        probe = probes_registry.create(probe_name, env=env, loader=loader)
-        jobs.append((probe_name, probe, False))
-        if probe.manifest.event is not None:
-            jobs.append((probe_name + STREAM, probe, True))
-        if probe_name == "tcpstates":
-            from .probes.tcpstates import Filters, TcpStates
-
-            life = probes_registry.create(probe_name, env=env, loader=loader)
-            assert isinstance(life, TcpStates)
-            life.filters = Filters(close_only=True)
-            jobs.append((probe_name + LIFE, life, True))
-    for name, probe, stream in jobs:
+    for job in todo:
         try:
-            request = probe.load_request(stream=stream)
+            request = job.probe.load_request(stream=job.stream, cflags=job.cflags)
         except PyprobeError as e:
-            outcomes[name] = Outcome(name, "failed", str(e))
+            outcomes[job.name] = Outcome(job.name, "failed", str(e))
             continue
         hook = request[1]
         if not objcache.cacheable(hook):
-            outcomes[name] = Outcome(name, "not kept", f"{hook.label}: compiled at each start")
+            outcomes[job.name] = Outcome(
+                job.name, "not kept", f"{hook.label}: compiled at each start"
+            )
         elif objcache.kept(cache_key(request)):
-            outcomes[name] = Outcome(name, "kept", hook.label)
+            outcomes[job.name] = Outcome(job.name, "kept", hook.label)
         else:
-            missing[name] = request
+            missing[job.name] = request
     return outcomes, missing
 
 
@@ -86,7 +100,8 @@ def compile_all(env: KernelEnv, names: Sequence[str]) -> list[Outcome]:
     preflight(env)
     loader = ForkLoader()
     try:
-        outcomes, missing = survey(env, names, loader)
+        todo = jobs(env, names, loader)
+        outcomes, missing = settle(todo)
         start = time.monotonic()
         results = loader.load_many(list(missing.values()))
     finally:
@@ -102,7 +117,5 @@ def compile_all(env: KernelEnv, names: Sequence[str]) -> list[Outcome]:
             outcomes[name] = Outcome(name, "compiled", f"{label} ({took})")
         else:
             outcomes[name] = Outcome(name, "not kept", f"{label}: loaded, but could not be saved")
-    # in the probes' order, each one's stream after it
-    return [
-        outcomes[n] for name in names for n in (name, name + STREAM, name + LIFE) if n in outcomes
-    ]
+    # in the probes' order, each one's streams after it
+    return [outcomes[job.name] for job in todo]

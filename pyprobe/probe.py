@@ -111,6 +111,10 @@ def netns_cookies() -> bool:
 
 
 class Probe:
+    # Other commands built on this probe's stream, with the flags they add
+    # (for `pyprobe compile`, which keeps their programs too).
+    STREAM_VARIANTS: dict[str, tuple[str, ...]] = {}
+
     def __init__(
         self, manifest: Manifest, env: KernelEnv | None = None, loader: Loader | None = None
     ) -> None:

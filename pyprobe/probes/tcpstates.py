@@ -67,6 +67,9 @@ _JSON_LINE = (
 )
 
 
+CLOSE_ONLY = "-DFILTER_CLOSE"
+
+
 @dataclass(frozen=True)
 class Filters:
     """The stream's filters, compiled into the program as constants."""
@@ -79,7 +82,7 @@ class Filters:
     close_only: bool = False  # tcplife: only the changes to CLOSE, with the totals
 
     def cflags(self) -> list[str]:
-        flags = ["-DFILTER_CLOSE"] if self.close_only else []
+        flags = [CLOSE_ONLY] if self.close_only else []
         if self.pid is not None:
             flags.append(f"-DFILTER_PID={self.pid}")
         if self.family is not None:
@@ -110,6 +113,7 @@ def parse_ports(text: str | None) -> tuple[int, ...]:
 @register("tcpstates")
 class TcpStates(Probe):
     filters = Filters()
+    STREAM_VARIANTS = {"tcplife": (CLOSE_ONLY,)}  # `pyprobe tcplife`: Filters(close_only=True)
 
     def attach(
         self, stream: bool = False, cflags: Sequence[str] = (), filters: Filters | None = None

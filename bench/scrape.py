@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyprobe import lab, netlink
+from pyprobe.exporter.server import PROMETHEUS_HEADERS
 
 PYPROBE = str(Path(sys.executable).with_name("pyprobe"))
 
@@ -37,13 +38,6 @@ INTERVAL = 1.05  # seconds between scrapes
 # then counts sockets just before each one comes (tcpsummary.Snapshots); the
 # first scrapes count them while the scraper waits. Reported apart.
 WARMUP = 4
-# What Prometheus (2.x, Debian 12's) sends with every scrape: it asks for
-# OpenMetrics first, and always for gzip.
-PROMETHEUS_HEADERS = {
-    "Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
-    "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
-    "Accept-Encoding": "gzip",
-}
 PER_WORKER = 9000  # connections per helper process: 2 fds each, under a 20k fd limit
 
 

@@ -24,6 +24,7 @@ import yaml
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from pyprobe import lab, netlink
+from pyprobe.exporter.server import PROMETHEUS_HEADERS
 from tests.conftest import bpf_prog_count, quiet_prog_count, settled_prog_count
 from tests.kernel.test_cli_kernel import PYPROBE
 from tests.support import Exporter, free_port, get, ping_overflow, sample
@@ -64,17 +65,8 @@ def test_self_metrics(exporter):
     assert sample(text, "pyprobe_config_last_reload_successful") == 1
 
 
-# What Prometheus (2.x) sends with every scrape: OpenMetrics first, and gzip.
-PROMETHEUS_ACCEPT = (
-    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
-    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-)
-
-
 def test_what_prometheus_asks_for_openmetrics_gzipped(exporter):
-    req = urllib.request.Request(
-        exporter.url(), headers={"Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"}
-    )
+    req = urllib.request.Request(exporter.url(), headers=PROMETHEUS_HEADERS)
     with urllib.request.urlopen(req, timeout=10) as r:
         assert r.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
         assert r.headers["Content-Encoding"] == "gzip"

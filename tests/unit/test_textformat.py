@@ -21,7 +21,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.samples import Exemplar
 
 from pyprobe.exporter import textformat
-from pyprobe.exporter.server import Server
+from pyprobe.exporter.server import PROMETHEUS_HEADERS, Server
 from pyprobe.exporter.textformat import OpenMetricsEncoder, TextEncoder
 
 
@@ -94,8 +94,7 @@ class MoreFamilies(Families):
 
 # What Prometheus sends (2.x; 3.x), a bare type, and the plain text format
 ACCEPTS = [
-    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
-    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    PROMETHEUS_HEADERS["Accept"],
     "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
     "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,*/*;q=0.1",
     "application/openmetrics-text",

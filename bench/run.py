@@ -4,7 +4,7 @@ Arms alternate within each repetition (A/B/A/B...), every arm runs every
 workload, and each figure is the median of the repetitions with its spread.
 Writes bench/results.json and bench/RESULTS.md (date and machine included).
 
-    .venv/bin/python bench/run.py [--reps 3] [--seconds 3] [--quick]
+    .venv/bin/python bench/run.py [--reps 3] [--seconds 2] [--quick]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
+import fine  # noqa: E402
 import lossless  # noqa: E402
 from scrape import WARMUP as scrape_warmup  # noqa: E402
 from scrape import measure as scrape_measure  # noqa: E402
@@ -82,6 +83,17 @@ ARMS: dict[str, list[str] | None] = {
     ],
 }
 STREAMING = ("pyprobe tcpstates -j (stream)", "tcpstates-bpfcc")  # ordered: the report's rows
+CHURN_LO, CHURN_VETH = "churn, loopback (conn/s)", "churn, veth (conn/s)"
+UDP, IPERF = "small UDP, veth (pkt/s)", "iperf3, veth (Gbit/s)"
+WORKLOADS = (CHURN_LO, CHURN_VETH, UDP, IPERF)
+# The fine A/B phase (fine.py): its arms, as the whole-tool arms they stand
+# for, and per workload the slice's seconds and the pairs of slices.
+FINE_ARMS = {
+    "core": "pyprobe exporter, core probes",
+    "every": "pyprobe exporter, every probe",
+    "floor": FLOOR,
+}
+FINE_SLICES = {CHURN_LO: (0.5, 12), CHURN_VETH: (0.5, 12), IPERF: (1.0, 5)}
 
 
 def sh(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -272,35 +284,45 @@ class Workloads:
         ]
         return sum(float(p.communicate()[0]) for p in procs)
 
-    def run(self, seconds: float | None = None, iperf: bool = True) -> dict[str, float]:
+    def one(self, workload: str, seconds: float | None = None) -> float:
+        """One workload's figure (a key of WORKLOADS)."""
         s = str(seconds or self.seconds)
         ina = ["ip", "netns", "exec", self.a]
-        out = {}
-        out["churn, loopback (conn/s)"] = self._per_cpu(
-            lambda i, cpu: [str(CHURN), "client", "127.0.0.1", str(18100 + i), s]
-        )
+        if workload == CHURN_LO:
+            return self._per_cpu(
+                lambda i, cpu: [str(CHURN), "client", "127.0.0.1", str(18100 + i), s]
+            )
         # (taskset before `ip netns exec`: the client inherits the pinning)
-        out["churn, veth (conn/s)"] = self._per_cpu(
-            lambda i, cpu: [*ina, str(CHURN), "client", self.pair.addr_b, str(18100 + i), s]
-        )
-        out["small UDP, veth (pkt/s)"] = self._per_cpu(
-            lambda i, cpu: [*ina, str(CHURN), "udp", self.pair.addr_b, str(18200 + i), s, "64"]
-        )
-        if not iperf:
-            return out
+        if workload == CHURN_VETH:
+            return self._per_cpu(
+                lambda i, cpu: [*ina, str(CHURN), "client", self.pair.addr_b, str(18100 + i), s]
+            )
+        if workload == UDP:
+            return self._per_cpu(
+                lambda i, cpu: [*ina, str(CHURN), "udp", self.pair.addr_b, str(18200 + i), s, "64"]
+            )
         r = sh(*ina, "iperf3", "-c", self.pair.addr_b, "-p", "18082", "-t", s, "-J")
         try:
-            out["iperf3, veth (Gbit/s)"] = (
-                json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
-            )
+            return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
         except (ValueError, KeyError):
-            out["iperf3, veth (Gbit/s)"] = float("nan")
-        return out
+            return float("nan")
+
+    def run(self, seconds: float | None = None, iperf: bool = True) -> dict[str, float]:
+        return {w: self.one(w, seconds) for w in WORKLOADS if iperf or w != IPERF}
 
     def close(self) -> None:
         for p in self.servers:
             p.kill()
             p.wait()
+
+
+def fine_slices(work: Workloads, quick: bool) -> dict[str, tuple[Callable[[], float], int]]:
+    """fine.measure's workloads: one slice of each, and its pairs."""
+
+    def slice_of(workload: str, seconds: float) -> Callable[[], float]:
+        return lambda: work.one(workload, seconds)
+
+    return {w: (slice_of(w, t), 2 if quick else n) for w, (t, n) in FINE_SLICES.items()}
 
 
 def order(rep: int) -> list[str]:
@@ -375,7 +397,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: signal.default_int_handler(signal.SIGINT, None))
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--quick", action="store_true", help="1 rep, 1 s, 1k/10k sockets (a smoke run)")
     ap.add_argument("--report", action="store_true", help="re-render RESULTS.md from results.json")
     args = ap.parse_args()
@@ -406,6 +428,7 @@ def main() -> None:
     logs = Path(tempfile.mkdtemp(prefix="pyprobe-bench-", dir=shm if shm.is_dir() else None))
     found: dict[str, dict] = {}
     ceiling: list[dict] = []
+    fine_ab: dict[str, dict] = {}
     try:
         with lab.VethPair(prefix="ppbench", net=95) as pair:
             work = Workloads(pair, args.seconds)
@@ -464,6 +487,14 @@ def main() -> None:
                             )
                             arm.log.write_text(text)  # counted: keep its end, not 100s of MB
                         settle()
+                for which in fine.ARMS:
+                    print(
+                        f"[{time.monotonic() - started:5.0f}s] fine A/B: {FINE_ARMS[which]}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    fine_ab[which] = fine.measure(which, fine_slices(work, args.quick))
+                    settle()
                 print(
                     f"[{time.monotonic() - started:5.0f}s] lossless rates",
                     file=sys.stderr,
@@ -510,6 +541,8 @@ def main() -> None:
         "reps": args.reps,
         "seconds": args.seconds,
         "arms": results,
+        "fine": fine_ab,
+        "fine_slices": {w: (t, 2 if args.quick else n) for w, (t, n) in FINE_SLICES.items()},
         "scrape": scrape,
         "startup": starts,
         "lossless": found,
@@ -523,6 +556,37 @@ def main() -> None:
 
 def med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def fine_section(r: dict) -> list[str]:
+    """The fine A/B table (fine.py), when the run had that phase."""
+    fine_ab, slices = r.get("fine") or {}, r.get("fine_slices") or {}
+    if not fine_ab:
+        return []
+    workloads = list(slices)
+    lines = [
+        "## Throughput, fine A/B: the same programs attached and detached between slices",
+        "",
+        "Each arm's programs are loaded once (the exporter's probes, built as `pyprobe export`",
+        "builds them, or the floor arm's empty ones); only their attachment changes between",
+        "slices of one workload, in pairs (off then on, on then off). Figure: the median of",
+        "the pairs' on/off ratios [quartiles]. Slices: "
+        + "; ".join(f"{w} {t:g} s × {2 * n}" for w, (t, n) in slices.items())
+        + ". The whole-tool arms above also carry the daemon's own process.",
+        "",
+        "| arm | " + " | ".join(workloads) + " |",
+        "|---|" + "---|" * len(workloads),
+    ]
+    for arm, res in fine_ab.items():
+        if "error" in res:
+            lines.append(f"| {FINE_ARMS.get(arm, arm)} | fails here: {res['error']['why'][:80]} |")
+            continue
+        cells = [
+            f"{res[w]['ratio']:.3f} [{res[w]['q1']:.3f}–{res[w]['q3']:.3f}]" if w in res else "-"
+            for w in workloads
+        ]
+        lines.append(f"| {FINE_ARMS.get(arm, arm)} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def markdown(r: dict) -> str:
@@ -565,6 +629,7 @@ def markdown(r: dict) -> str:
         "",
         "(The `none` row is absolute: connections/s, packets/s, Gbit/s.)",
         "",
+        *fine_section(r),
         "## BPF programs: ns per run and runs per second (kernel.bpf_stats_enabled)",
         "",
         "| arm | program | ns/run | runs/s |",
@@ -739,20 +804,39 @@ def targets(r: dict) -> list[tuple[str, str, bool]]:
     core, every = "pyprobe exporter, core probes", "pyprobe exporter, every probe"
     # (named "floor: empty programs (…)" in results from before it took every hook)
     floor_arm = next((a for a in arms if a.startswith("floor:")), FLOOR)
-    churn = ["churn, loopback (conn/s)", "churn, veth (conn/s)"]
-    c = [ratio(core, w) for w in churn]
-    out.append(("exporter, core probes: churn ≥ 0.98", ratios(c), min(c) >= 0.98))
-    e = [ratio(every, w) for w in churn]
-    f = [ratio(floor_arm, w) for w in churn]
+    churn = [CHURN_LO, CHURN_VETH]
+    fine_ab = r.get("fine") or {}
+
+    def judged(arm: str, fine_arm: str, ws: list[str]) -> tuple[list[float], str]:
+        """The fine A/B ratios where the run has them (what a target is judged
+        by), with the whole-tool arm's beside them; else the whole tool's."""
+        whole = [ratio(arm, w) for w in ws]
+        res = fine_ab.get(fine_arm, {})
+        if not all(w in res for w in ws):
+            return whole, ratios(whole)
+        fine_r = [res[w]["ratio"] for w in ws]
+        return fine_r, f"fine A/B {ratios(fine_r)} (whole tool: {ratios(whole)})"
+
+    c, text = judged(core, "core", churn)
+    out.append(("exporter, core probes: churn ≥ 0.98", text, min(c) >= 0.98))
+    e, text = judged(every, "every", churn)
+    _, floor_text = judged(floor_arm, "floor", churn)
     out.append(
         (
             "exporter, every probe: churn ≥ 0.95",
-            ratios(e) + " (its hooks with empty programs, the floor arm: " + ratios(f) + ")",
+            text + "; its hooks with empty programs, the floor arm: " + floor_text,
             min(e) >= 0.95,
         )
     )
-    i = [ratio(a, "iperf3, veth (Gbit/s)") for a in (core, every)]
-    out.append(("exporter: iperf3 ≥ 0.99 (core / every)", ratios(i), min(i) >= 0.99))
+    i_core, text_core = judged(core, "core", [IPERF])
+    i_every, text_every = judged(every, "every", [IPERF])
+    out.append(
+        (
+            "exporter: iperf3 ≥ 0.99 (core; every)",
+            f"{text_core}; {text_every}",
+            min(i_core + i_every) >= 0.99,
+        )
+    )
     # Counters only add to a per-CPU slot; the others keep state between
     # events (a softirq's start time, a socket's owner) or read more of it.
     stateful = {

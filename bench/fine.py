@@ -1,0 +1,167 @@
+"""Fine A/B: the exporter's programs loaded once, attached and detached
+between short slices of one workload (a phase of bench/run.py).
+
+A whole-tool arm resolves a throughput ratio to about ±0.05 on this VM: the
+untraced rate moves between runs seconds apart by more than a probe costs
+(steps of ~10% lasting seconds, with no steal time to show for them). Here
+only the attachments change. Slices come in pairs, off then on, then on then
+off, so what drifts over seconds cancels within a pair, and the figure is the
+median of the pairs' on/off ratios. 20 pairs of 0.5 s put the floor arm at
+0.922 to 0.949 in four sets, where whole-tool runs put it at 0.86 to 0.97.
+
+The programs are the exporter's: its probes, built with the same flags
+(Probe.attach, what `pyprobe export` loads), or the floor arm's empty ones.
+What this leaves out is the daemon's own CPU between scrapes (the bench
+waits for it to go idle; the whole-tool arms include it).
+
+As a helper (`python bench/fine.py core|every|floor`): loads the programs,
+detaches them, prints "ready N" (N attach points), then answers each "on" or
+"off" line with "ok" once attached or detached, and exits at end of input.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+ARMS = ("core", "every", "floor")
+CORE = ("tcpstates", "drops")  # the exporter arm's --probe list (run.py)
+_KEEP: list[object] = []  # what owns the loaded programs, alive until exit
+
+
+def _programs(arm: str) -> list[tuple[int, str | None]]:
+    """(program fd, raw tracepoint name, or None for tp_btf: its BTF id names
+    it) for each attach point of the arm."""
+    if arm == "floor":
+        import floor
+        from bcc import BPF
+
+        targets = floor.hooks()
+        names = floor.names(targets)
+        bpf = BPF(text="\n".join(f"int {n}(void *ctx) {{ return 0; }}" for n in names).encode())
+        _KEEP.append(bpf)
+        return [
+            (bpf.load_func(n.encode(), BPF.RAW_TRACEPOINT).fd, t)
+            for t, n in zip(targets, names, strict=True)
+        ]
+    from pyprobe import registry
+
+    out: list[tuple[int, str | None]] = []
+    for name in CORE if arm == "core" else registry.names():
+        probe = registry.create(name)
+        probe.attach()
+        _KEEP.append(probe)
+        fds, hook = probe.program_fds(), probe.hook
+        assert hook is not None
+        for point in hook.points:
+            kind = point.kind or hook.kind
+            if kind not in ("raw_tracepoint", "tp_btf"):
+                raise SystemExit(f"{name}: a {kind} hook (only raw tracepoints are toggled)")
+            out.append((fds[point.function], point.target if kind == "raw_tracepoint" else None))
+    return out
+
+
+def _links() -> list[int]:
+    """This process's BPF link descriptors (their fdinfo names a link_type)."""
+    found = []
+    for fd in os.listdir("/proc/self/fdinfo"):
+        try:
+            if "link_type:" in Path(f"/proc/self/fdinfo/{fd}").read_text():
+                found.append(int(fd))
+        except OSError:
+            continue
+    return found
+
+
+def helper(arm: str) -> None:
+    from pyprobe import tpbtf
+
+    points = _programs(arm)
+    # Probe.attach attached them: closing the links detaches them and leaves
+    # the programs and maps loaded. Nothing here closes the probes again (we
+    # leave by os._exit, and the kernel frees the rest).
+    for fd in _links():
+        os.close(fd)
+    attached: list[int] = []
+    print(f"ready {len(points)}", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "on" and not attached:
+            attached = [tpbtf.attach(fd, target) for fd, target in points]
+        elif line.strip() == "off":
+            for fd in attached:
+                os.close(fd)
+            attached = []
+        print("ok", flush=True)
+    os._exit(0)
+
+
+def measure(
+    arm: str, workloads: dict[str, tuple[Callable[[], float], int]]
+) -> dict[str, dict[str, object]]:
+    """For each workload (one slice's figure, pairs), the pairs' on/off
+    ratios, median and quartiles, and each slice's figure. A helper that
+    cannot load gives {"error": ...}."""
+    proc = subprocess.Popen(
+        [sys.executable, __file__, arm],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def state(word: str) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(word + "\n")
+        proc.stdin.flush()
+        if proc.stdout.readline().strip() != "ok":
+            raise RuntimeError(f"fine A/B helper ({arm}) stopped answering")
+
+    try:
+        ready = proc.stdout.readline()
+        if not ready.startswith("ready"):
+            proc.kill()
+            err = (proc.communicate()[1] or "").strip().splitlines()
+            return {"error": {"why": err[-1] if err else f"exited {proc.returncode}"}}
+        out: dict[str, dict[str, object]] = {}
+        for name, (run, pairs) in workloads.items():
+            on: list[float] = []
+            off: list[float] = []
+            for i in range(pairs):
+                for word in ("off", "on") if i % 2 == 0 else ("on", "off"):
+                    state(word)
+                    (on if word == "on" else off).append(run())
+            state("off")
+            ratios = [a / b for a, b in zip(on, off, strict=True) if b]
+            q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+            out[name] = {
+                "ratio": statistics.median(ratios),
+                "q1": q1,
+                "q3": q3,
+                "pairs": len(ratios),
+                "on": on,
+                "off": off,
+            }
+        return out
+    finally:
+        if proc.poll() is None:
+            proc.stdin.close()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in ARMS:
+        sys.exit(f"usage: {sys.argv[0]} {'|'.join(ARMS)}")
+    helper(sys.argv[1])

@@ -1,0 +1,82 @@
+"""How the bench judges the throughput targets (bench/run.py targets()): by
+the fine A/B phase's ratios where a run has them, the whole-tool arms'
+shown beside them; by the whole-tool arms in runs from before that phase.
+Checked on a recorded run (bench/results.json) with a fine phase added."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+spec = importlib.util.spec_from_file_location("bench_run", BENCH / "run.py")
+assert spec and spec.loader
+run = importlib.util.module_from_spec(spec)
+sys.modules["bench_run"] = run
+spec.loader.exec_module(run)
+
+RECORDED = json.loads((BENCH / "results.json").read_text())
+
+
+def fine(ratio: float) -> dict:
+    return {
+        w: {
+            "ratio": ratio,
+            "q1": ratio - 0.01,
+            "q3": ratio + 0.01,
+            "pairs": 12,
+            "on": [],
+            "off": [],
+        }
+        for w in run.FINE_SLICES
+    }
+
+
+def verdicts(r: dict) -> dict[str, tuple[str, bool]]:
+    return {target: (measured, ok) for target, measured, ok in run.targets(r)}
+
+
+def test_without_a_fine_phase_the_whole_tool_arms_are_judged() -> None:
+    r = copy.deepcopy(RECORDED)
+    r.pop("fine", None)
+    got = verdicts(r)
+    measured, _ = got["exporter, core probes: churn ≥ 0.98"]
+    assert "fine" not in measured
+    base = run.med(r["arms"]["none"]["workloads"][run.CHURN_LO])
+    core = run.med(
+        [v / base for v in r["arms"]["pyprobe exporter, core probes"]["workloads"][run.CHURN_LO]]
+    )
+    assert measured.startswith(f"{core:.3f} / ")
+
+
+def test_the_fine_phase_decides_and_the_whole_tool_figure_stays_beside_it() -> None:
+    r = copy.deepcopy(RECORDED)
+    r["fine"] = {"core": fine(0.991), "every": fine(0.949), "floor": fine(0.96)}
+    r["fine_slices"] = run.FINE_SLICES
+    got = verdicts(r)
+    measured, ok = got["exporter, core probes: churn ≥ 0.98"]
+    assert ok and measured.startswith("fine A/B 0.991 / 0.991 (whole tool: ")
+    measured, ok = got["exporter, every probe: churn ≥ 0.95"]
+    assert not ok  # 0.949 is below the line, whatever the whole tool read
+    assert "the floor arm: fine A/B 0.960 / 0.960" in measured
+    measured, ok = got["exporter: iperf3 ≥ 0.99 (core; every)"]
+    assert not ok and measured.startswith("fine A/B 0.991 (whole tool: ")
+    r["fine"]["every"] = fine(1.0)
+    assert verdicts(r)["exporter: iperf3 ≥ 0.99 (core; every)"][1]
+    table = run.markdown(r)
+    assert "| pyprobe exporter, core probes | 0.991 [0.981\u20131.001] |" in table
+
+
+def test_a_fine_arm_that_failed_is_reported_and_the_whole_tool_judged() -> None:
+    r = copy.deepcopy(RECORDED)
+    r["fine"] = {"core": {"error": {"why": "tcpstates: no usable hook"}}}
+    r["fine_slices"] = run.FINE_SLICES
+    measured, _ = verdicts(r)["exporter, core probes: churn ≥ 0.98"]
+    assert "fine" not in measured
+    assert (
+        "| pyprobe exporter, core probes | fails here: tcpstates: no usable hook |"
+        in run.markdown(r)
+    )

@@ -21,6 +21,7 @@ detaches them, prints "ready N" (N attach points), then answers each "on" or
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import subprocess
@@ -140,7 +141,11 @@ def measure(
                     state(word)
                     (on if word == "on" else off).append(run())
             state("off")
-            ratios = [a / b for a, b in zip(on, off, strict=True) if b]
+            # (a slice that failed, e.g. iperf3 with no result, is NaN: its pair is left out)
+            ratios = [a / b for a, b in zip(on, off, strict=True) if b and math.isfinite(a / b)]
+            if not ratios:
+                out[name] = {"error": "no slice pair gave a figure", "on": on, "off": off}
+                continue
             q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
             out[name] = {
                 "ratio": statistics.median(ratios),

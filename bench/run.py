@@ -582,7 +582,9 @@ def fine_section(r: dict) -> list[str]:
             lines.append(f"| {FINE_ARMS.get(arm, arm)} | fails here: {res['error']['why'][:80]} |")
             continue
         cells = [
-            f"{res[w]['ratio']:.3f} [{res[w]['q1']:.3f}–{res[w]['q3']:.3f}]" if w in res else "-"
+            f"{res[w]['ratio']:.3f} [{res[w]['q1']:.3f}–{res[w]['q3']:.3f}]"
+            if "ratio" in res.get(w, {})
+            else "-"
             for w in workloads
         ]
         lines.append(f"| {FINE_ARMS.get(arm, arm)} | " + " | ".join(cells) + " |")
@@ -812,7 +814,7 @@ def targets(r: dict) -> list[tuple[str, str, bool]]:
         by), with the whole-tool arm's beside them; else the whole tool's."""
         whole = [ratio(arm, w) for w in ws]
         res = fine_ab.get(fine_arm, {})
-        if not all(w in res for w in ws):
+        if not all("ratio" in res.get(w, {}) for w in ws):
             return whole, ratios(whole)
         fine_r = [res[w]["ratio"] for w in ws]
         return fine_r, f"fine A/B {ratios(fine_r)} (whole tool: {ratios(whole)})"

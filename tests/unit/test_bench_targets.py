@@ -80,3 +80,15 @@ def test_a_fine_arm_that_failed_is_reported_and_the_whole_tool_judged() -> None:
         "| pyprobe exporter, core probes | fails here: tcpstates: no usable hook |"
         in run.markdown(r)
     )
+
+
+def test_a_workload_with_no_fine_figure_is_judged_by_the_whole_tool() -> None:
+    r = copy.deepcopy(RECORDED)
+    r["fine"] = {"core": fine(0.991), "every": fine(1.0), "floor": fine(0.96)}
+    r["fine"]["core"][run.IPERF] = {"error": "no slice pair gave a figure", "on": [], "off": []}
+    r["fine_slices"] = run.FINE_SLICES
+    measured, _ = verdicts(r)["exporter: iperf3 ≥ 0.99 (core; every)"]
+    core_part, every_part = measured.split("; ")
+    assert "fine" not in core_part and every_part.startswith("fine A/B 1.000")
+    assert "| pyprobe exporter, core probes | 0.991 [0.981\u20131.001] | 0.991" in run.markdown(r)
+    assert verdicts(r)["exporter, core probes: churn ≥ 0.98"][1]

@@ -47,7 +47,7 @@ def _programs(arm: str) -> list[tuple[int, str | None]]:
 
         targets = floor.hooks()
         names = floor.names(targets)
-        bpf = BPF(text="\n".join(f"int {n}(void *ctx) {{ return 0; }}" for n in names).encode())
+        bpf = BPF(text=floor.source(names))
         _KEEP.append(bpf)
         return [
             (bpf.load_func(n.encode(), BPF.RAW_TRACEPOINT).fd, t)

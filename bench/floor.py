@@ -44,10 +44,15 @@ def names(targets: list[str]) -> list[str]:
     return out
 
 
+def source(fns: list[str]) -> bytes:
+    """An empty program for each name."""
+    return "\n".join(f"int {fn}(void *ctx) {{ return 0; }}" for fn in fns).encode()
+
+
 def main() -> None:
     targets = hooks()
     fns = names(targets)
-    bpf = BPF(text="\n".join(f"int {fn}(void *ctx) {{ return 0; }}" for fn in fns).encode())
+    bpf = BPF(text=source(fns))
     for target, fn in zip(targets, fns, strict=True):
         bpf.attach_raw_tracepoint(tp=target.encode(), fn_name=fn.encode())
     print(f"attached {len(targets)}: {' '.join(targets)}", flush=True)

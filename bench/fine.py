@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 ARMS = ("core", "every", "floor")
-CORE = ("tcpstates", "drops")  # the exporter arm's --probe list (run.py)
+CORE = ("tcpstates", "drops")  # the core probes: also the exporter arm's --probe list (run.py)
 _KEEP: list[object] = []  # what owns the loaded programs, alive until exit
 
 

@@ -50,10 +50,7 @@ ARMS: dict[str, list[str] | None] = {
     "pyprobe exporter, core probes": [
         PYPROBE,
         "export",
-        "--probe",
-        "tcpstates",
-        "--probe",
-        "drops",
+        *(arg for name in fine.CORE for arg in ("--probe", name)),
         "--web.listen-address",
         f"127.0.0.1:{PORT}",
     ],
@@ -487,7 +484,7 @@ def main() -> None:
                             )
                             arm.log.write_text(text)  # counted: keep its end, not 100s of MB
                         settle()
-                for which in fine.ARMS:
+                for which in FINE_ARMS:
                     print(
                         f"[{time.monotonic() - started:5.0f}s] fine A/B: {FINE_ARMS[which]}",
                         file=sys.stderr,

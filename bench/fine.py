@@ -9,6 +9,13 @@ off, so what drifts over seconds cancels within a pair, and the figure is the
 median of the pairs' on/off ratios. 20 pairs of 0.5 s put the floor arm at
 0.922 to 0.949 in four sets, where whole-tool runs put it at 0.86 to 0.97.
 
+A workload can also be measured interval by interval within one run of it
+(Intervals: iperf3, whose start and slow start would land in every slice
+run on its own): the programs are attached or detached as each interval
+ends, so the next one runs in the new state but for the moment that takes
+(a few ms of a 250 ms interval; 17 ms for every probe's 15 attachments),
+which pulls its ratio toward 1 by that share of the gap.
+
 The programs are the exporter's: its probes, built with the same flags
 (Probe.attach, what `pyprobe export` loads), or the floor arm's empty ones.
 What this leaves out is the daemon's own CPU between scrapes (the bench
@@ -26,7 +33,8 @@ import os
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -36,6 +44,25 @@ sys.path.insert(0, str(HERE))
 ARMS = ("core", "every", "floor")
 CORE = ("tcpstates", "drops")  # the core probes: also the exporter arm's --probe list (run.py)
 _KEEP: list[object] = []  # what owns the loaded programs, alive until exit
+
+
+@dataclass(frozen=True)
+class Intervals:
+    """A workload measured within one run of it: run(count) starts it for
+    `count` intervals and yields each one's figure as it ends; the first
+    `warmup` are left out, and then the pairs' intervals follow."""
+
+    run: Callable[[int], Iterator[float]]
+    pairs: int
+    warmup: int = 2
+
+
+Slices = tuple[Callable[[], float], int]  # one slice's figure (a run of its own), pairs
+
+
+def schedule(pairs: int) -> list[str]:
+    """The slices' states: off then on, then on then off, and so on."""
+    return [w for i in range(pairs) for w in (("off", "on") if i % 2 == 0 else ("on", "off"))]
 
 
 def _programs(arm: str) -> list[tuple[int, str | None]]:
@@ -104,9 +131,27 @@ def helper(arm: str) -> None:
     os._exit(0)
 
 
-def measure(
-    arm: str, workloads: dict[str, tuple[Callable[[], float], int]]
-) -> dict[str, dict[str, object]]:
+def _intervals(work: Intervals, state: Callable[[str], None]) -> list[tuple[str, float]]:
+    """Each scheduled interval's state and figure, from one run."""
+    plan = schedule(work.pairs)
+    state(plan[0])
+    figures = work.run(work.warmup + len(plan))
+    try:
+        for _ in range(work.warmup):
+            next(figures, math.nan)
+        out = []
+        for k, word in enumerate(plan):
+            out.append((word, next(figures, math.nan)))
+            if k + 1 < len(plan) and plan[k + 1] != word:
+                state(plan[k + 1])
+        return out
+    finally:
+        close = getattr(figures, "close", None)
+        if close:
+            close()
+
+
+def measure(arm: str, workloads: dict[str, Slices | Intervals]) -> dict[str, dict[str, object]]:
     """For each workload (one slice's figure, pairs), the pairs' on/off
     ratios, median and quartiles, and each slice's figure. A helper that
     cannot load gives {"error": ...}."""
@@ -133,14 +178,18 @@ def measure(
             err = (proc.communicate()[1] or "").strip().splitlines()
             return {"error": {"why": err[-1] if err else f"exited {proc.returncode}"}}
         out: dict[str, dict[str, object]] = {}
-        for name, (run, pairs) in workloads.items():
-            on: list[float] = []
-            off: list[float] = []
-            for i in range(pairs):
-                for word in ("off", "on") if i % 2 == 0 else ("on", "off"):
+        for name, work in workloads.items():
+            if isinstance(work, Intervals):
+                figures = _intervals(work, state)
+            else:
+                run, pairs = work
+                figures = []
+                for word in schedule(pairs):
                     state(word)
-                    (on if word == "on" else off).append(run())
+                    figures.append((word, run()))
             state("off")
+            on = [x for word, x in figures if word == "on"]
+            off = [x for word, x in figures if word == "off"]
             # (a slice that failed, e.g. iperf3 with no result, is NaN: its pair is left out)
             ratios = [a / b for a, b in zip(on, off, strict=True) if b and math.isfinite(a / b)]
             if not ratios:

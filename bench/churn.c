@@ -2,6 +2,11 @@
  * close — as fast as one client can, for a fixed time.
  *   churn server ADDR PORT            (serves until killed)
  *   churn client ADDR PORT SECONDS [MAX] (prints connections/s; stops at MAX)
+ *   churn ticks ADDR PORT START INTERVAL GUARD COUNT
+ *                                     (the client, from START, CLOCK_MONOTONIC
+ *                                      seconds, for COUNT intervals: a line
+ *                                      each as it ends, connections/s in it
+ *                                      less its first GUARD seconds)
  *   churn listen ADDR PORT SECONDS RATE CLIENTS
  *                                     (CLIENTS processes together aim at RATE
  *                                      attempts/s, each a listen() and a
@@ -58,25 +63,57 @@ static int server(const char *ip, int port)
 	}
 }
 
+/* One connection: 1 if its request was answered. */
+static int one_connection(const struct sockaddr_in *a)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+	int ok, s = socket(AF_INET, SOCK_STREAM, 0);
+	char b = 'x';
+	ok = connect(s, (const void *)a, sizeof(*a)) == 0 && write(s, &b, 1) == 1 &&
+	     read(s, &b, 1) == 1;
+	/* Close with RST instead of TIME_WAIT so a run cannot exhaust the
+	 * ephemeral ports; the states passed through are the same up to
+	 * FIN_WAIT1 on this side. */
+	setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(s);
+	return ok;
+}
+
 static int client(const char *ip, int port, double secs, long max)
 {
 	struct sockaddr_in a = addr_of(ip, port);
-	struct linger lg = {.l_onoff = 1, .l_linger = 0};
 	long n = 0;
 	double end = now() + secs, start = now();
-	while (now() < end && (max <= 0 || n < max)) {
-		int s = socket(AF_INET, SOCK_STREAM, 0);
-		char b = 'x';
-		if (connect(s, (void *)&a, sizeof(a)) == 0 && write(s, &b, 1) == 1 &&
-		    read(s, &b, 1) == 1)
-			n++;
-		/* Close with RST instead of TIME_WAIT so a run cannot exhaust the
-		 * ephemeral ports; the states passed through are the same up to
-		 * FIN_WAIT1 on this side. */
-		setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-		close(s);
-	}
+	while (now() < end && (max <= 0 || n < max))
+		n += one_connection(&a);
 	printf("%.1f\n", n / (now() - start));
+	return 0;
+}
+
+/* The fine A/B phase's churn (bench/fine.py): programs are attached or
+ * detached as each interval ends, which takes up to ~20 ms; connections made
+ * in an interval's first GUARD seconds are not counted, so none made while
+ * that happens is charged to the wrong state. Clients given the same START
+ * report the same intervals. */
+static int ticks(const char *ip, int port, double start, double interval, double guard,
+		 long count)
+{
+	struct sockaddr_in a = addr_of(ip, port);
+	double t = now();
+	if (t < start) {
+		struct timespec ts = {(time_t)(start - t), (long)((start - t - (time_t)(start - t)) * 1e9)};
+		nanosleep(&ts, NULL);
+	}
+	for (long k = 0; k < count; k++) {
+		double from = start + k * interval + guard, end = start + (k + 1) * interval;
+		long n = 0;
+		while (now() < from)
+			one_connection(&a);
+		while (now() < end)
+			n += one_connection(&a);
+		printf("%.1f\n", n / (interval - guard));
+		fflush(stdout);
+	}
 	return 0;
 }
 
@@ -177,6 +214,9 @@ int main(int argc, char **argv)
 		return server(argv[2], atoi(argv[3]));
 	if (argc >= 5 && !strcmp(argv[1], "client"))
 		return client(argv[2], atoi(argv[3]), atof(argv[4]), argc >= 6 ? atol(argv[5]) : 0);
+	if (argc >= 8 && !strcmp(argv[1], "ticks"))
+		return ticks(argv[2], atoi(argv[3]), atof(argv[4]), atof(argv[5]), atof(argv[6]),
+			     atol(argv[7]));
 	if (argc >= 7 && !strcmp(argv[1], "listen"))
 		return paced(argv[2], atoi(argv[3]), atof(argv[4]), atof(argv[5]), atoi(argv[6]));
 	if (argc >= 4 && !strcmp(argv[1], "udpsink"))

@@ -1,20 +1,21 @@
 """Fine A/B: the exporter's programs loaded once, attached and detached
-between short slices of one workload (a phase of bench/run.py).
+between short intervals of one run of a workload (a phase of bench/run.py).
 
 A whole-tool arm resolves a throughput ratio to about ±0.05 on this VM: the
 untraced rate moves between runs seconds apart by more than a probe costs
 (steps of ~10% lasting seconds, with no steal time to show for them). Here
-only the attachments change. Slices come in pairs, off then on, then on then
-off, so what drifts over seconds cancels within a pair, and the figure is the
-median of the pairs' on/off ratios. 20 pairs of 0.5 s put the floor arm at
-0.922 to 0.949 in four sets, where whole-tool runs put it at 0.86 to 0.97.
+only the attachments change. Intervals come in pairs, off then on, then on
+then off, so what drifts over seconds cancels within a pair, and the figure
+is the median of the pairs' on/off ratios. (Until 2026-12-02 each slice was
+a run of its own, 12 pairs of 0.5 s: the median of churn's ratios to about
+±1.5%, and iperf3's slices each carried its start and slow start.)
 
-A workload can also be measured interval by interval within one run of it
-(Intervals: iperf3, whose start and slow start would land in every slice
-run on its own): the programs are attached or detached as each interval
-ends, so the next one runs in the new state but for the moment that takes
-(a few ms of a 250 ms interval; 17 ms for every probe's 15 attachments),
-which pulls its ratio toward 1 by that share of the gap.
+The programs are attached or detached as each interval ends, which takes a
+few ms (17 ms for every probe's 15 attachments); churn leaves the first
+30 ms of each interval uncounted for it (run.FINE_GUARD). iperf3 counts the
+whole interval: that share of it pulls a ratio toward 1 by as much of the
+gap (under 1% of it for the core probes' few attachments). How long each
+toggle took is reported.
 
 The programs are the exporter's: its probes, built with the same flags
 (Probe.attach, what `pyprobe export` loads), or the floor arm's empty ones.
@@ -33,6 +34,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,11 +59,8 @@ class Intervals:
     warmup: int = 2
 
 
-Slices = tuple[Callable[[], float], int]  # one slice's figure (a run of its own), pairs
-
-
 def schedule(pairs: int) -> list[str]:
-    """The slices' states: off then on, then on then off, and so on."""
+    """The intervals' states: off then on, then on then off, and so on."""
     return [w for i in range(pairs) for w in (("off", "on") if i % 2 == 0 else ("on", "off"))]
 
 
@@ -131,7 +130,7 @@ def helper(arm: str) -> None:
     os._exit(0)
 
 
-def _intervals(work: Intervals, state: Callable[[str], None]) -> list[tuple[str, float]]:
+def intervals(work: Intervals, state: Callable[[str], None]) -> list[tuple[str, float]]:
     """Each scheduled interval's state and figure, from one run."""
     plan = schedule(work.pairs)
     state(plan[0])
@@ -151,10 +150,10 @@ def _intervals(work: Intervals, state: Callable[[str], None]) -> list[tuple[str,
             close()
 
 
-def measure(arm: str, workloads: dict[str, Slices | Intervals]) -> dict[str, dict[str, object]]:
-    """For each workload (one slice's figure, pairs), the pairs' on/off
-    ratios, median and quartiles, and each slice's figure. A helper that
-    cannot load gives {"error": ...}."""
+def measure(arm: str, workloads: dict[str, Intervals]) -> dict[str, dict[str, object]]:
+    """For each workload, the pairs' on/off ratios, median and quartiles,
+    each interval's figure, and the slowest toggle (ms). A helper that cannot
+    load gives {"error": ...}."""
     proc = subprocess.Popen(
         [sys.executable, __file__, arm],
         stdin=subprocess.PIPE,
@@ -163,13 +162,16 @@ def measure(arm: str, workloads: dict[str, Slices | Intervals]) -> dict[str, dic
         text=True,
     )
     assert proc.stdin is not None and proc.stdout is not None
+    took: list[float] = []
 
     def state(word: str) -> None:
         assert proc.stdin is not None and proc.stdout is not None
+        t = time.monotonic()
         proc.stdin.write(word + "\n")
         proc.stdin.flush()
         if proc.stdout.readline().strip() != "ok":
             raise RuntimeError(f"fine A/B helper ({arm}) stopped answering")
+        took.append(time.monotonic() - t)
 
     try:
         ready = proc.stdout.readline()
@@ -179,21 +181,16 @@ def measure(arm: str, workloads: dict[str, Slices | Intervals]) -> dict[str, dic
             return {"error": {"why": err[-1] if err else f"exited {proc.returncode}"}}
         out: dict[str, dict[str, object]] = {}
         for name, work in workloads.items():
-            if isinstance(work, Intervals):
-                figures = _intervals(work, state)
-            else:
-                run, pairs = work
-                figures = []
-                for word in schedule(pairs):
-                    state(word)
-                    figures.append((word, run()))
+            took.clear()
+            figures = intervals(work, state)
+            slowest = max(took) * 1e3
             state("off")
             on = [x for word, x in figures if word == "on"]
             off = [x for word, x in figures if word == "off"]
-            # (a slice that failed, e.g. iperf3 with no result, is NaN: its pair is left out)
+            # (an interval a client did not report is NaN: its pair is left out)
             ratios = [a / b for a, b in zip(on, off, strict=True) if b and math.isfinite(a / b)]
             if not ratios:
-                out[name] = {"error": "no slice pair gave a figure", "on": on, "off": off}
+                out[name] = {"error": "no pair of intervals gave a figure", "on": on, "off": off}
                 continue
             q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
             out[name] = {
@@ -203,6 +200,7 @@ def measure(arm: str, workloads: dict[str, Slices | Intervals]) -> dict[str, dic
                 "pairs": len(ratios),
                 "on": on,
                 "off": off,
+                "toggle_ms": slowest,
             }
         return out
     finally:

@@ -85,19 +85,20 @@ CHURN_LO, CHURN_VETH = "churn, loopback (conn/s)", "churn, veth (conn/s)"
 UDP, IPERF = "small UDP, veth (pkt/s)", "iperf3, veth (Gbit/s)"
 WORKLOADS = (CHURN_LO, CHURN_VETH, UDP, IPERF)
 # The fine A/B phase (fine.py): its arms, as the whole-tool arms they stand
-# for, and per workload the slice's seconds and the pairs of slices.
+# for.
 FINE_ARMS = {
     "core": "pyprobe exporter, core probes",
     "every": "pyprobe exporter, every probe",
     "floor": FLOOR,
 }
-# iperf3's come from one run of it, interval by interval (fine.Intervals):
-# a run of its own per slice spends part of each on its start and slow
-# start. Quartiles of the pairs' ratios, core probes: ±2% at 0.5 s, ±1.7%
-# at 0.25 s; twice the pairs at 0.25 s in the same time: the median to
-# about ±0.6%.
-FINE_SLICES = {CHURN_LO: (0.5, 12), CHURN_VETH: (0.5, 12), IPERF: (0.25, 40)}
-FINE_INTERVALS = {IPERF}
+# Each workload's figures come from one run of it, interval by interval
+# (fine.Intervals; the programs toggled as each ends), not from slices that
+# were runs of their own: those carried each client's start (and iperf3's
+# slow start), and 12 pairs of 0.5 s gave churn's pairs quartiles of ±2-4%;
+# 40 pairs of 0.25 s intervals, ±0.5-1% (a minute an arm). Per workload: the
+# interval's seconds, the pairs.
+FINE_SLICES = {CHURN_LO: (0.25, 32), CHURN_VETH: (0.25, 32), IPERF: (0.25, 32)}
+FINE_GUARD = 0.03  # s: churn not counted at the start of each interval (fine.py toggles then)
 IPERF_PORT = 18082  # + the CPU's number
 
 
@@ -336,36 +337,49 @@ class Workloads:
             *("-p", str(IPERF_PORT + i), *args),
         ]
 
-    def iperf_intervals(self, count: int, interval: float) -> Iterator[float]:
-        """One iperf3 run (a client per CPU, as in `one`) of `count` intervals:
-        Gbit/s over each interval, summed over the clients, as each ends
-        (--forceflush). Yields NaN for what a client did not report. (The
-        clients run one interval more: iperf3 may cut its last one short.)"""
+    def intervals(self, workload: str, count: int, interval: float) -> Iterator[float]:
+        """One run of a workload (a client per CPU, as in `one`) for `count`
+        intervals: its figure over each, summed over the clients, as each
+        ends. NaN for what a client did not report.
+
+        Churn: `churn ticks`, the clients told one start on the monotonic
+        clock, so their intervals are the same ones, each less its first
+        FINE_GUARD seconds (fine.py toggles the programs then). iperf3 prints
+        each interval (--forceflush), all of it; its clients run one interval
+        more, as iperf3 may cut its last one short."""
+        parse: Callable[[Iterable[str]], Iterator[float]]
+        if workload == IPERF:
+            seconds = str(math.ceil((count + 1) * interval))  # (-t takes whole seconds)
+            cmds = [
+                self._iperf(i, "-t", seconds, "-i", f"{interval:g}", "--forceflush", "-f", "m")
+                for i, _ in enumerate(self.cpus)
+            ]
+            parse, scale = iperf_rates, 1e-3  # Mbit/s to Gbit/s
+        elif workload in (CHURN_LO, CHURN_VETH):
+            start = time.monotonic() + 0.3  # (`ip netns exec` takes ~10 ms to start one)
+            where = ["ip", "netns", "exec", self.a] if workload == CHURN_VETH else []
+            addr = self.pair.addr_b if workload == CHURN_VETH else "127.0.0.1"
+            when = (f"{start:.6f}", f"{interval:g}", f"{FINE_GUARD:g}", str(count))
+            cmds = [
+                [*where, str(CHURN), "ticks", addr, str(18100 + i), *when]
+                for i, _ in enumerate(self.cpus)
+            ]
+            parse, scale = (lambda lines: (float(x) for x in lines)), 1.0
+        else:
+            raise ValueError(f"{workload}: not measured by intervals")
         procs = [
             subprocess.Popen(
-                [
-                    *("taskset", "-c", str(cpu)),
-                    *self._iperf(
-                        i,
-                        "-t",
-                        str(math.ceil((count + 1) * interval)),  # (whole seconds only)
-                        "-i",
-                        f"{interval:g}",
-                        "--forceflush",
-                    ),
-                    *("-f", "m"),
-                ],
+                ["taskset", "-c", str(cpu), *cmd],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 text=True,
             )
-            for i, cpu in enumerate(self.cpus)
+            for cmd, cpu in zip(cmds, self.cpus, strict=True)
         ]
         try:
-            rates = [iperf_rates(p.stdout) for p in procs if p.stdout]
+            rates = [parse(p.stdout) for p in procs if p.stdout]
             for _ in range(count):
-                got = [next(r, float("nan")) for r in rates]
-                yield sum(got) / 1e3
+                yield sum(next(r, float("nan")) for r in rates) * scale
         finally:
             for p in procs:
                 p.kill()
@@ -394,25 +408,16 @@ def iperf_rates(lines: Iterable[str]) -> Iterator[float]:
             yield float(m.group(1))
 
 
-def fine_slices(work: Workloads, quick: bool) -> dict[str, fine.Slices | fine.Intervals]:
-    """fine.measure's workloads: one slice of each (or its intervals), and
-    the pairs."""
+def fine_slices(work: Workloads, quick: bool) -> dict[str, fine.Intervals]:
+    """fine.measure's workloads: each one's run by intervals, and the pairs."""
 
-    def slice_of(workload: str, seconds: float) -> Callable[[], float]:
-        return lambda: work.one(workload, seconds)
+    def intervals_of(workload: str, seconds: float) -> Callable[[int], Iterator[float]]:
+        return lambda count: work.intervals(workload, count, seconds)
 
-    def intervals_of(seconds: float) -> Callable[[int], Iterator[float]]:
-        return lambda count: work.iperf_intervals(count, seconds)
-
-    out: dict[str, fine.Slices | fine.Intervals] = {}
-    for w, (t, n) in FINE_SLICES.items():
-        pairs = 2 if quick else n
-        out[w] = (
-            fine.Intervals(intervals_of(t), pairs)
-            if w in FINE_INTERVALS
-            else (slice_of(w, t), pairs)
-        )
-    return out
+    return {
+        w: fine.Intervals(intervals_of(w, t), 2 if quick else n)
+        for w, (t, n) in FINE_SLICES.items()
+    }
 
 
 def order(rep: int) -> list[str]:
@@ -633,7 +638,7 @@ def main() -> None:
         "arms": results,
         "fine": fine_ab,
         "fine_slices": {w: (t, 2 if args.quick else n) for w, (t, n) in FINE_SLICES.items()},
-        "fine_intervals": sorted(FINE_INTERVALS),
+        "fine_intervals": list(FINE_SLICES),  # (runs before 2026-12-02: slices, runs of their own)
         "scrape": scrape,
         "startup": starts,
         "lossless": found,
@@ -649,6 +654,19 @@ def med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def slowest_toggle(fine_ab: dict) -> float:
+    """The longest an attach or detach took in the fine phase (ms), 0 if unknown."""
+    return max(
+        (
+            w.get("toggle_ms", 0.0)
+            for res in fine_ab.values()
+            for w in res.values()
+            if "error" not in res
+        ),
+        default=0.0,
+    )
+
+
 def fine_section(r: dict) -> list[str]:
     """The fine A/B table (fine.py), when the run had that phase."""
     fine_ab, slices = r.get("fine") or {}, r.get("fine_slices") or {}
@@ -657,17 +675,23 @@ def fine_section(r: dict) -> list[str]:
         return []
     workloads = list(slices)
     lines = [
-        "## Throughput, fine A/B: the same programs attached and detached between slices",
+        "## Throughput, fine A/B: the same programs attached and detached between intervals",
         "",
         "Each arm's programs are loaded once (the exporter's probes, built as `pyprobe export`",
-        "builds them, or the floor arm's empty ones); only their attachment changes between",
-        "slices of one workload, in pairs (off then on, on then off). Figure: the median of",
-        "the pairs' on/off ratios [quartiles]. Slices: "
-        + "; ".join(
-            f"{w} {t:g} s × {2 * n}" + (" intervals of one run" if w in intervals else "")
-            for w, (t, n) in slices.items()
+        "builds them, or the floor arm's empty ones); only their attachment changes, as each",
+        "interval of one run of a workload ends, in pairs (off then on, on then off). Figure:",
+        "the median of the pairs' on/off ratios [quartiles]. "
+        + ("Intervals: " if intervals else "Slices (each a run of its own): ")
+        + "; ".join(f"{w} {t:g} s × {2 * n}" for w, (t, n) in slices.items())
+        + ". "
+        + (
+            f"Churn leaves the first {FINE_GUARD * 1e3:.0f} ms of each interval uncounted, "
+            f"where the toggle happens (the slowest took {toggle:.0f} ms); iperf3 counts all "
+            "of it. "
+            if intervals and (toggle := slowest_toggle(fine_ab))
+            else ""
         )
-        + ". The whole-tool arms above also carry the daemon's own process.",
+        + "The whole-tool arms above also carry the daemon's own process.",
         "",
         "| arm | " + " | ".join(workloads) + " |",
         "|---|" + "---|" * len(workloads),

@@ -89,7 +89,11 @@ def test_a_fine_arm_that_failed_is_reported_and_the_whole_tool_judged() -> None:
 def test_a_workload_with_no_fine_figure_is_judged_by_the_whole_tool() -> None:
     r = copy.deepcopy(RECORDED)
     r["fine"] = {"core": fine(0.991), "every": fine(1.0), "floor": fine(0.96)}
-    r["fine"]["core"][run.IPERF] = {"error": "no slice pair gave a figure", "on": [], "off": []}
+    r["fine"]["core"][run.IPERF] = {
+        "error": "no pair of intervals gave a figure",
+        "on": [],
+        "off": [],
+    }
     r["fine_slices"] = run.FINE_SLICES
     measured, _ = verdicts(r)["exporter, core probes: iperf3 ≥ 0.99"]
     core_part, every_part, _floor = measured.split("; ")
@@ -126,9 +130,25 @@ def test_intervals_of_one_run_follow_the_pairs_schedule() -> None:
             calls.append(f"interval {i}")
             yield float(i)
 
-    got = fine._intervals(fine.Intervals(run_, pairs=2, warmup=1), calls.append)
+    got = fine.intervals(fine.Intervals(run_, pairs=2, warmup=1), calls.append)
     assert counts == [5]
     assert got == [("off", 1.0), ("on", 2.0), ("on", 3.0), ("off", 4.0)]
     assert calls == [
         "off", "interval 0", "interval 1", "on", "interval 2", "interval 3", "off", "interval 4",
     ]  # fmt: skip
+
+
+def test_the_fine_table_says_how_it_was_measured() -> None:
+    """Runs from before 2026-12-02 measured slices, each a run of its own;
+    later ones, intervals of one run, with the guard and the slowest toggle."""
+    r = copy.deepcopy(RECORDED)
+    r["fine"] = {"core": fine(0.991), "every": fine(0.949), "floor": fine(0.96)}
+    r["fine"]["every"][run.CHURN_LO]["toggle_ms"] = 18.4
+    r["fine_slices"] = run.FINE_SLICES
+    r.pop("fine_intervals", None)
+    assert "Slices (each a run of its own): " in run.markdown(r)
+    r["fine_intervals"] = list(run.FINE_SLICES)
+    table = run.markdown(r)
+    assert "Intervals: churn, loopback (conn/s) 0.25 s \u00d7 64;" in table
+    assert "first 30 ms of each interval uncounted" in table
+    assert "(the slowest took 18 ms)" in table

@@ -20,11 +20,17 @@ toggle took is reported.
 The programs are the exporter's: its probes, built with the same flags
 (Probe.attach, what `pyprobe export` loads), or the floor arm's empty ones.
 What this leaves out is the daemon's own CPU between scrapes (the bench
-waits for it to go idle; the whole-tool arms include it).
+waits for it to go idle; the whole-tool arms include it). The stream arm is
+the command itself, `pyprobe tcpstates -j` to /dev/null, run in the helper's
+process: its consumer works while the programs are attached and sleeps
+while they are not, so its cost is in the ratio.
 
-As a helper (`python bench/fine.py core|every|floor`): loads the programs,
-detaches them, prints "ready N" (N attach points), then answers each "on" or
-"off" line with "ok" once attached or detached, and exits at end of input.
+As a helper (`python bench/fine.py core|every|floor|stream`): attaches the
+arm's programs, finds its links in /proc/self/fdinfo and closes them (the
+programs and maps stay loaded), prints "ready N" (N attach points), then
+answers each "on" or "off" line with "ok" once attached or detached, and
+exits at end of input. (BPF_LINK_DETACH would let the bench detach another
+process's links; the kernel refuses it for raw tracepoint links.)
 """
 
 from __future__ import annotations
@@ -34,17 +40,20 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-ARMS = ("core", "every", "floor")
+ARMS = ("core", "every", "floor", "stream")
 CORE = ("tcpstates", "drops")  # the core probes: also the exporter arm's --probe list (run.py)
+STREAM = ("tcpstates", "-j")  # the stream arm's command (pyprobe ...), as run.py runs it
 _KEEP: list[object] = []  # what owns the loaded programs, alive until exit
 
 
@@ -64,9 +73,10 @@ def schedule(pairs: int) -> list[str]:
     return [w for i in range(pairs) for w in (("off", "on") if i % 2 == 0 else ("on", "off"))]
 
 
-def _programs(arm: str) -> list[tuple[int, str | None]]:
-    """(program fd, raw tracepoint name, or None for tp_btf: its BTF id names
-    it) for each attach point of the arm."""
+def _attach(arm: str) -> None:
+    """Attach the arm's programs as its tool does: the exporter's probes
+    (Probe.attach, built as `pyprobe export` builds them) or the floor's
+    empty programs."""
     if arm == "floor":
         import floor
         from bcc import BPF
@@ -75,50 +85,92 @@ def _programs(arm: str) -> list[tuple[int, str | None]]:
         names = floor.names(targets)
         bpf = BPF(text=floor.source(names))
         _KEEP.append(bpf)
-        return [
-            (bpf.load_func(n.encode(), BPF.RAW_TRACEPOINT).fd, t)
-            for t, n in zip(targets, names, strict=True)
-        ]
+        for target, name in zip(targets, names, strict=True):
+            bpf.attach_raw_tracepoint(tp=target.encode(), fn_name=name.encode())
+        return
     from pyprobe import registry
 
-    out: list[tuple[int, str | None]] = []
     for name in CORE if arm == "core" else registry.names():
         probe = registry.create(name)
         probe.attach()
         _KEEP.append(probe)
-        fds, hook = probe.program_fds(), probe.hook
-        assert hook is not None
-        for point in hook.points:
-            kind = point.kind or hook.kind
+        assert probe.hook is not None
+        for point in probe.hook.points:
+            kind = point.kind or probe.hook.kind
             if kind not in ("raw_tracepoint", "tp_btf"):
                 raise SystemExit(f"{name}: a {kind} hook (only raw tracepoints are toggled)")
-            out.append((fds[point.function], point.target if kind == "raw_tracepoint" else None))
+
+
+TRACING = 26  # BPF_PROG_TYPE_TRACING: tp_btf, whose BTF id names its tracepoint
+
+
+def _fdinfo() -> dict[int, dict[str, str]]:
+    """This process's BPF programs and links: fd -> their fdinfo fields."""
+    out = {}
+    for fd in os.listdir("/proc/self/fdinfo"):
+        try:
+            text = Path(f"/proc/self/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+        if "link_type" in fields or "prog_type" in fields:
+            out[int(fd)] = fields
     return out
 
 
-def _links() -> list[int]:
-    """This process's BPF link descriptors (their fdinfo names a link_type)."""
-    found = []
-    for fd in os.listdir("/proc/self/fdinfo"):
-        try:
-            if "link_type:" in Path(f"/proc/self/fdinfo/{fd}").read_text():
-                found.append(int(fd))
-        except OSError:
+def _points() -> tuple[list[int], list[tuple[int, str | None]]]:
+    """This process's links, and what attaches each again: its program's fd
+    and the raw tracepoint's name (None for tp_btf). Found from fdinfo, so
+    whichever loader attached them (the program cache hands back fds; the
+    stream's command holds its own)."""
+    info = _fdinfo()
+    progs = {
+        f["prog_id"]: (fd, int(f["prog_type"]))
+        for fd, f in info.items()
+        if "prog_type" in f and "link_type" not in f
+    }
+    links, points = [], []
+    for fd, f in info.items():
+        if "link_type" not in f:
             continue
-    return found
+        if f["link_type"] != "raw_tracepoint" or f["prog_id"] not in progs:
+            raise SystemExit(f"a {f['link_type']} link (only raw tracepoints are toggled)")
+        prog, kind = progs[f["prog_id"]]
+        links.append(fd)
+        points.append((prog, None if kind == TRACING else f["tp_name"]))
+    return links, points
 
 
-def helper(arm: str) -> None:
+def _settled(timeout: float = 120.0) -> tuple[list[int], list[tuple[int, str | None]]]:
+    """_points() once the stream's command has attached: some, and the same
+    number for half a second."""
+    seen, same, end = -1, 0, time.monotonic() + timeout
+    while time.monotonic() < end:
+        links, points = _points()
+        same = same + 1 if links and len(links) == seen else 0
+        if same >= 5:
+            return links, points
+        seen = len(links)
+        time.sleep(0.1)
+    raise SystemExit("the stream did not attach")
+
+
+def _toggle(answer: TextIO, settle: bool) -> None:
+    """Detach what this process attached (closing its links leaves the
+    programs and maps loaded), then attach and detach it again on each "on"
+    and "off" line. Nothing here closes the probes or the stream: we leave by
+    os._exit, and the kernel frees the rest."""
     from pyprobe import tpbtf
 
-    points = _programs(arm)
-    # Probe.attach attached them: closing the links detaches them and leaves
-    # the programs and maps loaded. Nothing here closes the probes again (we
-    # leave by os._exit, and the kernel frees the rest).
-    for fd in _links():
+    try:
+        links, points = _settled() if settle else _points()
+    except SystemExit as e:
+        print(e, file=sys.stderr, flush=True)
+        os._exit(1)
+    for fd in links:
         os.close(fd)
     attached: list[int] = []
-    print(f"ready {len(points)}", flush=True)
+    print(f"ready {len(points)}", file=answer, flush=True)
     for line in sys.stdin:
         if line.strip() == "on" and not attached:
             attached = [tpbtf.attach(fd, target) for fd, target in points]
@@ -126,24 +178,47 @@ def helper(arm: str) -> None:
             for fd in attached:
                 os.close(fd)
             attached = []
-        print("ok", flush=True)
+        print("ok", file=answer, flush=True)
     os._exit(0)
 
 
-def intervals(work: Intervals, state: Callable[[str], None]) -> list[tuple[str, float]]:
-    """Each scheduled interval's state and figure, from one run."""
+def helper(arm: str) -> None:
+    answer = os.fdopen(os.dup(1), "w")
+    if arm != "stream":
+        _attach(arm)
+        _toggle(answer, settle=False)
+    # The stream arm is the command itself, `pyprobe tcpstates -j`, its
+    # output to /dev/null as in the whole-tool arm: its consumer is part of
+    # its cost. It runs here, in the main thread (it handles signals), and
+    # the toggles from a thread once it has attached.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    threading.Thread(target=_toggle, args=(answer, True), daemon=True).start()
+    from pyprobe.cli import cli
+
+    cli.main(list(STREAM), prog_name="pyprobe", standalone_mode=False)
+    print("the stream ended", file=sys.stderr, flush=True)
+    os._exit(1)
+
+
+def intervals(
+    work: Intervals, state: Callable[[str], None]
+) -> tuple[list[tuple[str, float]], list[float]]:
+    """Each scheduled interval's state and figure, from one run, and how long
+    each change of state within the run took (s)."""
     plan = schedule(work.pairs)
     state(plan[0])
     figures = work.run(work.warmup + len(plan))
     try:
         for _ in range(work.warmup):
             next(figures, math.nan)
-        out = []
+        out, took = [], []
         for k, word in enumerate(plan):
             out.append((word, next(figures, math.nan)))
             if k + 1 < len(plan) and plan[k + 1] != word:
+                t = time.monotonic()
                 state(plan[k + 1])
-        return out
+                took.append(time.monotonic() - t)
+        return out, took
     finally:
         close = getattr(figures, "close", None)
         if close:
@@ -162,16 +237,13 @@ def measure(arm: str, workloads: dict[str, Intervals]) -> dict[str, dict[str, ob
         text=True,
     )
     assert proc.stdin is not None and proc.stdout is not None
-    took: list[float] = []
 
     def state(word: str) -> None:
         assert proc.stdin is not None and proc.stdout is not None
-        t = time.monotonic()
         proc.stdin.write(word + "\n")
         proc.stdin.flush()
         if proc.stdout.readline().strip() != "ok":
             raise RuntimeError(f"fine A/B helper ({arm}) stopped answering")
-        took.append(time.monotonic() - t)
 
     try:
         ready = proc.stdout.readline()
@@ -181,9 +253,8 @@ def measure(arm: str, workloads: dict[str, Intervals]) -> dict[str, dict[str, ob
             return {"error": {"why": err[-1] if err else f"exited {proc.returncode}"}}
         out: dict[str, dict[str, object]] = {}
         for name, work in workloads.items():
-            took.clear()
-            figures = intervals(work, state)
-            slowest = max(took) * 1e3
+            figures, took = intervals(work, state)
+            slowest = max(took, default=0.0) * 1e3
             state("off")
             on = [x for word, x in figures if word == "on"]
             off = [x for word, x in figures if word == "off"]

@@ -130,7 +130,8 @@ def test_intervals_of_one_run_follow_the_pairs_schedule() -> None:
             calls.append(f"interval {i}")
             yield float(i)
 
-    got = fine.intervals(fine.Intervals(run_, pairs=2, warmup=1), calls.append)
+    got, took = fine.intervals(fine.Intervals(run_, pairs=2, warmup=1), calls.append)
+    assert len(took) == 2  # the two changes within the run
     assert counts == [5]
     assert got == [("off", 1.0), ("on", 2.0), ("on", 3.0), ("off", 4.0)]
     assert calls == [
@@ -152,3 +153,20 @@ def test_the_fine_table_says_how_it_was_measured() -> None:
     assert "Intervals: churn, loopback (conn/s) 0.25 s \u00d7 64;" in table
     assert "first 30 ms of each interval uncounted" in table
     assert "(the slowest took 18 ms)" in table
+
+
+def test_the_stream_is_judged_by_its_fine_figure_and_the_whole_tool_s_losses() -> None:
+    target = "streaming tcpstates ≥ 0.85 \u00d7 none (churn) with 0 lost (lost: the whole tool's)"
+    r = copy.deepcopy(RECORDED)
+    r["fine"] = {"stream": fine(0.88)}
+    del r["fine"]["stream"][run.IPERF]  # (the stream arm runs churn only)
+    r["fine_slices"] = run.FINE_SLICES
+    for x in r["arms"]["pyprobe tcpstates -j (stream)"]["stream"]:
+        x["lost"] = 0
+    measured, ok = verdicts(r)[target]
+    assert ok and measured.startswith("fine A/B 0.880 / 0.880 (whole tool: ")
+    assert measured.endswith(", lost 0")
+    r["arms"]["pyprobe tcpstates -j (stream)"]["stream"][0]["lost"] = 12
+    measured, ok = verdicts(r)[target]
+    assert not ok and measured.endswith(", lost 12")
+    assert "| pyprobe tcpstates -j (stream) | 0.880 [0.870\u20130.890] | 0.880" in run.markdown(r)

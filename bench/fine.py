@@ -57,6 +57,15 @@ STREAM = ("tcpstates", "-j")  # the stream arm's command (pyprobe ...), as run.p
 _KEEP: list[object] = []  # what owns the loaded programs, alive until exit
 
 
+# An interval counts only if the change of state before it was done within
+# its first GUARD seconds (churn does not count them: run.py), and no change
+# fell later in it. A toggle takes a few ms, but now and then several
+# seconds (seen: 4-15 s, every probe and the stream, under churn), and the
+# lines that came meanwhile are read late: the intervals that follow are not
+# in the state planned for them until the reading catches up.
+GUARD = 0.03
+
+
 @dataclass(frozen=True)
 class Intervals:
     """A workload measured within one run of it: run(count) starts it for
@@ -65,6 +74,8 @@ class Intervals:
 
     run: Callable[[int], Iterator[float]]
     pairs: int
+    seconds: float  # each interval's length
+    guard: float = GUARD
     warmup: int = 2
 
 
@@ -203,26 +214,42 @@ def helper(arm: str) -> None:
 def intervals(
     work: Intervals, state: Callable[[str], None]
 ) -> tuple[list[tuple[str, float]], list[float]]:
-    """Each scheduled interval's state and figure, from one run, and how long
-    each change of state within the run took (s)."""
+    """Each scheduled interval's state and figure, from one run (NaN where
+    the state was not as planned: see GUARD), and how long each change of
+    state within the run took (s)."""
     plan = schedule(work.pairs)
     state(plan[0])
     figures = work.run(work.warmup + len(plan))
+    read: list[float] = []  # when each line (warm-up included) was read
+    changes: list[tuple[float, float, str]] = []  # (began, done, to what)
     try:
+        got = []
         for _ in range(work.warmup):
             next(figures, math.nan)
-        out, took = [], []
+            read.append(time.monotonic())
         for k, word in enumerate(plan):
-            out.append((word, next(figures, math.nan)))
+            got.append(next(figures, math.nan))
+            read.append(time.monotonic())
             if k + 1 < len(plan) and plan[k + 1] != word:
                 t = time.monotonic()
                 state(plan[k + 1])
-                took.append(time.monotonic() - t)
-        return out, took
+                changes.append((t, time.monotonic(), plan[k + 1]))
     finally:
         close = getattr(figures, "close", None)
         if close:
             close()
+    # Where the intervals lie: a line is read as its interval ends, or later
+    # (never earlier), so the run began at the earliest such estimate.
+    began = min(t - (g + 1) * work.seconds for g, t in enumerate(read))
+    out = []
+    for k, (word, figure) in enumerate(zip(plan, got, strict=True)):
+        start = began + (work.warmup + k) * work.seconds
+        counted = (start + work.guard, start + work.seconds)
+        overlap = any(b < counted[1] and d > counted[0] for b, d, _ in changes)
+        before = [to for _, d, to in changes if d <= counted[0]]
+        ok = not overlap and (before[-1] if before else plan[0]) == word
+        out.append((word, figure if ok else math.nan))
+    return out, [d - b for b, d, _ in changes]
 
 
 def measure(arm: str, workloads: dict[str, Intervals]) -> dict[str, dict[str, object]]:

@@ -99,7 +99,7 @@ FINE_ARMS = {
 # 40 pairs of 0.25 s intervals, ±0.5-1% (a minute an arm). Per workload: the
 # interval's seconds, the pairs.
 FINE_SLICES = {CHURN_LO: (0.25, 32), CHURN_VETH: (0.25, 32), IPERF: (0.25, 32)}
-FINE_GUARD = 0.03  # s: churn not counted at the start of each interval (fine.py toggles then)
+FINE_GUARD = fine.GUARD  # s: churn not counted at the start of each interval (toggles then)
 IPERF_PORT = 18082  # + the CPU's number
 
 
@@ -416,7 +416,7 @@ def fine_slices(work: Workloads, quick: bool) -> dict[str, fine.Intervals]:
         return lambda count: work.intervals(workload, count, seconds)
 
     return {
-        w: fine.Intervals(intervals_of(w, t), 2 if quick else n)
+        w: fine.Intervals(intervals_of(w, t), 2 if quick else n, t)
         for w, (t, n) in FINE_SLICES.items()
     }
 
@@ -690,8 +690,10 @@ def fine_section(r: dict) -> list[str]:
         + ". "
         + (
             f"Churn leaves the first {FINE_GUARD * 1e3:.0f} ms of each interval uncounted, "
-            f"where the toggle happens (the slowest took {toggle:.0f} ms); iperf3 counts all "
-            "of it. "
+            "where the toggle happens; iperf3 counts all of it. An interval whose toggle "
+            "was not done by then (the slowest took "
+            f"{toggle:.0f} ms), or was read late after one, is left out with its pair "
+            "(pairs counted, where fewer than planned: in parentheses). "
             if intervals and (toggle := slowest_toggle(fine_ab))
             else ""
         )
@@ -708,9 +710,10 @@ def fine_section(r: dict) -> list[str]:
             continue
         cells = [
             f"{res[w]['ratio']:.3f} [{res[w]['q1']:.3f}–{res[w]['q3']:.3f}]"
+            + (f" ({res[w]['pairs']} of {n})" if res[w]["pairs"] < n else "")
             if "ratio" in res.get(w, {})
             else "-"
-            for w in workloads
+            for w, (_, n) in slices.items()
         ]
         lines.append(f"| {FINE_ARMS.get(arm, arm)} | " + " | ".join(cells) + " |")
     return [*lines, ""]

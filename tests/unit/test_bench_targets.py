@@ -8,7 +8,9 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import math
 import sys
+import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -27,7 +29,7 @@ def fine(ratio: float) -> dict:
             "ratio": ratio,
             "q1": ratio - 0.01,
             "q3": ratio + 0.01,
-            "pairs": 12,
+            "pairs": run.FINE_SLICES[w][1],
             "on": [],
             "off": [],
         }
@@ -116,27 +118,56 @@ def test_iperf3_interval_lines_are_read_and_its_summary_left_out() -> None:
     assert list(run.iperf_rates(out.splitlines())) == [14109.0, 18364.5]
 
 
+def _timed_run(seconds: float, calls: list[str]):
+    """A workload whose lines come as its intervals end, whenever they are
+    read (those that ended while the reader was away come at once)."""
+
+    def run_(count: int):
+        began = time.monotonic()
+        for i in range(count):
+            time.sleep(max(0.0, began + (i + 1) * seconds - time.monotonic()))
+            calls.append(f"interval {i}")
+            yield float(i)
+
+    return run_
+
+
 def test_intervals_of_one_run_follow_the_pairs_schedule() -> None:
     """The state changes as each interval ends, only when the next interval's
     differs; the warm-up runs in the first interval's state and is left out."""
     import fine
 
     calls: list[str] = []
-    counts: list[int] = []
-
-    def run_(count: int):
-        counts.append(count)
-        for i in range(count):
-            calls.append(f"interval {i}")
-            yield float(i)
-
-    got, took = fine.intervals(fine.Intervals(run_, pairs=2, warmup=1), calls.append)
+    work = fine.Intervals(_timed_run(0.05, calls), pairs=2, seconds=0.05, guard=0.02, warmup=1)
+    got, took = fine.intervals(work, calls.append)
     assert len(took) == 2  # the two changes within the run
-    assert counts == [5]
     assert got == [("off", 1.0), ("on", 2.0), ("on", 3.0), ("off", 4.0)]
     assert calls == [
         "off", "interval 0", "interval 1", "on", "interval 2", "interval 3", "off", "interval 4",
     ]  # fmt: skip
+
+
+def test_a_change_of_state_that_comes_late_leaves_out_the_intervals_it_spoils() -> None:
+    """A toggle that takes longer than the guard: the interval it lands in, and
+    those read late after it, are NaN (their pairs are left out) until the
+    reading catches up."""
+    import fine
+
+    calls: list[str] = []
+
+    def state(word: str) -> None:
+        calls.append(word)
+        if calls.count("on") == 1 and word == "on":
+            time.sleep(0.25)  # the first attach stalls
+
+    work = fine.Intervals(_timed_run(0.1, calls), pairs=3, seconds=0.1, guard=0.03, warmup=1)
+    got, took = fine.intervals(work, state)
+    assert max(took) >= 0.25
+    words = [w for w, _ in got]
+    assert words == ["off", "on", "on", "off", "off", "on"]
+    figures = [x for _, x in got]
+    assert figures[0] == 1.0 and figures[4:] == [5.0, 6.0]
+    assert all(math.isnan(x) for x in figures[1:4])
 
 
 def test_the_fine_table_says_how_it_was_measured() -> None:
@@ -153,6 +184,10 @@ def test_the_fine_table_says_how_it_was_measured() -> None:
     assert "Intervals: churn, loopback (conn/s) 0.25 s \u00d7 64;" in table
     assert "first 30 ms of each interval uncounted" in table
     assert "(the slowest took 18 ms)" in table
+    r["fine"]["every"][run.CHURN_LO]["pairs"] = 29  # three left out: a toggle came late
+    assert "| pyprobe exporter, every probe | 0.949 [0.939\u20130.959] (29 of 32) | 0.949" in (
+        run.markdown(r)
+    )
 
 
 def test_the_stream_is_judged_by_its_fine_figure_and_the_whole_tool_s_losses() -> None:

@@ -91,7 +91,8 @@ static int client(const char *ip, int port, double secs, long max)
 }
 
 /* The fine A/B phase's churn (bench/fine.py): programs are attached or
- * detached as each interval ends, which takes up to ~20 ms; connections made
+ * detached as each interval ends, which takes a few ms (now and then
+ * seconds: fine.py leaves out the intervals that spoils); connections made
  * in an interval's first GUARD seconds are not counted, so none made while
  * that happens is charged to the wrong state. Clients given the same START
  * report the same intervals. */

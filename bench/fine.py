@@ -11,11 +11,12 @@ a run of its own, 12 pairs of 0.5 s: the median of churn's ratios to about
 ±1.5%, and iperf3's slices each carried its start and slow start.)
 
 The programs are attached or detached as each interval ends, which takes a
-few ms (17 ms for every probe's 15 attachments); churn leaves the first
-30 ms of each interval uncounted for it (run.FINE_GUARD). iperf3 counts the
+few ms (up to ~15 ms for every probe's 15 attachments); churn leaves the
+first 30 ms of each interval uncounted for it (GUARD). iperf3 counts the
 whole interval: that share of it pulls a ratio toward 1 by as much of the
-gap (under 1% of it for the core probes' few attachments). How long each
-toggle took is reported.
+gap (under 1% of it for the core probes' few attachments). A toggle that
+comes later than that spoils the intervals it touches, which are left out
+with their pairs (GUARD); the slowest toggle is reported.
 
 The programs are the exporter's: its probes, built with the same flags
 (Probe.attach, what `pyprobe export` loads), or the floor arm's empty ones.
@@ -60,7 +61,7 @@ _KEEP: list[object] = []  # what owns the loaded programs, alive until exit
 # An interval counts only if the change of state before it was done within
 # its first GUARD seconds (churn does not count them: run.py), and no change
 # fell later in it. A toggle takes a few ms, but now and then several
-# seconds (seen: 4-15 s, every probe and the stream, under churn), and the
+# seconds (seen: 1-15 s, every probe, the floor, the stream, under churn), and the
 # lines that came meanwhile are read late: the intervals that follow are not
 # in the state planned for them until the reading catches up.
 GUARD = 0.03

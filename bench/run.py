@@ -96,7 +96,7 @@ FINE_ARMS = {
 # (fine.Intervals; the programs toggled as each ends), not from slices that
 # were runs of their own: those carried each client's start (and iperf3's
 # slow start), and 12 pairs of 0.5 s gave churn's pairs quartiles of ±2-4%;
-# 40 pairs of 0.25 s intervals, ±0.5-1% (a minute an arm). Per workload: the
+# 32 pairs of 0.25 s intervals, ±0.5-1% (17 s a workload). Per workload: the
 # interval's seconds, the pairs.
 FINE_SLICES = {CHURN_LO: (0.25, 32), CHURN_VETH: (0.25, 32), IPERF: (0.25, 32)}
 FINE_GUARD = fine.GUARD  # s: churn not counted at the start of each interval (toggles then)

@@ -287,16 +287,21 @@ class Workloads:
         self.a = a
         time.sleep(0.5)
 
-    def _per_cpu(self, make: Callable[[int, int], list[str]]) -> float:
-        """Run one client per CPU at once (pinned there, to its own server):
-        the sum of what they print."""
-        procs = [
+    def _clients(self, make: Callable[[int, int], list[str]], **kw) -> list[subprocess.Popen]:
+        """Start one client per CPU at once (pinned there, to its own server),
+        its output piped."""
+        return [
             subprocess.Popen(
-                ["taskset", "-c", str(cpu), *make(i, cpu)], stdout=subprocess.PIPE, text=True
+                ["taskset", "-c", str(cpu), *make(i, cpu)], stdout=subprocess.PIPE, text=True, **kw
             )
             for i, cpu in enumerate(self.cpus)
         ]
-        return sum(float(p.communicate()[0]) for p in procs)
+
+    def _per_cpu(
+        self, make: Callable[[int, int], list[str]], parse: Callable[[str], float] = float
+    ) -> float:
+        """Run one client per CPU at once: the sum of what they print."""
+        return sum(parse(p.communicate()[0]) for p in self._clients(make))
 
     def one(self, workload: str, seconds: float | None = None) -> float:
         """One workload's figure (a key of WORKLOADS)."""
@@ -315,21 +320,7 @@ class Workloads:
             return self._per_cpu(
                 lambda i, cpu: [*ina, str(CHURN), "udp", self.pair.addr_b, str(18200 + i), s, "64"]
             )
-        procs = [
-            subprocess.Popen(
-                ["taskset", "-c", str(cpu), *self._iperf(i, "-t", s, "-J")],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for i, cpu in enumerate(self.cpus)
-        ]
-        total = 0.0
-        for p in procs:
-            try:
-                total += json.loads(p.communicate()[0])["end"]["sum_received"]["bits_per_second"]
-            except (ValueError, KeyError):
-                total = float("nan")
-        return total / 1e9
+        return self._per_cpu(lambda i, cpu: self._iperf(i, "-t", s, "-J"), parse=iperf_gbits)
 
     def _iperf(self, i: int, *args: str) -> list[str]:
         """The iperf3 client of CPU number i, to its server."""
@@ -368,15 +359,7 @@ class Workloads:
             parse, scale = (lambda lines: (float(x) for x in lines)), 1.0
         else:
             raise ValueError(f"{workload}: not measured by intervals")
-        procs = [
-            subprocess.Popen(
-                ["taskset", "-c", str(cpu), *cmd],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-            )
-            for cmd, cpu in zip(cmds, self.cpus, strict=True)
-        ]
+        procs = self._clients(lambda i, cpu: cmds[i], stderr=subprocess.DEVNULL)
         try:
             rates = [parse(p.stdout) for p in procs if p.stdout]
             for _ in range(count):
@@ -398,6 +381,14 @@ class Workloads:
 IPERF_LINE = re.compile(
     r"^\[\s*\d+\]\s+[\d.]+-[\d.]+\s+sec\s.*?([\d.]+) Mbits/sec(?!.*(?:sender|receiver))"
 )
+
+
+def iperf_gbits(out: str) -> float:
+    """Gbit/s received, from iperf3's JSON (-J); NaN when it gave none."""
+    try:
+        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+    except (ValueError, KeyError):
+        return float("nan")
 
 
 def iperf_rates(lines: Iterable[str]) -> Iterator[float]:

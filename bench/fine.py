@@ -91,14 +91,8 @@ def _attach(arm: str) -> None:
     empty programs."""
     if arm == "floor":
         import floor
-        from bcc import BPF
 
-        targets = floor.hooks()
-        names = floor.names(targets)
-        bpf = BPF(text=floor.source(names))
-        _KEEP.append(bpf)
-        for target, name in zip(targets, names, strict=True):
-            bpf.attach_raw_tracepoint(tp=target.encode(), fn_name=name.encode())
+        _KEEP.append(floor.attach()[0])
         return
     from pyprobe import registry
 

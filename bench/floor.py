@@ -49,12 +49,18 @@ def source(fns: list[str]) -> bytes:
     return "\n".join(f"int {fn}(void *ctx) {{ return 0; }}" for fn in fns).encode()
 
 
-def main() -> None:
+def attach() -> tuple[BPF, list[str]]:
+    """The empty programs, attached: what owns them, and their hooks."""
     targets = hooks()
     fns = names(targets)
     bpf = BPF(text=source(fns))
     for target, fn in zip(targets, fns, strict=True):
         bpf.attach_raw_tracepoint(tp=target.encode(), fn_name=fn.encode())
+    return bpf, targets
+
+
+def main() -> None:
+    bpf, targets = attach()
     print(f"attached {len(targets)}: {' '.join(targets)}", flush=True)
     try:
         signal.sigwait({signal.SIGINT, signal.SIGTERM})

@@ -7,7 +7,7 @@
 
 #define PYPROBE_COMM_LEN 16
 /* TCP states are 1..12 (TCP_NEW_SYN_RECV = 12): 16 slots each way. */
-#define PYPROBE_TCP_STATE_SLOTS 16
+#define PYPROBE_STATE_SLOTS 16
 
 /* tcpstate_event.flags */
 #define PYPROBE_F_OWNER_KNOWN 0x1 /* pid/comm: the socket's owner, seen in process context */

@@ -34,7 +34,7 @@
  * and event_reserve()/event_submit(), shared with the other probes. */
 #include "pyprobe_bpf.h"
 
-BPF_PERCPU_ARRAY(transitions, u64, PYPROBE_TCP_STATE_SLOTS *PYPROBE_TCP_STATE_SLOTS);
+BPF_PERCPU_ARRAY(transitions, u64, PYPROBE_STATE_SLOTS *PYPROBE_STATE_SLOTS);
 
 #ifdef STREAM
 struct sk_owner {
@@ -95,7 +95,7 @@ struct change {
 
 static __always_inline void count(int oldstate, int newstate)
 {
-	u32 idx = ((u32)oldstate & 15) * PYPROBE_TCP_STATE_SLOTS + ((u32)newstate & 15);
+	u32 idx = ((u32)oldstate & 15) * PYPROBE_STATE_SLOTS + ((u32)newstate & 15);
 	u64 *c = transitions.lookup(&idx);
 	if (c)
 		(*c)++;

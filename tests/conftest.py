@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from pyprobe.kernel import KernelEnv
+from pyprobe.kernel.env import KernelEnv
 
 # Every test compiles what it loads, daemons started as subprocesses too
 # (they inherit this): a program kept from an earlier test or run must not

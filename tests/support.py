@@ -17,6 +17,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from pyprobe.load.bcc import BccLoader
+from pyprobe.probes import Registry
+
 ROOT = Path(__file__).resolve().parents[1]
 PYPROBE = str(Path(sys.executable).with_name("pyprobe"))
 
@@ -112,9 +115,9 @@ def ping_overflow(ns_path: str | Path, count: int, settle: float) -> int:
     """In a namespace: a ping socket with a tiny receive buffer echoes itself
     count pings, so its queue overflows (sock:sock_rcvqueue_full, which UDP no
     longer fires). Returns the drops /proc/net/icmp counts for that socket."""
-    from pyprobe import netlink
+    from pyprobe.netns import namespaces
 
-    netlink.run_in_netns(
+    namespaces.run_in_netns(
         ns_path, lambda: Path("/proc/sys/net/ipv4/ping_group_range").write_text("0 0")
     )
 
@@ -128,7 +131,7 @@ def ping_overflow(ns_path: str | Path, count: int, settle: float) -> int:
             line = Path("/proc/thread-self/net/icmp").read_text().splitlines()[1]
         return int(line.split()[-1])
 
-    return netlink.run_in_netns(ns_path, pings)
+    return namespaces.run_in_netns(ns_path, pings)
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:
@@ -138,3 +141,14 @@ def sample(text: str, name: str, **labels: str) -> float | None:
         ):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+class _Registry(Registry):
+    """The install's probes, created with a loader that compiles in this
+    process unless a test gives another: the kernel tests load for real."""
+
+    def create(self, name: str, env=None, loader=None):
+        return super().create(name, env=env, loader=loader or BccLoader())
+
+
+registry = _Registry()

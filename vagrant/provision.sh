@@ -72,7 +72,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 # The programs (the exporter's, the streams'), compiled for this kernel now
-# (`pyprobe compile`, pyprobe/precompile.py): a first start loads them (the
+# (`pyprobe compile`, pyprobe/core/compile.py): a first start loads them (the
 # exporter ~0.6 s) instead of compiling (~2-3 s). Not fatal: whatever is
 # missing compiles at start.
 if out=$(.venv/bin/pyprobe compile 2>&1); then

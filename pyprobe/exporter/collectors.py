@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .. import __version__
-from ..probe import PREFIX, Probe
+from ..core.probe import Probe
+from ..core.series import PREFIX
 from . import bpfstats
 from .caps import LabelCaps
 

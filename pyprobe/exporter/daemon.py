@@ -11,19 +11,19 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from .. import registry as probes_registry
-from ..decoders import read_namespaces
+from ..core.attach import attach_each
 from ..errors import PyprobeError
-from ..forkload import ForkLoader
-from ..kernel import KernelEnv
-from ..loader import preflight, release_compiler_memory
-from ..probe import attach_each
+from ..kernel.env import KernelEnv
+from ..load.bcc import release_compiler_memory
+from ..load.program import BatchLoader, preflight
+from ..netns.links import read_namespaces
+from ..probes import Registry
 from . import bpfstats, privileges, webconfig
 from .caps import LabelCaps
 from .collectors import ProbeCollector, ProbeState, SelfCollector
@@ -45,12 +45,9 @@ class Options:
     telemetry_path: str = DEFAULT_PATH
 
 
-def select(include: Sequence[str], exclude: Sequence[str]) -> list[str]:
-    known = probes_registry.names()
-    for name in (*include, *exclude):
-        if name not in known:
-            raise PyprobeError(f"unknown probe {name!r}; known probes: {', '.join(known)}")
-    chosen = list(include) or known
+def select(registry: Registry, include: Sequence[str], exclude: Sequence[str]) -> list[str]:
+    registry.check([*include, *exclude])
+    chosen = list(include) or registry.names()
     return [n for n in chosen if n not in exclude]
 
 
@@ -81,12 +78,14 @@ def _signals(stop: threading.Event, reload: threading.Event) -> Iterator[None]:
             signal.signal(s, h)
 
 
-def run(opts: Options, env: KernelEnv) -> None:
+def run(
+    opts: Options, env: KernelEnv, registry: Registry, new_loader: Callable[[], BatchLoader]
+) -> None:
     # 1. everything that can be wrong with the command line or the config
     config = webconfig.load(opts.web_config)
     host, port = parse_address(opts.address)
     path = parse_path(opts.telemetry_path)
-    names = select(opts.include, opts.exclude)
+    names = select(registry, opts.include, opts.exclude)
     if not names:
         raise PyprobeError("no probes left to run (--probe/--no-probe)")
     user = privileges.lookup(opts.drop_privileges) if opts.drop_privileges else None
@@ -94,15 +93,15 @@ def run(opts: Options, env: KernelEnv) -> None:
     # not a daemon serving only its own metrics.
     preflight(env)
     # 2. the port: a port in use fails here, before any program is loaded
-    registry = CollectorRegistry(auto_describe=False)
+    collectors = CollectorRegistry(auto_describe=False)
     reload_state = {"ok": True, "at": time.time()}
-    server = Server((host, port), registry, config, path)
+    server = Server((host, port), collectors, config, path)
     stop, reload = threading.Event(), threading.Event()
     states: dict[str, ProbeState] = {}
     stats_fd = None
     thread: threading.Thread | None = None
-    # bcc, clang and LLVM live in a child for the attach phase only (forkload.py)
-    loader = ForkLoader()
+    # bcc, clang and LLVM live in a child for the attach phase only (load/fork.py)
+    loader = new_loader()
     # Serve from the first attached probe on while the rest compile (a start
     # with nothing in the program cache takes ~3 s for all seven), unless a
     # failure must stop the daemon before it serves (--strict), or it is to
@@ -128,7 +127,7 @@ def run(opts: Options, env: KernelEnv) -> None:
         with _signals(stop, reload):
             # 3. the probes
             caps = LabelCaps(opts.label_caps)
-            probes = {n: probes_registry.create(n, env=env, loader=loader) for n in names}
+            probes = {n: registry.create(n, env=env, loader=loader) for n in names}
             states.update({name: ProbeState(name, probe) for name, probe in probes.items()})
             self_collector = SelfCollector(states, caps, reload_state)
             if opts.bpf_stats:
@@ -137,7 +136,7 @@ def run(opts: Options, env: KernelEnv) -> None:
                     self_collector.stats_on = True
                 except OSError as e:
                     log.warning('msg="cannot enable BPF run-time stats" error="%s"', e.strerror)
-            registry.register(self_collector)
+            collectors.register(self_collector)
             # Kept programs first, then compiled two at a time (one child per
             # CPU, at most 2); each probe is adopted and served as it comes.
             with contextlib.closing(attach_each(probes, loader)) as attached:
@@ -155,7 +154,7 @@ def run(opts: Options, env: KernelEnv) -> None:
                         # One collection before it is served: symbol tables and
                         # name caches are loaded now, not during a scrape.
                         list(collector.collect())
-                        registry.register(collector)
+                        collectors.register(collector)
                         state.loading = False
                     if stop.is_set():
                         return

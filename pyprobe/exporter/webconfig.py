@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bcrypt
+import yaml
+
 from ..errors import PyprobeError
 
 TLS_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
@@ -60,8 +63,6 @@ class WebConfig:
     def authorized(self, user: str, password: str) -> bool:
         """bcrypt is slow on purpose; a success is remembered (as a hash of the
         credentials), like exporter-toolkit does, so scrapes stay fast."""
-        import bcrypt
-
         hashed = self.users.get(user)
         if hashed is None:
             return False
@@ -82,8 +83,6 @@ class WebConfig:
 def load(path: str | Path | None) -> WebConfig:
     if path is None:
         return WebConfig()
-    import yaml
-
     path = Path(path)
     where = str(path)  # as the user gave it: a bare name is ambiguous among several configs
     try:

@@ -1,0 +1,77 @@
+"""Every probe: a manifest in probes/ and its program in bpf/, paired by file
+stem, plus, only where a manifest cannot say it, a module here named like
+them that registers a Probe subclass (node_exporter's way: the module
+registers itself when imported; core.probe.plugin).
+
+The CLI, `top`, the exporter and the dashboard are built from a Registry:
+a new counting probe is its two files. A registry can read another tree
+(tests copy a probe's pair into a scratch one)."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+from pathlib import Path
+
+from ..core import manifest as manifest_mod
+from ..core.manifest import Manifest
+from ..core.probe import PLUGINS, Probe
+from ..errors import PyprobeError
+from ..kernel.env import KernelEnv
+from ..load.program import Loader
+from ..paths import bpf_dir, probes_dir
+
+
+class Registry:
+    def __init__(self, probes: Path | None = None, programs: Path | None = None) -> None:
+        self.probes_dir = probes or probes_dir()
+        self.bpf_dir = programs or bpf_dir()
+
+    @functools.cached_property
+    def manifests(self) -> dict[str, Manifest]:
+        found = {}
+        for path in sorted(self.probes_dir.glob("*.toml")):
+            m = manifest_mod.load(path, self.bpf_dir)
+            found[m.name] = m
+        metrics: dict[str, str] = {}
+        for m in found.values():
+            for metric in m.metrics:
+                if metric.name in metrics:
+                    raise manifest_mod.ManifestError(
+                        f"{m.path.name}: metrics {metric.name}: also probe "
+                        f"{metrics[metric.name]}'s (a metric name is the exporter's, once)"
+                    )
+                metrics[metric.name] = m.name
+        return found
+
+    def names(self) -> list[str]:
+        return list(self.manifests)
+
+    def manifest(self, name: str) -> Manifest:
+        self.check([name])
+        return self.manifests[name]
+
+    def check(self, names: list[str] | tuple[str, ...]) -> None:
+        """Every name a probe's, or one line naming the ones there are."""
+        known = self.manifests
+        for name in names:
+            if name not in known:
+                raise PyprobeError(f"unknown probe {name!r}; known probes: {', '.join(known)}")
+
+    def probe_class(self, name: str) -> type[Probe]:
+        if name not in PLUGINS and importlib.util.find_spec(f"{__name__}.{name}"):
+            importlib.import_module(f"{__name__}.{name}")  # registers itself
+        return PLUGINS.get(name, Probe)
+
+    def create(
+        self, name: str, env: KernelEnv | None = None, loader: Loader | None = None
+    ) -> Probe:
+        return self.probe_class(name)(self.manifest(name), env=env, loader=loader)
+
+
+@functools.cache
+def default() -> Registry:
+    """The probes of this install (the repo's probes/ and bpf/, or the
+    wheel's package data)."""
+    return Registry()

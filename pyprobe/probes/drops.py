@@ -21,17 +21,13 @@ Override with --all, or --benign ENTRY,... (an empty list hides nothing).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from ..decoders import FAMILIES, inet_addr, ip_protocol, netns_name
+from ..core.probe import Option, Probe, plugin
+from ..core.text import hostport, netns_cell
 from ..errors import PyprobeError
-from ..loader import LoadRequest, Program
-from ..probe import Probe
-from ..registry import register
-from ..render import hostport
-from ..structs import F_HAS_TUPLE, F_OWNER_KNOWN, DropEvent
-from .tcpstates import _MONO_TO_WALL
+from ..load.program import LoadRequest, Program
 
 DEFAULT_BENIGN = (
     "SOCKET_CLOSE",
@@ -43,9 +39,24 @@ DEFAULT_BENIGN = (
 )
 
 
-@register("drops")
+@plugin("drops")
 class Drops(Probe):
     benign: tuple[str, ...] = DEFAULT_BENIGN
+    OPTIONS = (
+        Option("--all", "show_all", "Also show benign drops.", flag=True),
+        Option(
+            "--benign",
+            "benign",
+            "Comma-separated reasons (REASON or REASON@function) to treat as benign, "
+            "instead of the default list (an empty string hides nothing).",
+        ),
+    )
+
+    def configure(self, show_all: bool = False, benign: str | None = None, **_: Any) -> None:
+        if benign is not None:
+            self.benign = tuple(b.strip() for b in benign.split(",") if b.strip())
+        if show_all:
+            self.benign = ()
 
     def reason_numbers(self, names: Sequence[str]) -> list[int]:
         """Kernel numbers of reason names; an unknown name is a one-line error."""
@@ -61,13 +72,6 @@ class Drops(Probe):
             )
         return [by_name[n] for n in names]
 
-    def attach(
-        self, stream: bool = False, cflags: Sequence[str] = (), benign: Sequence[str] | None = None
-    ) -> None:
-        if benign is not None:
-            self.benign = tuple(benign)
-        super().attach(stream=stream, cflags=cflags)
-
     def load_request(self, stream: bool = False, cflags: Sequence[str] = ()) -> LoadRequest:
         present = set(self.decoders.drop_reasons.values())
         # A name this kernel lacks is a typo, unless it is one of our defaults
@@ -78,7 +82,7 @@ class Drops(Probe):
         consumed = self._consumed_value()
         if consumed is not None:
             flags.append(f"-DSKB_CONSUMED_REASON={consumed}")
-        if numbers:
+        if numbers:  # filtered in the kernel, before the ring buffer
             flags.append("-DBENIGN(r)=(" + "||".join(f"(r)=={n}" for n in numbers) + ")")
         return super().load_request(stream=stream, cflags=flags)
 
@@ -97,40 +101,16 @@ class Drops(Probe):
             return None
         return values.get("SKB_CONSUMED")
 
-    def decode(self, raw: bytes) -> dict[str, Any]:
-        ev = DropEvent.from_buffer_copy(raw)
-        tuple_known = bool(ev.flags & F_HAS_TUPLE)
-        family = ev.family if tuple_known else 0
-        return {
-            "time": ev.ts_ns / 1e9 + _MONO_TO_WALL,
-            "reason": self.decoders.drop_reasons.get(ev.reason, f"REASON_{ev.reason}"),
-            "location": self.decoders.symbols.name(ev.location),
-            "pid": ev.pid,
-            "comm": ev.comm.decode(errors="replace"),
-            "owner_known": bool(ev.flags & F_OWNER_KNOWN),
-            "netns": self.decoders.netns_inode(ev.netns),
-            "netns_name": netns_name(self.decoders.netns_inode(ev.netns)),
-            "device": self.decoders.ifname(ev.ifindex, ev.netns) if ev.ifindex else "",
-            "protocol": self.decoders.get("eth_protocol")(ev.protocol, {}),
-            "family": FAMILIES.get(family, ""),
-            "l4": ip_protocol(ev.l4proto) if tuple_known else "",
-            "saddr": inet_addr(family, bytes(ev.saddr)) if tuple_known else "",
-            "sport": ev.sport,
-            "daddr": inet_addr(family, bytes(ev.daddr)) if tuple_known else "",
-            "dport": ev.dport,
-            "skaddr": f"{ev.skaddr:#x}" if ev.skaddr else "",
-        }
-
     HEADER = (
         f"{'PID':>7} {'COMM':<12} {'NETNS':<12} {'DEV':<10} {'PROTO':<5} "
         f"{'SOURCE':<22} {'DESTINATION':<22} {'REASON':<22} LOCATION"
     )
 
-    def line(self, ev: dict[str, Any]) -> str:
+    def line(self, ev: Mapping[str, Any]) -> str:
         comm = ev["comm"] + ("" if ev["owner_known"] else "*")
         src = hostport(ev["saddr"], ev["sport"]) if ev["saddr"] else "-"
         dst = hostport(ev["daddr"], ev["dport"]) if ev["daddr"] else "-"
-        netns = ev["netns_name"] or str(ev["netns"] or "-")
+        netns = netns_cell(ev)
         return (
             f"{ev['pid']:>7} {comm[:12]:<12} {netns[:12]:<12} {(ev['device'] or '-')[:10]:<10} "
             f"{(ev['l4'] or ev['protocol'])[:5]:<5} {src:<22} {dst:<22} {ev['reason'][:22]:<22} "
@@ -138,12 +118,20 @@ class Drops(Probe):
         )
 
     def is_benign(self, reason: str, location: str = "") -> bool:
+        """The one benign rule: a reason, or a reason where it was freed
+        (location: a function, with or without its +offset)."""
         function = location.partition("+")[0]
         return reason in self.benign or f"{reason}@{function}" in self.benign
 
-    def by_reason(self) -> dict[str, int]:
-        spec = self.manifest.metrics[0]
-        out: dict[str, int] = {}
-        for labels, value in self.samples(spec):
-            out[labels[0]] = out.get(labels[0], 0) + int(value)
-        return out
+    def hides(self, row: Mapping[str, Any]) -> bool:
+        return self.is_benign(row.get("reason", ""), row.get("location", ""))
+
+    def note(self, rows: Iterable[Mapping[str, Any]]) -> str:
+        n = sum(r.get("value", 0) for r in rows if self.hides(r))
+        return f"{n} benign drops not shown (--all shows them)" if n else ""
+
+    def stream_keep(self) -> Callable[[Mapping[str, Any]], bool] | None:
+        # REASON entries are filtered in the kernel; REASON@function ones here
+        if not any("@" in b for b in self.benign):
+            return None
+        return lambda ev: not self.is_benign(ev["reason"], ev["location"])

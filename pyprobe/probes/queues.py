@@ -18,28 +18,31 @@ from prometheus_client.core import (
     Metric,
 )
 
-from .. import netlink, sockdiag, tcpsummary
-from ..decoders import TCP_STATE_NUMBERS, endpoint, tcp_state
-from ..probe import PREFIX, Probe
-from ..registry import register
-from ..sockdiag import RECV_Q, SEND_Q, STATE, Sock
+from ..core.probe import Probe, Table, plugin
+from ..core.series import PREFIX
+from ..core.text import netns_cell
+from ..kernel.names import TCP_STATE_NUMBERS, endpoint, tcp_state
+from ..netns import snapshot, sockdiag
+from ..netns.namespaces import each_netns, named_netns
+from ..netns.sockdiag import RECV_Q, SEND_Q, STATE, Sock
+from ..netns.sockets import socket_owners
 
 LISTEN = TCP_STATE_NUMBERS["LISTEN"]
 
 
-@register("queues")
+@plugin("queues")
 class Queues(Probe):
     netns: int | None = None  # only this namespace, when set
 
-    def stats(self, qdiscs: bool = False) -> dict[int, tcpsummary.Summary]:
-        """inode of the namespace -> its TCP sockets summed (tcpsummary.py),
+    def stats(self, qdiscs: bool = False) -> dict[int, snapshot.Summary]:
+        """inode of the namespace -> its TCP sockets summed (netns/snapshot.py),
         and with qdiscs its qdiscs; one pass serves every collector of a scrape."""
-        snap = tcpsummary.snapshot(qdiscs=qdiscs)
+        snap = snapshot.snapshot(qdiscs=qdiscs)
         return {k: v for k, v in snap.items() if self.netns is None or k == self.netns}
 
     def records(self) -> dict[int, list[tuple]]:
         """Full sock_diag records (addresses too), read now: for top-N rows."""
-        return netlink.each_netns(sockdiag.tcp_records, self.netns)
+        return each_netns(sockdiag.tcp_records, self.netns)
 
     def qdiscs(self) -> dict[int, list[dict[str, Any]]]:
         """inode -> the namespace's qdiscs, read in the sockets' pass. Device
@@ -58,7 +61,7 @@ class Queues(Probe):
     def top(self, n: int = 10, owners: bool = True) -> dict[str, list[dict[str, Any]]]:
         """The deepest socket queues, the listeners, and the qdiscs with a backlog.
         Only the top n are decoded into rows (addresses, names, owners)."""
-        names = netlink.named_netns()
+        names = named_netns()
         queued: list[tuple[int, Sock]] = []
         listening: list[tuple[int, Sock]] = []
         for inode, records in self.records().items():
@@ -76,7 +79,7 @@ class Queues(Probe):
             r["backlog"], r["backlog_max"] = r.pop("recv_q"), r.pop("send_q")
             listeners.append(r)
         if owners:
-            who = netlink.socket_owners()
+            who = socket_owners()
             for r in (*found, *listeners):
                 r["pid"], r["comm"] = who.get(r["inode"], (0, ""))
         qdiscs = [
@@ -87,13 +90,47 @@ class Queues(Probe):
         qdiscs.sort(key=lambda q: (-q["backlog"], -q["drops"]))
         return {"sockets": found, "listeners": listeners, "qdiscs": qdiscs}
 
+    def tables(self, n: int) -> list[Table]:
+        """The deepest socket queues and accept queues, and the qdiscs with a
+        backlog or drops, for `top`."""
+        top = self.top(n, owners=False)
+        socks = [
+            (netns_cell(s), s["local"], s["peer"], str(s["recv_q"]), str(s["send_q"]))
+            for s in top["sockets"]
+        ] + [
+            (netns_cell(s), s["local"], "(accept queue)", str(s["backlog"]), str(s["backlog_max"]))
+            for s in top["listeners"]
+            if s["backlog"]
+        ]
+        qdiscs = [
+            (
+                netns_cell(q),
+                q["device"],
+                q["kind"],
+                str(q["backlog"]),
+                str(q["qlen"]),
+                str(q["drops"]),
+            )
+            for q in top["qdiscs"]
+            if q["backlog"] or q["drops"]
+        ]
+        return [
+            Table(
+                "Deepest socket queues",
+                ("NETNS", "LOCAL", "PEER", "RECV-Q", "SEND-Q"),
+                socks,
+                ("RECV-Q", "SEND-Q"),
+            ),
+            Table("qdisc backlog", ("NETNS", "DEV", "KIND", "BYTES", "PKTS", "DROPS"), qdiscs[:n]),
+        ]
+
     def overflows(self) -> list[dict[str, Any]]:
         """Buffer overflows per namespace, event, protocol and local port (the
         metric leaves the port out: one series per port would be unbounded)."""
         spec = self.manifest.metrics[0]
-        names = netlink.named_netns()
+        names = named_netns()
         out = []
-        for fields, value in self.raw_series(spec):
+        for fields, value in self._series().raw_series(spec):
             out.append(
                 {
                     "netns": self.decoders.netns_inode(fields["netns"]),
@@ -108,7 +145,7 @@ class Queues(Probe):
 
     def collect(self) -> Iterable[Metric]:
         yield from super().collect()
-        names = netlink.named_netns()
+        names = named_netns()
         labels = ["netns", "netns_name"]
         # A snapshot, not a count since start: a gauge histogram (its
         # buckets and _gsum/_gcount go down as queues drain).

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from pyprobe import lab
+from pyprobe.lab.pair import VethPair
 from tests.support import churn_binary
 
 
@@ -25,7 +25,7 @@ def churn() -> str:
 
 @pytest.fixture
 def pair():
-    with lab.VethPair(prefix=f"pf{os.getpid()}", net=14) as p:
+    with VethPair(prefix=f"pf{os.getpid()}", net=14) as p:
         yield p
 
 
@@ -59,10 +59,10 @@ class ManySockets:
         import sys
         from pathlib import Path
 
-        from pyprobe import netlink
+        from pyprobe.netns import namespaces
         from tests.support import ROOT
 
-        netlink.run_in_netns(
+        namespaces.run_in_netns(
             pair.path(pair.a),
             lambda: Path("/proc/sys/net/ipv4/ip_local_port_range").write_text("1024 65535"),
         )

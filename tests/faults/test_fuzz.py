@@ -13,9 +13,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pyprobe.core.manifest import parse
 from pyprobe.errors import PyprobeError
 from pyprobe.exporter import webconfig
-from pyprobe.manifest import parse
 from pyprobe.paths import bpf_dir, probes_dir
 
 FUZZ = settings(

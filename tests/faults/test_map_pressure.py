@@ -66,7 +66,7 @@ def test_a_full_map_counts_its_update_errors(pair):
     """netdev's device map shrunk to 2 entries, without its front slots,
     traffic on 3 devices: the third device's packets are counted as errors,
     the map stays at 2."""
-    from pyprobe import lab
+    from pyprobe.lab import traffic
 
     exporter = Exporter(
         "--probe",
@@ -74,9 +74,9 @@ def test_a_full_map_counts_its_update_errors(pair):
         env={"PYPROBE_MAP_ENTRIES": "netdev.devices=2,netdev.devices_front=0"},
     )
     try:
-        server = lab.Server(pair.path(pair.a), pair.addr_a, 9200, "client")
+        server = traffic.Server(pair.path(pair.a), pair.addr_a, 9200, "client")
         try:
-            assert lab.churn(pair.path(pair.b), pair.addr_a, 9200, 20) == 20
+            assert traffic.churn(pair.path(pair.b), pair.addr_a, 9200, 20) == 20
             import socket
 
             with socket.create_connection(("127.0.0.1", exporter.port)):

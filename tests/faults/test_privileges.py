@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from pyprobe import netlink
 from pyprobe.exporter.privileges import effective_capabilities
+from pyprobe.netns import devices, namespaces
 from tests.conftest import quiet_prog_count, settled_prog_count
 from tests.support import PYPROBE, Exporter, get, sample
 
@@ -33,7 +33,7 @@ def test_dropped_daemon_serves_exact_counters(pair):
         assert any('msg="privileges dropped"' in line for line in exporter.log)
 
         inode_a = pair.inode(pair.a)
-        stats = lambda: netlink.link_stats(pair.path(pair.a))[pair.dev_a]  # noqa: E731
+        stats = lambda: devices.link_stats(pair.path(pair.a))[pair.dev_a]  # noqa: E731
         text = get(exporter.url())[1]
         labels = {"netns": str(inode_a), "device": pair.dev_a}
         tx0 = sample(text, "pyprobe_netdev_transmit_packets_total", **labels) or 0
@@ -44,7 +44,7 @@ def test_dropped_daemon_serves_exact_counters(pair):
                 for _ in range(300):
                     s.sendto(b"x" * 100, (pair.addr_b, 9))
 
-        netlink.run_in_netns(pair.path(pair.a), blast)
+        namespaces.run_in_netns(pair.path(pair.a), blast)
         status, text = get(exporter.url())
         assert status == 200
         tx1 = sample(text, "pyprobe_netdev_transmit_packets_total", **labels)

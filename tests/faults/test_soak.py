@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from pyprobe import lab
+from pyprobe.lab import traffic
+from pyprobe.lab.pair import VethPair
 from tests.faults.conftest import rss_kib
 from tests.support import PYPROBE, Exporter, get
 
@@ -37,15 +38,15 @@ def counters(text: str) -> dict[str, float]:
     return out
 
 
-def traffic(pair: lab.VethPair, stop: threading.Event, done: dict[str, int]) -> None:
+def drive(pair: VethPair, stop: threading.Event, done: dict[str, int]) -> None:
     """About 100 connections, 10 refused connects and 2,000 datagrams a second."""
-    server = lab.Server(pair.path(pair.b), pair.addr_b, 7900)
+    server = traffic.Server(pair.path(pair.b), pair.addr_b, 7900)
     try:
         while not stop.is_set():
             start = time.monotonic()
-            done["connections"] += lab.churn(pair.path(pair.a), pair.addr_b, 7900, 25)
-            done["refused"] += lab.refused(pair.path(pair.a), pair.addr_b, 7901, 3)
-            done["datagrams"] += lab.udp_blast(pair.path(pair.a), pair.addr_b, 7902, 500)
+            done["connections"] += traffic.churn(pair.path(pair.a), pair.addr_b, 7900, 25)
+            done["refused"] += traffic.refused(pair.path(pair.a), pair.addr_b, 7901, 3)
+            done["datagrams"] += traffic.udp_blast(pair.path(pair.a), pair.addr_b, 7902, 500)
             time.sleep(max(0.0, 0.25 - (time.monotonic() - start)))
     finally:
         server.stop()
@@ -62,7 +63,7 @@ def test_soak(pair, tmp_path):
     )
     assert stream.stderr.readline().startswith("Tracing")
     stop, done = threading.Event(), {"connections": 0, "refused": 0, "datagrams": 0}
-    load = threading.Thread(target=traffic, args=(pair, stop, done))
+    load = threading.Thread(target=drive, args=(pair, stop, done))
     pid = exporter.proc.pid
     rss, scrape_times, regressions = [], [], []
     previous: dict[str, float] = {}

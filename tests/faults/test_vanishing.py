@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from pyprobe import netlink
+from pyprobe.netns import devices, namespaces
 from tests.support import PYPROBE, Exporter, get
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
@@ -59,7 +59,9 @@ def test_devices_and_namespaces_deleted_while_probes_run():
     try:
         assert pyprobe("lab", "up", "-t", "vxlan").returncode == 0
         lab_inodes = {
-            str(inode) for inode, name in netlink.named_netns().items() if name.startswith("pplab-")
+            str(inode)
+            for inode, name in namespaces.named_netns().items()
+            if name.startswith("pplab-")
         }
         assert pyprobe("lab", "traffic", "churn", "bulk", "--connections", "30").returncode == 0
         text = get(exporter.url())[1]
@@ -125,7 +127,7 @@ def blast(ns: str, n: int) -> None:
             for _ in range(n):
                 s.sendto(b"x" * 64, ("10.231.77.2", 9))
 
-    netlink.run_in_netns(netlink.NETNS_RUN_DIR / ns, send)
+    namespaces.run_in_netns(namespaces.NETNS_RUN_DIR / ns, send)
 
 
 def transmitted(text: str, inode: int, device: str) -> float | None:
@@ -144,8 +146,8 @@ def test_a_reused_namespace_inode_and_ifindex_start_from_zero():
     names = ("pfr-a", "pfr-b", "pfr-c", "pfr-d")
     try:
         veth_between("pfr-a", "pfr-b", "old0")
-        old_inode = netlink.inode_of(netlink.NETNS_RUN_DIR / "pfr-a")
-        old_ifindex = netlink.links(netlink.NETNS_RUN_DIR / "pfr-a")
+        old_inode = namespaces.inode_of(namespaces.NETNS_RUN_DIR / "pfr-a")
+        old_ifindex = devices.links(namespaces.NETNS_RUN_DIR / "pfr-a")
         blast("pfr-a", 500)
         old_count = transmitted(get(exporter.url())[1], old_inode, "old0")
         assert old_count >= 500
@@ -153,10 +155,10 @@ def test_a_reused_namespace_inode_and_ifindex_start_from_zero():
             subprocess.run(["ip", "netns", "del", ns], check=True)
         time.sleep(0.5)  # the kernel frees the namespaces, and their inodes
         veth_between("pfr-c", "pfr-d", "new0")
-        new_inode = netlink.inode_of(netlink.NETNS_RUN_DIR / "pfr-c")
-        new_ifindex = netlink.links(netlink.NETNS_RUN_DIR / "pfr-c")
+        new_inode = namespaces.inode_of(namespaces.NETNS_RUN_DIR / "pfr-c")
+        new_ifindex = devices.links(namespaces.NETNS_RUN_DIR / "pfr-c")
         blast("pfr-c", 20)
-        stats = netlink.link_stats(netlink.NETNS_RUN_DIR / "pfr-c")["new0"]
+        stats = devices.link_stats(namespaces.NETNS_RUN_DIR / "pfr-c")["new0"]
         text = get(exporter.url())[1]
         print(f"old netns {old_inode} {old_ifindex}, new netns {new_inode} {new_ifindex}")
         if new_inode != old_inode:

@@ -9,9 +9,9 @@ import ctypes
 
 import pytest
 
-from pyprobe import bpfmaps
-from pyprobe.bpfmaps import MapReader
-from pyprobe.loader import layout_of
+from pyprobe.load import maps
+from pyprobe.load.layouts import layout_of
+from pyprobe.load.maps import MapReader
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 
@@ -61,7 +61,7 @@ def test_a_hash_with_more_entries_than_the_first_room(bpf):
     for k in range(1, 1201):
         table[table.Key(k)] = table.Leaf(k * 3)
     r = reader(bpf, "plain")
-    assert r.room == bpfmaps._FIRST_ROOM < 1200
+    assert r.room == maps._FIRST_ROOM < 1200
     got = both_ways(r)
     assert got == {k: k * 3 for k in range(1, 1201)}
     assert r.count() == 1200 and 1200 <= r.room <= 5000

@@ -16,10 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from pyprobe import lab, netlink, registry
-from pyprobe.hooks import usable_points
-from pyprobe.kernel import KernelEnv
+from pyprobe.core.hooks import usable_points
+from pyprobe.kernel.env import KernelEnv
+from pyprobe.lab import traffic
+from pyprobe.lab.pair import VethPair
+from pyprobe.netns import namespaces
 from tests.conftest import bpf_prog_count, quiet_prog_count, settled_prog_count
+from tests.support import registry
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 PYPROBE = str(Path(sys.executable).with_name("pyprobe"))
@@ -41,16 +44,16 @@ def start(*args: str, env: dict | None = None) -> subprocess.Popen:
 
 @pytest.fixture
 def pair():
-    with lab.VethPair(prefix=f"pc{os.getpid()}", net=12) as p:
+    with VethPair(prefix=f"pc{os.getpid()}", net=12) as p:
         yield p
 
 
 def test_json_stream_during_churn(pair, no_programs_left):
-    server = lab.Server(pair.path(pair.a), pair.addr_a, 9000, "client")
+    server = traffic.Server(pair.path(pair.a), pair.addr_a, 9000, "client")
     proc = start("tcpstates", "-j", "--netns", pair.b, "-d", "3")
     try:
-        assert lab.churn(pair.path(pair.b), pair.addr_a, 9000, 30) == 30
-        assert lab.refused(pair.path(pair.b), pair.addr_a, 9001, 10) == 10
+        assert traffic.churn(pair.path(pair.b), pair.addr_a, 9000, 30) == 30
+        assert traffic.refused(pair.path(pair.b), pair.addr_a, 9001, 10) == 10
         out, err = proc.communicate(timeout=10)
     finally:
         server.stop()
@@ -68,7 +71,7 @@ def test_json_stream_during_churn(pair, no_programs_left):
     assert "lost events: 0" in err
 
 
-def exchange(pair: lab.VethPair, sizes: list[tuple[int, int]], port: int) -> float:
+def exchange(pair: VethPair, sizes: list[tuple[int, int]], port: int) -> float:
     """Connections from b to a listener in a: the client sends up, the server
     reads it all, answers down and closes first; then the listener closes.
     Returns how long it all took (seconds)."""
@@ -95,9 +98,9 @@ def exchange(pair: lab.VethPair, sizes: list[tuple[int, int]], port: int) -> flo
                     got += len(chunk)
                 assert got == down
 
-    server = netlink.start_in_netns(pair.path(pair.a), serve)
+    server = namespaces.start_in_netns(pair.path(pair.a), serve)
     assert listening.wait(5)
-    netlink.run_in_netns(pair.path(pair.b), client)
+    namespaces.run_in_netns(pair.path(pair.b), client)
     server.join(5)
     return time.monotonic() - began
 
@@ -196,19 +199,19 @@ def test_doctor_explains_every_choice():
     proc = subprocess.run([PYPROBE, "doctor"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stdout
     assert "tcpstates: uses tp_btf:inet_sock_set_state" in proc.stdout
-    for hook in registry.manifests()["tcpstates"].hooks:
+    for hook in registry.manifests["tcpstates"].hooks:
         assert hook.label in proc.stdout
 
 
 def test_classic_tracepoint_fallback_gives_the_same_numbers(pair, no_programs_left):
     env = KernelEnv.detect()
     env.disabled_hooks = frozenset({"raw_tracepoint"})
-    server = lab.Server(pair.path(pair.a), pair.addr_a, 9100, "server")
+    server = traffic.Server(pair.path(pair.a), pair.addr_a, 9100, "server")
     try:
         with registry.create("tcpstates", env=env) as probe:
             probe.attach(stream=True)
             assert probe.hook.label == "tracepoint:sock:inet_sock_set_state"
-            lab.churn(pair.path(pair.b), pair.addr_a, 9100, 25, "server")
+            traffic.churn(pair.path(pair.b), pair.addr_a, 9100, 25, "server")
             time.sleep(0.2)
             events = [e for e in probe.events(300) if e["netns"] == pair.inode(pair.a)]
     finally:

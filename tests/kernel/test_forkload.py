@@ -6,16 +6,17 @@ what they were compiling."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
 
 import pytest
 
-from pyprobe import registry
 from pyprobe.errors import PyprobeError
-from pyprobe.forkload import ForkLoader
+from pyprobe.load.fork import ForkLoader
 from tests.conftest import quiet_prog_count, settled_prog_count
+from tests.support import registry
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 
@@ -37,16 +38,13 @@ def test_answers_in_request_order_with_a_broken_program_among_them(tmp_path):
         reqs = requests(loader, names)
         broken = tmp_path / "broken.bpf.c"
         broken.write_text("int f(void *ctx) { return undeclared; }\n")
-        source, hook, flags = reqs[1]
-        reqs.insert(2, (broken, hook, flags))
+        reqs.insert(2, dataclasses.replace(reqs[1], source=broken))
         results = loader.load_many(reqs)
         assert len(results) == len(reqs)
         assert isinstance(results[2], PyprobeError)
-        for (source, hook, _flags), r in zip(
-            reqs[:2] + reqs[3:], results[:2] + results[3:], strict=True
-        ):
+        for req, r in zip(reqs[:2] + reqs[3:], results[:2] + results[3:], strict=True):
             assert not isinstance(r, PyprobeError), r
-            assert r.hook.points == hook.points, source  # its own program, not a neighbour's
+            assert r.hook.points == req.hook.points, req.source  # its own, not a neighbour's
         close_all(results)
     finally:
         loader.close()
@@ -63,7 +61,7 @@ def test_a_dead_child_leaves_its_work_to_the_other():
         assert len(died) == 1 and "compiler process" in str(died[0])
         loaded = [r for r in results if not isinstance(r, PyprobeError)]
         assert len(loaded) == 2  # the first request went to the dead child; the rest did not
-        assert all(any(r.hook.points == h.points for _s, h, _f in reqs) for r in loaded)
+        assert all(any(r.hook.points == q.hook.points for q in reqs) for r in loaded)
         close_all(results)
     finally:
         loader.close()
@@ -106,8 +104,8 @@ def test_where_a_ring_cannot_be_mapped_its_stream_loads_in_process(monkeypatch, 
     # so the stream is compiled in this process, and no child is started.
     import socket
 
-    from pyprobe import ringbuf
-    from pyprobe.loader import BccProgram
+    from pyprobe.load import ringbuf
+    from pyprobe.load.bcc import BccProgram
 
     monkeypatch.setattr(ringbuf, "available", lambda: False)
     monkeypatch.setenv("PYPROBE_PROGRAM_CACHE", "off")

@@ -11,15 +11,18 @@ import time
 
 import pytest
 
-from pyprobe import lab, netlink, registry, topology
+from pyprobe.lab import topology, traffic
+from pyprobe.lab.pair import VethPair
+from pyprobe.netns import namespaces
 from tests.conftest import quiet_prog_count, settled_prog_count
 from tests.kernel.test_cli_kernel import PYPROBE
+from tests.support import registry
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 
 
 def lab_namespaces() -> list[str]:
-    return sorted(p.name for p in netlink.NETNS_RUN_DIR.glob(f"{topology.PREFIX}-*"))
+    return sorted(p.name for p in namespaces.NETNS_RUN_DIR.glob(f"{topology.PREFIX}-*"))
 
 
 @pytest.fixture(autouse=True)
@@ -47,9 +50,9 @@ def test_each_topology_carries_tcp_and_is_what_it_says(name, stp, env):
     with topology.Lab(name, stp=stp) as built, netdev:
         netdev.attach()
         h1, h2 = built.hosts["h1"], built.hosts["h2"]
-        srv = lab.Server(topology.ns_path("h2"), h2["addr"], 8080)
+        srv = traffic.Server(topology.ns_path("h2"), h2["addr"], 8080)
         try:
-            assert lab.churn(topology.ns_path("h1"), h2["addr"], 8080, 20) == 20
+            assert traffic.churn(topology.ns_path("h1"), h2["addr"], 8080, 20) == 20
         finally:
             srv.stop()
         if name == "bridge":
@@ -90,8 +93,8 @@ def test_loss_drops_equal_what_udp_did_not_receive(env):
             s.bind((h2["addr"], 9000))
             held.append(s)
 
-        netlink.run_in_netns(topology.ns_path("h2"), bind)
-        lab.udp_blast(topology.ns_path("h1"), h2["addr"], 9000, 2000)
+        namespaces.run_in_netns(topology.ns_path("h2"), bind)
+        traffic.udp_blast(topology.ns_path("h1"), h2["addr"], 9000, 2000)
         time.sleep(0.2)
         received = 0
         held[0].setblocking(False)
@@ -101,7 +104,7 @@ def test_loss_drops_equal_what_udp_did_not_receive(env):
         except BlockingIOError:
             pass
         held[0].close()
-        ns_h2 = str(netlink.inode_of(topology.ns_path("h2")))
+        ns_h2 = str(namespaces.inode_of(topology.ns_path("h2")))
         dropped = sum(
             r["value"] for r in drops.rows() if r["reason"] == "TC_INGRESS" and r["netns"] == ns_h2
         )
@@ -110,13 +113,13 @@ def test_loss_drops_equal_what_udp_did_not_receive(env):
 
 
 def test_firewall_workload_drops_exactly_what_it_sends(env):
-    from pyprobe import workloads
+    from pyprobe.lab import workloads
 
     drops = registry.create("drops", env=env)
     with topology.Lab("veth"), drops:
         drops.attach()
         line = workloads.firewall(workloads.Hosts.from_lab(), 77)
-        ns_h2 = str(netlink.inode_of(topology.ns_path("h2")))
+        ns_h2 = str(namespaces.inode_of(topology.ns_path("h2")))
         dropped = sum(
             r["value"] for r in drops.rows() if r["reason"] == "TC_INGRESS" and r["netns"] == ns_h2
         )
@@ -131,7 +134,7 @@ def test_firewall_filter_is_kept_and_a_kept_one_drops_the_same(run, env, tmp_pat
     the filter compiled again."""
     import bcc
 
-    from pyprobe import workloads
+    from pyprobe.lab import workloads
 
     cache = tmp_path / "programs"
     monkeypatch.setenv("PYPROBE_PROGRAM_CACHE", str(cache))
@@ -156,7 +159,7 @@ def test_firewall_filter_is_kept_and_a_kept_one_drops_the_same(run, env, tmp_pat
     with topology.Lab("veth"), drops:
         drops.attach()
         workloads.firewall(workloads.Hosts.from_lab(), 33)
-        ns_h2 = str(netlink.inode_of(topology.ns_path("h2")))
+        ns_h2 = str(namespaces.inode_of(topology.ns_path("h2")))
         dropped = sum(
             r["value"] for r in drops.rows() if r["reason"] == "TC_INGRESS" and r["netns"] == ns_h2
         )
@@ -228,22 +231,22 @@ def test_traffic_fails_with_its_reason_not_a_thread_traceback():
     """A taken port, nobody listening, a namespace gone: the caller gets an
     OSError saying so (or, for a lab's churn, a count of failures) at once,
     where these were tracebacks in threads and a client left waiting."""
-    with lab.VethPair(prefix=f"ppf{os.getpid() % 10000}", net=86) as pair:
-        first = lab.Server(pair.path(pair.b), pair.addr_b, 9300)
+    with VethPair(prefix=f"ppf{os.getpid() % 10000}", net=86) as pair:
+        first = traffic.Server(pair.path(pair.b), pair.addr_b, 9300)
         try:
             with pytest.raises(OSError, match=r"server on .*:9300 did not start: .*in use"):
-                lab.Server(pair.path(pair.b), pair.addr_b, 9300)
+                traffic.Server(pair.path(pair.b), pair.addr_b, 9300)
         finally:
             first.stop()
         failures: list[str] = []
-        assert lab.churn(pair.path(pair.a), pair.addr_b, 9301, 3, failures=failures) == 0
+        assert traffic.churn(pair.path(pair.a), pair.addr_b, 9301, 3, failures=failures) == 0
         assert failures == ["Connection refused"] * 3
         with pytest.raises(ConnectionRefusedError):
-            lab.churn(pair.path(pair.a), pair.addr_b, 9301, 3)
+            traffic.churn(pair.path(pair.a), pair.addr_b, 9301, 3)
         gone = pair.path(pair.b)
     start = time.monotonic()
     with pytest.raises(OSError, match=r"listener on .*:9302 did not start: .*No such file"):
-        lab.Listener(gone, pair.addr_b, 9302)
+        traffic.Listener(gone, pair.addr_b, 9302)
     assert time.monotonic() - start < 1
 
 

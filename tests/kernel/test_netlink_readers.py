@@ -11,14 +11,16 @@ import time
 
 import pytest
 
-from pyprobe import lab, netlink, sockdiag, tcstats
+from pyprobe.lab import traffic
+from pyprobe.lab.pair import VethPair
+from pyprobe.netns import devices, namespaces, sockdiag, tcstats
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 
 
 @pytest.fixture
 def pair():
-    with lab.VethPair(prefix=f"pr{time.monotonic_ns() % 100000}", net=78) as p:
+    with VethPair(prefix=f"pr{time.monotonic_ns() % 100000}", net=78) as p:
         yield p
 
 
@@ -66,14 +68,14 @@ def test_tc_stats_equal_pyroute2s_after_traffic_through_htb_and_tbf(pair):
         pair.a,
         f"tc qdisc add dev {pair.dev_a} parent 1:10 handle 10: tbf rate 1mbit burst 4k limit 20k",
     )
-    lab.udp_blast(pair.path(pair.a), pair.addr_b, 7710, 300, size=1200)
+    traffic.udp_blast(pair.path(pair.a), pair.addr_b, 7710, 300, size=1200)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # drained: the numbers stop moving
-        if all(q["qlen"] == 0 for q in netlink.run_in_netns(pair.path(pair.a), tcstats.qdiscs)):
+        if all(q["qlen"] == 0 for q in namespaces.run_in_netns(pair.path(pair.a), tcstats.qdiscs)):
             break
         time.sleep(0.2)
-    got = netlink.run_in_netns(pair.path(pair.a), ours)
-    want = netlink.run_in_netns(pair.path(pair.a), pyroute2_qdiscs)
+    got = namespaces.run_in_netns(pair.path(pair.a), ours)
+    want = namespaces.run_in_netns(pair.path(pair.a), pyroute2_qdiscs)
     assert got == want
     tbf = next(q for q in got if q[1] == "tbf")
     assert tbf[6] > 0 and tbf[9] >= 300 - tbf[6]  # drops, and the rest went through
@@ -101,7 +103,7 @@ def test_one_dump_for_both_families_equals_a_dump_each(pair):
         ["ip", "netns", "exec", pair.b, "sysctl", "-qw", "net.ipv6.conf.lo.disable_ipv6=0"],
         check=True,
     )
-    both, each = netlink.run_in_netns(pair.path(pair.b), sockets)
+    both, each = namespaces.run_in_netns(pair.path(pair.b), sockets)
     # the answers, not their netlink headers (type and sequence number differ)
     at = sockdiag.FAMILY
     assert sorted(r[at:] for r in both) == sorted(r[at:] for r in each)
@@ -118,12 +120,12 @@ def test_each_namespace_is_read_by_a_thread_that_entered_it():
                 ["ip", "-n", name, "link", "add", f"d-{name}", "type", "veth", "peer", f"p-{name}"],
                 check=True,
             )
-        inodes = {netlink.inode_of(netlink.NETNS_RUN_DIR / n): n for n in names}
+        inodes = {namespaces.inode_of(namespaces.NETNS_RUN_DIR / n): n for n in names}
         for _ in range(5):  # more namespaces than threads, several times over
-            found = netlink.each_netns(netlink.links)
+            found = namespaces.each_netns(devices.links)
             for inode, name in inodes.items():
                 assert sorted(found[inode].values()) == [f"d-{name}", "lo", f"p-{name}"]
-            stats = netlink.each_netns(sockdiag.tcp_stats)
+            stats = namespaces.each_netns(sockdiag.tcp_stats)
             assert all(not stats[i] for i in inodes)
     finally:
         for name in names:

@@ -1,4 +1,4 @@
-"""The program cache (objcache.py): a second load of the same programs
+"""The program cache (cache.py): a second load of the same programs
 creates them from the kept instructions, without a compiler process, and
 they count what the compiled ones count; a bad or unsafe entry is never
 used, the program is compiled instead."""
@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from pyprobe import lab, netlink, registry
 from pyprobe.errors import PyprobeError
-from pyprobe.forkload import ForkLoader
+from pyprobe.lab import traffic
+from pyprobe.lab.pair import VethPair
+from pyprobe.load.fork import ForkLoader
+from pyprobe.netns import devices
+from tests.support import registry
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 NAMES = ["netdev", "tcpstates", "drops", "softirqs"]
@@ -32,7 +35,7 @@ def cache(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def pair():
-    with lab.VethPair(prefix=f"po{time.monotonic_ns() % 100000}", net=81) as p:
+    with VethPair(prefix=f"po{time.monotonic_ns() % 100000}", net=81) as p:
         yield p
 
 
@@ -68,14 +71,14 @@ def test_second_load_reuses_the_programs_and_counts_the_same(cache, pair, no_pro
             probe.adopt(result)
         netdev = probes[0]
         assert netdev.hook.kind == "tp_btf"
-        srv = lab.Server(pair.path(pair.b), pair.addr_b, 7700)
-        before = netlink.link_stats(pair.path(pair.b))[pair.dev_b]
+        srv = traffic.Server(pair.path(pair.b), pair.addr_b, 7700)
+        before = devices.link_stats(pair.path(pair.b))[pair.dev_b]
         try:
-            assert lab.churn(pair.path(pair.a), pair.addr_b, 7700, 30) == 30
+            assert traffic.churn(pair.path(pair.a), pair.addr_b, 7700, 30) == 30
         finally:
             srv.stop()
         time.sleep(0.1)
-        after = netlink.link_stats(pair.path(pair.b))[pair.dev_b]
+        after = devices.link_stats(pair.path(pair.b))[pair.dev_b]
         rows = [
             r
             for r in netdev.rows()
@@ -137,9 +140,9 @@ def test_off_means_off(cache, monkeypatch, no_programs_left):
 def test_pyprobe_compile_fills_the_cache_the_exporter_then_loads(cache, no_programs_left):
     # `make setup` runs `pyprobe compile`: the exporter's first start then
     # starts no compiler process at all.
-    from pyprobe import precompile
-    from pyprobe.doctor import compiled_ahead
-    from pyprobe.kernel import KernelEnv
+    from pyprobe.cli.doctor import compiled_ahead
+    from pyprobe.core.compile import compile_all
+    from pyprobe.kernel.env import KernelEnv
 
     every = registry.names()
     # each probe's exporter program, and the CLI's stream of those that have one
@@ -147,14 +150,16 @@ def test_pyprobe_compile_fills_the_cache_the_exporter_then_loads(cache, no_progr
     assert streams == ["drops", "tcpretrans", "tcpstates"]
     programs = [p for n in every for p in (n, f"{n} (stream)") if p in every or n in streams]
     programs.insert(programs.index("tcpstates (stream)") + 1, "tcpstates (tcplife)")
-    assert compiled_ahead(KernelEnv.detect())[2].startswith(f"0 of {len(programs)} ")
-    first = precompile.compile_all(KernelEnv.detect(), every)
+    assert compiled_ahead(KernelEnv.detect(), registry)[2].startswith(f"0 of {len(programs)} ")
+    env = KernelEnv.detect()
+    make = lambda loader: [registry.create(n, env=env, loader=loader) for n in every]  # noqa: E731
+    first = compile_all(env, make)
     assert [(o.probe, o.status) for o in first] == [(p, "compiled") for p in programs], first
     assert len(list(cache.glob("*.json"))) == len(programs)
-    again = precompile.compile_all(KernelEnv.detect(), every)
+    again = compile_all(env, make)
     assert [o.status for o in again] == ["kept"] * len(programs), again
     # what `pyprobe doctor` says now
-    assert compiled_ahead(KernelEnv.detect())[:2] == ("ok", "programs")
+    assert compiled_ahead(KernelEnv.detect(), registry)[:2] == ("ok", "programs")
     _probes, results, compiled = load(every)
     close(results)
     assert not compiled and not any(isinstance(r, PyprobeError) for r in results), results

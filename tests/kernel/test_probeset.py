@@ -16,10 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from pyprobe import fronts, lab, loader, netlink, registry
-from pyprobe.decoders import print_symbolic
-from pyprobe.hooks import usable_points
-from tests.support import ping_overflow
+from pyprobe.core import hash_fronts as fronts
+from pyprobe.core.hooks import usable_points
+from pyprobe.kernel.names import print_symbolic
+from pyprobe.lab import traffic
+from pyprobe.lab.pair import VethPair
+from pyprobe.load import bcc
+from pyprobe.netns import devices, namespaces
+from tests.support import ping_overflow, registry
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 
@@ -37,12 +41,12 @@ def snmp(ns_path, proto: str = "Tcp") -> dict[str, int]:
         lines = [ln.split() for ln in text.splitlines() if ln.startswith(f"{proto}:")]
         return dict(zip(lines[0][1:], map(int, lines[1][1:]), strict=True))
 
-    return netlink.run_in_netns(ns_path, read)
+    return namespaces.run_in_netns(ns_path, read)
 
 
 @pytest.fixture
 def pair():
-    with lab.VethPair(prefix=f"pq{time.monotonic_ns() % 100000}", net=77) as p:
+    with VethPair(prefix=f"pq{time.monotonic_ns() % 100000}", net=77) as p:
         yield p
 
 
@@ -96,7 +100,7 @@ def test_every_fallback_hook_passes_the_verifier_here(name, env):
         ):
             continue
         points = usable_points(hook, env, stream=probe.manifest.event is not None)
-        loader.verify(probe.manifest.program, dataclasses.replace(hook, points=points), flags)
+        bcc.verify(probe.manifest.program, dataclasses.replace(hook, points=points), flags)
         checked += 1
     assert checked >= 2
 
@@ -128,8 +132,8 @@ def test_drops_netfilter_and_no_socket_equal_the_packets_sent(pair, env):
     probe = registry.create("drops", env=env)
     with probe:
         probe.attach(stream=True)
-        assert lab.udp_blast(pair.path(pair.a), pair.addr_b, 7000, N_FW) == N_FW
-        assert lab.refused(pair.path(pair.a), pair.addr_b, 9, N_CLOSED) == N_CLOSED
+        assert traffic.udp_blast(pair.path(pair.a), pair.addr_b, 7000, N_FW) == N_FW
+        assert traffic.refused(pair.path(pair.a), pair.addr_b, 9, N_CLOSED) == N_CLOSED
         time.sleep(0.1)
         events = probe.events(timeout_ms=200)
         ns_b = str(pair.inode(pair.b))
@@ -163,14 +167,15 @@ def udp_close_unread(ns_path, n: int) -> None:
                 s.sendto(b"x", ("127.0.0.1", 7300))
         u.close()
 
-    netlink.run_in_netns(ns_path, run)
+    namespaces.run_in_netns(ns_path, run)
 
 
 def test_benign_drops_hidden_by_default_shown_with_all(pair, env):
     hidden, shown = registry.create("drops", env=env), registry.create("drops", env=env)
     with hidden, shown:
         hidden.attach(stream=True)
-        shown.attach(stream=True, benign=())
+        shown.configure(show_all=True)
+        shown.attach(stream=True)
         udp_close_unread(pair.path(pair.a), 5)
         time.sleep(0.2)  # the socket is destroyed after an RCU grace period
         # freed at socket destruction: no device, no socket left; found by port
@@ -201,22 +206,23 @@ def test_softirq_counts_match_proc_softirqs(pair, env):
     probe = registry.create("softirqs", env=env)
     with probe:
         probe.attach()
-        srv = lab.Server(pair.path(pair.b), pair.addr_b, 7200)
+        srv = traffic.Server(pair.path(pair.b), pair.addr_b, 7200)
         time.sleep(0.2)
         # Each of our reads is bracketed by two of the kernel's: softirqs (the
         # timer's SCHED) keep coming while a read takes its few milliseconds.
         k_a = proc_softirqs()
         before_p = {(int(r["cpu"]), r["vector"]): r["value"] for r in rows(probe, "softirqs_total")}
         k_b = proc_softirqs()
-        lab.churn(pair.path(pair.a), pair.addr_b, 7200, 300)
+        traffic.churn(pair.path(pair.a), pair.addr_b, 7200, 300)
         k_c = proc_softirqs()
         after_p = {(int(r["cpu"]), r["vector"]): r["value"] for r in rows(probe, "softirqs_total")}
         k_d = proc_softirqs()
         srv.stop()
         spec = next(m for m in probe.manifest.metrics if m.name == "softirq_run_seconds")
-        with probe.one_reading():
+        with probe.series.one_reading():
             hist = {
-                labels[0]: (buckets, total) for labels, buckets, total in probe.histograms(spec)
+                labels[0]: (buckets, total)
+                for labels, buckets, total in probe.series.histograms(spec)
             }
     # The histogram's sum is the time counter's (softirqs.py): it must fit
     # its own buckets, slot k holding runs of (2^(k-1), 2^k] ns.
@@ -248,10 +254,10 @@ def test_napi_polls_and_packets_equal_what_the_device_received(pair, env):
     probe = registry.create("napi", env=env)
     with probe:
         probe.attach()
-        before = netlink.link_stats(pair.path(pair.b))[pair.dev_b]["rx_packets"]
-        lab.udp_blast(pair.path(pair.a), pair.addr_b, 7400, 200)
+        before = devices.link_stats(pair.path(pair.b))[pair.dev_b]["rx_packets"]
+        traffic.udp_blast(pair.path(pair.a), pair.addr_b, 7400, 200)
         time.sleep(0.1)
-        received = netlink.link_stats(pair.path(pair.b))[pair.dev_b]["rx_packets"] - before
+        received = devices.link_stats(pair.path(pair.b))[pair.dev_b]["rx_packets"] - before
         labels = {"netns": pair.inode(pair.b), "device": pair.dev_b}
         polls = value(probe, "napi_polls_total", **labels)
         packets = value(probe, "napi_packets_total", **labels)
@@ -271,7 +277,7 @@ def test_napi_counts_the_backlog_which_has_no_device(pair, env):
     with probe:
         probe.attach()
         before = value(probe, "napi_packets_total", device="backlog")
-        lab.udp_blast(pair.path(pair.a), "127.0.0.1", 7401, 200)
+        traffic.udp_blast(pair.path(pair.a), "127.0.0.1", 7401, 200)
         time.sleep(0.1)
         packets = value(probe, "napi_packets_total", device="backlog") - before
         hashed = {key[:2] for key in probe._attached().read_counts("napi")}
@@ -285,7 +291,7 @@ def test_fronts_count_what_the_hash_alone_counts(pair, env, name, monkeypatch):
     # traffic: the same series with the same values.
     sh(pair.b, f"ethtool -K {pair.dev_b} gro on")
     sh(pair.a, f"ethtool -K {pair.dev_a} tso off")
-    fronted = [m.name for m in registry.manifests()[name].maps if m.front]
+    fronted = [m.name for m in registry.manifests[name].maps if m.front]
     with contextlib.ExitStack() as stack:
         probes = []
         for slots in (64, 0):  # the sizes are read when the program is built
@@ -294,10 +300,10 @@ def test_fronts_count_what_the_hash_alone_counts(pair, env, name, monkeypatch):
             probe = stack.enter_context(registry.create(name, env=env))
             probe.attach()
             probes.append(probe)
-        srv = lab.Server(pair.path(pair.b), pair.addr_b, 7450)
-        lab.churn(pair.path(pair.a), pair.addr_b, 7450, 50)
-        lab.udp_blast(pair.path(pair.a), pair.addr_b, 7451, 100, size=1200)
-        assert lab.refused(pair.path(pair.a), pair.addr_b, 9, 10) == 10
+        srv = traffic.Server(pair.path(pair.b), pair.addr_b, 7450)
+        traffic.churn(pair.path(pair.a), pair.addr_b, 7450, 50)
+        traffic.udp_blast(pair.path(pair.a), pair.addr_b, 7451, 100, size=1200)
+        assert traffic.refused(pair.path(pair.a), pair.addr_b, 9, 10) == 10
         srv.stop()
         time.sleep(0.2)
         ours = {str(pair.inode(pair.a)), str(pair.inode(pair.b))}
@@ -321,13 +327,13 @@ def test_netdev_packets_and_bytes_equal_device_statistics(pair, env, front, monk
     probe = registry.create("netdev", env=env)
     with probe:
         probe.attach()
-        srv = lab.Server(pair.path(pair.b), pair.addr_b, 7500)
-        before = {ns: netlink.link_stats(pair.path(ns)) for ns in (pair.a, pair.b)}
+        srv = traffic.Server(pair.path(pair.b), pair.addr_b, 7500)
+        before = {ns: devices.link_stats(pair.path(ns)) for ns in (pair.a, pair.b)}
         base = {r_key(r): r["value"] for r in probe.rows() if "value" in r}
-        lab.churn(pair.path(pair.a), pair.addr_b, 7500, 50)
-        lab.udp_blast(pair.path(pair.a), pair.addr_b, 7501, 100, size=1200)
+        traffic.churn(pair.path(pair.a), pair.addr_b, 7500, 50)
+        traffic.udp_blast(pair.path(pair.a), pair.addr_b, 7501, 100, size=1200)
         time.sleep(0.1)
-        after = {ns: netlink.link_stats(pair.path(ns)) for ns in (pair.a, pair.b)}
+        after = {ns: devices.link_stats(pair.path(ns)) for ns in (pair.a, pair.b)}
         now = {r_key(r): r["value"] for r in probe.rows() if "value" in r}
         sizes = rows(probe, "netdev_packet_size_bytes")
         program = probe._attached()
@@ -375,12 +381,12 @@ def ss_queues(ns: str, port: int) -> list[tuple[str, int, int]]:
 def test_queues_recv_q_backlog_and_qdisc(pair, env):
     probe = registry.create("queues", env=env)
     probe.netns = pair.inode(pair.b)
-    hoarder = lab.Listener(pair.path(pair.b), pair.addr_b, 7600, read=False)
-    stuck = lab.Listener(pair.path(pair.b), pair.addr_b, 7601, backlog=16, accept=False)
+    hoarder = traffic.Listener(pair.path(pair.b), pair.addr_b, 7600, read=False)
+    stuck = traffic.Listener(pair.path(pair.b), pair.addr_b, 7601, backlog=16, accept=False)
     kept = []
     try:
-        kept.append(lab.send_bytes(pair.path(pair.a), pair.addr_b, 7600, 5000, close=False))
-        kept += lab.connect_only(pair.path(pair.a), pair.addr_b, 7601, 5)
+        kept.append(traffic.send_bytes(pair.path(pair.a), pair.addr_b, 7600, 5000, close=False))
+        kept += traffic.connect_only(pair.path(pair.a), pair.addr_b, 7601, 5)
         time.sleep(0.2)
         with probe:
             probe.attach()
@@ -403,7 +409,7 @@ def test_qdisc_backlog_from_a_rate_limited_device(pair, env):
     sh(pair.a, f"tc qdisc add dev {pair.dev_a} root tbf rate 256kbit burst 4k limit 500k")
     probe = registry.create("queues", env=env)
     probe.netns = pair.inode(pair.a)
-    lab.udp_blast(pair.path(pair.a), pair.addr_b, 7700, 200, size=1400)
+    traffic.udp_blast(pair.path(pair.a), pair.addr_b, 7700, 200, size=1400)
     q = next(q for q in probe.qdiscs()[pair.inode(pair.a)] if q["device"] == pair.dev_a)
     assert q["kind"] == "tbf" and q["backlog"] > 0 and q["qlen"] > 0
     tc = sh(pair.a, f"tc -s qdisc show dev {pair.dev_a}")
@@ -440,13 +446,13 @@ def test_retransmits_equal_tcp_retrans_segs_and_resets_are_seen(pair, env):
     # none of them drawn (0.9^31, ~4% of runs) nothing was retransmitted.
     sh(pair.a, f"ethtool -K {pair.dev_a} tso off")
     probe = registry.create("tcpretrans", env=env)
-    sink = lab.Listener(pair.path(pair.b), pair.addr_b, 7800)
+    sink = traffic.Listener(pair.path(pair.b), pair.addr_b, 7800)
     try:
         with probe:
             probe.attach(stream=True)
             before_a, before_b = snmp(pair.path(pair.a)), snmp(pair.path(pair.b))
-            lab.send_bytes(pair.path(pair.a), pair.addr_b, 7800, 2_000_000)
-            assert lab.refused(pair.path(pair.a), pair.addr_b, 9, 10) == 10
+            traffic.send_bytes(pair.path(pair.a), pair.addr_b, 7800, 2_000_000)
+            assert traffic.refused(pair.path(pair.a), pair.addr_b, 9, 10) == 10
             # A FIN lost to the filter is retransmitted after the transfer, on a
             # timer: compare once the kernel's count has stopped moving, so
             # neither side of the comparison is read mid-retransmit.
@@ -534,7 +540,7 @@ def test_drops_in_softirq_are_attributed_to_the_sockets_owner(pair, env):
     probe = registry.create("drops", env=env)
     with probe:
         probe.attach(stream=True)
-        thread = netlink.start_in_netns(pair.path(pair.b), serve)
+        thread = namespaces.start_in_netns(pair.path(pair.b), serve)
         time.sleep(0.1)
         client = subprocess.run(
             ["ip", "netns", "exec", pair.a, sys.executable, "-c", CLIENT.format(addr=pair.addr_b)],

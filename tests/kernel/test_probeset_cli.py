@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from pyprobe import lab
+from pyprobe.lab import traffic
+from pyprobe.lab.pair import VethPair
 from tests.kernel.test_cli_kernel import PYPROBE, start
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
@@ -18,13 +19,13 @@ pytestmark = [pytest.mark.root, pytest.mark.kernel]
 
 @pytest.fixture
 def pair():
-    with lab.VethPair(prefix=f"ps{os.getpid()}", net=13) as p:
+    with VethPair(prefix=f"ps{os.getpid()}", net=13) as p:
         yield p
 
 
 def test_drops_stream_json_has_each_refused_syn(pair, no_programs_left):
     proc = start("drops", "--stream", "-j", "-d", "2")
-    assert lab.refused(pair.path(pair.a), pair.addr_b, 9, 12) == 12
+    assert traffic.refused(pair.path(pair.a), pair.addr_b, 9, 12) == 12
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     events = [json.loads(line) for line in out.splitlines()]
@@ -39,7 +40,7 @@ def test_drops_stream_json_has_each_refused_syn(pair, no_programs_left):
 def test_counts_json_reports_deltas(pair, no_programs_left):
     proc = start("netdev", "-j", "1", "2")
     time.sleep(0.2)
-    lab.udp_blast(pair.path(pair.a), pair.addr_b, 7000, 40)
+    traffic.udp_blast(pair.path(pair.a), pair.addr_b, 7000, 40)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     reports = [json.loads(line) for line in out.splitlines()]
@@ -55,7 +56,7 @@ def test_counts_json_reports_deltas(pair, no_programs_left):
 
 def test_conn_joins_resets_and_drops_per_connection(pair, no_programs_left):
     proc = start("conn", "-j", "2", "1")
-    lab.refused(pair.path(pair.a), pair.addr_b, 9, 5)
+    traffic.refused(pair.path(pair.a), pair.addr_b, 9, 5)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     conns = json.loads(out)["connections"]
@@ -67,7 +68,7 @@ def test_conn_joins_resets_and_drops_per_connection(pair, no_programs_left):
 
 
 def test_top_during_traffic_shows_every_panel(pair, no_programs_left):
-    srv = lab.Server(pair.path(pair.b), pair.addr_b, 7100)
+    srv = traffic.Server(pair.path(pair.b), pair.addr_b, 7100)
     proc = subprocess.Popen(
         [PYPROBE, "top", "-i", "1", "-c", "2"],
         stdout=subprocess.PIPE,
@@ -79,7 +80,7 @@ def test_top_during_traffic_shows_every_panel(pair, no_programs_left):
         # 3-6 s here, longer under load, and traffic before that is not seen.
         deadline = time.monotonic() + 30
         while proc.poll() is None and time.monotonic() < deadline:
-            lab.churn(pair.path(pair.a), pair.addr_b, 7100, 20)
+            traffic.churn(pair.path(pair.a), pair.addr_b, 7100, 20)
             time.sleep(0.3)
         out, err = proc.communicate(timeout=30)
     finally:

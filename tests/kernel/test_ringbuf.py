@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from pyprobe import ringbuf
+from pyprobe.load import ringbuf
 from tests.conftest import bpf_prog_count, settled_prog_count
 
 bcc = pytest.importorskip("bcc")

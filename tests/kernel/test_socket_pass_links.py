@@ -8,22 +8,25 @@ import time
 
 import pytest
 
-from pyprobe import decoders, lab, netlink, tcpsummary
+from pyprobe.lab.pair import VethPair
+from pyprobe.netns import devices, links, namespaces, snapshot
 
 pytestmark = [pytest.mark.root]
 
 
 def test_a_socket_pass_leaves_every_namespaces_device_names_fresh(monkeypatch):
-    with lab.VethPair(prefix=f"pl{time.monotonic_ns() % 100000}", net=84) as pair:
-        tcpsummary._SNAPSHOTS.expire()
-        found = tcpsummary.snapshot()
+    with VethPair(prefix=f"pl{time.monotonic_ns() % 100000}", net=84) as pair:
+        snapshot._SNAPSHOTS.expire()
+        found = snapshot.snapshot()
         inode = pair.inode(pair.b)
         assert found[inode].links is not None
         # what the decoders now hold is the namespace's own link table
-        assert decoders._LINKS.links[inode] == netlink.links(pair.path(pair.b))
-        assert pair.dev_b in decoders._LINKS.links[inode].values()
+        assert links.TABLE.links[inode] == devices.links(pair.path(pair.b))
+        assert pair.dev_b in links.TABLE.links[inode].values()
         walks: list[object] = []
-        real = netlink.each_netns
-        monkeypatch.setattr(netlink, "each_netns", lambda *a, **k: walks.append(a) or real(*a, **k))
-        decoders._LINKS.fresh()  # what a scrape's label decoding asks first
+        real = namespaces.each_netns
+        monkeypatch.setattr(
+            namespaces, "each_netns", lambda *a, **k: walks.append(a) or real(*a, **k)
+        )
+        links.TABLE.fresh()  # what a scrape's label decoding asks first
         assert walks == []

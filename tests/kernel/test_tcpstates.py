@@ -16,9 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from pyprobe import lab, loader, netlink, registry
-from pyprobe.hooks import usable_points
+from pyprobe.core.hooks import usable_points
+from pyprobe.lab import traffic
+from pyprobe.lab.pair import VethPair
+from pyprobe.load import bcc
+from pyprobe.netns import namespaces, sockets
 from pyprobe.probes.tcpstates import Filters
+from tests.support import registry
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 
@@ -69,7 +73,7 @@ def snmp(ns_path) -> dict[str, int]:
         lines = [ln.split() for ln in text.splitlines() if ln.startswith("Tcp:")]
         return dict(zip(lines[0][1:], map(int, lines[1][1:]), strict=True))
 
-    return netlink.run_in_netns(ns_path, read)
+    return namespaces.run_in_netns(ns_path, read)
 
 
 SS_STATES = {
@@ -111,7 +115,7 @@ def run():
     from tests.conftest import bpf_prog_count, quiet_prog_count, settled_prog_count
 
     before = quiet_prog_count()
-    pair = lab.VethPair(prefix=f"pt{__import__('os').getpid()}", net=11).up()
+    pair = VethPair(prefix=f"pt{__import__('os').getpid()}", net=11).up()
     probes = {}
     client = None
     try:
@@ -146,15 +150,15 @@ def run():
         attached_programs = bpf_prog_count() - before
 
         servers = [
-            lab.Server(srv, pair.addr_a, 8080, "client"),
-            lab.Server(srv, pair.addr_a, 8081, "server"),
-            lab.Server(srv, "::1", 8090, "client"),
+            traffic.Server(srv, pair.addr_a, 8080, "client"),
+            traffic.Server(srv, pair.addr_a, 8081, "server"),
+            traffic.Server(srv, "::1", 8090, "client"),
         ]
         done = {
-            "client_first": lab.churn(cli, pair.addr_a, 8080, N_CLIENT_FIRST),
-            "server_first": lab.churn(cli, pair.addr_a, 8081, N_SERVER_FIRST, "server"),
-            "refused": lab.refused(cli, pair.addr_a, 8082, N_REFUSED),
-            "v6": lab.churn(srv, "::1", 8090, N_V6),
+            "client_first": traffic.churn(cli, pair.addr_a, 8080, N_CLIENT_FIRST),
+            "server_first": traffic.churn(cli, pair.addr_a, 8081, N_SERVER_FIRST, "server"),
+            "refused": traffic.refused(cli, pair.addr_a, 8082, N_REFUSED),
+            "v6": traffic.churn(srv, "::1", 8090, N_V6),
         }
         client.stdin.write("go\n")
         client.stdin.flush()
@@ -182,7 +186,7 @@ def run():
             "snmp": {"srv": snmp(srv), "cli": snmp(cli)},
             "live": {
                 "srv": registry.create("tcpstates").live_sockets(inode_srv)[inode_srv],
-                "cli": netlink.tcp_state_counts(cli),
+                "cli": sockets.tcp_state_counts(cli),
             },
             "ss": {"srv": ss_counts(pair.a), "cli": ss_counts(pair.b)},
         }
@@ -356,4 +360,4 @@ def test_every_hook_variant_passes_the_verifier_here(env):
     ]
     for hook in probe.manifest.hooks:
         points = usable_points(hook, env, stream=True)  # tp_btf points get their BTF id
-        loader.verify(probe.manifest.program, dataclasses.replace(hook, points=points), flags)
+        bcc.verify(probe.manifest.program, dataclasses.replace(hook, points=points), flags)

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from pyprobe import lab, netlink, registry
-from pyprobe.kernel import KernelEnv
+from pyprobe.kernel.env import KernelEnv
+from pyprobe.lab import traffic
+from pyprobe.lab.pair import VethPair
+from pyprobe.netns import devices
+from tests.support import registry
 
 PROBE_READ_KERNEL = 113  # BPF_FUNC_probe_read_kernel
 PROG_TYPE_TRACING = 26
@@ -20,7 +23,7 @@ PROG_TYPE_TRACING = 26
 
 @pytest.fixture
 def pair():
-    with lab.VethPair(prefix=f"pt{time.monotonic_ns() % 100000}", net=79) as p:
+    with VethPair(prefix=f"pt{time.monotonic_ns() % 100000}", net=79) as p:
         yield p
 
 
@@ -79,16 +82,16 @@ def test_tp_btf_counts_exactly_what_raw_tracepoint_counts(name, pair, env, no_pr
         fast.attach(stream=stream)
         raw.attach(stream=stream)
         assert fast.hook.kind == "tp_btf" and raw.hook.kind == "raw_tracepoint"
-        before = netlink.link_stats(pair.path(pair.b))[pair.dev_b]["rx_packets"]
-        srv = lab.Server(pair.path(pair.b), pair.addr_b, 7600)
+        before = devices.link_stats(pair.path(pair.b))[pair.dev_b]["rx_packets"]
+        srv = traffic.Server(pair.path(pair.b), pair.addr_b, 7600)
         try:
-            assert lab.churn(pair.path(pair.a), pair.addr_b, 7600, 40) == 40
+            assert traffic.churn(pair.path(pair.a), pair.addr_b, 7600, 40) == 40
         finally:
             srv.stop()
-        assert lab.refused(pair.path(pair.a), pair.addr_b, 7602, 20) == 20
-        lab.udp_blast(pair.path(pair.a), pair.addr_b, 7601, 300, size=900)
+        assert traffic.refused(pair.path(pair.a), pair.addr_b, 7602, 20) == 20
+        traffic.udp_blast(pair.path(pair.a), pair.addr_b, 7601, 300, size=900)
         time.sleep(0.1)
-        received = netlink.link_stats(pair.path(pair.b))[pair.dev_b]["rx_packets"] - before
+        received = devices.link_stats(pair.path(pair.b))[pair.dev_b]["rx_packets"] - before
 
         def series(probe) -> dict:
             return {

@@ -6,9 +6,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyprobe.btf import BTFError, Field
-from pyprobe.kernel import KernelEnv
-from pyprobe.manifest import Hook
+from pyprobe.kernel.btf import BTFError, Field
+from pyprobe.kernel.env import KernelEnv
+from pyprobe.kernel.points import Hook
+from pyprobe.load.program import LoadRequest
 
 
 class FakeProgram:
@@ -51,15 +52,20 @@ class FakeLoader:
         self.maps = maps or {}
         self.events = events or []
         self.programs: list[FakeProgram] = []
+        self.requests: list[LoadRequest] = []
 
-    def load(self, source: Path, hook: Hook, cflags: list[str]) -> FakeProgram:
-        prog = FakeProgram(hook, cflags, self.maps, self.events)
+    def check(self, env) -> None:
+        pass  # no privilege needed to load nothing
+
+    def load(self, request: LoadRequest) -> FakeProgram:
+        prog = FakeProgram(request.hook, list(request.cflags), self.maps, self.events)
+        self.requests.append(request)
         self.programs.append(prog)
         return prog
 
-    # as ForkLoader, which the CLI's counting commands use
+    # as ForkLoader, which the CLI's commands use
     def load_many(self, requests: list) -> list[FakeProgram]:
-        return [self.load(*r) for r in requests]
+        return [self.load(r) for r in requests]
 
     def load_each(self, requests: list) -> Iterator[tuple[int, FakeProgram]]:
         return enumerate(self.load_many(requests))

@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from pyprobe.btf import BTF, BTFError
+from pyprobe.kernel.btf import BTF, BTFError
 
 INT, PTR, STRUCT, UNION, TYPEDEF, ENUM = 1, 2, 4, 5, 8, 6
 

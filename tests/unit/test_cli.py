@@ -7,8 +7,16 @@ import socket
 import pytest
 from fakes import FakeLoader, fake_env
 
-from pyprobe import cli, probe, registry
-from pyprobe.structs import F_DELTA_KNOWN, F_OWNER_KNOWN, TcpStateEvent
+from pyprobe import cli
+from pyprobe.cli.common import Context
+from pyprobe.core.events import header
+from pyprobe.probes import default
+
+TcpStateEvent = header().layout("tcpstate_event").ctype
+F_OWNER_KNOWN = header().constant("F_OWNER_KNOWN")
+F_DELTA_KNOWN = header().constant("F_DELTA_KNOWN")
+registry = default()
+CONTEXT = [Context(env=fake_env)]  # what run() runs the CLI with: the fixture's fake
 
 
 def event(
@@ -56,15 +64,13 @@ def fake(monkeypatch):
             event(7, 2, 0, 443, family=socket.AF_INET6, flags=F_OWNER_KNOWN),
         ],
     )
-    monkeypatch.setattr(probe, "DEFAULT_LOADER", lambda: loader)
-    monkeypatch.setattr(probe, "COMMAND_LOADER", lambda: loader)
-    monkeypatch.setattr(cli, "_env", lambda: fake_env())
+    CONTEXT[0] = Context(env=fake_env, loader=lambda: loader)
     return loader
 
 
-def run(capsys, *argv):
+def run(capsys, *argv, context=None):
     with pytest.raises(SystemExit) as e:
-        cli.main(list(argv))
+        cli.main(list(argv), context=context or CONTEXT[0])
         raise SystemExit(0)
     out = capsys.readouterr()
     return e.value.code, out.out, out.err

@@ -1,27 +1,27 @@
 import socket
 
-from pyprobe import decoders
+from pyprobe.kernel import names
 
 
 def test_tcp_states_match_kernel_numbers():
     # include/net/tcp_states.h
-    assert decoders.tcp_state(1) == "ESTABLISHED"
-    assert decoders.tcp_state(6) == "TIME_WAIT"
-    assert decoders.tcp_state(7) == "CLOSE"
-    assert decoders.tcp_state(10) == "LISTEN"
-    assert decoders.tcp_state(12) == "NEW_SYN_RECV"
-    assert decoders.tcp_state(13) == "UNKNOWN_13"
-    assert len(decoders.TCP_STATES) == 12
+    assert names.tcp_state(1) == "ESTABLISHED"
+    assert names.tcp_state(6) == "TIME_WAIT"
+    assert names.tcp_state(7) == "CLOSE"
+    assert names.tcp_state(10) == "LISTEN"
+    assert names.tcp_state(12) == "NEW_SYN_RECV"
+    assert names.tcp_state(13) == "UNKNOWN_13"
+    assert len(names.TCP_STATES) == 12
 
 
 def test_addresses_and_endpoints():
     v4 = bytes([10, 231, 0, 1]) + bytes(12)
-    assert decoders.inet_addr(socket.AF_INET, v4) == "10.231.0.1"
+    assert names.inet_addr(socket.AF_INET, v4) == "10.231.0.1"
     v6 = bytes(15) + b"\x01"
-    assert decoders.inet_addr(socket.AF_INET6, v6) == "::1"
-    assert decoders.endpoint(socket.AF_INET6, v6, 443) == "[::1]:443"
-    assert decoders.endpoint(socket.AF_INET, v4, 8080) == "10.231.0.1:8080"
-    assert decoders.inet_addr(99, v4) == "?"
+    assert names.inet_addr(socket.AF_INET6, v6) == "::1"
+    assert names.endpoint(socket.AF_INET6, v6, 443) == "[::1]:443"
+    assert names.endpoint(socket.AF_INET, v4, 8080) == "10.231.0.1:8080"
+    assert names.inet_addr(99, v4) == "?"
 
 
 def test_fast_tcpstate_decode_and_json_match_the_slow_paths():
@@ -31,11 +31,14 @@ def test_fast_tcpstate_decode_and_json_match_the_slow_paths():
 
     from fakes import fake_env
 
-    from pyprobe import registry
-    from pyprobe.probes.tcpstates import _EVENT
-    from pyprobe.render import ndjson, quoted
-    from pyprobe.structs import F_OWNER_KNOWN, TcpStateEvent
+    from pyprobe.core.events import header
+    from pyprobe.core.text import json_line as ndjson
+    from pyprobe.core.text import quoted
+    from tests.support import registry
 
+    TcpStateEvent = header().layout("tcpstate_event").ctype
+    F_OWNER_KNOWN = header().constant("F_OWNER_KNOWN")
+    _EVENT = header().layout("tcpstate_event").record
     ev = TcpStateEvent(
         ts_ns=5,
         skaddr=0xFFFF8881,
@@ -71,11 +74,15 @@ def test_stream_json_from_rows_says_what_the_decoded_path_says():
 
     from fakes import fake_env
 
-    from pyprobe import registry
-    from pyprobe.probes.tcpstates import _EVENT
-    from pyprobe.render import ndjson, quoted
-    from pyprobe.structs import F_BYTES_KNOWN, F_DELTA_KNOWN, F_LIFE_KNOWN, F_OWNER_KNOWN
+    from pyprobe.core.events import header
+    from pyprobe.core.text import json_line as ndjson
+    from pyprobe.core.text import quoted
+    from tests.support import registry
 
+    c = header().constants
+    F_OWNER_KNOWN, F_DELTA_KNOWN = c["F_OWNER_KNOWN"], c["F_DELTA_KNOWN"]
+    F_LIFE_KNOWN, F_BYTES_KNOWN = c["F_LIFE_KNOWN"], c["F_BYTES_KNOWN"]
+    _EVENT = header().layout("tcpstate_event").record
     probe = registry.create("tcpstates", env=fake_env())
     v4 = lambda a: socket.inet_aton(a) + bytes(12)  # noqa: E731
     v6 = lambda a: socket.inet_pton(socket.AF_INET6, a)  # noqa: E731

@@ -11,6 +11,7 @@ from pyprobe.exporter import webconfig
 from pyprobe.exporter.caps import OTHER, RELEASE_AFTER, LabelCaps, parse_caps
 from pyprobe.exporter.daemon import select
 from pyprobe.exporter.server import gzip_accepted, parse_address, parse_path
+from pyprobe.probes import default
 
 
 def write(tmp_path, text: str):
@@ -131,10 +132,10 @@ def test_caps_merge_histograms_bucket_by_bucket():
 
 
 def test_probe_selection_and_addresses():
-    assert "napi" not in select((), ("napi",))
-    assert select(("drops",), ()) == ["drops"]
+    assert "napi" not in select(default(), (), ("napi",))
+    assert select(default(), ("drops",), ()) == ["drops"]
     with pytest.raises(PyprobeError, match="unknown probe 'nope'"):
-        select(("nope",), ())
+        select(default(), ("nope",), ())
     assert parse_address("127.0.0.1:9977") == ("127.0.0.1", 9977)
     assert parse_address("[::1]:9977") == ("::1", 9977)
     for bad in ("9977", "host:port", "1.2.3.4:70000"):

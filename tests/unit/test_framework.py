@@ -11,14 +11,17 @@ import pytest
 from fakes import FakeBTF, FakeLoader, fake_env
 from prometheus_client import CollectorRegistry, generate_latest
 
-from pyprobe import manifest, registry
-from pyprobe.conn import ConnView
-from pyprobe.decoders import Decoders, Symbols, kernel_names, print_symbolic
-from pyprobe.hooks import choose
-from pyprobe.loader import program_text
+from pyprobe.core import manifest
+from pyprobe.core.decoders import Decoders
+from pyprobe.core.hooks import choose
+from pyprobe.core.probe import Probe
+from pyprobe.kernel.names import kernel_names, print_symbolic
+from pyprobe.kernel.symbols import Symbols
+from pyprobe.load.program import program_text
 from pyprobe.paths import bpf_dir
-from pyprobe.probe import Probe
-from pyprobe.watch import row_key, with_deltas
+from pyprobe.probes import default
+from pyprobe.views.conn import ConnView
+from pyprobe.views.watch import row_key, with_deltas
 
 MULTI = """
 [probe]
@@ -162,21 +165,21 @@ def test_struct_keys_struct_values_histograms_and_per_cpu_keys():
     probe, _ = fake_probe(maps)
     probe.attach()
     by_name = {m.name: m for m in probe.manifest.metrics}
-    assert probe.samples(by_name["bytes_total"]) == [
+    assert probe.series.samples(by_name["bytes_total"]) == [
         (("1", "ESTABLISHED"), 700),
         (("2", "ESTABLISHED"), 40),
         (("2", "LISTEN"), 60),
     ]
-    [(labels, buckets, total)] = probe.histograms(by_name["run_seconds"])
+    [(labels, buckets, total)] = probe.series.histograms(by_name["run_seconds"])
     assert labels == ("1",) and sum(buckets) == 3 and buckets[3] == 1
     assert total == pytest.approx(9000e-9)
-    assert probe.samples(by_name["per_cpu_total"]) == [
+    assert probe.series.samples(by_name["per_cpu_total"]) == [
         (("0", "1"), 3),
         (("1", "1"), 4),
         (("1", "2"), 5),
     ]
     # an array value member: its index split into direction and slot
-    assert probe.histograms(by_name["size_bytes"]) == [
+    assert probe.series.histograms(by_name["size_bytes"]) == [
         (("1", "receive"), [1, 0, 4], 0.0),
         (("1", "transmit"), [0, 3, 0], 0.0),
     ]
@@ -296,7 +299,7 @@ def test_conn_view_folds_directions_and_ends():
 def test_every_shipped_probe_has_a_decoder_for_each_label():
     env = fake_env()
     decoders = Decoders(env)
-    for m in registry.manifests().values():
+    for m in default().manifests.values():
         for metric in m.metrics:
             for label in metric.labels:
                 assert decoders.get(label.decoder)
@@ -307,8 +310,9 @@ def test_what_a_probe_adds_to_its_flags_is_in_its_load_request():
     attach(): a subclass's own flags must be there."""
     from pyprobe.probes.tcpstates import Filters
 
-    probe = registry.create("tcpstates", env=fake_env(), loader=FakeLoader())
+    probe = default().create("tcpstates", env=fake_env(), loader=FakeLoader())
     probe.filters = Filters(pid=42, lports=(80,))
-    _source, hook, flags = probe.load_request()
+    request = probe.load_request()
+    hook, flags = request.hook, request.cflags
     assert "-DFILTER_PID=42" in flags and "-DLPORT_MATCH(p)=((p)==80)" in flags
     assert hook.kind == "tp_btf"

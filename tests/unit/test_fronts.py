@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from pyprobe import fronts, registry
+from pyprobe.core import hash_fronts as fronts
+from pyprobe.core.sizes import bpf_atomics, map_entries
 from pyprobe.errors import PyprobeError
-from pyprobe.probe import bpf_atomics, map_entries
+from tests.support import registry
 
 
 def test_held_keys_read_back_by_member():
@@ -49,7 +50,7 @@ def test_plain_values_and_a_slot_freed_while_read():
 
 
 def test_front_sizes_from_the_manifest_and_the_environment():
-    netdev = registry.manifests()["netdev"]
+    netdev = registry.manifests["netdev"]
     assert map_entries(netdev, "")["devices_front"] == 64
     assert map_entries(netdev, "netdev.devices_front=1")["devices_front"] == 1
     assert map_entries(netdev, "netdev.devices_front=0")["devices_front"] == 0

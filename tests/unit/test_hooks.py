@@ -4,12 +4,12 @@ from pathlib import Path
 
 from fakes import FakeBTF, fake_env
 
-from pyprobe import registry
-from pyprobe.hooks import choose, usable_points
+from pyprobe.core.hooks import choose, usable_points
+from tests.support import registry
 
 
 def tcpstates():
-    return registry.manifests()["tcpstates"]
+    return registry.manifests["tcpstates"]
 
 
 def labels(choice):

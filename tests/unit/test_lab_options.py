@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pyprobe import topology
 from pyprobe.errors import PyprobeError
+from pyprobe.lab import topology
 
 
 @pytest.mark.parametrize("rate", ["fast", "10Mbit", "1.5mbit", "0mbit", "-5mbit", "10 mbit", ""])

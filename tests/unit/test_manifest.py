@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from pyprobe import manifest, registry
+from pyprobe.core import manifest
 from pyprobe.paths import bpf_dir
+from pyprobe.probes import default
 
 GOOD = """
 [probe]
@@ -33,7 +34,7 @@ def parse(text: str, stem: str = "demo"):
 
 
 def test_shipped_manifests_load_and_pair_with_programs():
-    found = registry.manifests()
+    found = default().manifests
     assert "tcpstates" in found
     for m in found.values():
         assert m.program.is_file()
@@ -111,7 +112,7 @@ def test_unknown_probe_lists_known():
     from pyprobe.errors import PyprobeError
 
     with pytest.raises(PyprobeError, match=r"unknown probe 'nope'; known probes: .*tcpstates"):
-        registry.create("nope")
+        default().create("nope")
 
 
 def test_a_front_names_its_two_maps():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import struct
 
-from pyprobe import sockdiag
+from pyprobe.netns import sockdiag
 
 ANSWER = sockdiag.TCPDIAG_GETSOCK
 DONE = sockdiag.NLMSG_DONE

@@ -1,12 +1,15 @@
-"""The ctypes mirror must match bpf/pyprobe.h as the C compiler lays it out."""
+"""bpf/pyprobe.h, read by core/events.py, must be what the C compiler lays
+out: every member's offset and every struct's size, and the #defines."""
 
 import ctypes
+import re
 import shutil
 import subprocess
 
 import pytest
 
-from pyprobe import structs
+from pyprobe.core.events import header, parse
+from pyprobe.errors import PyprobeError
 from pyprobe.paths import bpf_dir
 
 
@@ -26,26 +29,39 @@ def c_layout(tmp_path, struct: str, fields: list[str]) -> dict[str, int]:
 
 
 @pytest.mark.skipif(not shutil.which("gcc"), reason="gcc missing (make setup installs it)")
-@pytest.mark.parametrize("name", sorted(structs.STRUCTS))
-def test_ctypes_matches_header(tmp_path, name):
-    cls = structs.STRUCTS[name]
-    fields = [f for f, *_ in cls._fields_]
-    c = c_layout(tmp_path, name, fields)
-    assert c["sizeof"] == ctypes.sizeof(cls)
-    for f in fields:
-        assert c[f] == getattr(cls, f).offset, f
+@pytest.mark.parametrize("name", sorted(header().layouts))
+def test_layout_matches_gcc(tmp_path, name):
+    layout = header().layout(name)
+    c = c_layout(tmp_path, name, [m.name for m in layout.members])
+    assert c["sizeof"] == layout.size == layout.record.size == ctypes.sizeof(layout.ctype)
+    for m in layout.members:
+        assert c[m.name] == m.offset == getattr(layout.ctype, m.name).offset, m.name
 
 
-def test_constants_match_header():
-    header = (bpf_dir() / "pyprobe.h").read_text()
-    assert f"#define PYPROBE_COMM_LEN {structs.COMM_LEN}" in header
-    assert f"#define PYPROBE_TCP_STATE_SLOTS {structs.TCP_STATE_SLOTS}" in header
-    assert f"#define PYPROBE_F_OWNER_KNOWN {structs.F_OWNER_KNOWN:#x}" in header
-    assert f"#define PYPROBE_F_DELTA_KNOWN {structs.F_DELTA_KNOWN:#x}" in header
+def test_every_struct_and_define_of_the_header_is_read():
+    text = (bpf_dir() / "pyprobe.h").read_text()
+    structs = set(re.findall(r"^struct (\w+) \{", text, re.M))
+    assert structs == set(header().layouts) and len(structs) >= 3
+    defines = dict(re.findall(r"^#define PYPROBE_(\w+) (\S+)", text, re.M))
+    assert {k: int(v, 0) for k, v in defines.items()} == header().constants
+    assert header().enum("TCP_") == {
+        1: "retransmit",
+        2: "synack_retransmit",
+        3: "reset_sent",
+        4: "reset_received",
+    }
 
 
-def test_probe_set_constants_match_header():
-    header = (bpf_dir() / "pyprobe.h").read_text()
-    assert f"#define PYPROBE_F_HAS_TUPLE {structs.F_HAS_TUPLE:#x}" in header
-    for name in ("RETRANSMIT", "SYNACK_RETRANSMIT", "RESET_SENT", "RESET_RECEIVED"):
-        assert f"#define PYPROBE_TCP_{name} {getattr(structs, f'TCP_{name}')}" in header
+def test_a_member_added_to_the_header_is_a_field_of_the_record():
+    base = (bpf_dir() / "pyprobe.h").read_text()
+    grown = parse(base.replace("\t__u32 segs;", "\t__u32 segs;\n\t__u32 mss;", 1))
+    before, after = header().layout("tcp_event"), grown.layout("tcp_event")
+    at = before.fields().index("segs") + 1
+    assert after.fields() == (*before.fields()[:at], "mss", *before.fields()[at:])
+    offsets = {m.name: m.offset for m in after.members}
+    assert offsets["mss"] == offsets["segs"] + 4 and offsets["flags"] == offsets["mss"] + 4
+
+
+def test_a_member_it_cannot_read_is_one_line():
+    with pytest.raises(PyprobeError, match="cannot read member"):
+        parse("struct x { float f; };")

@@ -1,6 +1,6 @@
 """Socket sums as the queues metrics read them: buckets, backlogs, totals."""
 
-from pyprobe.tcpsummary import Summary
+from pyprobe.netns.snapshot import Summary
 
 ESTABLISHED, LISTEN, TIME_WAIT = 1, 10, 6
 
@@ -37,7 +37,7 @@ def test_steady_requests_are_served_from_a_pass_taken_before_they_come():
     import threading
     import time
 
-    from pyprobe.tcpsummary import Snapshots
+    from pyprobe.netns.snapshot import Snapshots
 
     takers: list[str] = []
 
@@ -70,7 +70,7 @@ def test_one_late_request_does_not_lose_the_pace():
     import threading
     import time
 
-    from pyprobe.tcpsummary import Snapshots
+    from pyprobe.netns.snapshot import Snapshots
 
     takers: list[str] = []
 
@@ -100,7 +100,7 @@ def test_three_even_requests_set_the_pace_after_an_odd_first_one():
     the scraper's ticks: three even requests after it are enough."""
     import time
 
-    from pyprobe.tcpsummary import Snapshots
+    from pyprobe.netns.snapshot import Snapshots
 
     calls: list[float] = []
     snaps = Snapshots(lambda: calls.append(time.monotonic()) or {})
@@ -117,7 +117,7 @@ def test_three_even_requests_set_the_pace_after_an_odd_first_one():
 def test_irregular_requests_take_their_own_pass():
     import time
 
-    from pyprobe.tcpsummary import Snapshots
+    from pyprobe.netns.snapshot import Snapshots
 
     calls = []
     snaps = Snapshots(lambda: calls.append(1) or {})
@@ -132,7 +132,7 @@ def test_irregular_requests_take_their_own_pass():
 def test_a_failed_pass_ahead_leaves_the_request_to_take_its_own():
     import time
 
-    from pyprobe.tcpsummary import Snapshots
+    from pyprobe.netns.snapshot import Snapshots
 
     calls = []
 
@@ -156,7 +156,7 @@ def test_a_pass_slower_than_max_age_still_goes_ahead_and_is_not_taken_twice():
     that began before it came."""
     import time
 
-    from pyprobe.tcpsummary import Snapshots
+    from pyprobe.netns.snapshot import Snapshots
 
     calls = []
 

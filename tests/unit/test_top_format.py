@@ -2,7 +2,7 @@
 
 import pytest
 
-from pyprobe.top import _rate
+from pyprobe.views.top import _rate
 
 
 @pytest.mark.parametrize(
@@ -22,7 +22,7 @@ def test_rates(value, unit, shown):
 
 
 def test_state_columns_are_named_as_the_stream_names_them():
-    from pyprobe.render import column_name, metric_tables
+    from pyprobe.views.tables import column_name, metric_tables
 
     assert column_name("old_state") == "OLDSTATE" and column_name("new_state") == "NEWSTATE"
     assert column_name("device") == "DEVICE"

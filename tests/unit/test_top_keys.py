@@ -7,7 +7,7 @@ import io
 import os
 import time
 
-from pyprobe.top import keypresses, quit_pressed
+from pyprobe.views.top import keypresses, quit_pressed
 
 
 def timed(fd, timeout):

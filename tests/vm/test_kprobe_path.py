@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from pyprobe import lab, netlink, registry
-from pyprobe.forkload import ForkLoader
-from pyprobe.kernel import KernelEnv
-from pyprobe.probe import attach_together
+from pyprobe.core.attach import attach_together
+from pyprobe.kernel.env import KernelEnv
+from pyprobe.lab import traffic
+from pyprobe.lab.pair import VethPair
+from pyprobe.load.fork import ForkLoader
+from pyprobe.netns import namespaces
+from tests.support import registry
 
 pytestmark = [
     pytest.mark.vm,
@@ -35,7 +38,7 @@ def snmp(ns_path) -> dict[str, int]:
         ]
         return dict(zip(lines[0][1:], map(int, lines[1][1:]), strict=True))
 
-    return netlink.run_in_netns(ns_path, read)
+    return namespaces.run_in_netns(ns_path, read)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +52,7 @@ def run():
     loader = ForkLoader()
     probes = {n: registry.create(n, env=env, loader=loader) for n in ("tcpstates", "drops")}
     hooks = {}
-    with lab.VethPair(prefix="vm", net=31) as pair:
+    with VethPair(prefix="vm", net=31) as pair:
         start = time.monotonic()
         try:
             errors = attach_together(probes, loader, streams=list(probes))
@@ -58,9 +61,9 @@ def run():
         assert not errors, errors
         hooks = {name: p.hook_label for name, p in probes.items()}
         compile_s = time.monotonic() - start
-        srv = lab.Server(pair.path(pair.a), pair.addr_a, 8080)
-        done = lab.churn(pair.path(pair.b), pair.addr_a, 8080, N)
-        refused = lab.refused(pair.path(pair.b), pair.addr_a, 8082, REFUSED)
+        srv = traffic.Server(pair.path(pair.a), pair.addr_a, 8080)
+        done = traffic.churn(pair.path(pair.b), pair.addr_a, 8080, N)
+        refused = traffic.refused(pair.path(pair.b), pair.addr_a, 8082, REFUSED)
         time.sleep(0.5)
         srv.stop()
         events = {name: p.events(timeout_ms=300) for name, p in probes.items()}

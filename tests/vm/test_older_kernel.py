@@ -8,8 +8,10 @@ import time
 
 import pytest
 
-from pyprobe import lab, registry
-from pyprobe.kernel import KernelEnv
+from pyprobe.kernel.env import KernelEnv
+from pyprobe.lab import traffic
+from pyprobe.lab.pair import VethPair
+from tests.support import registry
 
 pytestmark = [
     pytest.mark.vm,
@@ -25,11 +27,11 @@ def test_fallbacks_chosen_for_an_older_kernel_count_right():
     env.disabled_hooks = frozenset()  # (the other module disables tracepoints)
     drops = registry.create("drops", env=env)
     retrans = registry.create("tcpretrans", env=env)
-    with lab.VethPair(prefix="vo", net=32) as pair, drops, retrans:
+    with VethPair(prefix="vo", net=32) as pair, drops, retrans:
         drops.attach()
         retrans.attach()
         srv = str(pair.inode(pair.a))
-        assert lab.refused(pair.path(pair.b), pair.addr_a, 8090, N) == N
+        assert traffic.refused(pair.path(pair.b), pair.addr_a, 8090, N) == N
         time.sleep(0.3)
         no_socket = sum(
             r["value"] for r in drops.rows() if r["reason"] == "NO_SOCKET" and r["netns"] == srv

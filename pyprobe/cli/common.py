@@ -1,0 +1,222 @@
+"""What every command shares: the context they run in (the registry of
+probes, how the machine is read, how programs are loaded: injected, so the
+tests give a fake), option types and decorators, attaching with the
+command loader, and the checks of options that do not go together."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from ..core.attach import attach_together
+from ..core.probe import Probe
+from ..errors import PyprobeError
+from ..kernel.env import KernelEnv, mount_tracefs
+from ..load.fork import ForkLoader
+from ..load.program import BatchLoader
+from ..probes import Registry, default
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+MAX_SECONDS = 31 * 86400  # intervals and durations: a month is already absurd
+
+
+def detect_env() -> KernelEnv:
+    env = KernelEnv.detect()
+    if env.tracefs is None:
+        # Tracepoints need tracefs; mount it when we may (like bcc does for debugfs).
+        env.tracefs = mount_tracefs()
+    return env
+
+
+@dataclass
+class Context:
+    """What the commands run with. Every command loads like the exporter:
+    through compiler processes and the program cache (load/fork.py,
+    load/cache.py), so a kept program starts without clang and bcc's memory
+    never enters this process (a stream's ring buffer comes back as an fd)."""
+
+    registry: Registry = field(default_factory=default)
+    env: Callable[[], KernelEnv] = detect_env
+    loader: Callable[[], BatchLoader] = ForkLoader
+
+
+def context() -> Context:
+    obj = click.get_current_context().find_object(Context)
+    return obj if obj is not None else Context()
+
+
+@contextmanager
+def attached(
+    name: str,
+    buffer_pages: int | None = None,
+    options: Mapping[str, Any] | None = None,
+    **attach: Any,
+) -> Iterator[Any]:
+    """A probe of the registry, configured with its plug-in's options and
+    attached (with its stream, filters...) for the block, detached at its
+    end however it ends."""
+    ctx = context()
+    loader = ctx.loader()
+    probe = ctx.registry.create(name, env=ctx.env(), loader=loader)
+    probe.ring_pages = buffer_pages
+    probe.configure(**(options or {}))
+    with probe:
+        try:
+            probe.attach(**attach)
+        finally:
+            loader.close()
+        yield probe
+
+
+@contextmanager
+def attached_many(
+    names: list[str], streams: tuple[str, ...] = (), skip_unavailable: bool = False
+) -> Iterator[dict[str, Probe]]:
+    """Several probes loaded together, like the exporter's (kept programs
+    from the program cache, the rest compiled two at a time); detached at the
+    block's end. skip_unavailable: a probe this kernel cannot run is left
+    out (`top`: it shows what the kernel allows; doctor says why not)."""
+    ctx = context()
+    env = ctx.env()
+    with ExitStack() as stack:
+        probes: dict[str, Probe] = {}
+        loader = ctx.loader()
+        try:
+            for name in names:
+                probe = stack.enter_context(ctx.registry.create(name, env=env, loader=loader))
+                if skip_unavailable and probe.available().hook is None:
+                    continue
+                probes[name] = probe
+            errors = attach_together(probes, loader, streams=streams)
+        finally:
+            loader.close()
+        if errors:
+            raise next(iter(errors.values()))
+        yield probes
+
+
+class Seconds(click.ParamType):
+    """A positive, finite number of seconds (click's FloatRange lets nan and
+    inf through, and time.sleep() then raises)."""
+
+    name = "seconds"
+
+    def __init__(self, minimum: float = 0.0) -> None:
+        self.minimum = minimum
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            n = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not (self.minimum < n <= MAX_SECONDS or (self.minimum and n == self.minimum)):
+            low = f"at least {self.minimum:g}" if self.minimum else "above 0"
+            self.fail(f"{value!r} is out of range: {low} and at most {MAX_SECONDS}", param, ctx)
+        return n
+
+
+SECONDS = Seconds()
+COUNT = click.IntRange(1, 10**9)
+
+
+def buffer_pages_option(f: Any) -> Any:
+    return click.option(
+        "-b",
+        "--buffer-pages",
+        type=click.IntRange(1, 1 << 18),
+        help="Ring buffer size in 4 KiB pages, a power of two "
+        "(default 4096 = 16 MiB, or $PYPROBE_RINGBUF_PAGES).",
+    )(f)
+
+
+def json_option(f: Any) -> Any:
+    return click.option("-j", "--json", "as_json", is_flag=True, help="NDJSON output.")(f)
+
+
+def netns_option(f: Any) -> Any:
+    return click.option(
+        "--netns", help="Only this network namespace: inode or name under /run/netns."
+    )(f)
+
+
+def interval_args(f: Any) -> Any:
+    f = click.argument("count", required=False, type=COUNT)(f)
+    return click.argument("interval", required=False, type=SECONDS)(f)
+
+
+def top_option(f: Any = None, default: int = 20, help: str = "Rows per table.") -> Any:
+    """-n/--top N; as @top_option, or @top_option(default=..., help=...)."""
+    option = click.option(
+        "-n", "--top", default=default, show_default=True, type=click.IntRange(1, 100000), help=help
+    )
+    return option if f is None else option(f)
+
+
+DURATION = click.option(
+    "-d", "--duration", type=SECONDS, help="Stop the stream after this many seconds."
+)
+
+
+def stream_options(f: Any) -> Any:
+    f = buffer_pages_option(f)
+    f = DURATION(f)
+    f = click.option("-T", "--timestamp", is_flag=True, help="Prefix lines with HH:MM:SS.")(f)
+    return click.option("--stream", is_flag=True, help="One line per event instead of counts.")(f)
+
+
+def stream_takes_no_interval(interval: float | None) -> None:
+    if interval is not None:
+        raise PyprobeError("INTERVAL/COUNT go with counts; use -d/--duration with --stream")
+
+
+def counts_take_no_stream_options(
+    timestamp: bool, duration: float | None, buffer_pages: int | None, stream: str = "--stream"
+) -> None:
+    # Silently ignored, -d would leave a count running until Ctrl-C.
+    given = [
+        flag
+        for flag, value in (("-d/--duration", duration), ("-b/--buffer-pages", buffer_pages))
+        if value is not None
+    ] + (["-T/--timestamp"] if timestamp else [])
+    if given:
+        raise PyprobeError(f"{', '.join(given)}: only with {stream} (counts take INTERVAL COUNT)")
+
+
+def socket_filters(ports: Callable[..., Any]) -> Callable[[Any], Any]:
+    """The filters bcc's tcpstates and tcplife take, compiled into the
+    program; ports(ctx, param, text) parses a port list."""
+    return lambda f: _socket_filters(f, ports)
+
+
+def _socket_filters(f: Any, ports: Callable[..., Any]) -> Any:
+    options: list[Callable[[Any], Any]] = [
+        click.option(
+            "-p",
+            "--pid",
+            type=click.IntRange(1, 1 << 22),
+            help="Only this process (the socket owner).",
+        ),
+        click.option(
+            "-L",
+            "--localport",
+            "lports",
+            callback=ports,
+            help="Only these local ports: 80,443.",
+        ),
+        click.option(
+            "-D", "--remoteport", "dports", callback=ports, help="Only these remote ports."
+        ),
+        click.option("-4", "--ipv4", "family", flag_value=socket.AF_INET, help="Only IPv4."),
+        click.option("-6", "--ipv6", "family", flag_value=socket.AF_INET6, help="Only IPv6."),
+        netns_option,
+        click.option("-j", "--json", "as_json", is_flag=True, help="NDJSON, one object per line."),
+        click.option("-T", "--timestamp", is_flag=True, help="Prefix each line with HH:MM:SS."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f

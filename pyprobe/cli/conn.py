@@ -1,0 +1,66 @@
+"""`pyprobe conn`: connections in trouble, three streams joined."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from ..core.text import json_line
+from ..views.conn import ConnView
+from ..views.tables import conn_table, print_tables
+from ..views.watch import intervals
+from .common import CONTEXT, attached_many, interval_args, json_option, top_option
+
+STREAMS = ("tcpretrans", "drops", "tcpstates")
+
+
+@click.command(context_settings=CONTEXT)
+@json_option
+@top_option
+@interval_args
+def conn(as_json: bool, top: int, interval: float | None, count: int | None) -> None:
+    """Connections in trouble: per connection, its retransmits, resets and drops.
+
+    \b
+    Joins the tcpretrans, drops and tcpstates streams by the connection's two
+    endpoints (both directions, both namespaces of a local connection), with
+    its current state and owning process. Every INTERVAL seconds (default: at
+    Ctrl-C), the connections with the most failures.
+    """
+    view = ConnView()
+    with attached_many(list(STREAMS), streams=STREAMS) as probes:
+        print(
+            "Joining retransmits, resets and drops per connection... "
+            + ("Ctrl-C to end" if interval is None else f"every {interval:g}s"),
+            file=sys.stderr,
+            flush=True,
+        )
+
+        def read(seconds: float) -> None:
+            """The streams, until the next report is due."""
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                for name, probe in probes.items():
+                    view.feed(name, probe.events(timeout_ms=30))
+
+        def report(n: int) -> None:
+            for name, probe in probes.items():
+                view.feed(name, probe.events(timeout_ms=0))
+            failing = view.failing(top)
+            if as_json:
+                print(
+                    json_line({"time": time.time(), "connections": [c.record() for c in failing]})
+                )
+            else:
+                print_tables([conn_table(failing, "Connections with retransmits, resets or drops")])
+                lost = sum(p.lost() for p in probes.values())
+                if lost:
+                    click.echo(f"lost events: {lost}")
+            sys.stdout.flush()
+
+        intervals(report, interval, count, wait=read)
+
+
+COMMANDS = (conn,)

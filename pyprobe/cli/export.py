@@ -1,0 +1,99 @@
+"""`pyprobe export`: the Prometheus exporter daemon (pyprobe/exporter/)."""
+
+from __future__ import annotations
+
+import click
+
+from ..exporter.caps import parse_caps
+from ..exporter.daemon import Options, run, setup_logging
+from .common import CONTEXT, context
+
+
+@click.command("export", context_settings=CONTEXT)
+@click.option(
+    "--web.listen-address",
+    "address",
+    default="127.0.0.1:9977",
+    show_default=True,
+    help="HOST:PORT to listen on (loopback by default).",
+)
+@click.option(
+    "--web.telemetry-path",
+    "telemetry_path",
+    default="/metrics",
+    show_default=True,
+    help="Path under which to serve the metrics.",
+)
+@click.option(
+    "--web.config.file",
+    "web_config",
+    type=click.Path(dir_okay=False),
+    help="TLS and basic auth, in the Prometheus exporter-toolkit format; re-read on SIGHUP.",
+)
+@click.option("--probe", "include", multiple=True, help="Only this probe (repeat).")
+@click.option("--no-probe", "exclude", multiple=True, help="Not this probe (repeat).")
+@click.option("--strict", is_flag=True, help="A probe that cannot attach is fatal.")
+@click.option(
+    "--label-cap",
+    "label_caps",
+    multiple=True,
+    metavar="LABEL=N",
+    help="Keep at most N values of LABEL per metric; the rest fold into "
+    '"other" (repeat; defaults: netns 100, device 200, reason 200, others 500).',
+)
+@click.option(
+    "--drop-privileges",
+    metavar="USER",
+    help="Once attached, become USER with no capabilities left (maps are read "
+    "through descriptors already open). Other namespaces are then out of reach.",
+)
+@click.option(
+    "--bpf-stats",
+    is_flag=True,
+    help="Count BPF run time per program while running (BPF_ENABLE_STATS; off again on exit).",
+)
+@click.option(
+    "--log.level",
+    "log_level",
+    default="info",
+    type=click.Choice(["debug", "info", "warn", "error"]),
+    show_default=True,
+)
+def export_cmd(
+    address: str,
+    telemetry_path: str,
+    web_config: str | None,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    strict: bool,
+    label_caps: tuple[str, ...],
+    drop_privileges: str | None,
+    bpf_stats: bool,
+    log_level: str,
+) -> None:
+    """Serve every probe as Prometheus metrics (a long-lived daemon).
+
+    \b
+    Order of start-up: the config is validated and the port bound before any
+    BPF program is loaded. Maps are read at scrape time. A probe this kernel
+    cannot run is reported (pyprobe_probe_attached 0) and the rest serve,
+    unless --strict. SIGHUP re-reads --web.config.file (a bad one keeps the
+    old); SIGTERM/SIGINT detach everything and exit 0.
+    """
+    setup_logging("warning" if log_level == "warn" else log_level)
+    opts = Options(
+        address,
+        web_config,
+        include,
+        exclude,
+        strict,
+        bpf_stats,
+        parse_caps(label_caps),
+        drop_privileges,
+        telemetry_path,
+    )
+    ctx = context()
+    run(opts, ctx.env(), ctx.registry, ctx.loader)
+
+
+COMMANDS = (export_cmd,)

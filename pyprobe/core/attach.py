@@ -1,0 +1,43 @@
+"""Attaching several probes at once: one loader for all of them (the
+exporter's start-up, `top`, `conn`, `compile`), each adopted as it is ready."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Collection, Generator, Mapping
+
+from ..errors import PyprobeError
+from ..load.program import BatchLoader, LoadRequest
+from .probe import Probe
+
+
+def attach_each(
+    probes: Mapping[str, Probe], loader: BatchLoader, streams: Collection[str] = ()
+) -> Generator[tuple[str, PyprobeError | None], None, None]:
+    """Load every probe's program in one load_each (kept ones from
+    the program cache, the rest compiled at once) and adopt each as it is
+    ready: (name, None) once a probe is attached, (name, error) for one that
+    cannot be. Those named in `streams` are attached streaming. The caller
+    closes the loader."""
+    requests: dict[str, LoadRequest] = {}
+    for name, probe in probes.items():
+        try:
+            requests[name] = probe.load_request(stream=name in streams)
+        except PyprobeError as e:
+            yield name, e
+    names = list(requests)
+    # closed with this generator: a caller that stops early stops the compiling
+    with contextlib.closing(loader.load_each(list(requests.values()))) as results:
+        for i, result in results:
+            if isinstance(result, PyprobeError):
+                yield names[i], result
+            else:
+                probes[names[i]].adopt(result, stream=names[i] in streams)
+                yield names[i], None
+
+
+def attach_together(
+    probes: Mapping[str, Probe], loader: BatchLoader, streams: Collection[str] = ()
+) -> dict[str, PyprobeError]:
+    """attach_each, all of it: what kept a probe from attaching, by name."""
+    return {name: e for name, e in attach_each(probes, loader, streams) if e is not None}

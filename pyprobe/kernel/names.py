@@ -1,0 +1,122 @@
+"""The names the kernel gives its numbers: TCP states, address families and
+protocols, softirq vectors, and enums read from the running kernel (drop
+and reset reasons) — never a hard-coded list where the kernel can say."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+
+from .env import KernelEnv
+
+# include/net/tcp_states.h; these numbers are uapi-stable.
+TCP_STATES = {
+    1: "ESTABLISHED",
+    2: "SYN_SENT",
+    3: "SYN_RECV",
+    4: "FIN_WAIT1",
+    5: "FIN_WAIT2",
+    6: "TIME_WAIT",
+    7: "CLOSE",
+    8: "CLOSE_WAIT",
+    9: "LAST_ACK",
+    10: "LISTEN",
+    11: "CLOSING",
+    12: "NEW_SYN_RECV",
+}
+TCP_STATE_NUMBERS = {name: num for num, name in TCP_STATES.items()}
+FAMILIES: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
+
+
+def tcp_state(value: int) -> str:
+    if value == 0:
+        return "NONE"  # an event with no socket (e.g. a reset for a closed port)
+    return TCP_STATES.get(value, f"UNKNOWN_{value}")
+
+
+def uint(value: int) -> str:
+    return str(value)
+
+
+def inet_addr(family: int, raw: bytes) -> str:
+    if family == socket.AF_INET:
+        return str(ipaddress.IPv4Address(bytes(raw[:4])))
+    if family == socket.AF_INET6:
+        return str(ipaddress.IPv6Address(bytes(raw[:16])))
+    return "?"
+
+
+def endpoint(family: int, raw: bytes, port: int) -> str:
+    addr = inet_addr(family, raw)
+    return f"[{addr}]:{port}" if family == socket.AF_INET6 else f"{addr}:{port}"
+
+
+def family(value: int) -> str:
+    return FAMILIES.get(value, str(value))
+
+
+ETH_PROTOCOLS = {0x0800: "IPv4", 0x86DD: "IPv6", 0x0806: "ARP", 0x8100: "VLAN", 0x88CC: "LLDP"}
+IP_PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP"}
+
+
+def eth_protocol(value: int) -> str:
+    return ETH_PROTOCOLS.get(value, f"0x{value:04x}")
+
+
+def ip_protocol(value: int) -> str:
+    return IP_PROTOCOLS.get(value, str(value))
+
+
+def print_symbolic(format_text: str, field: str) -> dict[int, str]:
+    """{value: name} from a tracepoint format's __print_symbolic(REC->field, {1, "A"}, ...)."""
+    start = format_text.find(f"__print_symbolic(REC->{field},")
+    if start < 0:
+        return {}
+    depth, end = 0, len(format_text)
+    for pos in range(start, len(format_text)):
+        depth += {"(": 1, ")": -1}.get(format_text[pos], 0)
+        if format_text[pos] == ")" and depth == 0:
+            end = pos
+            break
+    pairs = re.findall(r'\{\s*(-?\d+)\s*,\s*"(\w+)"\s*\}', format_text[start:end])
+    return {int(v): name for v, name in pairs}
+
+
+def kernel_names(
+    env: KernelEnv, tracepoint: str, field: str, enum: str, prefix: str
+) -> dict[int, str]:
+    """Names of an enum as the running kernel has them: the tracepoint's format
+    file first (what the kernel prints), then BTF. Never a hard-coded list:
+    values move between kernel versions."""
+    if env.tracefs is not None:
+        category, _, event = tracepoint.partition(":")
+        try:
+            text = (env.tracefs / "events" / category / event / "format").read_text()
+        except OSError:
+            text = ""
+        names = print_symbolic(text.partition("print fmt:")[2], field)
+        if names:
+            return names
+    btf = env.btf() if enum else None
+    if btf is not None:
+        try:
+            return {v: n.removeprefix(prefix) for v, n in btf.enum(enum).items()}
+        except Exception:
+            pass
+    return {}
+
+
+# include/linux/interrupt.h order; only used when tracefs cannot be read.
+SOFTIRQ_NAMES = (
+    "HI",
+    "TIMER",
+    "NET_TX",
+    "NET_RX",
+    "BLOCK",
+    "IRQ_POLL",
+    "TASKLET",
+    "SCHED",
+    "HRTIMER",
+    "RCU",
+)

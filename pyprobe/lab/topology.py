@@ -1,0 +1,364 @@
+"""`pyprobe lab`: the topologies of the Linux networking notes, built in
+network namespaces with pyroute2 (no `ip` commands), on private addresses
+that route nowhere else, and torn down completely.
+
+  veth    h1 <-veth-> h2                                   10.231.1.0/24
+  bridge  h1, h2, h3 -> br0 in sw (STP on or off)          10.231.2.0/24
+  vxlan   h1 -> br0+vxlan42 in sw1 <-underlay veth-> sw2 -> h2
+          overlay 10.231.4.0/24, underlay 10.231.3.0/30, UDP 4789
+
+Options: --loss PCT drops PCT% of h2's incoming IPv4 packets at random, with
+an eBPF tc classifier (netem and tc's gact are not in every kernel; cls_bpf
+is); --delay MS needs netem; --rate RATE puts a tbf on h1's egress. The description of what is up
+is kept in /run/pyprobe-lab.json for `status` and `traffic`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import PyprobeError
+from ..load.classifier import tc_program
+from ..netns import rtnl
+from ..netns.namespaces import NETNS_RUN_DIR, run_in_netns
+from ..paths import bpf_dir
+
+PREFIX = "pplab"
+STATE = Path("/run/pyprobe-lab.json")
+TOPOLOGIES = ("veth", "bridge", "vxlan")
+VNI, VXLAN_PORT = 42, 4789
+ETH_P_IP = 0x0800
+STP_FORWARD_DELAY_CS = 200  # centiseconds
+T = TypeVar("T")
+
+
+def ns_name(short: str) -> str:
+    return f"{PREFIX}-{short}"
+
+
+def ns_path(short: str) -> Path:
+    return NETNS_RUN_DIR / ns_name(short)
+
+
+def _in(short: str, fn: Callable[[], T]) -> T:
+    return run_in_netns(ns_path(short), fn)
+
+
+def _ipr() -> Any:
+    return rtnl.iproute()
+
+
+def _veth(a_ns: str, a_dev: str, b_ns: str, b_dev: str) -> None:
+    """A veth pair created straight into two namespaces (names are per namespace:
+    both ends may be called eth0 while the host has its own)."""
+    with _ipr() as ipr:
+        ipr.link(
+            "add",
+            ifname=a_dev,
+            kind="veth",
+            net_ns_fd=ns_name(a_ns),
+            peer={"ifname": b_dev, "net_ns_fd": ns_name(b_ns)},
+        )
+
+
+def _configure(
+    dev: str,
+    addr: str | None,
+    prefixlen: int = 24,
+    master: str | None = None,
+    mtu: int | None = None,
+) -> None:
+    """Inside a namespace: no IPv6 noise, address, master, MTU, up (and lo up)."""
+    Path(f"/proc/sys/net/ipv6/conf/{dev}/disable_ipv6").write_text("1")
+    with _ipr() as ipr:
+        idx = ipr.link_lookup(ifname=dev)[0]
+        if addr:
+            ipr.addr("add", index=idx, address=addr, prefixlen=prefixlen)
+        if master:
+            ipr.link("set", index=idx, master=ipr.link_lookup(ifname=master)[0])
+        if mtu:
+            ipr.link("set", index=idx, mtu=mtu)
+        ipr.link("set", index=idx, state="up")
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+
+def _bridge(name: str, stp: bool) -> None:
+    with _ipr() as ipr:
+        # With STP, ports listen then learn for forward_delay each (2 s here,
+        # the minimum) before they forward; Lab.up waits for that.
+        ipr.link(
+            "add",
+            ifname=name,
+            kind="bridge",
+            br_stp_state=1 if stp else 0,
+            br_forward_delay=STP_FORWARD_DELAY_CS if stp else 0,
+        )
+        Path(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6").write_text("1")
+        ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+
+
+class Lab:
+    def __init__(
+        self,
+        topology: str = "veth",
+        stp: bool = False,
+        loss: float = 0.0,
+        delay_ms: float = 0.0,
+        rate: str | None = None,
+    ) -> None:
+        if topology not in TOPOLOGIES:
+            raise PyprobeError(f"unknown topology {topology!r}: one of {', '.join(TOPOLOGIES)}")
+        if not 0 <= loss < 100 or 0 < loss < 0.0001:
+            raise PyprobeError(f"--loss {loss}: a percentage from 0.0001 to 100 (or 0)")
+        if delay_ms < 0:
+            raise PyprobeError(f"--delay {delay_ms}: milliseconds, 0 or more")
+        if rate is not None:
+            _check_rate(rate)
+        self.topology, self.stp, self.loss, self.delay_ms, self.rate = (
+            topology,
+            stp,
+            loss,
+            delay_ms,
+            rate,
+        )
+        self.namespaces: list[str] = []
+        self.hosts: dict[str, dict[str, str]] = {}
+
+    # -- building ---------------------------------------------------------------
+    def _ns(self, short: str) -> None:
+        if ns_path(short).exists():
+            raise PyprobeError(f"namespace {ns_name(short)} exists: `pyprobe lab down` first")
+        rtnl.create_netns(ns_name(short))
+        self.namespaces.append(short)
+
+    def _host(self, short: str, dev: str, addr: str, mtu: int | None = None) -> None:
+        _in(short, functools.partial(_configure, dev, addr, 24, None, mtu))
+        self.hosts[short] = {"netns": ns_name(short), "dev": dev, "addr": addr}
+
+    def up(self) -> Lab:
+        if active() is not None:
+            raise PyprobeError("a lab is already up: `pyprobe lab down` first")
+        try:
+            getattr(self, f"_up_{self.topology}")()
+            self._impairments()
+            if self.stp and self.topology != "veth":
+                time.sleep(2 * STP_FORWARD_DELAY_CS / 100 + 0.5)  # listening + learning
+            self._save()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def _up_veth(self) -> None:
+        self._ns("h1")
+        self._ns("h2")
+        _veth("h1", "eth0", "h2", "eth0")
+        self._host("h1", "eth0", "10.231.1.1")
+        self._host("h2", "eth0", "10.231.1.2")
+
+    def _up_bridge(self) -> None:
+        self._ns("sw")
+        _in("sw", functools.partial(_bridge, "br0", self.stp))
+        for n in (1, 2, 3):
+            self._ns(f"h{n}")
+            _veth(f"h{n}", "eth0", "sw", f"port{n}")
+            _in("sw", functools.partial(_configure, f"port{n}", None, 24, "br0"))
+            self._host(f"h{n}", "eth0", f"10.231.2.{n}")
+
+    def _up_vxlan(self) -> None:
+        self._ns("sw1")
+        self._ns("sw2")
+        _veth("sw1", "underlay", "sw2", "underlay")
+        for n, local, remote in ((1, "10.231.3.1", "10.231.3.2"), (2, "10.231.3.2", "10.231.3.1")):
+            sw = f"sw{n}"
+            _in(sw, functools.partial(_configure, "underlay", local, 30))
+            _in(sw, functools.partial(_bridge, "br0", self.stp))
+            _in(sw, functools.partial(_vxlan, local, remote))
+            self._ns(f"h{n}")
+            _veth(f"h{n}", "eth0", sw, "port")
+            _in(sw, functools.partial(_configure, "port", None, 24, "br0"))
+            # 50 bytes of VXLAN encapsulation must fit the underlay's 1500
+            self._host(f"h{n}", "eth0", f"10.231.4.{n}", mtu=1450)
+
+    def _impairments(self) -> None:
+        h1, h2 = self.hosts["h1"]["dev"], self.hosts["h2"]["dev"]
+        if self.loss:
+            _in("h2", functools.partial(_loss_filter, h2, self.loss))
+        if self.delay_ms:
+            _in("h1", functools.partial(_netem_delay, h1, self.delay_ms))
+        if self.rate:
+            _in("h1", functools.partial(_tbf, h1, self.rate))
+
+    def _save(self) -> None:
+        STATE.write_text(
+            json.dumps(
+                {
+                    "topology": self.topology,
+                    "stp": self.stp,
+                    "loss": self.loss,
+                    "delay_ms": self.delay_ms,
+                    "rate": self.rate,
+                    "namespaces": [ns_name(n) for n in self.namespaces],
+                    "hosts": self.hosts,
+                },
+                indent=2,
+            )
+        )
+
+    def down(self) -> None:
+        down()
+
+    def __enter__(self) -> Lab:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+
+def _vxlan(local: str, remote: str) -> None:
+    with _ipr() as ipr:
+        ipr.link(
+            "add",
+            ifname=f"vxlan{VNI}",
+            kind="vxlan",
+            vxlan_id=VNI,
+            vxlan_local=local,
+            vxlan_group=remote,
+            vxlan_port=VXLAN_PORT,
+            vxlan_learning=1,
+        )
+    _configure(f"vxlan{VNI}", None, 24, "br0")
+
+
+def _tc_drop(dev: str, prio: int, cflags: list[str]) -> None:
+    """Inside a namespace: a cls_bpf direct-action filter on dev's ingress,
+    dropping what bpf/lab_tc.bpf.c is compiled to drop."""
+    with _ipr() as ipr, tc_program(bpf_dir() / "lab_tc.bpf.c", "lab_filter", cflags) as (fd, name):
+        idx = ipr.link_lookup(ifname=dev)[0]
+        with contextlib.suppress(Exception):  # the ingress qdisc may be there already
+            ipr.tc("add", "ingress", idx, "ffff:")
+        ipr.tc(
+            "add-filter",
+            "bpf",
+            idx,
+            ":1",
+            fd=fd,
+            name=name,
+            parent=0xFFFF0000,
+            prio=prio,
+            protocol=ETH_P_IP,
+            classid=1,
+            direct_action=True,
+        )
+
+
+def _loss_filter(dev: str, pct: float) -> None:
+    """Drop pct% of incoming IPv4 packets at random (netem's loss, without netem)."""
+    # In a million, not a thousand: --loss 0.05 was rounded to no loss at all.
+    _tc_drop(dev, 10, [f"-DLOSS_PPM={round(pct * 10_000)}"])
+
+
+def _netem_delay(dev: str, ms: float) -> None:
+    with _ipr() as ipr:
+        idx = ipr.link_lookup(ifname=dev)[0]
+        try:
+            ipr.tc("add", "netem", idx, "1:", delay=int(ms * 1000))
+        except Exception as e:
+            raise PyprobeError(
+                f"--delay needs netem, which this kernel lacks ({e}); --loss and --rate work"
+            ) from None
+
+
+def _check_rate(rate: str) -> None:
+    """A rate tc takes (pyroute2 parses it as tc does), and not zero: before
+    anything is built, not as a parser's exception once it is."""
+    try:
+        ok = rtnl.tc_rate(rate) > 0
+    except (ValueError, KeyError):
+        ok = False
+    if not ok:
+        units = ", ".join(rtnl.tc_rate_units())
+        raise PyprobeError(
+            f"--rate {rate!r}: a whole number above 0 and a unit ({units}), e.g. 10mbit"
+        )
+
+
+def _tbf(dev: str, rate: str) -> None:
+    with _ipr() as ipr:
+        idx = ipr.link_lookup(ifname=dev)[0]
+        try:
+            ipr.tc("add", "tbf", idx, "1:", rate=rate, burst=16384, latency=200000)
+        except Exception as e:
+            raise PyprobeError(f"--rate {rate!r}: {e}") from None
+
+
+def firewall(host: str, dev: str, udp_port: int, on: bool) -> None:
+    """A rule on a host's ingress that drops UDP to udp_port (a firewall drop)."""
+
+    def apply() -> None:
+        if on:
+            _tc_drop(dev, 20, [f"-DDROP_UDP_PORT={udp_port}"])
+            return
+        with _ipr() as ipr:
+            idx = ipr.link_lookup(ifname=dev)[0]
+            ipr.tc("del-filter", "bpf", idx, parent=0xFFFF0000, prio=20, protocol=ETH_P_IP)
+
+    run_in_netns(NETNS_RUN_DIR / host, apply)
+
+
+def _kind(msg: Any) -> str:
+    info = msg.get_attr("IFLA_LINKINFO")
+    return str(info.get_attr("IFLA_INFO_KIND")) if info is not None else ""
+
+
+def active() -> dict[str, Any] | None:
+    try:
+        state: dict[str, Any] = json.loads(STATE.read_text())
+    except (OSError, ValueError):
+        return None
+    return state
+
+
+def down() -> list[str]:
+    """Remove every lab namespace (and so every device in them); idempotent."""
+    removed = []
+    for entry in sorted(NETNS_RUN_DIR.glob(f"{PREFIX}-*")) if NETNS_RUN_DIR.is_dir() else ():
+        rtnl.remove_netns(entry.name)
+        removed.append(entry.name)
+    STATE.unlink(missing_ok=True)
+    return removed
+
+
+def status() -> list[dict[str, Any]]:
+    """Every lab namespace: its devices, their kind, state, addresses and master
+    (the impairments are in the saved description, `active()`)."""
+    out = []
+    for entry in sorted(NETNS_RUN_DIR.glob(f"{PREFIX}-*")) if NETNS_RUN_DIR.is_dir() else ():
+
+        def links() -> list[dict[str, Any]]:
+            with _ipr() as ipr:
+                addrs: dict[int, list[str]] = {}
+                for a in ipr.get_addr():
+                    addrs.setdefault(a["index"], []).append(
+                        f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+                    )
+                names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
+                return [
+                    {
+                        "dev": m.get_attr("IFLA_IFNAME"),
+                        "kind": _kind(m),
+                        "state": m.get_attr("IFLA_OPERSTATE"),
+                        "master": names.get(m.get_attr("IFLA_MASTER") or 0, ""),
+                        "addrs": addrs.get(m["index"], []),
+                    }
+                    for m in ipr.get_links()
+                ]
+
+        out.append({"netns": entry.name, "links": run_in_netns(entry, links)})
+    return out

@@ -1,0 +1,191 @@
+"""The Grafana dashboard, built as code from the probes' manifests: a row per
+probe (its `[dashboard]` panels, or one generated from each of its metrics),
+then the exporter's own health. `python dashboards/build.py` writes
+dashboards/pyprobe-overview.json; a test checks the committed file is what
+this builds and runs every panel's query against a real Prometheus.
+
+Plain dictionaries in Grafana's dashboard JSON model (schemaVersion 39): no
+SDK dependency for one dashboard of timeseries panels.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ..core.manifest import Manifest, Metric, Panel, Target
+from ..core.series import PREFIX
+from ..probes import Registry
+
+DS = {"type": "prometheus", "uid": "${datasource}"}
+# What a manifest's expressions say, and what they stand for here.
+SELECTORS = {
+    "SEL": 'instance=~"$instance"',
+    "NS": 'instance=~"$instance", netns=~"$netns"',
+    "DEV": 'instance=~"$instance", netns=~"$netns", device=~"$device"',
+    "RATE": "$__rate_interval",
+}
+_PLACEHOLDER = re.compile(r"\$(SEL|NS|DEV|RATE)\b")
+
+HEALTH = (
+    "Exporter health",
+    (
+        Panel(
+            "Probes attached",
+            "short",
+            (Target("{{probe}} {{hook}}", "pyprobe_probe_attached{$SEL}"),),
+        ),
+        Panel(
+            "Collector time per scrape",
+            "s",
+            (Target("{{collector}}", "pyprobe_scrape_collector_duration_seconds{$SEL}"),),
+        ),
+        Panel(
+            "BPF maps: entries / capacity",
+            "percentunit",
+            (
+                Target(
+                    "{{probe}} {{map}}", "pyprobe_map_entries{$SEL} / pyprobe_map_max_entries{$SEL}"
+                ),
+            ),
+        ),
+        Panel(
+            "Events lost /s",
+            "ops",
+            (Target("{{probe}}", "sum by (probe) (rate(pyprobe_events_lost_total{$SEL}[$RATE]))"),),
+        ),
+    ),
+)
+
+
+def expand(expr: str) -> str:
+    return _PLACEHOLDER.sub(lambda m: SELECTORS[m.group(1)], expr)
+
+
+def generated(metric: Metric) -> Panel:
+    """A metric's panel where the manifest gives none: a counter's rate, a
+    gauge's value, a histogram's p99, summed by its labels but the CPU."""
+    labels = [lb.name for lb in metric.labels if lb.name not in ("cpu", "netns_name")]
+    selector = "$DEV" if "device" in labels else "$NS" if "netns" in labels else "$SEL"
+    by = ", ".join(labels)
+    legend = " ".join(f"{{{{{name}}}}}" for name in labels)
+    name = PREFIX + metric.name
+    if metric.type == "counter":
+        return Panel(
+            f"{metric.name} /s",
+            "ops",
+            (Target(legend, f"sum by ({by}) (rate({name}{{{selector}}}[$RATE]))"),),
+        )
+    if metric.type == "histogram":
+        expr = (
+            f"histogram_quantile(0.99, sum by ({', '.join(['le', *labels])}) "
+            f"(rate({name}_bucket{{{selector}}}[$RATE])))"
+        )
+        return Panel(f"{metric.name} p99", "short", (Target(legend, expr),))
+    return Panel(metric.name, "short", (Target(legend, f"sum by ({by}) ({name}{{{selector}}})"),))
+
+
+def rows(registry: Registry) -> list[tuple[str, tuple[Panel, ...]]]:
+    out = []
+    for manifest in sorted(registry.manifests.values(), key=lambda m: (m.rank, m.name)):
+        out.append(_row(manifest))
+    out.append(HEALTH)
+    return out
+
+
+def _row(manifest: Manifest) -> tuple[str, tuple[Panel, ...]]:
+    dashboard = manifest.dashboard
+    title = dashboard.title if dashboard else manifest.summary
+    panels = dashboard.panels if dashboard and dashboard.panels else ()
+    return title, panels or tuple(generated(m) for m in manifest.metrics)
+
+
+def variable(name: str, query: str, label: str) -> dict:
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DS,
+        "query": {"query": query, "refId": f"{name}-var"},
+        "definition": query,
+        "refresh": 2,
+        "includeAll": True,
+        "multi": True,
+        "allValue": ".*",
+        "current": {"text": "All", "value": "$__all"},
+        "sort": 1,
+    }
+
+
+def build(registry: Registry) -> dict[str, Any]:
+    panels: list[dict[str, Any]] = []
+    pid, y = 1, 0
+    for row_title, row_panels in rows(registry):
+        panels.append({"id": pid, "type": "row", "title": row_title, "collapsed": False,
+                       "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})  # fmt: skip
+        pid, y = pid + 1, y + 1
+        for i, panel in enumerate(row_panels):
+            panels.append(
+                {
+                    "id": pid,
+                    "type": "timeseries",
+                    "title": panel.title,
+                    "datasource": DS,
+                    "gridPos": {"h": 8, "w": 8, "x": (i % 3) * 8, "y": y + (i // 3) * 8},
+                    "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
+                    "options": {
+                        "legend": {"displayMode": "table", "placement": "bottom"},
+                        "tooltip": {"mode": "multi"},
+                    },
+                    "targets": [
+                        {
+                            "refId": chr(65 + n),
+                            "datasource": DS,
+                            "expr": expand(t.expr),
+                            "legendFormat": t.legend,
+                        }
+                        for n, t in enumerate(panel.targets)
+                    ],
+                }
+            )
+            pid += 1
+        y += 8 * ((len(row_panels) + 2) // 3)
+    return {
+        "uid": "pyprobe-overview",
+        "title": "pyprobe — network overview",
+        "tags": ["pyprobe", "ebpf", "network"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "30s",
+        "time": {"from": "now-1h", "to": "now"},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Data source",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                },
+                variable("instance", "label_values(pyprobe_build_info, instance)", "Instance"),
+                variable(
+                    "netns",
+                    'label_values(pyprobe_tcp_sockets{instance=~"$instance"}, netns)',
+                    "Network namespace",
+                ),
+                variable(
+                    "device",
+                    "label_values(pyprobe_netdev_receive_packets_total"
+                    '{instance=~"$instance"}, device)',
+                    "Device",
+                ),
+            ]
+        },
+        "panels": panels,
+    }
+
+
+def render(registry: Registry) -> str:
+    return json.dumps(build(registry), indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,182 @@
+"""Rich tables: the counting commands' (a table per metric), tcpstates'
+summary, the queues and the conn views."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.table import Table
+
+from ..core.text import hostport, netns_cell
+from ..kernel.names import TCP_STATES
+
+
+def transitions_table(
+    interval: Mapping[tuple[str, str], int], total: Mapping[tuple[str, str], int], title: str
+) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("OLDSTATE")
+    table.add_column("NEWSTATE")
+    table.add_column("COUNT", justify="right")
+    table.add_column("TOTAL", justify="right")
+    for (old, new), n in sorted(total.items(), key=lambda kv: (-kv[1], kv[0])):
+        table.add_row(old, new, str(interval.get((old, new), 0)), str(n))
+    return table
+
+
+def sockets_table(by_netns: Mapping[str, Mapping[str, int]], title: str) -> Table:
+    states = [s for s in TCP_STATES.values() if any(s in c for c in by_netns.values())]
+    table = Table(title=title, title_justify="left")
+    table.add_column("NETNS")
+    for s in states:
+        table.add_column(s, justify="right")
+    table.add_column("TOTAL", justify="right")
+    for ns, counts in sorted(by_netns.items()):
+        table.add_row(ns, *(str(counts.get(s, 0)) for s in states), str(sum(counts.values())))
+    return table
+
+
+def print_tables(
+    tables: Iterable[Table], out: TextIO | None = None, width: int | None = None
+) -> None:
+    console = Console(file=out, width=width, color_system=None if out else "auto", highlight=False)
+    if width is None and not console.is_terminal:
+        console.width = 200  # piped: whole rows, not ellipses
+    for t in tables:
+        console.print(t)
+
+
+_HIDDEN = {"metric", "value", "delta", "count", "sum", "buckets", "p50", "p99", "netns_name"}
+# Column names as the stream and bcc's tcpstates print them
+_HEADERS = {"old_state": "OLDSTATE", "new_state": "NEWSTATE"}
+
+
+def column_name(label: str) -> str:
+    """A label's column name in every table."""
+    return _HEADERS.get(label, label.upper())
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def metric_tables(
+    rows: Sequence[Mapping[str, Any]], titles: Mapping[str, str], top: int = 20
+) -> list[Table]:
+    """One table per metric: its labels, the change since the last report and
+    the total; histograms show count, mean and p50/p99 bucket bounds."""
+    by_metric: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        by_metric.setdefault(row["metric"], []).append(row)
+    tables = []
+    for metric, group in by_metric.items():
+        group = sorted(group, key=lambda r: (-r["delta"], -r.get("value", r.get("count", 0))))
+        labels = [k for k in group[0] if k not in _HIDDEN]
+        table = Table(title=titles.get(metric, metric), title_justify="left")
+        for label in labels:
+            table.add_column(column_name(label))
+        histogram = "count" in group[0]
+        cols = ["COUNT", "TOTAL", "MEAN", "P50<=", "P99<="] if histogram else ["DELTA", "TOTAL"]
+        for c in cols:
+            table.add_column(c, justify="right")
+        for row in group[:top]:
+            cells = [netns_cell(row) if k == "netns" else _cell(row[k]) for k in labels]
+            if histogram:
+                mean = row["sum"] / row["count"] if row["count"] else 0
+                cells += [str(row["delta"]), str(row["count"])] + [
+                    _cell(v) for v in (mean, row["p50"], row["p99"])
+                ]
+            else:
+                cells += [_cell(row["delta"]), _cell(row["value"])]
+            table.add_row(*cells)
+        if len(group) > top:
+            table.caption = f"{len(group) - top} more rows (use -j for all)"
+        tables.append(table)
+    return tables
+
+
+def conn_table(conns: Sequence[Any], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("ENDPOINT", "ENDPOINT", "STATE", "OWNER"):
+        table.add_column(col)
+    for col in ("RETRANS", "RST SENT", "RST RECV"):
+        table.add_column(col, justify="right")
+    table.add_column("DROPS")
+    for c in conns:
+        owner = f"{c.pid}/{c.comm}" if c.pid else "-"
+        drops = ", ".join(f"{r}:{n}" for r, n in c.drops.most_common()) or "0"
+        table.add_row(
+            hostport(*c.a),
+            hostport(*c.b),
+            c.state or "-",
+            owner,
+            str(c.retransmits),
+            str(c.resets_sent),
+            str(c.resets_received),
+            drops,
+        )
+    return table
+
+
+def queue_tables(
+    snapshot: Mapping[str, Any], overflows: Sequence[Mapping[str, Any]]
+) -> list[Table]:
+    socks = Table(title="Socket queues, deepest first (sock_diag)", title_justify="left")
+    for col in ("NETNS", "STATE", "LOCAL", "PEER", "RECV-Q", "SEND-Q", "PROCESS"):
+        socks.add_column(col, justify="right" if col.endswith("-Q") else "left")
+    for s in snapshot["sockets"]:
+        socks.add_row(
+            netns_cell(s),
+            s["state"],
+            s["local"],
+            s["peer"],
+            str(s["recv_q"]),
+            str(s["send_q"]),
+            f"{s['pid']}/{s['comm']}" if s.get("pid") else "-",
+        )
+    listen = Table(title="Listeners: accept queue (waiting / limit)", title_justify="left")
+    for col in ("NETNS", "LOCAL", "WAITING", "LIMIT", "PROCESS"):
+        listen.add_column(col, justify="right" if col in ("WAITING", "LIMIT") else "left")
+    for s in snapshot["listeners"]:
+        listen.add_row(
+            netns_cell(s),
+            s["local"],
+            str(s["backlog"]),
+            str(s["backlog_max"]),
+            f"{s['pid']}/{s['comm']}" if s.get("pid") else "-",
+        )
+    qd = Table(title="qdiscs (tc stats)", title_justify="left")
+    for col in (
+        "NETNS",
+        "DEV",
+        "KIND",
+        "HANDLE",
+        "BACKLOG",
+        "QLEN",
+        "DROPS",
+        "REQUEUES",
+        "OVERLIMITS",
+    ):
+        qd.add_column(col)
+    for q in snapshot["qdiscs"]:
+        qd.add_row(
+            netns_cell(q),
+            q["device"],
+            q["kind"],
+            q["handle"],
+            f"{q['backlog']}b",
+            f"{q['qlen']}p",
+            str(q["drops"]),
+            str(q["requeues"]),
+            str(q["overlimits"]),
+        )
+    over = Table(title="Socket buffer overflows since start", title_justify="left")
+    for col in ("NETNS", "EVENT", "PROTOCOL", "PORT", "COUNT"):
+        over.add_column(col)
+    for r in overflows:
+        over.add_row(netns_cell(r), r["event"], r["protocol"], str(r["port"]), str(r["value"]))
+    return [socks, listen, qd, over]

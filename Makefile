@@ -32,7 +32,7 @@ vm-test:
 
 # Side by side with the bcc tools and bpftrace; writes bench/RESULTS.md.
 bench:
-	@$(AS_ROOT); ./vagrant/provision.sh && $(VENV)/bin/python bench/run.py
+	@$(AS_ROOT); ./vagrant/provision.sh && $(VENV)/bin/python -m bench
 
 # The hardening suite alone (also part of `make test`, its soak cut to 60 s).
 test-faults:

@@ -1,5 +1,6 @@
 """Fine A/B: the exporter's programs loaded once, attached and detached
-between short intervals of one run of a workload (a phase of bench/run.py).
+between short intervals of one run of a workload (a phase of the bench:
+fine_phase.py).
 
 A whole-tool arm resolves a throughput ratio to about ±0.05 on this VM: the
 untraced rate moves between runs seconds apart by more than a probe costs
@@ -26,7 +27,8 @@ the command itself, `pyprobe tcpstates -j` to /dev/null, run in the helper's
 process: its consumer works while the programs are attached and sleeps
 while they are not, so its cost is in the ratio.
 
-As a helper (`python bench/fine.py core|every|floor|stream`): attaches the
+As a helper (`python -m bench.fine core|every|floor|stream`, run from the
+repo root, as measure() runs it): attaches the
 arm's programs, finds its links in /proc/self/fdinfo and closes them (the
 programs and maps stay loaded), prints "ready N" (N attach points), then
 answers each "on" or "off" line with "ok" once attached or detached, and
@@ -48,18 +50,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
+ROOT = Path(__file__).resolve().parents[1]  # where `python -m bench.fine` finds the package
 
 ARMS = ("core", "every", "floor", "stream")
-CORE = ("tcpstates", "drops")  # the core probes: also the exporter arm's --probe list (run.py)
-STREAM = ("tcpstates", "-j")  # the stream arm's command (pyprobe ...), as run.py runs it
+CORE = ("tcpstates", "drops")  # the core probes: also the exporter arm's --probe list (arms.py)
+STREAM = ("tcpstates", "-j")  # the stream arm's command (pyprobe ...), as arms.py runs it
 _KEEP: list[object] = []  # what owns the loaded programs, alive until exit
 
 
 # An interval counts only if the change of state before it was done within
-# its first GUARD seconds (churn does not count them: run.py), and no change
+# its first GUARD seconds (churn does not count them: workloads.py), and no change
 # fell later in it. A toggle takes a few ms, but now and then several
 # seconds (seen: 1-15 s, every probe, the floor, the stream, under churn), and the
 # lines that came meanwhile are read late: the intervals that follow are not
@@ -90,7 +90,7 @@ def _attach(arm: str) -> None:
     (Probe.attach, built as `pyprobe export` builds them) or the floor's
     empty programs."""
     if arm == "floor":
-        import floor
+        from . import floor
 
         _KEEP.append(floor.attach()[0])
         return
@@ -252,7 +252,8 @@ def measure(arm: str, workloads: dict[str, Intervals]) -> dict[str, dict[str, ob
     each interval's figure, and the slowest toggle (ms). A helper that cannot
     load gives {"error": ...}."""
     proc = subprocess.Popen(
-        [sys.executable, __file__, arm],
+        [sys.executable, "-m", "bench.fine", arm],
+        cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

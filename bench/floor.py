@@ -8,16 +8,13 @@ probe cannot do better than this row. And its ns/run: kernel.bpf_stats_enabled
 times every run with two clock reads around the program; on a VM those reads
 are not free, so what an empty program "costs" per run is that accounting
 and the dispatch; a probe's own work is its ns/run minus this. A bench arm
-(bench/run.py); runs until SIGINT.
+(bench/arms.py runs `python -m bench.floor`); runs until SIGINT.
 """
 
 from __future__ import annotations
 
 import signal
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bcc import BPF
 

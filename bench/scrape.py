@@ -4,7 +4,7 @@ serves by default, its memory, and its time from start to first data.
 Opens N/2 connections between two namespaces (N sockets), starts the
 exporter, scrapes it every 1.05 s (each scrape cold, as under Prometheus),
 and reports the first WARMUP scrapes apart from the rest.
-Used by bench/run.py; also runs alone:
+Used by the bench (main.py, report.py); also runs alone:
 
     .venv/bin/python bench/scrape.py [--sockets 10000] [--scrapes 40]
 """

@@ -4,14 +4,9 @@ log written the way a tool writes one, lines cut anywhere."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parents[2] / "bench" / "lossless.py"
-spec = importlib.util.spec_from_file_location("bench_lossless", HERE)
-assert spec and spec.loader
-lossless = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(lossless)
+from bench import lossless
 
 
 def test_counts_complete_event_lines_across_partial_writes_and_emptying(tmp_path: Path) -> None:

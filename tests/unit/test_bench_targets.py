@@ -1,24 +1,22 @@
-"""How the bench judges the throughput targets (bench/run.py targets()): by
-the fine A/B phase's ratios where a run has them, the whole-tool arms'
+"""How the bench judges the throughput targets (bench/targets.py targets()):
+by the fine A/B phase's ratios where a run has them, the whole-tool arms'
 shown beside them; by the whole-tool arms in runs from before that phase.
 Checked on a recorded run (bench/results.json) with a fine phase added."""
 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
+from bench import fine_phase
+from bench.report import markdown
+from bench.targets import med, targets
+from bench.workloads import CHURN_LO, IPERF, iperf_rates
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-spec = importlib.util.spec_from_file_location("bench_run", BENCH / "run.py")
-assert spec and spec.loader
-run = importlib.util.module_from_spec(spec)
-sys.modules["bench_run"] = run
-spec.loader.exec_module(run)
 
 RECORDED = json.loads((BENCH / "results.json").read_text())
 
@@ -29,16 +27,16 @@ def fine(ratio: float) -> dict:
             "ratio": ratio,
             "q1": ratio - 0.01,
             "q3": ratio + 0.01,
-            "pairs": run.FINE_SLICES[w][1],
+            "pairs": fine_phase.FINE_SLICES[w][1],
             "on": [],
             "off": [],
         }
-        for w in run.FINE_SLICES
+        for w in fine_phase.FINE_SLICES
     }
 
 
 def verdicts(r: dict) -> dict[str, tuple[str, bool]]:
-    return {target: (measured, ok) for target, measured, ok in run.targets(r)}
+    return {target: (measured, ok) for target, measured, ok in targets(r)}
 
 
 def test_without_a_fine_phase_the_whole_tool_arms_are_judged() -> None:
@@ -47,9 +45,9 @@ def test_without_a_fine_phase_the_whole_tool_arms_are_judged() -> None:
     got = verdicts(r)
     measured, _ = got["exporter, core probes: churn ≥ 0.98"]
     assert "fine" not in measured
-    base = run.med(r["arms"]["none"]["workloads"][run.CHURN_LO])
-    core = run.med(
-        [v / base for v in r["arms"]["pyprobe exporter, core probes"]["workloads"][run.CHURN_LO]]
+    base = med(r["arms"]["none"]["workloads"][CHURN_LO])
+    core = med(
+        [v / base for v in r["arms"]["pyprobe exporter, core probes"]["workloads"][CHURN_LO]]
     )
     assert measured.startswith(f"{core:.3f} / ")
 
@@ -57,7 +55,7 @@ def test_without_a_fine_phase_the_whole_tool_arms_are_judged() -> None:
 def test_the_fine_phase_decides_and_the_whole_tool_figure_stays_beside_it() -> None:
     r = copy.deepcopy(RECORDED)
     r["fine"] = {"core": fine(0.991), "every": fine(0.949), "floor": fine(0.96)}
-    r["fine_slices"] = run.FINE_SLICES
+    r["fine_slices"] = fine_phase.FINE_SLICES
     got = verdicts(r)
     measured, ok = got["exporter, core probes: churn ≥ 0.98"]
     assert ok and measured.startswith("fine A/B 0.991 / 0.991 (whole tool: ")
@@ -72,35 +70,33 @@ def test_the_fine_phase_decides_and_the_whole_tool_figure_stays_beside_it() -> N
     r["fine"]["core"] = fine(0.989)
     assert not verdicts(r)["exporter, core probes: iperf3 ≥ 0.99"][1]
     r["fine"]["core"] = fine(0.991)
-    table = run.markdown(r)
+    table = markdown(r)
     assert "| pyprobe exporter, core probes | 0.991 [0.981\u20131.001] |" in table
 
 
 def test_a_fine_arm_that_failed_is_reported_and_the_whole_tool_judged() -> None:
     r = copy.deepcopy(RECORDED)
     r["fine"] = {"core": {"error": {"why": "tcpstates: no usable hook"}}}
-    r["fine_slices"] = run.FINE_SLICES
+    r["fine_slices"] = fine_phase.FINE_SLICES
     measured, _ = verdicts(r)["exporter, core probes: churn ≥ 0.98"]
     assert "fine" not in measured
-    assert (
-        "| pyprobe exporter, core probes | fails here: tcpstates: no usable hook |"
-        in run.markdown(r)
-    )
+    table = markdown(r)
+    assert "| pyprobe exporter, core probes | fails here: tcpstates: no usable hook |" in table
 
 
 def test_a_workload_with_no_fine_figure_is_judged_by_the_whole_tool() -> None:
     r = copy.deepcopy(RECORDED)
     r["fine"] = {"core": fine(0.991), "every": fine(1.0), "floor": fine(0.96)}
-    r["fine"]["core"][run.IPERF] = {
+    r["fine"]["core"][IPERF] = {
         "error": "no pair of intervals gave a figure",
         "on": [],
         "off": [],
     }
-    r["fine_slices"] = run.FINE_SLICES
+    r["fine_slices"] = fine_phase.FINE_SLICES
     measured, _ = verdicts(r)["exporter, core probes: iperf3 ≥ 0.99"]
     core_part, every_part, _floor = measured.split("; ")
     assert "fine" not in core_part and "every probe: fine A/B 1.000 (whole tool: " in every_part
-    assert "| pyprobe exporter, core probes | 0.991 [0.981\u20131.001] | 0.991" in run.markdown(r)
+    assert "| pyprobe exporter, core probes | 0.991 [0.981\u20131.001] | 0.991" in markdown(r)
     assert verdicts(r)["exporter, core probes: churn ≥ 0.98"][1]
 
 
@@ -115,7 +111,7 @@ def test_iperf3_interval_lines_are_read_and_its_summary_left_out() -> None:
 [  5]   0.00-1.00  sec  1.9 GBytes  16204 Mbits/sec  1379             sender
 [  5]   0.00-1.00  sec  1.9 GBytes  16203 Mbits/sec                  receiver
 """
-    assert list(run.iperf_rates(out.splitlines())) == [14109.0, 18364.5]
+    assert list(iperf_rates(out.splitlines())) == [14109.0, 18364.5]
 
 
 def _timed_run(seconds: float, calls: list[str]):
@@ -135,7 +131,7 @@ def _timed_run(seconds: float, calls: list[str]):
 def test_intervals_of_one_run_follow_the_pairs_schedule() -> None:
     """The state changes as each interval ends, only when the next interval's
     differs; the warm-up runs in the first interval's state and is left out."""
-    import fine
+    from bench import fine
 
     calls: list[str] = []
     work = fine.Intervals(_timed_run(0.05, calls), pairs=2, seconds=0.05, guard=0.02, warmup=1)
@@ -151,7 +147,7 @@ def test_a_change_of_state_that_comes_late_leaves_out_the_intervals_it_spoils() 
     """A toggle that takes longer than the guard: the interval it lands in, and
     those read late after it, are NaN (their pairs are left out) until the
     reading catches up."""
-    import fine
+    from bench import fine
 
     calls: list[str] = []
 
@@ -175,18 +171,18 @@ def test_the_fine_table_says_how_it_was_measured() -> None:
     later ones, intervals of one run, with the guard and the slowest toggle."""
     r = copy.deepcopy(RECORDED)
     r["fine"] = {"core": fine(0.991), "every": fine(0.949), "floor": fine(0.96)}
-    r["fine"]["every"][run.CHURN_LO]["toggle_ms"] = 18.4
-    r["fine_slices"] = run.FINE_SLICES
+    r["fine"]["every"][CHURN_LO]["toggle_ms"] = 18.4
+    r["fine_slices"] = fine_phase.FINE_SLICES
     r.pop("fine_intervals", None)
-    assert "Slices (each a run of its own): " in run.markdown(r)
-    r["fine_intervals"] = list(run.FINE_SLICES)
-    table = run.markdown(r)
+    assert "Slices (each a run of its own): " in markdown(r)
+    r["fine_intervals"] = list(fine_phase.FINE_SLICES)
+    table = markdown(r)
     assert "Intervals: churn, loopback (conn/s) 0.25 s \u00d7 64;" in table
     assert "first 30 ms of each interval uncounted" in table
     assert "(the slowest took 18 ms)" in table
-    r["fine"]["every"][run.CHURN_LO]["pairs"] = 29  # three left out: a toggle came late
+    r["fine"]["every"][CHURN_LO]["pairs"] = 29  # three left out: a toggle came late
     assert "| pyprobe exporter, every probe | 0.949 [0.939\u20130.959] (29 of 32) | 0.949" in (
-        run.markdown(r)
+        markdown(r)
     )
 
 
@@ -194,8 +190,8 @@ def test_the_stream_is_judged_by_its_fine_figure_and_the_whole_tool_s_losses() -
     target = "streaming tcpstates ≥ 0.85 \u00d7 none (churn) with 0 lost (lost: the whole tool's)"
     r = copy.deepcopy(RECORDED)
     r["fine"] = {"stream": fine(0.88)}
-    del r["fine"]["stream"][run.IPERF]  # (the stream arm runs churn only)
-    r["fine_slices"] = run.FINE_SLICES
+    del r["fine"]["stream"][IPERF]  # (the stream arm runs churn only)
+    r["fine_slices"] = fine_phase.FINE_SLICES
     for x in r["arms"]["pyprobe tcpstates -j (stream)"]["stream"]:
         x["lost"] = 0
     measured, ok = verdicts(r)[target]
@@ -204,4 +200,4 @@ def test_the_stream_is_judged_by_its_fine_figure_and_the_whole_tool_s_losses() -
     r["arms"]["pyprobe tcpstates -j (stream)"]["stream"][0]["lost"] = 12
     measured, ok = verdicts(r)[target]
     assert not ok and measured.endswith(", lost 12")
-    assert "| pyprobe tcpstates -j (stream) | 0.880 [0.870\u20130.890] | 0.880" in run.markdown(r)
+    assert "| pyprobe tcpstates -j (stream) | 0.880 [0.870\u20130.890] | 0.880" in markdown(r)

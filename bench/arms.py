@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pyprobe import registry
+from pyprobe.probes import default
 
 from . import fine, lossless
 
@@ -79,7 +79,7 @@ def probe_of(prog: dict) -> str:
         for m in json.loads(sh("bpftool", "map", "show", "-j").stdout or "[]")
     }
     used = {maps.get(i, "") for i in prog.get("map_ids", [])} - {"map_errors", ""}
-    best = max(registry.manifests().values(), key=lambda m: len(used & {x.name for x in m.maps}))
+    best = max(default().manifests.values(), key=lambda m: len(used & {x.name for x in m.maps}))
     return best.name if used & {x.name for x in best.maps} else ""
 
 
@@ -87,7 +87,7 @@ def hook_floor(program: str) -> str:
     """The floor arm's program on the hook of a pyprobe program ("netdev:
     on_queue" -> "f_net_dev_queue"; see floor.names), or ""."""
     probe, _, function = program.partition(": ")
-    manifest = registry.manifests().get(probe)
+    manifest = default().manifests.get(probe)
     for hook in manifest.hooks if manifest else ():
         for point in hook.points:
             if point.function[:15] == function:

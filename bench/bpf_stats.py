@@ -16,7 +16,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from pyprobe import lab, registry
+from pyprobe.lab import traffic
+from pyprobe.lab.pair import VethPair
+from pyprobe.load.bcc import BccLoader
+from pyprobe.probes import default
 
 STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 
@@ -36,19 +39,19 @@ def main() -> None:
     owners: dict[int, str] = {}
     probes = []
     try:
-        with lab.VethPair(prefix="ppbench", net=90) as pair:
-            for name in registry.names():
+        with VethPair(prefix="ppbench", net=90) as pair:
+            for name in default().names():
                 before = set(progs())
-                p = registry.create(name)
+                p = default().create(name, loader=BccLoader())
                 stream = args.stream and p.manifest.event is not None
                 p.attach(stream=stream)
                 probes.append(p)
                 for pid in set(progs()) - before:
                     owners[pid] = name + (" (stream)" if stream else "")
-            srv = lab.Server(pair.path(pair.b), pair.addr_b, 9000)
+            srv = traffic.Server(pair.path(pair.b), pair.addr_b, 9000)
             start = time.monotonic()
-            done = lab.churn(pair.path(pair.a), pair.addr_b, 9000, args.connections)
-            sent = lab.udp_blast(pair.path(pair.a), pair.addr_b, 9001, 20000, size=200)
+            done = traffic.churn(pair.path(pair.a), pair.addr_b, 9000, args.connections)
+            sent = traffic.udp_blast(pair.path(pair.a), pair.addr_b, 9001, 20000, size=200)
             elapsed = time.monotonic() - start
             srv.stop()
             for p in probes:

@@ -94,10 +94,12 @@ def _attach(arm: str) -> None:
 
         _KEEP.append(floor.attach()[0])
         return
-    from pyprobe import registry
+    from pyprobe.load.bcc import BccLoader
+    from pyprobe.probes import default
 
+    registry = default()
     for name in CORE if arm == "core" else registry.names():
-        probe = registry.create(name)
+        probe = registry.create(name, loader=BccLoader())
         probe.attach()
         _KEEP.append(probe)
         assert probe.hook is not None
@@ -166,7 +168,7 @@ def _toggle(answer: TextIO, settle: bool) -> None:
     programs and maps loaded), then attach and detach it again on each "on"
     and "off" line. Nothing here closes the probes or the stream: we leave by
     os._exit, and the kernel frees the rest."""
-    from pyprobe import tpbtf
+    from pyprobe.kernel import programs
 
     try:
         links, points = _settled() if settle else _points()
@@ -179,7 +181,7 @@ def _toggle(answer: TextIO, settle: bool) -> None:
     print(f"ready {len(points)}", file=answer, flush=True)
     for line in sys.stdin:
         if line.strip() == "on" and not attached:
-            attached = [tpbtf.attach(fd, target) for fd, target in points]
+            attached = [programs.attach(fd, target) for fd, target in points]
         elif line.strip() == "off":
             for fd in attached:
                 os.close(fd)

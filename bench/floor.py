@@ -18,15 +18,15 @@ import sys
 
 from bcc import BPF
 
-from pyprobe import registry
+from pyprobe.probes import default
 
 
 def hooks() -> list[str]:
     """Every raw tracepoint the exporter's probes attach here, once each."""
     found: list[str] = []
+    registry = default()
     for name in registry.names():
-        _source, hook, _flags = registry.create(name).load_request()
-        for point in hook.points:
+        for point in registry.create(name).load_request().hook.points:
             if point.target not in found:
                 found.append(point.target)
     return found

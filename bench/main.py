@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pyprobe import lab
+from pyprobe.lab.pair import VethPair
 
 from . import fine_phase, lossless, throughput
 from .arms import ARMS, STREAMING, is_event
@@ -101,7 +101,7 @@ def main() -> None:
     found: dict[str, dict] = {}
     ceiling: list[dict] = []
     try:
-        with lab.VethPair(prefix="ppbench", net=95) as pair:
+        with VethPair(prefix="ppbench", net=95) as pair:
             work = Workloads(pair, args.seconds)
             try:
                 results = throughput.repetitions(work, args.reps, logs, started)

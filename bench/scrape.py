@@ -27,8 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pyprobe import lab, netlink
 from pyprobe.exporter.server import PROMETHEUS_HEADERS
+from pyprobe.lab.pair import VethPair
+from pyprobe.netns import namespaces
 
 PYPROBE = str(Path(sys.executable).with_name("pyprobe"))
 
@@ -66,7 +67,7 @@ def hold(ns_a: str, ns_b: str, addr_b: str, port: int, n: int) -> None:
         while len(accepted) < n:
             accepted.append(srv.accept()[0])
 
-    netlink.start_in_netns(netlink.NETNS_RUN_DIR / ns_b, serve)
+    namespaces.start_in_netns(namespaces.NETNS_RUN_DIR / ns_b, serve)
     ready.wait()
     clients: list[socket.socket] = []
 
@@ -74,7 +75,7 @@ def hold(ns_a: str, ns_b: str, addr_b: str, port: int, n: int) -> None:
         for _ in range(n):
             clients.append(socket.create_connection((addr_b, port)))
 
-    netlink.start_in_netns(netlink.NETNS_RUN_DIR / ns_a, connect).join()
+    namespaces.start_in_netns(namespaces.NETNS_RUN_DIR / ns_a, connect).join()
     while len(accepted) < n:
         time.sleep(0.05)
     print("ready", flush=True)
@@ -140,8 +141,8 @@ def startup(runs: int = 3, port: int = 19995) -> dict[str, list[float]]:
 
 def measure(sockets: int, scrapes: int = 40, port: int = 19999) -> dict[str, float]:
     n = sockets // 2
-    with lab.VethPair(prefix="ppscrape", net=91) as pair:
-        netlink.run_in_netns(
+    with VethPair(prefix="ppscrape", net=91) as pair:
+        namespaces.run_in_netns(
             pair.path(pair.a),
             lambda: Path("/proc/sys/net/ipv4/ip_local_port_range").write_text("1024 65535"),
         )

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from pyprobe import lab
+from pyprobe.lab.pair import VethPair
 
 from . import fine
 
@@ -45,7 +45,7 @@ class Workloads:
     DSACKs; the veth dropped nothing) and moved by ±10% from one half second
     to the next. Pinned: no retransmits, ±1-2%, and both CPUs busy."""
 
-    def __init__(self, pair: lab.VethPair, seconds: float) -> None:
+    def __init__(self, pair: VethPair, seconds: float) -> None:
         self.pair, self.seconds = pair, seconds
         a, b = pair.a, pair.b
         self.cpus = sorted(os.sched_getaffinity(0))

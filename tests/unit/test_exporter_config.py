@@ -48,7 +48,8 @@ def test_basic_auth_checks_bcrypt_and_remembers_success(tmp_path):
         (
             "tls_server_config:\n  cert_file: a\n  key_file: b\n"
             "  client_auth_type: RequireAnyClientCert\n",
-            "only NoClientCert",
+            "RequireAnyClientCert: requiring a client certificate without verifying it is not "
+            "supported",
         ),
         ("basic_auth_users:\n  a: 1234\n", "expected a bcrypt hash"),
         ("http_server_config:\n  headers: [x]\n", "headers: expected a mapping"),

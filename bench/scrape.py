@@ -94,7 +94,7 @@ def started(env: dict[str, str], port: int) -> tuple[float, float]:
         env={**os.environ, **env},
     )
     assert proc.stderr is not None
-    while 'msg="listening"' not in (proc.stderr.readline() or 'msg="listening"'):
+    while "msg=listening " not in (proc.stderr.readline() or "msg=listening "):
         pass
     while not re.search(
         r"^pyprobe_probe_attached\{.*\} 1\.0$",

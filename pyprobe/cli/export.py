@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from ..exporter.caps import parse_caps
-from ..exporter.daemon import Options, run, setup_logging
+from ..exporter.daemon import Options, run
+from ..logs import FORMATS, LEVELS
+from ..logs import setup as setup_logging
 from .common import CONTEXT, context
 
 
@@ -56,8 +58,17 @@ from .common import CONTEXT, context
     "--log.level",
     "log_level",
     default="info",
-    type=click.Choice(["debug", "info", "warn", "error"]),
+    type=click.Choice(list(LEVELS)),
     show_default=True,
+    help="Only log lines at this level and above.",
+)
+@click.option(
+    "--log.format",
+    "log_format",
+    default="logfmt",
+    type=click.Choice(list(FORMATS)),
+    show_default=True,
+    help="Log lines as logfmt (ts=... level=info msg=...) or one JSON object each.",
 )
 def export_cmd(
     address: str,
@@ -70,6 +81,7 @@ def export_cmd(
     drop_privileges: str | None,
     bpf_stats: bool,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Serve every probe as Prometheus metrics (a long-lived daemon).
 
@@ -80,7 +92,7 @@ def export_cmd(
     unless --strict. SIGHUP re-reads --web.config.file (a bad one keeps the
     old); SIGTERM/SIGINT detach everything and exit 0.
     """
-    setup_logging("warning" if log_level == "warn" else log_level)
+    setup_logging(log_level, log_format)
     opts = Options(
         address,
         web_config,

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from .. import __version__
 from ..core.probe import Probe
 from ..core.series import PREFIX
+from ..logs import kv
 from . import bpfstats
 from .caps import LabelCaps
 
@@ -64,7 +65,7 @@ class ProbeCollector:
             message = f"{type(e).__name__}: {e}"
             if message not in self._logged:
                 self._logged.add(message)
-                log.error('msg="collector failed" probe=%s error="%s"', self.state.name, message)
+                log.error("collector failed", extra=kv(probe=self.state.name, error=message))
             self.state.last = ScrapeResult(False, time.perf_counter() - start)
             return []
 

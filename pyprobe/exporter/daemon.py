@@ -22,6 +22,7 @@ from ..errors import PyprobeError
 from ..kernel.env import KernelEnv
 from ..load.bcc import release_compiler_memory
 from ..load.program import BatchLoader, preflight
+from ..logs import kv
 from ..netns.links import read_namespaces
 from ..probes import Registry
 from . import bpfstats, privileges, webconfig
@@ -49,14 +50,6 @@ def select(registry: Registry, include: Sequence[str], exclude: Sequence[str]) -
     registry.check([*include, *exclude])
     chosen = list(include) or registry.names()
     return [n for n in chosen if n not in exclude]
-
-
-def setup_logging(level: str = "info") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="ts=%(asctime)s level=%(levelname)s %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-    )
 
 
 @contextlib.contextmanager
@@ -113,14 +106,13 @@ def run(
         nonlocal thread
         thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
         thread.start()
+        scheme = "https" if config.tls else "http"
         log.info(
-            'msg="listening" address=%s://%s:%d%s probes=%d/%d',
-            "https" if config.tls else "http",
-            host,
-            server.server_address[1],
-            path,
-            sum(s.attached for s in states.values()),
-            len(states),
+            "listening",
+            extra=kv(
+                address=f"{scheme}://{host}:{server.server_address[1]}{path}",
+                probes=f"{sum(s.attached for s in states.values())}/{len(states)}",
+            ),
         )
 
     try:
@@ -135,7 +127,7 @@ def run(
                     stats_fd = bpfstats.enable_stats()
                     self_collector.stats_on = True
                 except OSError as e:
-                    log.warning('msg="cannot enable BPF run-time stats" error="%s"', e.strerror)
+                    log.warning("cannot enable BPF run-time stats", extra=kv(error=e.strerror))
             collectors.register(self_collector)
             # Kept programs first, then compiled two at a time (one child per
             # CPU, at most 2); each probe is adopted and served as it comes.
@@ -145,10 +137,10 @@ def run(
                     collector = ProbeCollector(state, caps)
                     if error is None:
                         hook = probes[name].hook_label
-                        log.info('msg="probe attached" probe=%s hook=%s', name, hook)
+                        log.info("probe attached", extra=kv(probe=name, hook=hook))
                     else:
                         state.error = str(error)
-                        log.warning('msg="probe not attached" probe=%s error="%s"', name, error)
+                        log.warning("probe not attached", extra=kv(probe=name, error=error))
                     # Between scrapes: the probes share name caches and netlink.
                     with server.scrape_lock:
                         # One collection before it is served: symbol tables and
@@ -182,17 +174,15 @@ def run(
                 read_namespaces()  # names of the namespaces we will no longer enter
                 privileges.drop(user)
                 log.info(
-                    'msg="privileges dropped" user=%s uid=%d capabilities=none',
-                    user.name,
-                    user.uid,
+                    "privileges dropped",
+                    extra=kv(user=user.name, uid=user.uid, capabilities="none"),
                 )
             # 4. serve
             if not serving:
                 serve()
             log.info(
-                'msg="start-up complete" probes=%d/%d',
-                sum(s.attached for s in states.values()),
-                len(states),
+                "start-up complete",
+                extra=kv(probes=f"{sum(s.attached for s in states.values())}/{len(states)}"),
             )
             while not stop.is_set():
                 reload.wait(0.5)
@@ -209,7 +199,7 @@ def run(
                 state.probe.detach()
         if stats_fd is not None:
             os.close(stats_fd)
-        log.info('msg="stopped: every probe detached"')
+        log.info("stopped: every probe detached")
 
 
 def _reload(server: Server, path: str | None, state: dict) -> None:
@@ -217,7 +207,7 @@ def _reload(server: Server, path: str | None, state: dict) -> None:
         server.config = webconfig.load(path)
     except PyprobeError as e:
         state["ok"] = False
-        log.error('msg="config reload failed, keeping the old one" error="%s"', e)
+        log.error("config reload failed, keeping the old one", extra=kv(error=e))
         return
     state["ok"], state["at"] = True, time.time()
-    log.info('msg="config reloaded" file=%s', path or "-")
+    log.info("config reloaded", extra=kv(file=path or "-"))

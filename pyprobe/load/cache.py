@@ -42,6 +42,7 @@ from ..errors import PyprobeError
 from ..kernel import programs
 from ..kernel.bpf import create_map, map_info
 from ..kernel.points import Hook
+from ..logs import kv
 from .maps import MapLayout
 from .program import Exported
 
@@ -120,7 +121,7 @@ def save(entry_key: str, exported: Exported, maps: MapNames, insns: Instructions
     try:
         spec = _spec(exported, maps, insns)
     except (OSError, ValueError, PyprobeError) as e:
-        log.debug("program cache: not saved: %s", e)
+        log.debug("program cache: not saved", extra=kv(error=e))
         return
     if spec is not None:
         _write(entry_key, spec)
@@ -138,7 +139,7 @@ def _write(entry_key: str, spec: dict) -> None:
         os.replace(tmp, where / f"{entry_key}.json")
         prune(where)
     except (OSError, ValueError, PyprobeError) as e:
-        log.debug("program cache: not saved: %s", e)
+        log.debug("program cache: not saved", extra=kv(error=e))
 
 
 # -- tc classifiers: the lab's impairments (no maps, no hook) ---------------------
@@ -275,7 +276,7 @@ def _read(entry_key: str) -> dict | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, PyprobeError) as e:
-        log.debug("program cache: %s not used: %s", path.name, e)
+        log.debug("program cache: entry not used", extra=kv(entry=path.name, error=e))
         return None
     return spec
 
@@ -291,7 +292,7 @@ def _drop(entry_key: str, why: Exception) -> None:
     where = directory()
     if where is None:
         return
-    log.info('msg="compiled program not reused" entry=%s.json error="%s"', entry_key, why)
+    log.info("compiled program not reused", extra=kv(entry=f"{entry_key}.json", error=why))
     with contextlib.suppress(OSError):
         (where / f"{entry_key}.json").unlink()
 

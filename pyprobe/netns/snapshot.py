@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..kernel.names import tcp_state
+from ..logs import kv
 from . import sockdiag
 from .devices import links_and_cookie, qdiscs
 from .links import links_seen
@@ -131,14 +132,14 @@ class Snapshots:
         start = time.monotonic()
         self._data = self._take()
         self._at, self._took = start, time.monotonic() - start
-        log.debug('msg="socket pass" when="%s" took_ms=%.1f', why, self._took * 1000)
+        log.debug("socket pass", extra=kv(when=why, took_ms=round(self._took * 1000, 1)))
 
     def _prefetch(self) -> None:
         with self._lock:
             try:
                 self._refresh("ahead")
             except Exception as e:  # the request's own pass will report it
-                log.debug("socket pass ahead of a scrape failed: %s", e)
+                log.debug("socket pass ahead of a scrape failed", extra=kv(error=e))
 
     def lead(self, max_age: float = 0.5) -> float:
         """How long before a due request its pass starts: twice what the last

@@ -52,7 +52,7 @@ def test_20_sigterm_cycles_during_startup_and_serving():
     for cycle in range(20):
         # even cycles: as soon as the first probe is attached (others still
         # compiling); odd cycles: once it serves
-        marker = 'msg="probe attached"' if cycle % 2 == 0 else 'msg="listening"'
+        marker = 'msg="probe attached"' if cycle % 2 == 0 else "msg=listening "
         proc = start_until(marker, *CORE)
         start = time.monotonic()
         proc.send_signal(signal.SIGTERM)

@@ -513,10 +513,10 @@ def test_serves_from_the_first_attached_probe_while_the_rest_compile():
     """The program cache is off (as in every test): seven programs compile,
     ~0.3-1 s each, two at a time. The first attached is served at once; the
     probes still compiling have no series until they attach."""
-    exp = Exporter(until='msg="listening"')
+    exp = Exporter(until="msg=listening ")
     try:
         # (the log is read on: another probe may have attached since)
-        at = next(i for i, ln in enumerate(exp.log) if 'msg="listening"' in ln)
+        at = next(i for i, ln in enumerate(exp.log) if "msg=listening " in ln)
         before = exp.log[:at]
         attached = [ln.split("probe=")[1].split()[0] for ln in before if "probe attached" in ln]
         assert attached and f"probes={len(attached)}/7" in exp.log[at], exp.log

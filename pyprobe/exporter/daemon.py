@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from ..core.attach import attach_each
 from ..errors import PyprobeError
@@ -52,6 +52,20 @@ def select(registry: Registry, include: Sequence[str], exclude: Sequence[str]) -
     return [n for n in chosen if n not in exclude]
 
 
+def own_registry() -> CollectorRegistry:
+    """The registry the daemon serves, with what every Prometheus exporter
+    says of itself: process_* (CPU seconds, resident and virtual memory, open
+    and maximum file descriptors, start time: its own cost, next to the
+    workload's) and, as Go exporters serve go_info and go_gc_*, python_info
+    and python_gc_*. Read at scrape time from /proc/self, which stays
+    readable after --drop-privileges."""
+    registry = CollectorRegistry(auto_describe=False)  # registering reads nothing
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
 @contextlib.contextmanager
 def _signals(stop: threading.Event, reload: threading.Event) -> Iterator[None]:
     def on_stop(signum: int, frame: Any) -> None:
@@ -86,7 +100,7 @@ def run(
     # not a daemon serving only its own metrics.
     preflight(env)
     # 2. the port: a port in use fails here, before any program is loaded
-    collectors = CollectorRegistry(auto_describe=False)
+    collectors = own_registry()
     reload_state = {"ok": True, "at": time.time()}
     server = Server((host, port), collectors, config, path)
     stop, reload = threading.Event(), threading.Event()

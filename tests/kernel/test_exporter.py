@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import platform
 import re
 import signal
 import socket
@@ -32,6 +33,7 @@ from pyprobe.views.dashboard import render
 from tests.conftest import bpf_prog_count, quiet_prog_count, settled_prog_count
 from tests.kernel.test_cli_kernel import PYPROBE
 from tests.support import Exporter, free_port, get, ping_overflow, sample
+from tests.tlstools import client_context, make_certs, s_client, said
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 ROOT = Path(__file__).resolve().parents[2]
@@ -404,6 +406,67 @@ def test_basic_auth_and_tls(tls_files):
             get(exp.url(), ("alice", "s3cret"))  # plain HTTP on the TLS port
     finally:
         assert exp.stop()[0] == 0
+
+
+def test_the_reported_tls_settings_and_client_certificates_through_the_daemon(tmp_path):
+    """The report: min/max_version TLS12 and one suite, and a client asking
+    for ECDHE-RSA-CHACHA20-POLY1305 was served. And client certificates
+    with an allowed SAN. (tests/unit/test_webconfig_tls.py has every key.)"""
+    certs = make_certs(tmp_path)
+    cfg = tmp_path / "web.yml"
+    cfg.write_text(
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n"
+        "  min_version: TLS12\n  max_version: TLS12\n"
+        "  cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n"
+        "  client_allowed_sans: [scraper.example]\n"
+    )
+    exp = Exporter("--probe", "softirqs", "--web.config.file", str(cfg))
+    try:
+        good = ("-cert", str(certs / "good.pem"), "-key", str(certs / "good.key"))
+        out = s_client(exp.port, "-tls1_2", "-cipher", "ECDHE-RSA-CHACHA20-POLY1305", *good)
+        assert "CONNECTION ESTABLISHED" not in out, out
+        assert "CONNECTION ESTABLISHED" not in s_client(exp.port, "-tls1_3", *good)
+        out = s_client(exp.port, *good)
+        assert said(out, "Protocol version") == "TLSv1.2", out
+        assert said(out, "Ciphersuite") == "ECDHE-RSA-AES128-GCM-SHA256", out
+        url = exp.url(scheme="https")
+        status, text = get(url, context=client_context(certs, "good"))
+        assert status == 200 and "pyprobe_softirqs_total" in text
+        for client in ("other", "rogue", None):  # SAN not allowed, CA unknown, none
+            with pytest.raises((ssl.SSLError, OSError)):
+                get(url, context=client_context(certs, client))
+        assert exp.proc.poll() is None
+    finally:
+        assert exp.stop()[0] == 0
+
+
+def test_own_process_metrics_and_json_logs():
+    exec_at = time.time()
+    exp = Exporter("--probe", "softirqs", "--log.format", "json", until='"msg":"start-up complete"')
+    try:
+        status, text = get(exp.url())
+        assert status == 200
+        assert sample(text, "process_cpu_seconds_total") > 0
+        assert sample(text, "process_resident_memory_bytes") > 10e6
+        fds = len(os.listdir(f"/proc/{exp.proc.pid}/fd"))
+        assert abs(sample(text, "process_open_fds") - fds) <= 3  # the scrape's own sockets
+        assert exec_at - 1 < sample(text, "process_start_time_seconds") < exec_at + 5
+        assert sample(text, "python_info", version=platform.python_version()) == 1
+    finally:
+        assert exp.stop()[0] == 0
+    deadline = time.monotonic() + 2  # the last lines, read on after exit
+    while not any("every probe detached" in line for line in exp.log):
+        assert time.monotonic() < deadline, exp.log
+        time.sleep(0.05)
+    # (a compiler's warnings may reach stderr too: the daemon's lines are the objects)
+    assert not any(line.startswith("ts=") for line in exp.log)
+    lines = [json.loads(line) for line in exp.log if line.startswith("{")]
+    assert {line["level"] for line in lines} <= {"debug", "info", "warn", "error"}
+    assert all(line["ts"].endswith("Z") and line["caller"] for line in lines)
+    messages = [line["msg"] for line in lines]
+    assert {"probe attached", "listening", "start-up complete"} <= set(messages), messages
+    assert next(line for line in lines if line["msg"] == "probe attached")["probe"] == "softirqs"
 
 
 def http_error():

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
-from tlstools import (
+
+from pyprobe.exporter import tlsconfig, webconfig
+from pyprobe.exporter.server import Server
+from tests.tlstools import (
     HandshakeServer,
     client_context,
     make_certs,
@@ -20,9 +23,6 @@ from tlstools import (
     talk,
     turned_away,
 )
-
-from pyprobe.exporter import tlsconfig, webconfig
-from pyprobe.exporter.server import Server
 
 TLS12 = (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2)
 TLS13 = (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_3)

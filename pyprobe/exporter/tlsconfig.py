@@ -99,7 +99,10 @@ def _peer_sans(cert: dict) -> list[str]:
     out = []
     for kind, value in cert.get("subjectAltName", ()):
         if kind == "IP Address":
-            ip = ipaddress.ip_address(value.strip())  # _ssl prints IPv6 uncompressed
+            try:
+                ip = ipaddress.ip_address(value.strip())  # _ssl prints IPv6 uncompressed
+            except ValueError:
+                continue  # "<invalid>": matches nothing
             mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
             out.append(str(mapped or ip))
         elif kind in ("DNS", "email", "URI"):
@@ -121,17 +124,57 @@ def check_peer(context: ssl.SSLContext, cert: dict | None) -> None:
 
 
 class _CheckedSocket(ssl.SSLSocket):
+    """Checks the client's SANs when the handshake is done. A server that
+    never calls do_handshake() (do_handshake_on_connect=False, then a read)
+    would let OpenSSL shake hands inside the read: so the first read or
+    write makes sure the check ran."""
+
+    _peer_checked = False
+
     def do_handshake(self, block: bool = False) -> None:
         super().do_handshake(block)
         # On failure wrap_socket() closes the connection and raises: the
         # server's handshake error path, as for a certificate OpenSSL refused.
         check_peer(self.context, self.getpeercert())
+        self._peer_checked = True
+
+    def _checked(self) -> None:
+        # (no TLS object: unwrapped or closed, and super() says so)
+        if not self._peer_checked and getattr(self, "_sslobj", None) is not None:
+            self.do_handshake()  # returns at once if OpenSSL has shaken hands already
+
+    def read(self, len: int = 1024, buffer: Any = None) -> Any:
+        self._checked()
+        return super().read(len, buffer)
+
+    def write(self, data: Any) -> int:
+        self._checked()
+        return super().write(data)
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        self._checked()
+        return super().send(data, flags)
 
 
 class _CheckedObject(ssl.SSLObject):
+    """The same for memory BIOs (asyncio, or a server's own event loop)."""
+
+    _peer_checked = False
+
     def do_handshake(self) -> None:
         super().do_handshake()
         check_peer(self.context, self.getpeercert())
+        self._peer_checked = True
+
+    def read(self, len: int = 1024, buffer: Any = None) -> Any:
+        if not self._peer_checked:
+            self.do_handshake()
+        return super().read(len, buffer)
+
+    def write(self, data: Any) -> int:
+        if not self._peer_checked:
+            self.do_handshake()
+        return super().write(data)
 
 
 class ServerContext(ssl.SSLContext):

@@ -4,6 +4,8 @@ and `openssl s_client` or Python's ssl says what was negotiated."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import ssl
 import threading
 import urllib.request
@@ -243,36 +245,86 @@ def test_client_allowed_sans(certs, allowed, accepted):
                 assert not result.ok and "SAN" in result.error, result
 
 
-def test_client_allowed_sans_through_memory_bios(certs):
-    """The same check where a server drives TLS over memory BIOs (asyncio
-    does): the context's SSLObject checks too."""
+@pytest.mark.parametrize("first", ["read", "send"])
+def test_client_allowed_sans_when_the_handshake_happens_in_the_first_read_or_send(certs, first):
+    """A server that wraps without shaking hands (do_handshake_on_connect=
+    False) and never calls do_handshake(): OpenSSL shakes hands inside its
+    first read or write, and the SANs are checked there."""
     ctx = context(
         certs,
         MTLS.format("RequireAndVerifyClientCert") + "  client_allowed_sans: [intruder.example]\n",
     )
 
-    def handshake(client_cert: str) -> None:
+    def exchange(client: str) -> tuple[bytes, str]:
+        outcome: list[str] = []
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+
+            def serve() -> None:
+                conn, _ = listener.accept()
+                conn.settimeout(5)
+                with ctx.wrap_socket(conn, server_side=True, do_handshake_on_connect=False) as tls:
+                    try:
+                        if first == "read":
+                            tls.recv(16)
+                        tls.sendall(b"ok\n")
+                        outcome.append("served")
+                    except (ssl.SSLError, OSError) as e:
+                        outcome.append(str(e))
+
+            thread = threading.Thread(target=serve)
+            thread.start()
+            try:
+                with (
+                    socket.create_connection(listener.getsockname(), timeout=5) as raw,
+                    client_context(certs, client).wrap_socket(raw) as tls,
+                ):
+                    tls.sendall(b"hi\n")
+                    got = tls.recv(16)
+            except (ssl.SSLError, OSError):
+                got = b""
+            thread.join(5)
+        return got, outcome[0]
+
+    assert exchange("other") == (b"ok\n", "served")
+    got, outcome = exchange("good")
+    assert got == b"" and "none of the allowed SANs" in outcome
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_client_allowed_sans_through_memory_bios(certs, implicit):
+    """The same check where a server drives TLS over memory BIOs (asyncio
+    does): the context's SSLObject checks too, whether the server calls
+    do_handshake() or lets its first read shake hands."""
+    ctx = context(
+        certs,
+        MTLS.format("RequireAndVerifyClientCert") + "  client_allowed_sans: [intruder.example]\n",
+    )
+
+    def exchange(client_cert: str) -> bytes:
+        """What the server reads of the client's first bytes."""
         server_in, server_out = ssl.MemoryBIO(), ssl.MemoryBIO()
         client_in, client_out = ssl.MemoryBIO(), ssl.MemoryBIO()
         server = ctx.wrap_bio(server_in, server_out, server_side=True)
         client = client_context(certs, client_cert).wrap_bio(client_in, client_out)
-        done = {"client": False, "server": False}
+        client_done = False
         for _ in range(10):
-            for name, side in (("client", client), ("server", server)):
-                if not done[name]:
-                    try:
-                        side.do_handshake()
-                        done[name] = True
-                    except ssl.SSLWantReadError:
-                        pass
+            if not client_done:
+                with contextlib.suppress(ssl.SSLWantReadError):
+                    client.do_handshake()
+                    client_done = True
+                    client.write(b"hi")
+            with contextlib.suppress(ssl.SSLWantReadError):
+                if not implicit:
+                    server.do_handshake()  # once done, returns at once
+                if received := server.read(16):
+                    return received
             server_in.write(client_out.read())
             client_in.write(server_out.read())
-            if all(done.values()):
-                return
+        raise AssertionError("no exchange in 10 rounds")
 
-    handshake("other")
-    with pytest.raises(ssl.SSLError, match="SAN"):
-        handshake("good")
+    assert exchange("other") == b"hi"
+    with pytest.raises(ssl.SSLError, match="none of the allowed SANs"):
+        exchange("good")
 
 
 # -- refusals: each one line, naming the file, the key and why ---------------------------

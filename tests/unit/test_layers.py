@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "pyprobe"
 # Bottom to top. A layer may import any layer before it in this list, and
 # itself; those on one line know nothing of each other.
 LAYERS = [
-    ("",),  # pyprobe/__init__.py, errors.py, paths.py: the base
+    ("",),  # pyprobe/__init__.py, errors.py, paths.py, logs.py: the base
     ("kernel",),
     ("load",),
     ("netns",),

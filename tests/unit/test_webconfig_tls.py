@@ -4,6 +4,7 @@ and `openssl s_client` or Python's ssl says what was negotiated."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import ssl
@@ -327,6 +328,37 @@ def test_client_allowed_sans_through_memory_bios(certs, implicit):
     assert exchange("other") == b"hi"
     with pytest.raises(ssl.SSLError, match="none of the allowed SANs"):
         exchange("good")
+
+
+def test_client_allowed_sans_through_asyncio(certs):
+    """An asyncio server (its SSL transport drives an SSLObject from the
+    context's wrap_bio) serves the allowed client only."""
+    ctx = context(
+        certs,
+        MTLS.format("RequireAndVerifyClientCert") + "  client_allowed_sans: [intruder.example]\n",
+    )
+    served: list[str] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peercert")
+        served.append(dict(peer["subjectAltName"])["DNS"])
+        writer.write(b"ok\n")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    async def main() -> dict[str, bool]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
+        port = server.sockets[0].getsockname()[1]
+        away = {}
+        for client in ("other", "good", "rogue"):
+            away[client] = await asyncio.to_thread(turned_away, port, client_context(certs, client))
+        server.close()
+        await server.wait_closed()
+        return away
+
+    assert asyncio.run(main()) == {"other": False, "good": True, "rogue": True}
+    assert served == ["intruder.example"]
 
 
 # -- refusals: each one line, naming the file, the key and why ---------------------------

@@ -38,9 +38,11 @@ bench:
 test-faults:
 	@$(AS_ROOT); ./vagrant/provision.sh && $(PYTEST) -ra -m faults tests/faults
 
-# The 30-minute soak under mixed traffic (RSS drift, lost events, monotonic counters).
+# The 30-minute soak under mixed traffic (RSS drift, lost events, monotonic
+# counters), then 200 rounds of the exporter stopped with clients in flight.
 soak:
-	@$(AS_ROOT); ./vagrant/provision.sh && PYPROBE_SOAK_SECONDS=1800 $(PYTEST) -ra -s tests/faults/test_soak.py
+	@$(AS_ROOT); ./vagrant/provision.sh && PYPROBE_SOAK_SECONDS=1800 $(PYTEST) -ra -s tests/faults/test_soak.py \
+	&& PYPROBE_SHUTDOWN_ROUNDS=200 $(PYTEST) -ra -s tests/faults/test_shutdown.py
 
 test-unit:
 	$(PYTEST) -ra tests/unit

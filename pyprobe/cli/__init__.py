@@ -22,7 +22,7 @@ import click
 from .. import __version__
 from ..errors import PyprobeError
 from ..probes import Registry
-from .common import CONTEXT, Context
+from .common import CONTEXT, Context, Terminated
 
 # command -> the module (in this package) that defines it, as COMMANDS
 FAMILIES = {
@@ -86,24 +86,32 @@ def cli(ctx: click.Context) -> None:
     ctx.ensure_object(Context)
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so `with probe:` blocks detach."""
-
-
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
-def main(argv: list[str] | None = None, context: Context | None = None) -> None:
+def run() -> None:
+    """The `pyprobe` program: main(), and the process ends with it, its
+    signal handlers too (a SIGINT ignored after the first Ctrl-C stays so
+    until the exit, views/watch.ctrl_c_ends)."""
+    main(restore=False)
+
+
+def main(
+    argv: list[str] | None = None, context: Context | None = None, restore: bool = True
+) -> None:
     """The `pyprobe` command. context: what the commands run with (the
     tests give a fake loader and machine, or another tree of probes)."""
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    interrupt = signal.getsignal(signal.SIGINT)
     try:
         _run(argv, context or Context())
     finally:
         # Callers that outlive main() (tests, embedding) and processes forked
-        # from them must not inherit our handler.
-        signal.signal(signal.SIGTERM, previous)
+        # from them must not inherit our handlers.
+        if restore:
+            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, interrupt)
 
 
 def _run(argv: list[str] | None, context: Context) -> None:

@@ -17,12 +17,16 @@ from ..core.attach import attach_together
 from ..core.probe import Probe
 from ..errors import PyprobeError
 from ..kernel.env import KernelEnv, mount_tracefs
-from ..load.fork import ForkLoader
+from ..load.compilers import CompilerLoader
 from ..load.program import BatchLoader
 from ..probes import Registry, default
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 MAX_SECONDS = 31 * 86400  # intervals and durations: a month is already absurd
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so `with probe:` blocks detach."""
 
 
 def detect_env() -> KernelEnv:
@@ -36,13 +40,13 @@ def detect_env() -> KernelEnv:
 @dataclass
 class Context:
     """What the commands run with. Every command loads like the exporter:
-    through compiler processes and the program cache (load/fork.py,
+    through compiler processes and the program cache (load/compilers.py,
     load/cache.py), so a kept program starts without clang and bcc's memory
     never enters this process (a stream's ring buffer comes back as an fd)."""
 
     registry: Registry = field(default_factory=default)
     env: Callable[[], KernelEnv] = detect_env
-    loader: Callable[[], BatchLoader] = ForkLoader
+    loader: Callable[[], BatchLoader] = CompilerLoader
 
 
 def context() -> Context:

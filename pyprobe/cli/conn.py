@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 import click
@@ -31,17 +32,14 @@ def conn(as_json: bool, top: int, interval: float | None, count: int | None) -> 
     """
     view = ConnView()
     with attached_many(list(STREAMS), streams=STREAMS) as probes:
-        print(
-            "Joining retransmits, resets and drops per connection... "
-            + ("Ctrl-C to end" if interval is None else f"every {interval:g}s"),
-            file=sys.stderr,
-            flush=True,
+        intro = "Joining retransmits, resets and drops per connection... " + (
+            "Ctrl-C to end" if interval is None else f"every {interval:g}s"
         )
 
-        def read(seconds: float) -> None:
-            """The streams, until the next report is due."""
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
+        def read(seconds: float, end: threading.Event) -> None:
+            """The streams, until the next report is due (or Ctrl-C)."""
+            due = time.monotonic() + seconds
+            while time.monotonic() < due and not end.is_set():
                 for name, probe in probes.items():
                     view.feed(name, probe.events(timeout_ms=30))
 
@@ -60,7 +58,7 @@ def conn(as_json: bool, top: int, interval: float | None, count: int | None) -> 
                     click.echo(f"lost events: {lost}")
             sys.stdout.flush()
 
-        intervals(report, interval, count, wait=read)
+        intervals(report, interval, count, wait=read, intro=intro)
 
 
 COMMANDS = (conn,)

@@ -9,7 +9,6 @@ tables."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -47,11 +46,8 @@ def counts(
     """The counting view of a probe: [INTERVAL [COUNT]] like the bcc tools."""
     with attached(name, options=options) as probe:
         titles = {m.name: m.name for m in probe.manifest.metrics}
-        print(
-            f"Counting {name} via {probe.hook_label}... "
-            + ("Ctrl-C to end" if interval is None else f"every {interval:g}s"),
-            file=sys.stderr,
-            flush=True,
+        intro = f"Counting {name} via {probe.hook_label}... " + (
+            "Ctrl-C to end" if interval is None else f"every {interval:g}s"
         )
         previous: dict[tuple, dict[str, Any]] = {}
 
@@ -71,7 +67,7 @@ def counts(
             if note:
                 click.echo(note)
 
-        intervals(report, interval, count)
+        intervals(report, interval, count, intro=intro)
 
 
 def _in_netns(row: Mapping[str, Any], inode: int) -> bool:

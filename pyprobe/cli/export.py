@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from ..exporter.caps import parse_caps
 from ..exporter.daemon import Options, run
 from ..logs import FORMATS, LEVELS
 from ..logs import setup as setup_logging
-from .common import CONTEXT, context
+from .common import CONTEXT, Terminated, context
 
 
 @click.command("export", context_settings=CONTEXT)
@@ -105,7 +107,13 @@ def export_cmd(
         telemetry_path,
     )
     ctx = context()
-    run(opts, ctx.env(), ctx.registry, ctx.loader)
+    try:
+        run(opts, ctx.env(), ctx.registry, ctx.loader)
+    except (Terminated, KeyboardInterrupt):
+        # SIGTERM or SIGINT before the daemon's own handlers are in place
+        # (while the config is read, the port bound): as after, a clean stop
+        # with nothing attached (run()'s clean-up has run), exit 0.
+        sys.exit(0)
 
 
 COMMANDS = (export_cmd,)

@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..core.compile import compile_all
-from ..load.fork import ForkLoader
+from ..load.compilers import CompilerLoader
 from ..views.dashboard import render
 from .common import CONTEXT, context
 from .doctor import report
@@ -62,7 +62,7 @@ def compile_programs(include: tuple[str, ...]) -> None:
     names = list(include) or ctx.registry.names()
     env = ctx.env()
 
-    def probes(loader: ForkLoader) -> list:
+    def probes(loader: CompilerLoader) -> list:
         return [ctx.registry.create(n, env=env, loader=loader) for n in names]
 
     outcomes = compile_all(env, probes)

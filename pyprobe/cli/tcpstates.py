@@ -4,7 +4,6 @@ kernel, live sockets per state and namespace)."""
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
@@ -157,11 +156,8 @@ def tcplife(
 
 def _summary(netns: int | None, as_json: bool, interval: float | None, count: int | None) -> None:
     with attached("tcpstates") as probe:
-        print(
-            f"Counting TCP state changes via {probe.hook.label}... "
-            f"{'Ctrl-C to end' if interval is None else ''}",
-            file=sys.stderr,
-            flush=True,
+        intro = f"Counting TCP state changes via {probe.hook_label}... " + (
+            "Ctrl-C to end" if interval is None else f"every {interval:g}s"
         )
         previous: dict[tuple[str, str], int] = {}
 
@@ -188,7 +184,7 @@ def _summary(netns: int | None, as_json: bool, interval: float | None, count: in
                     ]
                 )
 
-        intervals(report, interval, count)
+        intervals(report, interval, count, intro=intro)
 
 
 COMMANDS: tuple[Any, ...] = (tcpstates, tcplife)

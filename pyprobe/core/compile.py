@@ -11,7 +11,7 @@ kernel's offsets, so it is done here, not at build time. A kernel upgrade
 makes new keys: the first start after it compiles again (and keeps).
 
 Each missing program is compiled, loaded and attached the way the exporter
-would (ForkLoader: the kernel verifies it here, at install time), kept, and
+would (CompilerLoader: the kernel verifies it here, at install time), kept, and
 detached at once.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from ..errors import PyprobeError
 from ..kernel.env import KernelEnv
 from ..load import cache
-from ..load.fork import ForkLoader, cache_key
+from ..load.compilers import CompilerLoader, cache_key
 from ..load.program import LoadRequest, preflight
 from .probe import Probe
 
@@ -89,13 +89,13 @@ def settle(todo: Sequence[Job]) -> tuple[dict[str, Outcome], dict[str, LoadReque
     return outcomes, missing
 
 
-def compile_all(env: KernelEnv, make: Callable[[ForkLoader], Sequence[Probe]]) -> list[Outcome]:
+def compile_all(env: KernelEnv, make: Callable[[CompilerLoader], Sequence[Probe]]) -> list[Outcome]:
     """Every probe's programs compiled into the program cache, unless they
     are there already. make(loader): the probes, given the loader to use."""
     if cache.directory() is None:
         raise PyprobeError("the program cache is off (PYPROBE_PROGRAM_CACHE): nothing to keep")
     preflight(env)
-    loader = ForkLoader()
+    loader = CompilerLoader()
     try:
         todo = jobs(make(loader))
         outcomes, missing = settle(todo)

@@ -132,7 +132,7 @@ class Probe:
     def load_request(self, stream: bool = False, cflags: Sequence[str] = ()) -> LoadRequest:
         """What the loader is to compile and attach: program, hook, flags, and
         what to keep of it. attach() is load_request() + load + adopt(); the
-        exporter loads its probes' requests together (ForkLoader.load_each)."""
+        exporter loads its probes' requests together (CompilerLoader.load_each)."""
         if self.loader is not None:
             self.loader.check(self.env)  # first: a missing privilege explains what follows
         choice = self.available()

@@ -107,7 +107,7 @@ def run(
     states: dict[str, ProbeState] = {}
     stats_fd = None
     thread: threading.Thread | None = None
-    # bcc, clang and LLVM live in a child for the attach phase only (load/fork.py)
+    # bcc, clang and LLVM live in a child for the attach phase only (load/compilers.py)
     loader = new_loader()
     # Serve from the first attached probe on while the rest compile (a start
     # with nothing in the program cache takes ~3 s for all seven), unless a

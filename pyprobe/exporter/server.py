@@ -1,9 +1,18 @@
 """The exporter's HTTP server: /metrics from a CollectorRegistry, with the
 web config's TLS and basic auth. Bound (socket created and listening) before
-any BPF is loaded, so a port in use fails first and cleanly."""
+any BPF is loaded, so a port in use fails first and cleanly.
+
+Connections are read by one asyncio loop, not a thread each: a client that
+sends its request slowly, or never, holds a few KB and a timer, not one of
+a few request slots, so Prometheus' scrapes are served meanwhile. A request
+must arrive whole within HEAD_TIMEOUT; only then does it get a worker
+(at most WORKERS: scrapes share the maps and one result, basic auth's bcrypt
+is slow on purpose). Beyond MAX_CONNECTIONS open connections, a 503 at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -15,7 +24,9 @@ import socket
 import ssl
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
+from email.utils import formatdate
+from http import HTTPStatus
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -23,16 +34,12 @@ from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 
 from ..errors import PyprobeError
+from ..logs import kv
 from .textformat import OpenMetricsEncoder, TextEncoder
 from .webconfig import WebConfig
 
 log = logging.getLogger("pyprobe.exporter")
 DEFAULT_ADDRESS = "127.0.0.1:9977"
-BUSY = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-    b"Content-Length: 21\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
-    b"too many connections\n"
-)
 DEFAULT_PATH = "/metrics"
 LANDING = """<html><head><title>pyprobe exporter</title></head><body>
 <h1>pyprobe exporter</h1><p><a href="{path}">Metrics</a></p></body></html>
@@ -46,6 +53,12 @@ PROMETHEUS_HEADERS = {
     "Accept-Encoding": "gzip",
 }
 GZIP_LEVEL = 1  # a scrape of ~400 series, ~29 KB, to ~5 KB in ~0.1 ms (9 takes 10x longer)
+MAX_CONNECTIONS = 256  # open at once (idle, reading or served); more get 503 at once
+WORKERS = 4  # requests being answered at once: threads, never more
+HEAD_TIMEOUT = 5.0  # s for a request's line and headers (and TLS handshake) to arrive whole
+IDLE_TIMEOUT = 120.0  # s a kept-alive connection may wait for its next request
+MAX_LINE = 8192  # request line (longer: 414); a header line longer: 431
+MAX_HEADERS = 100  # (more: 431)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -82,12 +95,30 @@ def gzip_accepted(header: str) -> bool:
     return False
 
 
-MAX_CONNECTIONS = 32  # served at once; more get 503 at once, not a thread each
+class Refused(Exception):
+    """A request answered with an error status, the connection then closed."""
+
+    def __init__(self, status: HTTPStatus, extra: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(status.phrase)
+        self.status, self.extra = status, extra
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 64
+class Request:
+    def __init__(self, method: str, target: str, version: str, headers: dict[str, str]):
+        self.method, self.target, self.version, self.headers = method, target, version, headers
+
+    @property
+    def keep_alive(self) -> bool:
+        connection = self.headers.get("connection", "").lower()
+        if self.version == "HTTP/1.1":
+            return "close" not in connection
+        return "keep-alive" in connection
+
+
+class Server:
+    """Listens at once (a port in use is a PyprobeError here); serve_forever()
+    runs the loop (the daemon runs it in a thread); shutdown() ends it,
+    waiting for the requests being answered; server_close() lets the port go."""
 
     def __init__(
         self,
@@ -98,43 +129,188 @@ class Server(ThreadingHTTPServer):
     ):
         self.metrics_path = path
         self.landing = LANDING.format(path=html.escape(path)).encode()
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.registry = registry
         self.text = TextEncoder()  # the plain text format (0.0.4)
         # OpenMetrics, what Prometheus asks for first: one per content type
         # (version, escaping) asked for, a few at most.
         self.openmetrics: dict[str, OpenMetricsEncoder] = {}
-        self.config = config  # replaced whole on SIGHUP; read once per request
+        self._config = config  # replaced whole on SIGHUP (the config setter)
         self.scrape_lock = threading.Lock()  # one scrape at a time reads the maps
         # (encoder, when the body was started, body): scrapes that queued
         # behind one in progress take its result if it began after they came.
         self._last: tuple[object, float, bytes] | None = None
-        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            super().__init__(address, Handler)
+            self.socket.bind(address)
+            self.socket.listen(128)
         except OSError as e:
+            self.socket.close()
             why = "port in use" if e.errno == errno.EADDRINUSE else e.strerror
             raise PyprobeError(f"cannot listen on {address[0]}:{address[1]}: {why}") from None
+        self.server_address = self.socket.getsockname()
+        self.connections = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Event | None = None
+        self._listening: asyncio.Server | None = None
+        self._running = threading.Event()
+        self._done = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="http")
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        # In the accept loop: over the limit, answer 503 and close, without
-        # a thread (a flood of connections cannot grow the daemon).
-        if not self.slots.acquire(blocking=False):
-            with contextlib.suppress(OSError):
-                request.sendall(BUSY)
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.slots.release()
-            raise
+    @property
+    def config(self) -> WebConfig:
+        return self._config
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    @config.setter
+    def config(self, config: WebConfig) -> None:
+        """A new config (SIGHUP): new connections get its TLS from now on;
+        those already open keep theirs."""
+        self._config = config
+        loop = self._loop
+        if loop is not None and not self._done.is_set():
+            with contextlib.suppress(RuntimeError):  # the loop ended meanwhile
+                loop.call_soon_threadsafe(lambda: loop.create_task(self._listen()))
+
+    # -- life ------------------------------------------------------------------
+    def serve_forever(self) -> None:
         try:
-            super().process_request_thread(request, client_address)
+            asyncio.run(self._serve())
         finally:
-            self.slots.release()
+            self._done.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        tasks: set[asyncio.Task] = set()
+
+        async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            tasks.add(task)
+            try:
+                await self._connection(reader, writer)
+            finally:
+                tasks.discard(task)
+
+        self._accepted = accepted
+        await self._listen()
+        self._running.set()
+        try:
+            await self._stopped.wait()
+        finally:
+            if self._listening is not None:
+                self._listening.close()
+            # Connections waiting for a request, or for a slow client to read,
+            # end now, quietly; one being answered finishes its answer first.
+            for task in list(tasks):
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _listen(self) -> None:
+        """Accept with the config's TLS: a listener on a duplicate of our
+        socket (closing it leaves ours open), in place of the last one.
+        asyncio does the handshake (with TLS 1.3 and client certificates,
+        starting TLS on a stream already read from lost the client's last
+        flight: the handshake hung until its deadline)."""
+        old = self._listening
+        self._listening = await asyncio.start_server(
+            self._accepted,
+            sock=self.socket.dup(),
+            limit=2 * MAX_LINE,
+            ssl=self._config.tls,
+            ssl_handshake_timeout=HEAD_TIMEOUT if self._config.tls else None,
+        )
+        if old is not None:
+            old.close()
+
+    def shutdown(self) -> None:
+        """End serving; returns once the loop has ended."""
+        loop, stopped = self._loop, self._stopped
+        if loop is not None and stopped is not None and not self._done.is_set():
+            with contextlib.suppress(RuntimeError):  # the loop ended meanwhile
+                loop.call_soon_threadsafe(stopped.set)
+            self._done.wait()
+        self._pool.shutdown(wait=True)
+
+    def server_close(self) -> None:
+        self.socket.close()
+
+    # -- connections -----------------------------------------------------------
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        self.connections += 1
+        try:
+            if self.connections > MAX_CONNECTIONS:
+                writer.write(_response(HTTPStatus.SERVICE_UNAVAILABLE, b"too many connections\n",
+                                       extra=(("Retry-After", "1"),), keep=False))  # fmt: skip
+                await _drain(writer, HEAD_TIMEOUT)
+                return
+            timeout = HEAD_TIMEOUT
+            while True:
+                try:
+                    request = await asyncio.wait_for(_read_head(reader), timeout)
+                except Refused as e:
+                    body = f"{e.status.value} {e.status.phrase}\n".encode()
+                    refused = [*self.config.headers.items(), *e.extra]
+                    writer.write(_response(e.status, body, extra=refused, keep=False))
+                    await _drain(writer, HEAD_TIMEOUT)
+                    return
+                if request is None:
+                    return  # the client closed, between requests
+                status, body, ctype, extra = await asyncio.get_running_loop().run_in_executor(
+                    self._pool, self._answer, request
+                )
+                keep = request.keep_alive and status < 400
+                head_only = request.method == "HEAD"
+                extra = [*self.config.headers.items(), *extra]
+                writer.write(_response(status, body, ctype, extra, keep, head_only))
+                await _drain(writer, IDLE_TIMEOUT)
+                if not keep:
+                    return
+                timeout = IDLE_TIMEOUT  # the next request may wait, as Prometheus' do
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ssl.SSLError,
+                OSError) as e:  # fmt: skip
+            # A slow, silent or broken client, or a failed handshake: its own
+            # business, not the daemon's (a debug line, never a traceback).
+            log.debug("connection closed", extra=kv(peer=peer, why=type(e).__name__))
+        except asyncio.CancelledError:
+            pass  # shutting down
+        finally:
+            self.connections -= 1
+            writer.transport.abort()  # no lingering close on a client that stopped reading
+
+    def _answer(self, request: Request) -> tuple[int, bytes, str, list[tuple[str, str]]]:
+        """A whole request's answer, in a worker thread (auth and scrapes block)."""
+        text = "text/plain; charset=utf-8"
+        if request.method not in ("GET", "HEAD"):
+            return 405, b"405 Method Not Allowed\n", text, [("Allow", "GET, HEAD")]
+        if not self._authorized(request):
+            return 401, b"Unauthorized\n", text, [("WWW-Authenticate", 'Basic realm="pyprobe"')]
+        path = request.target.split("?", 1)[0]
+        if path == self.metrics_path:
+            encoder, ctype = self.encoder(request.headers.get("accept", ""))
+            body, extra = self.scrape(encoder), [("Vary", "Accept-Encoding")]
+            if gzip_accepted(request.headers.get("accept-encoding", "")):
+                body = gzip.compress(body, GZIP_LEVEL)
+                extra.append(("Content-Encoding", "gzip"))
+            return 200, body, ctype, extra
+        if path == "/":
+            return 200, self.landing, "text/html; charset=utf-8", []
+        return 404, b"Not Found\n", text, []
+
+    def _authorized(self, request: Request) -> bool:
+        config = self.config
+        if not config.users:
+            return True
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, _, password = base64.b64decode(token, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return config.authorized(user, password)
 
     def encoder(self, accept: str) -> tuple[Any, str]:
         """The writer and content type for an Accept header: prometheus_client
@@ -160,82 +336,73 @@ class Server(ThreadingHTTPServer):
             self._last = (encoder, started, body)
             return body
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        # TLS handshakes happen here, in the connection's thread, so a slow or
-        # hostile client cannot stall the accept loop.
-        ctx = self.config.tls
-        if ctx is not None:
-            request.settimeout(10)
-            try:
-                request = ctx.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError) as e:
-                log.debug("tls handshake failed from %s: %s", client_address, e)
-                return
-        super().finish_request(request, client_address)
+
+async def _read_head(reader: asyncio.StreamReader) -> Request | None:
+    """The request line and headers; None when the client closed before a
+    request began. Bad ones raise Refused with their status."""
+    line = await _line(reader, HTTPStatus.REQUEST_URI_TOO_LONG, first=True)
+    if line is None:
+        return None
+    parts = line.split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise Refused(HTTPStatus.BAD_REQUEST)
+    method, target, version = parts
+    headers: dict[str, str] = {}
+    for _ in range(MAX_HEADERS + 1):
+        text = await _line(reader, HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+        if not text:
+            return Request(method, target, version, headers)
+        name, sep, value = text.partition(":")
+        if not sep or not name or name != name.strip():
+            raise Refused(HTTPStatus.BAD_REQUEST)
+        headers[name.lower()] = value.strip()
+    raise Refused(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
 
 
-class Handler(BaseHTTPRequestHandler):
-    server: Server
-    timeout = 10  # per connection: no slowloris
-    server_version = "pyprobe"
-    sys_version = ""
-    # Garbage gets a real status line (HTTP/0.9 would answer without one),
-    # and errors are one plain line, not an HTML page.
-    default_request_version = "HTTP/1.0"
-    error_content_type = "text/plain; charset=utf-8"
-    error_message_format = "%(code)d %(message)s\n"
+async def _line(
+    reader: asyncio.StreamReader, too_long: HTTPStatus, first: bool = False
+) -> str | None:
+    try:
+        raw = await reader.readuntil(b"\n")
+    except asyncio.LimitOverrunError:
+        raise Refused(too_long) from None
+    except asyncio.IncompleteReadError as e:
+        if first and not e.partial:
+            return None
+        raise
+    if len(raw) > MAX_LINE:
+        raise Refused(too_long)
+    try:
+        return raw.decode("latin-1").rstrip("\r\n") if raw.isascii() else _bad()
+    except UnicodeDecodeError:
+        raise Refused(HTTPStatus.BAD_REQUEST) from None
 
-    def log_message(self, format: str, *args: object) -> None:
-        log.debug("%s " + format, self.client_address[0], *args)
 
-    def _send(
-        self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8", extra=()
-    ) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (*self.server.config.headers.items(), *extra):
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+def _bad() -> str:
+    raise Refused(HTTPStatus.BAD_REQUEST)
 
-    def _authorized(self) -> bool:
-        config = self.server.config
-        if not config.users:
-            return True
-        header = self.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            user, _, password = base64.b64decode(token, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        return config.authorized(user, password)
 
-    def do_GET(self) -> None:
-        if not self._authorized():
-            self._send(
-                401, b"Unauthorized\n", extra=[("WWW-Authenticate", 'Basic realm="pyprobe"')]
-            )
-            return
-        path = self.path.split("?", 1)[0]
-        if path == self.server.metrics_path:
-            encoder, ctype = self.server.encoder(self.headers.get("Accept", ""))
-            body, extra = self.server.scrape(encoder), [("Vary", "Accept-Encoding")]
-            if gzip_accepted(self.headers.get("Accept-Encoding", "")):
-                body = gzip.compress(body, GZIP_LEVEL)
-                extra.append(("Content-Encoding", "gzip"))
-            self._send(200, body, ctype, extra)
-        elif path == "/":
-            self._send(200, self.server.landing, "text/html; charset=utf-8")
-        else:
-            self._send(404, b"Not Found\n")
+def _response(
+    status: int,
+    body: bytes,
+    ctype: str = "text/plain; charset=utf-8",
+    extra: Any = (),
+    keep: bool = True,
+    head_only: bool = False,
+) -> bytes:
+    phrase = HTTPStatus(status).phrase
+    lines = [
+        f"HTTP/1.1 {status} {phrase}",
+        "Server: pyprobe",
+        f"Date: {formatdate(usegmt=True)}",
+        f"Content-Type: {ctype}",
+        f"Content-Length: {len(body)}",
+        *(f"{k}: {v}" for k, v in extra),
+    ]
+    if not keep:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head_only else body)
 
-    do_HEAD = do_GET
 
-    def _refuse(self) -> None:
-        self._send(405, b"Method Not Allowed\n", extra=[("Allow", "GET, HEAD")])
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse
+async def _drain(writer: asyncio.StreamWriter, timeout: float) -> None:
+    await asyncio.wait_for(writer.drain(), timeout)

@@ -280,7 +280,7 @@ class BccProgram(RingOwner):
 
 class BccLoader:
     """Compiles, loads and attaches in this process (bcc's memory stays here:
-    for tests, and for streams bcc must read itself, load/fork.py)."""
+    for tests, and for streams bcc must read itself, load/compilers.py)."""
 
     def check(self, env: KernelEnv) -> None:
         preflight(env)

@@ -1,7 +1,7 @@
 """Reading and pruning BPF maps through their file descriptors, with the
 bpf() system call itself: no bcc, so a process that only reads maps (the
 daemon, once a child has compiled and attached its programs) never loads
-bcc, clang and LLVM (see forkload.py).
+bcc, clang and LLVM (see load/compilers.py).
 
 A map is read whole with BPF_MAP_LOOKUP_BATCH into buffers kept between
 reads, and decoded with struct: bcc's items_lookup_batch() allocates

@@ -1,7 +1,7 @@
 """What every loader and loaded program looks like to the rest of pyprobe:
 a `Program` (read maps, poll a ring buffer, close), a `Loader` (a request
 in, a Program out), and what a request carries. Implemented by load/bcc.py
-(compiles in this process), load/fork.py (in a compiler process, or from
+(compiles in this process), load/compilers.py (in a compiler process, or from
 the program cache) and the unit tests' fake.
 """
 
@@ -76,7 +76,7 @@ class Loader(Protocol):
 
 class BatchLoader(Loader, Protocol):
     """A loader for several programs at once, each given back as it is ready
-    (load/fork.py); close() ends what it started."""
+    (load/compilers.py); close() ends what it started."""
 
     def load_each(
         self, requests: Sequence[LoadRequest]

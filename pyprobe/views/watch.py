@@ -10,9 +10,12 @@ intervals(): [INTERVAL [COUNT]] like the bcc tools: every INTERVAL seconds the
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TextIO
 
 from ..core.probe import Probe
@@ -55,14 +58,7 @@ def stream(
             out.write(text)
             out.flush()
 
-    ending = f"Ending after {duration:g}s" if duration else "Ctrl-C to end"
-    print(
-        f"Tracing {what or probe.name} via {probe.hook_label}... {ending}.",
-        file=sys.stderr,
-        flush=True,
-    )
-    if not as_json:
-        print(("TIME     " if timestamp else "") + probe.header(), file=out, flush=True)
+    until = f"Ending after {duration:g}s" if duration else "Ctrl-C to end"
 
     def emit_bytes(data: bytes) -> None:
         if data:
@@ -85,17 +81,25 @@ def stream(
         else:
             emit(probe.events(timeout_ms))
 
-    try:
-        while deadline is None or time.monotonic() < deadline:
-            step(100)
-    finally:
-        step(0)
-        lost = probe.lost()
+    with ctrl_c_ends() as end:
         print(
-            f"lost events: {lost}" + (" (ring buffer full)" if lost else ""),
+            f"Tracing {what or probe.name} via {probe.hook_label}... {until}.",
             file=sys.stderr,
             flush=True,
         )
+        if not as_json:
+            print(("TIME     " if timestamp else "") + probe.header(), file=out, flush=True)
+        try:
+            while not end.is_set() and (deadline is None or time.monotonic() < deadline):
+                step(100)
+        finally:
+            step(0)  # what is still buffered
+            lost = probe.lost()
+            print(
+                f"lost events: {lost}" + (" (ring buffer full)" if lost else ""),
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 _MEASURES = ("value", "count", "sum", "buckets", "delta", "p50", "p99")
@@ -119,21 +123,53 @@ def intervals(
     report: Callable[[int], None],
     interval: float | None,
     count: int | None,
-    wait: Callable[[float], None] = time.sleep,
+    wait: Callable[[float, threading.Event], None] | None = None,
     first_now: bool = False,
+    intro: str = "",
 ) -> None:
     """Call report(n) every interval seconds, count times; without an
-    interval, once at Ctrl-C (or, first_now, once at once). wait(seconds)
-    is what is done between reports (conn: reading the streams)."""
-    n = 0
-    while True:
-        if not (first_now and n == 0):
-            try:
-                wait(interval if interval is not None else 1e9)
-            except KeyboardInterrupt:
-                if interval is not None:
-                    raise
-        report(n)
-        n += 1
-        if interval is None or (count is not None and n >= count):
-            return
+    interval, once at Ctrl-C (or, first_now, once at once). wait(seconds,
+    end) is what is done between reports (conn: reading the streams; it
+    returns early once `end` is set). Ctrl-C ends it as the bcc tools end:
+    the report of what came since the last one, then done. intro goes to
+    stderr once Ctrl-C means that."""
+    with ctrl_c_ends() as end:
+        if intro:
+            print(intro, file=sys.stderr, flush=True)
+        n = 0
+        while True:
+            if not (first_now and n == 0):
+                seconds = interval if interval is not None else float("inf")
+                if wait is None:
+                    end.wait(None if seconds == float("inf") else seconds)
+                else:
+                    wait(seconds, end)
+            report(n)
+            n += 1
+            if end.is_set() or interval is None or (count is not None and n >= count):
+                return
+
+
+@contextlib.contextmanager
+def ctrl_c_ends() -> Iterator[threading.Event]:
+    """Within the block, Ctrl-C (SIGINT) asks the command to end, by setting
+    the event: the command then prints its last report whole. More SIGINTs
+    (`timeout -s INT` signals the process and its group: two) are ignored
+    from then on, until the process exits (cli.main restores the handler
+    only for a caller that outlives it). Before the block, Ctrl-C interrupts
+    (KeyboardInterrupt): nothing was shown yet."""
+    end = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield end
+        return
+
+    def requested(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        end.set()
+
+    previous = signal.signal(signal.SIGINT, requested)
+    try:
+        yield end
+    finally:
+        if not end.is_set():
+            signal.signal(signal.SIGINT, previous)

@@ -136,7 +136,7 @@ def test_tcplife_one_line_per_connection_with_its_bytes_and_age(pair, no_program
     assert all(0 < float(r[7]) < took * 1000 for r in rows)
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 0), (signal.SIGTERM, 143)])
 def test_signals_detach_everything(sig, code):
     before = quiet_prog_count()
     proc = start("tcpstates")
@@ -224,3 +224,20 @@ def test_classic_tracepoint_fallback_gives_the_same_numbers(pair, no_programs_le
         ("FIN_WAIT2", "CLOSE"): 25,
     }
     assert all(e["sport"] == 9100 and e["saddr"] == pair.addr_a for e in events)
+
+
+@pytest.mark.parametrize("gap", [0.0, 0.001, 0.01, 0.05])
+def test_a_second_sigint_does_not_lose_the_report(gap, no_programs_left):
+    """`timeout -s INT` signals the command and its group: two SIGINTs. The
+    first ends the count; the report comes out whole, exit 0, whatever the
+    gap before the second (it was lost, exit 130, or the process died by the
+    signal)."""
+    proc = start("softirqs", "-j")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(gap)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    (report,) = [json.loads(line) for line in out.splitlines()]
+    assert report["probe"] == "softirqs" and report["rows"]
+    assert "Traceback" not in err

@@ -192,7 +192,7 @@ def rule_queries() -> list[tuple[str, str]]:
 
 def test_the_daemon_holds_descriptors_not_the_compiler(exporter):
     """bcc, clang and LLVM lived in the child that compiled and attached
-    (forkload.py); the daemon has the programs by fd, and they count."""
+    (load/compilers.py); the daemon has the programs by fd, and they count."""
     pid = exporter.proc.pid
     mapped = Path(f"/proc/{pid}/maps").read_text()
     assert not re.search(r"libbcc|libLLVM|libclang", mapped)

@@ -18,7 +18,7 @@ import pytest
 from pyprobe.errors import PyprobeError
 from pyprobe.lab import traffic
 from pyprobe.lab.pair import VethPair
-from pyprobe.load.fork import ForkLoader
+from pyprobe.load.compilers import CompilerLoader
 from pyprobe.netns import devices
 from tests.support import registry
 
@@ -41,7 +41,7 @@ def pair():
 
 def load(names: list[str]) -> tuple[list, list, bool]:
     """(probes, results, whether a compiler process was started)."""
-    loader = ForkLoader(workers=2)
+    loader = CompilerLoader(workers=2)
     try:
         probes = [registry.create(n, loader=loader) for n in names]
         results = loader.load_many([p.load_request() for p in probes])
@@ -219,8 +219,8 @@ def _twice(monkeypatch, capsys, argv: list[str], traffic) -> tuple[list[int], li
     from pyprobe.cli import main
 
     starts: list[int] = []
-    real = ForkLoader._start
-    monkeypatch.setattr(ForkLoader, "_start", lambda self, n: starts.append(n) or real(self, n))
+    real = CompilerLoader._start
+    monkeypatch.setattr(CompilerLoader, "_start", lambda self, n: starts.append(n) or real(self, n))
     outputs = []
     for _ in range(2):
         done = threading.Event()

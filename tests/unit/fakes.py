@@ -63,7 +63,7 @@ class FakeLoader:
         self.programs.append(prog)
         return prog
 
-    # as ForkLoader, which the CLI's commands use
+    # as CompilerLoader, which the CLI's commands use
     def load_many(self, requests: list) -> list[FakeProgram]:
         return [self.load(r) for r in requests]
 

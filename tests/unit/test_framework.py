@@ -306,7 +306,7 @@ def test_every_shipped_probe_has_a_decoder_for_each_label():
 
 
 def test_what_a_probe_adds_to_its_flags_is_in_its_load_request():
-    """The exporter compiles load_request()s (ForkLoader.load_many), not
+    """The exporter compiles load_request()s (CompilerLoader.load_many), not
     attach(): a subclass's own flags must be there."""
     from pyprobe.probes.tcpstates import Filters
 

@@ -15,7 +15,7 @@ from pyprobe.core.attach import attach_together
 from pyprobe.kernel.env import KernelEnv
 from pyprobe.lab import traffic
 from pyprobe.lab.pair import VethPair
-from pyprobe.load.fork import ForkLoader
+from pyprobe.load.compilers import CompilerLoader
 from pyprobe.netns import namespaces
 from tests.support import registry
 
@@ -48,8 +48,8 @@ def run():
     assert env.kprobes, "this VM's kernel should have kprobes"
     # Loaded as the CLI loads streams: compiled and attached in a compiler
     # process, which hands back the kprobes' perf event fds and the ring
-    # buffer's, then exits (forkload.py).
-    loader = ForkLoader()
+    # buffer's, then exits (load/compilers.py).
+    loader = CompilerLoader()
     probes = {n: registry.create(n, env=env, loader=loader) for n in ("tcpstates", "drops")}
     hooks = {}
     with VethPair(prefix="vm", net=31) as pair:

@@ -4,28 +4,34 @@ Most of the daemon's memory was bcc's: importing it maps clang and LLVM, and
 compiling seven programs leaves ~90 MB of heap and touched library pages
 that a long-lived process keeps (measured: 179-195 MB RSS, 29 MB without
 bcc). The kernel holds a program, its maps and its attachments by file
-descriptor, so a forked child imports bcc, compiles, loads and attaches,
-and sends the descriptors back over a Unix socket (SCM_RIGHTS); the daemon
-reads maps with its own bpf() calls (load/maps.py) and detaches by closing them.
-The child never detaches: it leaves with os._exit, skipping bcc's atexit
-clean-up, whose PERF_EVENT_IOC_DISABLE would switch off the parent's
-tracepoint and kprobe events too.
+descriptor, so a child process imports bcc, compiles, loads and attaches,
+and sends the descriptors back over a Unix socket (SCM_RIGHTS); this
+process reads maps with its own bpf() calls (load/maps.py) and detaches by
+closing them. The child never detaches: it leaves with os._exit, skipping
+bcc's atexit clean-up, whose PERF_EVENT_IOC_DISABLE would switch off this
+process's tracepoint and kprobe events too.
+
+The children are fresh interpreters (load/compiler_process.py), started
+with exec, never a bare fork: the exporter starts them while its HTTP
+thread serves, and a forked copy of a process with threads inherits the
+locks they held (the import lock, logging's, the allocator's) held for
+ever. One did hang so, holding attached programs after its parent was gone.
 
 Streams load the same way: the ring buffer's fd comes back with the rest,
-and this process reads it from its mapping (load/ringbuf.py). Where that mapping
-cannot be read (ringbuf.available: not x86), a stream is compiled here
-instead and bcc's callback reads it.
+and this process reads it from its mapping (load/ringbuf.py). Where that
+mapping cannot be read (ringbuf.available: not x86), a stream is compiled
+here instead and bcc's callback reads it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import pickle
 import selectors
-import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Generator, Sequence
 from pathlib import Path
 
@@ -33,12 +39,11 @@ from ..errors import PyprobeError
 from ..kernel.env import KernelEnv
 from . import cache, ringbuf
 from .bcc import BccLoader
+from .compiler_process import MAX_FDS, MAX_MESSAGE
 from .maps import Key, MapReader
 from .program import Exported, LoadRequest, Program, RingOwner, preflight, program_text
 
-_PR_SET_PDEATHSIG = 1
-_MAX_FDS = 250  # SCM_MAX_FD is 253
-_MAX_MESSAGE = 1 << 20
+CHILD = "pyprobe.load.compiler_process"  # run with python -m
 
 
 class RemoteProgram(RingOwner):
@@ -102,8 +107,8 @@ class RemoteProgram(RingOwner):
             os.close(fd)
 
 
-class ForkLoader:
-    """Loads through child processes, forked at the first load and ended by
+class CompilerLoader:
+    """Loads through child processes, started at the first load and ended by
     close() (the daemon closes them once every probe is attached). With
     several children, load_many() compiles that many programs at once: on
     two CPUs, seven probes attach in about half the time. By default one child
@@ -111,7 +116,7 @@ class ForkLoader:
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = max(1, workers or min(2, os.cpu_count() or 1))
-        self._children: list[tuple[int, socket.socket]] = []
+        self._children: list[tuple[subprocess.Popen, socket.socket]] = []
 
     def check(self, env: KernelEnv) -> None:
         preflight(env)
@@ -171,7 +176,7 @@ class ForkLoader:
         died = False
         try:
             with selectors.DefaultSelector() as sel:
-                for k, (_pid, sock) in enumerate(self._children):
+                for k, (_proc, sock) in enumerate(self._children):
                     sel.register(sock, selectors.EVENT_READ, k)
                     hand_out(k)
                 while busy:
@@ -197,38 +202,32 @@ class ForkLoader:
                 self.close()
 
     def _start(self, children: int) -> None:
-        me = os.getpid()
         for _ in range(children):
             parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - runs in the child
-                parent.close()
-                for _other, theirs in self._children:
-                    theirs.close()
-                code = 1
-                try:
-                    _serve(child, me)
-                    code = 0
-                except BaseException as e:
-                    os.write(2, f"pyprobe: compiler process: {type(e).__name__}: {e}\n".encode())
-                finally:
-                    os._exit(code)
-            child.close()
-            self._children.append((pid, parent))
+            try:
+                # exec'd, not forked: see the module's docstring. It watches
+                # its parent: this process's pid, and the socket's other end.
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", CHILD, str(child.fileno()), str(os.getpid())],
+                    pass_fds=(child.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                    env=_child_env(),
+                )
+            finally:
+                child.close()
+            self._children.append((proc, parent))
 
     def close(self, kill: bool = False) -> None:
         """End the children (their memory goes with them); loaded programs stay.
         kill: at once, not after what they are compiling (its program, attached
         in the child only, goes with the child's descriptors)."""
         children, self._children = self._children, []
-        for pid, sock in children:
+        for proc, sock in children:
             sock.close()  # the child reads EOF and leaves
             if kill:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        for pid, _sock in children:
-            with contextlib.suppress(ChildProcessError):  # reaped already
-                os.waitpid(pid, 0)
+                proc.kill()
+        for proc, _sock in children:
+            proc.wait()
 
 
 class _Died(PyprobeError):
@@ -237,7 +236,7 @@ class _Died(PyprobeError):
 
 def _answer(sock: socket.socket, source: Path) -> RemoteProgram | PyprobeError:
     try:
-        data, fds, _flags, _addr = socket.recv_fds(sock, _MAX_MESSAGE, _MAX_FDS)
+        data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
     except OSError as e:
         data, fds, detail = b"", [], e.strerror
     else:
@@ -261,30 +260,8 @@ def cache_key(request: LoadRequest) -> str:
     )
 
 
-def _serve(sock: socket.socket, parent: int) -> None:  # pragma: no cover - runs in the child
-    """The child: load what is asked, send back descriptions and fds, until EOF."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the parent's to handle
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:
-        return  # the parent was gone before the death signal was asked for
-    kept = []  # never cleaned up: what they hold is the parent's now
-    loader = BccLoader()
-    while True:
-        data = sock.recv(_MAX_MESSAGE)
-        if not data:
-            return
-        request, entry = pickle.loads(data)
-        reply: Exported | str
-        fds: Sequence[int] = []
-        try:
-            program = loader.load(request)
-            kept.append(program)
-            reply, fds = program.export(request.exports)
-            cache.save(entry, reply, program.map_names(), program.instructions)
-        except PyprobeError as e:
-            reply = str(e)
-        except Exception as e:
-            reply = f"{request.source.name}: {type(e).__name__}: {e}"
-        socket.send_fds(sock, [pickle.dumps(reply)], list(fds))
+def _child_env() -> dict[str, str]:
+    """The child imports this very pyprobe, whatever put it on our path."""
+    here = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (here, path)))}

@@ -1,4 +1,5 @@
-"""The arms compared: pyprobe's exporter (core probes, every probe) and its
+"""The arms compared: pyprobe's exporter (its default; every probe with every
+feature) and its
 stream, the floor's empty programs, the bcc tools and bpftrace one-liners;
 each started and stopped as a tool of its own (Arm), and the process helpers
 around them (the programs loaded, a tool gone idle, its CPU time).
@@ -23,26 +24,25 @@ from . import fine, lossless
 PYPROBE = str(Path(sys.executable).with_name("pyprobe"))
 PORT = 19981
 
-FLOOR = "floor: empty programs on every probe's hooks (dispatch; bpf_stats in ns/run)"
+FLOOR = "floor: empty programs on every probe's and feature's hooks (dispatch; bpf_stats in ns/run)"
 ARMS: dict[str, list[str] | None] = {
     "none": None,
-    "pyprobe exporter, core probes": [
+    # What `pyprobe export` runs with no --probe: every probe, the kernel's
+    # own counters where they say it, hooks only for what they do not.
+    "pyprobe exporter, default": [PYPROBE, "export", "--web.listen-address", f"127.0.0.1:{PORT}"],
+    "pyprobe exporter, every probe and feature": [
         PYPROBE,
         "export",
-        *(arg for name in fine.CORE for arg in ("--probe", name)),
-        "--web.listen-address",
-        f"127.0.0.1:{PORT}",
-    ],
-    "pyprobe exporter, every probe": [
-        PYPROBE,
-        "export",
+        "--probe",
+        "*.all",
         "--web.listen-address",
         f"127.0.0.1:{PORT}",
     ],
     "pyprobe tcpstates -j (stream)": [PYPROBE, *fine.STREAM],
-    # Empty programs on the exporter's hooks: what their dispatch costs the workloads
-    # (the best "every probe" could do), and bpf_stats' accounting per run. (A module
-    # of this package: found where `python -m bench` found it, the repo root.)
+    # Empty programs on the hooks of every probe and feature: what their
+    # dispatch costs the workloads (the best "every probe and feature" could
+    # do), and bpf_stats' accounting per run. (A module of this package:
+    # found where `python -m bench` found it, the repo root.)
     FLOOR: [sys.executable, "-m", "bench.floor"],
     "tcpstates-bpfcc": ["tcpstates-bpfcc"],
     "tcplife-bpfcc": ["tcplife-bpfcc"],

@@ -52,8 +52,9 @@ from typing import TextIO
 
 ROOT = Path(__file__).resolve().parents[1]  # where `python -m bench.fine` finds the package
 
-ARMS = ("core", "every", "floor", "stream")
-CORE = ("tcpstates", "drops")  # the core probes: also the exporter arm's --probe list (arms.py)
+ARMS = ("default", "all", "floor", "stream")
+# what each exporter arm turns on, as --probe would (Registry.select)
+SELECT = {"default": (), "all": ("*.all",)}
 STREAM = ("tcpstates", "-j")  # the stream arm's command (pyprobe ...), as arms.py runs it
 _KEEP: list[object] = []  # what owns the loaded programs, alive until exit
 
@@ -98,11 +99,12 @@ def _attach(arm: str) -> None:
     from pyprobe.probes import default
 
     registry = default()
-    for name in CORE if arm == "core" else registry.names():
-        probe = registry.create(name, loader=BccLoader())
+    for name, features in registry.select(SELECT[arm]).items():
+        probe = registry.create(name, None, BccLoader(), features)
         probe.attach()
         _KEEP.append(probe)
-        assert probe.hook is not None
+        if probe.hook is None:
+            continue  # the kernel's own counters: nothing to toggle
         for point in probe.hook.points:
             kind = point.kind or probe.hook.kind
             if kind not in ("raw_tracepoint", "tp_btf"):

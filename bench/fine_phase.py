@@ -15,8 +15,8 @@ from .workloads import CHURN_LO, CHURN_VETH, IPERF, Workloads
 # The fine A/B phase (fine.py): its arms, as the whole-tool arms they stand
 # for.
 FINE_ARMS = {
-    "core": "pyprobe exporter, core probes",
-    "every": "pyprobe exporter, every probe",
+    "default": "pyprobe exporter, default",
+    "all": "pyprobe exporter, every probe and feature",
     "floor": FLOOR,
     "stream": "pyprobe tcpstates -j (stream)",
 }

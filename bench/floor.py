@@ -26,7 +26,10 @@ def hooks() -> list[str]:
     found: list[str] = []
     registry = default()
     for name in registry.names():
-        for point in registry.create(name).load_request().hook.points:
+        probe = registry.create(name, features=["all"])  # every hook the probe has
+        if not probe.needs_program():
+            continue
+        for point in probe.load_request().hook.points:
             if point.target not in found:
                 found.append(point.target)
     return found

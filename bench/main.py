@@ -30,7 +30,7 @@ from pathlib import Path
 
 from pyprobe.lab.pair import VethPair
 
-from . import fine_phase, lossless, throughput
+from . import costs, fine_phase, lossless, throughput
 from .arms import ARMS, STREAMING, is_event
 from .fine_phase import FINE_SLICES
 from .nsrun import STATS
@@ -163,4 +163,6 @@ def main() -> None:
     }
     (HERE / "results.json").write_text(json.dumps(report, indent=1))
     (HERE / "RESULTS.md").write_text(markdown(report))
+    if not args.quick:  # what `pyprobe list` and `doctor` show, from this run
+        costs.write(report)
     print((HERE / "RESULTS.md").read_text())

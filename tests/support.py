@@ -145,10 +145,11 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 
 class _Registry(Registry):
     """The install's probes, created with a loader that compiles in this
-    process unless a test gives another: the kernel tests load for real."""
+    process unless a test gives another, and every feature on unless a test
+    says which: the kernel tests load and check every program for real."""
 
-    def create(self, name: str, env=None, loader=None):
-        return super().create(name, env=env, loader=loader or BccLoader())
+    def create(self, name: str, env=None, loader=None, features=("all",)):
+        return super().create(name, env, loader or BccLoader(), features)
 
 
 registry = _Registry()

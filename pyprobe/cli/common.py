@@ -6,7 +6,7 @@ command loader, and the checks of options that do not go together."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +59,7 @@ def attached(
     name: str,
     buffer_pages: int | None = None,
     options: Mapping[str, Any] | None = None,
+    features: Iterable[str] = (),
     **attach: Any,
 ) -> Iterator[Any]:
     """A probe of the registry, configured with its plug-in's options and
@@ -66,7 +67,8 @@ def attached(
     end however it ends."""
     ctx = context()
     loader = ctx.loader()
-    probe = ctx.registry.create(name, env=ctx.env(), loader=loader)
+    chosen = ctx.registry.select([f"{name}.{f}" for f in features] or [name])[name]
+    probe = ctx.registry.create(name, ctx.env(), loader, chosen)
     probe.ring_pages = buffer_pages
     probe.configure(**(options or {}))
     with probe:
@@ -79,7 +81,9 @@ def attached(
 
 @contextmanager
 def attached_many(
-    names: list[str], streams: tuple[str, ...] = (), skip_unavailable: bool = False
+    names: list[str] | Mapping[str, frozenset[str] | None],
+    streams: tuple[str, ...] = (),
+    skip_unavailable: bool = False,
 ) -> Iterator[dict[str, Probe]]:
     """Several probes loaded together, like the exporter's (kept programs
     from the program cache, the rest compiled two at a time); detached at the
@@ -91,9 +95,10 @@ def attached_many(
         probes: dict[str, Probe] = {}
         loader = ctx.loader()
         try:
-            for name in names:
-                probe = stack.enter_context(ctx.registry.create(name, env=env, loader=loader))
-                if skip_unavailable and probe.available().hook is None:
+            chosen = names if isinstance(names, Mapping) else dict.fromkeys(names)
+            for name, features in chosen.items():
+                probe = stack.enter_context(ctx.registry.create(name, env, loader, features))
+                if skip_unavailable and probe.runs_here(name in streams)[0] is None:
                     continue
                 probes[name] = probe
             errors = attach_together(probes, loader, streams=streams)

@@ -42,9 +42,10 @@ def counts(
     count: int | None,
     netns: int | None = None,
     options: Mapping[str, Any] | None = None,
+    features: tuple[str, ...] = (),
 ) -> None:
     """The counting view of a probe: [INTERVAL [COUNT]] like the bcc tools."""
-    with attached(name, options=options) as probe:
+    with attached(name, options=options, features=features) as probe:
         titles = {m.name: m.name for m in probe.manifest.metrics}
         intro = f"Counting {name} via {probe.hook_label}... " + (
             "Ctrl-C to end" if interval is None else f"every {interval:g}s"
@@ -107,16 +108,17 @@ def probe_command(registry: Registry, name: str) -> click.Command:
         timestamp: bool = False,
         duration: float | None = None,
         buffer_pages: int | None = None,
+        feature: tuple[str, ...] = (),
         **options: Any,
     ) -> None:
         inode = resolve_netns(netns) if netns else None
         if stream:
             stream_takes_no_interval(interval)
-            with attached(name, buffer_pages, stream=True, options=options) as probe:
+            with attached(name, buffer_pages, options, feature, stream=True) as probe:
                 watch_stream(probe, as_json, timestamp, duration, inode)
             return
         counts_take_no_stream_options(timestamp, duration, buffer_pages)
-        counts(name, as_json, top, interval, count, inode, options)
+        counts(name, as_json, top, interval, count, inode, options, feature)
 
     command: Callable[..., None] = run
     command = interval_args(command)
@@ -129,6 +131,17 @@ def probe_command(registry: Registry, name: str) -> click.Command:
             )
         else:
             command = click.option(option.name, option.dest, help=option.help)(command)
+    if manifest.features:
+        names = [f.name for f in manifest.features]
+        command = click.option(
+            "-F",
+            "--feature",
+            multiple=True,
+            type=click.Choice([*names, "all"]),
+            help="Turn on a feature (repeat; all: every one): "
+            + "; ".join(f"{f.name}: {f.help}" for f in manifest.features)
+            + ".",
+        )(command)
     command = netns_option(command)
     if has_stream:
         command = stream_options(command)

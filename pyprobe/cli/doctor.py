@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Callable
 
 from ..core import compile as precompile
+from ..core.costs import cost
 from ..core.native import NATIVE_ENV
 from ..errors import PyprobeError
 from ..kernel.env import CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN, KernelEnv
@@ -137,12 +138,20 @@ def report(env: KernelEnv, registry: Registry, echo: Callable[[str], None]) -> b
     echo("\nprobes (hooks in order of preference; * = chosen):")
     for name in registry.names():
         probe = registry.create(name, env=env)
+        how, _why = probe.runs_here()
         choice = probe.available()
-        echo(f"  {name}: {'uses ' + choice.hook.label if choice.hook else 'UNAVAILABLE'}")
+        echo(f"  {name}: {'uses ' + how if how else 'UNAVAILABLE'}")
+        for feature in probe.manifest.features:
+            state = "on" if feature.name in probe.features else "off"
+            price = cost(name, feature.name)
+            echo(
+                f"    feature {name}.{feature.name} ({state}): {feature.help}"
+                + (f"; costs {price}" if price else "")
+            )
         for v in choice.verdicts:
             mark = "*" if v.hook is choice.hook else ("+" if v.usable else "-")
             echo(f"    {mark} {v.hook.label:<38} {v.reason}")
-        usable += choice.hook is not None
+        usable += how is not None
     echo(
         f"\n{usable} of {len(registry.names())} probes can run here"
         + ("" if global_ok else " once the problem above is fixed")

@@ -34,7 +34,15 @@ from .common import CONTEXT, Terminated, context
     type=click.Path(dir_okay=False),
     help="TLS and basic auth, in the Prometheus exporter-toolkit format; re-read on SIGHUP.",
 )
-@click.option("--probe", "include", multiple=True, help="Only this probe (repeat).")
+@click.option(
+    "--probe",
+    "include",
+    multiple=True,
+    metavar="NAME[.FEATURE]",
+    help="Only this probe (repeat); NAME.FEATURE also turns on one of its features, "
+    "NAME.all every one, *.all every probe's (`pyprobe list` shows them and their cost). "
+    "Default: every probe, with the features that cost nothing measurable.",
+)
 @click.option("--no-probe", "exclude", multiple=True, help="Not this probe (repeat).")
 @click.option("--strict", is_flag=True, help="A probe that cannot attach is fatal.")
 @click.option(

@@ -7,6 +7,7 @@ import sys
 import click
 
 from ..core.compile import compile_all
+from ..core.costs import cost, where
 from ..load.compilers import CompilerLoader
 from ..views.dashboard import render
 from .common import CONTEXT, context
@@ -15,22 +16,31 @@ from .doctor import report
 
 @click.command("list", context_settings=CONTEXT)
 def list_probes() -> None:
-    """The probes, one line each: name, hook it would use here, what it shows."""
+    """The probes, one line each: name, hook it would use here, what it
+    costs, what it shows; under each, its features (off unless asked for:
+    export --probe NAME.FEATURE, or the command's --feature) with theirs.
+
+    Costs: from the last `make bench` on this kind of machine, the share of
+    the CPUs the programs took under connection churn and small UDP on every
+    CPU ("-": not measured, or no hook: the kernel's own counters)."""
     ctx = context()
     env = ctx.env()
     rows = []
     for name in ctx.registry.names():
         probe = ctx.registry.create(name, env=env)
-        choice = probe.available()
-        rows.append(
-            (name, choice.hook.label if choice.hook else "unavailable", probe.manifest.summary)
-        )
+        how, _why = probe.runs_here()
+        price = cost(name) if probe.needs_program() else "no hook"
+        rows.append((name, how or "unavailable", price or "-", probe.manifest.summary))
+        for f in probe.manifest.features:
+            rows.append((f"  {name}.{f.name}", "(off)", f"+{cost(name, f.name) or '-'}", f.help))
     # Columns as wide as their widest entry (a hook with four targets is ~80
     # characters): the summaries line up, one greppable line per probe.
-    name_w = max(len(r[0]) for r in rows)
-    hook_w = max(len(r[1]) for r in rows)
-    for name, hook, summary in rows:
-        click.echo(f"{name:<{name_w}}  {hook:<{hook_w}}  {summary}")
+    widths = [max(len(r[k]) for r in rows) for k in range(3)]
+    for row in rows:
+        cells = [f"{cell:<{w}}" for cell, w in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[3]]))
+    if where():
+        click.echo(f"\ncosts {where()}")
 
 
 @click.command(context_settings=CONTEXT)

@@ -28,7 +28,8 @@ from .common import CONTEXT, COUNT, Seconds, attached_many, context
     "--probe",
     "only",
     multiple=True,
-    help="Only these probes (repeat); default: all that can run here.",
+    help="Only these probes (repeat); NAME.FEATURE turns a feature on (NAME.all: every "
+    "one); default: every probe that can run here, with its default features.",
 )
 def top(interval: float, count: int | None, only: tuple[str, ...]) -> None:
     """Every probe at once, refreshed in place: rates per second, busiest first.
@@ -38,15 +39,14 @@ def top(interval: float, count: int | None, only: tuple[str, ...]) -> None:
     when the output is not a terminal.
     """
     ctx = context()
-    ctx.registry.check(only)
+    chosen = ctx.registry.select(only)
     if only:  # asked for by name: one this kernel cannot run is an error
         env = ctx.env()
-        for name in only:
-            choice = ctx.registry.create(name, env=env).available()
-            if choice.hook is None:
-                raise PyprobeError(f"{name}: {choice.reason}")
-    names = list(only) or ctx.registry.names()
-    with attached_many(names, skip_unavailable=True) as probes:
+        for name, features in chosen.items():
+            how, why = ctx.registry.create(name, env, None, features).runs_here()
+            if how is None:
+                raise PyprobeError(f"{name}: {why}")
+    with attached_many(chosen, skip_unavailable=True) as probes:
         view = TopView(probes)
         console = Console()
         if console.is_terminal and count is None:

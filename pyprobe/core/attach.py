@@ -21,6 +21,10 @@ def attach_each(
     closes the loader."""
     requests: dict[str, LoadRequest] = {}
     for name, probe in probes.items():
+        if not probe.needs_program(stream=name in streams):
+            probe.adopt(None, stream=name in streams)  # the kernel's counters alone
+            yield name, None
+            continue
         try:
             requests[name] = probe.load_request(stream=name in streams)
         except PyprobeError as e:

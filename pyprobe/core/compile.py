@@ -48,12 +48,14 @@ class Job:
 
 
 def jobs(probes: Sequence[Probe]) -> list[Job]:
-    """Each probe's exporter program, then its stream as the CLI starts it
+    """Each probe's exporter program (none for a probe whose features on
+    the kernel counts alone), then its stream as the CLI starts it
     unfiltered, then the other commands built on that stream (`tcplife`)."""
     out = []
     for probe in probes:
         probe_name = probe.name
-        out.append(Job(probe_name, probe, False))
+        if probe.needs_program():
+            out.append(Job(probe_name, probe, False))
         if probe.manifest.event is not None:
             out.append(Job(probe_name + STREAM, probe, True))
         for command, cflags in probe.STREAM_VARIANTS.items():

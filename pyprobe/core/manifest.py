@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import PyprobeError
 from ..kernel.points import HOOK_KINDS, Hook, Point
+from .sources import SOURCES
 
 NEEDS = ("offsets", "btf")
 MAP_TYPES = ("array", "percpu_array", "hash", "percpu_hash", "lru_hash", "ringbuf")
@@ -92,10 +93,20 @@ class SumFrom:
 
 
 @dataclass(frozen=True)
+class Feature:
+    """Part of a probe that is off unless asked for (`--probe netdev.sizes`):
+    hooks on a hot path, for detail the kernel's own counters do not give."""
+
+    name: str
+    help: str
+    default: bool = False
+
+
+@dataclass(frozen=True)
 class Metric:
     name: str
     type: str
-    map: str
+    map: str  # "" for a metric the kernel counts (source)
     help: str
     labels: tuple[Label, ...]
     scale: float = 1.0  # e.g. 1e-9: the map counts nanoseconds, the metric says seconds
@@ -105,6 +116,11 @@ class Metric:
     value: str = ""
     top: TopPanel | None = None
     sum_from: SumFrom | None = None
+    # What the kernel already counts, read at scrape time instead of a map
+    # (core/sources.py): no hook, no cost between scrapes.
+    source: str = ""
+    feature: str = ""  # kept only with this feature on ("": always)
+    expose: bool = True  # false: read only for another metric (a histogram's sum)
 
 
 @dataclass(frozen=True)
@@ -147,12 +163,17 @@ class Manifest:
     maps: tuple[MapSpec, ...]
     event: EventSpec | None
     metrics: tuple[Metric, ...]
+    features: tuple[Feature, ...] = ()
     description: str = ""  # the command's help; the summary when empty
     rank: int = 100  # where its panels go in `top` and its row on the dashboard: lower first
     dashboard: Dashboard | None = None
 
     def metric(self, name: str) -> Metric:
         return next(m for m in self.metrics if m.name == name)
+
+    @property
+    def default_features(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.features if f.default)
 
 
 class _Reader:
@@ -267,12 +288,27 @@ def parse(text: str, path: Path, bpf_dir: Path) -> Manifest:
             raise ManifestError(f"{source}: event.lost_map: no map named {event.lost_map!r}")
 
     metrics = []
+    features = tuple(
+        Feature(f.get("name", str), f.get("help", str), f.get("default", bool, False))
+        for f in top.tables("features")
+    )
+    feature_names = {f.name for f in features}
+    for hook in hooks:
+        for point in hook.points:
+            if point.feature and point.feature not in feature_names:
+                raise ManifestError(
+                    f"{source}: hooks: {point.target}: no feature named {point.feature!r}"
+                )
     for m in top.tables("metrics"):
-        labels = tuple(_label(lb) for lb in m.tables("labels"))
+        kernel_source = m.get("source", str, "")
+        if kernel_source:
+            labels = tuple(_source_label(lb) for lb in m.tables("labels"))
+        else:
+            labels = tuple(_label(lb) for lb in m.tables("labels"))
         metric = Metric(
             m.get("name", str),
             m.choice("type", METRIC_TYPES),
-            m.get("map", str),
+            "" if kernel_source else m.get("map", str),
             m.get("help", str),
             labels,
             float(m.get("scale", (int, float), 1.0)),
@@ -280,9 +316,27 @@ def parse(text: str, path: Path, bpf_dir: Path) -> Manifest:
             m.get("value", str, ""),
             _top(m, labels),
             _sum_from(m),
+            kernel_source,
+            m.get("feature", str, ""),
+            m.get("expose", bool, True),
         )
-        if metric.map not in map_names:
+        if kernel_source:
+            if kernel_source not in SOURCES:
+                raise ManifestError(
+                    f"{source}: metrics {metric.name}: no source {kernel_source!r} "
+                    f"(known: {', '.join(sorted(SOURCES))})"
+                )
+            if "map" in m.table or metric.type == "histogram":
+                raise ManifestError(
+                    f"{source}: metrics {metric.name}: a source metric is a counter or "
+                    "gauge, and has no map"
+                )
+        elif metric.map not in map_names:
             raise ManifestError(f"{source}: metrics {metric.name}: no map named {metric.map!r}")
+        if metric.feature and metric.feature not in feature_names:
+            raise ManifestError(
+                f"{source}: metrics {metric.name}: no feature named {metric.feature!r}"
+            )
         if (metric.type == "histogram") != (metric.buckets > 1):
             raise ManifestError(
                 f"{source}: metrics {metric.name}: buckets (> 1) goes with type histogram only"
@@ -313,6 +367,7 @@ def parse(text: str, path: Path, bpf_dir: Path) -> Manifest:
         maps,
         event,
         tuple(metrics),
+        features=features,
         description=probe.get("description", str, ""),
         dashboard=_dashboard(top, probe.get("summary", str)),
         rank=probe.get("rank", int, 100),
@@ -337,7 +392,15 @@ def _point(p: _Reader) -> Point:
         p.strings("fields"),
         p.choice("kind", HOOK_KINDS) if "kind" in p.table else "",
         p.get("optional", bool, False),
+        feature=p.get("feature", str, ""),
     )
+
+
+def _source_label(lb: _Reader) -> Label:
+    """A label of a kernel-counted metric: a field of its source's rows (by
+    default the label's own name), already the text the label shows."""
+    name = lb.get("name", str)
+    return Label(name, 0, "", lb.get("field", str, name))
 
 
 def _label(lb: _Reader) -> Label:

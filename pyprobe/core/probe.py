@@ -61,6 +61,9 @@ class Table:
     right: tuple[str, ...] = ()  # columns aligned right
 
 
+KERNEL_COUNTERS = "kernel counters"  # what a probe that needs no program reads
+
+
 class Probe:
     # Other commands built on this probe's stream, with the flags they add
     # (for `pyprobe compile`, which keeps their programs too).
@@ -69,9 +72,14 @@ class Probe:
     OPTIONS: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(
-        self, manifest: Manifest, env: KernelEnv | None = None, loader: Loader | None = None
+        self,
+        manifest: Manifest,
+        env: KernelEnv | None = None,
+        loader: Loader | None = None,
+        features: Iterable[str] | None = None,
     ) -> None:
         self.manifest = manifest
+        self.features = self._features(features)
         self.env = env or KernelEnv.detect()
         self.loader = loader
         self.program: Program | None = None
@@ -95,7 +103,38 @@ class Probe:
 
     @property
     def hook_label(self) -> str:
-        return self.hook.label if self.hook else "-"
+        if self.hook is not None:
+            return self.hook.label
+        return KERNEL_COUNTERS if self.series is not None else "-"
+
+    @property
+    def attached(self) -> bool:
+        """Attached: its program loaded, or none needed (the kernel counts
+        everything its features on show)."""
+        return self.series is not None
+
+    def _features(self, names: Iterable[str] | None) -> frozenset[str]:
+        known = {f.name for f in self.manifest.features}
+        if names is None:
+            return self.manifest.default_features
+        chosen = frozenset(known if "all" in names else names)
+        unknown = sorted(chosen - known)
+        if unknown:
+            raise PyprobeError(
+                f"{self.name}: no feature {unknown[0]!r}; its features: "
+                f"{', '.join(sorted(known)) or 'none'}"
+            )
+        return chosen
+
+    def needs_program(self, stream: bool = False) -> bool:
+        """Whether anything its features on show needs a hook: a point of
+        its hooks that is always attached or belongs to a feature on (else
+        the kernel's own counters are all it reads)."""
+        return (stream and self.manifest.event is not None) or any(
+            (stream or not p.stream_only) and (not p.feature or p.feature in self.features)
+            for hook in self.manifest.hooks
+            for p in hook.points
+        )
 
     def configure(self, **options: Any) -> None:
         """The values of OPTIONS, before attach()."""
@@ -122,8 +161,21 @@ class Probe:
     def available(self) -> Choice:
         return choose(self.manifest, self.env)
 
+    def runs_here(self, stream: bool = False) -> tuple[str | None, str]:
+        """(what it would read with here: a hook's label, or the kernel's
+        counters where its features on need no hook; None when it cannot
+        run) and why."""
+        if not self.needs_program(stream):
+            return KERNEL_COUNTERS, "the kernel counts what its features on show"
+        choice = self.available()
+        return (choice.hook.label if choice.hook else None), choice.reason
+
     def attach(self, stream: bool = False, cflags: Sequence[str] = ()) -> None:
-        if self.program is not None:
+        if self.attached:
+            return
+        map_entries(self.manifest)  # a malformed $PYPROBE_MAP_ENTRIES is an error, program or not
+        if not self.needs_program(stream):
+            self.adopt(None, stream)
             return
         if self.loader is None:
             raise PyprobeError(f"{self.name}: no loader to attach with")
@@ -144,7 +196,11 @@ class Probe:
         if stream and self.manifest.event is None:
             raise PyprobeError(f"{self.name}: has no event stream")
         flags = (*self.cflags(choice, stream), *cflags)
-        points = usable_points(choice.hook, self.env, stream)
+        points = tuple(
+            p
+            for p in usable_points(choice.hook, self.env, stream)
+            if not p.feature or p.feature in self.features
+        )
         hook = dataclasses.replace(choice.hook, points=points)
         return LoadRequest(self.manifest.program, hook, flags, self.exports())
 
@@ -159,12 +215,15 @@ class Probe:
             rings=(event.ringbuf,) if event else (),
         )
 
-    def adopt(self, program: Program, stream: bool = False) -> None:
-        """Take a loaded program as this probe's (see load_request)."""
+    def adopt(self, program: Program | None, stream: bool = False) -> None:
+        """Take a loaded program as this probe's (see load_request); None
+        where it needs none (needs_program)."""
         self.program = program
         self.streaming = stream
-        self.series = Series(self.manifest, program, self.decoders, self._fronts, stream)
-        if stream and self.manifest.event:
+        self.series = Series(
+            self.manifest, program, self.decoders, self._fronts, stream, self.features
+        )
+        if stream and self.manifest.event and program is not None:
             ring = self.manifest.event.ringbuf
             rows = getattr(program, "open_ringbuf_rows", None)
             if rows is None or not rows(ring, self.event_row, self._on_rows, self._on_event):
@@ -187,14 +246,15 @@ class Probe:
             self.decoders.cookie_ids = True
         if stream:
             flags += [STREAM_FLAG, f"-DRINGBUF_PAGES={ringbuf_pages(self.ring_pages)}"]
+        flags += [f"-DFEATURE_{name.upper()}" for name in sorted(self.features)]
         return flags
 
     def detach(self) -> None:
         if self._native is not None:  # its view of the ring, before the ring goes
             self._native.close()
             self._native = None
-        if self.program is not None:
-            program, self.program, self.series = self.program, None, None
+        program, self.program, self.series = self.program, None, None
+        if program is not None:
             program.close()
 
     def __enter__(self) -> Probe:
@@ -325,7 +385,7 @@ class Probe:
 
     def lost(self) -> int:
         event = self.manifest.event
-        if not (self.streaming and event and event.lost_map):
+        if not (self.streaming and event and event.lost_map and self.program):
             return 0
         return sum(self._attached().read_counts(event.lost_map).values())
 
@@ -352,13 +412,15 @@ class Probe:
             if m.type in ("hash", "percpu_hash", "lru_hash")
             and (self.streaming or not m.stream_only)
         ]
-        usage = getattr(self._attached(), "map_usage", None)
+        usage = getattr(self.program, "map_usage", None)
         return usage(names) if usage else []
 
     def map_errors(self) -> dict[str, int]:
         """Inserts that failed because a hash map was full, by map."""
+        if self.program is None:
+            return {}
         try:
-            counts = self._attached().read_counts("map_errors")
+            counts = self.program.read_counts("map_errors")
         except KeyError:  # a program built without the shared header
             return {}
         names = [m.name for m in self.manifest.maps]
@@ -367,7 +429,7 @@ class Probe:
         }
 
     def program_fds(self) -> dict[str, int]:
-        fds = getattr(self._attached(), "program_fds", None)
+        fds = getattr(self.program, "program_fds", None)
         return fds() if fds else {}
 
 

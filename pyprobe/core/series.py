@@ -24,6 +24,7 @@ from . import hash_fronts
 from .decoders import Decoders
 from .manifest import CPU_FIELD, Manifest
 from .manifest import Metric as MetricSpec
+from .sources import SHARED_AGE, SOURCES, Row
 
 PREFIX = "pyprobe_"
 STALE_AFTER = 3  # collections that found a namespace or device gone, before its keys go
@@ -34,13 +35,15 @@ class Series:
     def __init__(
         self,
         manifest: Manifest,
-        program: Program,
+        program: Program | None,
         decoders: Decoders,
         front_slots: dict[str, int],
         streaming: bool,
+        features: frozenset[str] = frozenset(),
     ) -> None:
         self.manifest = manifest
-        self.program = program
+        self.program = program  # None: a probe whose metrics the kernel counts alone
+        self.features = features
         self.decoders = decoders
         self.streaming = streaming
         self.name = manifest.name
@@ -52,13 +55,19 @@ class Series:
         self._decoded: dict[tuple, tuple[str, ...]] = {}
         self._samples: dict[str, list[tuple[tuple[str, ...], float]]] | None = None
         self._stale: dict[tuple[int, int], int] = {}  # (netns, ifindex) -> collections gone
+        self._fresh = False  # within rows(): kernel sources read now
 
-    def specs(self) -> Iterator[MetricSpec]:
-        """The manifest's metrics this program keeps (a stream-only map's
-        only when it was built with the stream)."""
+    def specs(self, exposed: bool = True) -> Iterator[MetricSpec]:
+        """The manifest's metrics this probe keeps as it was attached: those
+        of its features that are on (a stream-only map's only with the
+        stream); exposed, only those it shows (not another's sum)."""
         stream_only = {m.name for m in self.manifest.maps if m.stream_only}
         for spec in self.manifest.metrics:
-            if spec.map not in stream_only or self.streaming:
+            if (
+                (spec.map not in stream_only or self.streaming)
+                and (not spec.feature or spec.feature in self.features)
+                and (spec.expose or not exposed)
+            ):
                 yield spec
 
     def raw_series(self, spec: MetricSpec) -> Iterator[tuple[dict[str, int], int]]:
@@ -66,7 +75,7 @@ class Series:
         labels' slots (and a histogram's bucket slot, lowest); struct keys by member.
         An array value member (value = "NAME[]") is split the same way by its
         elements' index: a histogram's slots, then the slots labels (netdev's sizes)."""
-        program = self.program
+        program = self._maps()
         per_cpu = any(lb.field == CPU_FIELD for lb in spec.labels)
         struct_key = any(lb.field not in ("", CPU_FIELD) for lb in spec.labels)
         names = program.key_fields(spec.map) if struct_key else ()
@@ -109,7 +118,7 @@ class Series:
         cache_key = (map_name, per_cpu)
         if reads is not None and cache_key in reads:
             return reads[cache_key]
-        program = self.program
+        program = self._maps()
         counts = program.read_counts(map_name, per_cpu=per_cpu)
         slots = self._front_slots(map_name)
         if slots:
@@ -125,7 +134,7 @@ class Series:
         slots = self._fronts.get(map_name, 0)
         if not slots:
             return {}
-        program = self.program
+        program = self._maps()
         try:
             taken = hash_fronts.held_keys(program.read_counts(f"{map_name}_fkeys"))
         except KeyError:  # not in this program (a fake loader's)
@@ -136,7 +145,7 @@ class Series:
     def _members(self, map_name: str, value: str) -> dict[int, int]:
         """Member index -> array index (-1 for a plain member) of a value
         member, or of each element of an array member NAME[i]."""
-        fields = self.program.leaf_fields(map_name)
+        fields = self._maps().leaf_fields(map_name)
         if not value.endswith("[]"):
             return {fields.index(value): -1}
         prefix = value[:-1]
@@ -188,7 +197,14 @@ class Series:
         if done is not None:
             return done
         merged: dict[tuple[str, ...], float] = {}
-        for fields, value in self.raw_series(spec):
+        if spec.source:
+            field = spec.value or "value"
+            for row in self._source(spec.source):
+                labels = tuple(str(row[label.field]) for label in spec.labels)
+                value = row[field]
+                assert isinstance(value, int | float)
+                merged[labels] = merged.get(labels, 0) + value * spec.scale
+        for fields, value in () if spec.source else self.raw_series(spec):
             labels = self._labels(spec, fields)
             merged[labels] = merged.get(labels, 0) + (
                 value * spec.scale if spec.scale != 1 else value
@@ -249,6 +265,25 @@ class Series:
             for labels, buckets, _ in out
         ]
 
+    def _maps(self) -> Program:
+        if self.program is None:
+            raise KeyError(f"{self.name}: no program: its metrics are the kernel's own")
+        return self.program
+
+    def _source(self, name: str) -> list[Row]:
+        """A kernel source's rows, read once within one_reading()."""
+        reads = self._reads
+        key = ("source:" + name, False)
+        if reads is not None and key in reads:
+            return reads[key]  # type: ignore[return-value]
+        # rows() is a report asked for now (a command, top): the kernel's
+        # counters as they are now; collect() shares one pass through the
+        # namespaces among a scrape's collectors.
+        rows = SOURCES[name](0.0 if self._fresh else SHARED_AGE)
+        if reads is not None:
+            reads[key] = rows  # type: ignore[assignment]
+        return rows
+
     @contextlib.contextmanager
     def one_reading(self) -> Iterator[None]:
         """Within this block each map is read once, however many metrics use it
@@ -273,6 +308,7 @@ class Series:
         delete = getattr(program, "delete_keys", None)
         if key_fields is None or delete is None:
             return
+        reads = {k: v for k, v in reads.items() if not k[0].startswith("source:")}
         gone_now: set[tuple[int, int]] = set()
         verdicts: dict[tuple[int, int], bool | None] = {}  # one look per device a collection
         doomed: dict[str, set[tuple]] = {}
@@ -326,8 +362,12 @@ class Series:
             yield family
 
     def rows(self) -> list[dict[str, Any]]:
-        with self.one_reading():
-            return self._rows()
+        self._fresh = True
+        try:
+            with self.one_reading():
+                return self._rows()
+        finally:
+            self._fresh = False
 
     def _rows(self) -> list[dict[str, Any]]:
         rows = []

@@ -41,7 +41,7 @@ class ProbeState:
 
     @property
     def attached(self) -> bool:
-        return self.probe is not None and self.probe.program is not None
+        return self.probe is not None and self.probe.attached
 
 
 class ProbeCollector:
@@ -54,7 +54,7 @@ class ProbeCollector:
 
     def collect(self) -> Iterable[Metric]:
         probe = self.state.probe
-        if probe is None or probe.program is None:
+        if probe is None or not probe.attached:
             return []
         start = time.perf_counter()
         try:

@@ -24,6 +24,7 @@ from ..load.bcc import release_compiler_memory
 from ..load.program import BatchLoader, preflight
 from ..logs import kv
 from ..netns.links import read_namespaces
+from ..netns.linkstats import keep_namespaces
 from ..probes import Registry
 from . import bpfstats, privileges, webconfig
 from .caps import LabelCaps
@@ -46,10 +47,11 @@ class Options:
     telemetry_path: str = DEFAULT_PATH
 
 
-def select(registry: Registry, include: Sequence[str], exclude: Sequence[str]) -> list[str]:
-    registry.check([*include, *exclude])
-    chosen = list(include) or registry.names()
-    return [n for n in chosen if n not in exclude]
+def select(
+    registry: Registry, include: Sequence[str], exclude: Sequence[str]
+) -> dict[str, frozenset[str] | None]:
+    """--probe/--no-probe: probe -> features beside its defaults (Registry.select)."""
+    return registry.select(include, exclude)
 
 
 def own_registry() -> CollectorRegistry:
@@ -133,7 +135,7 @@ def run(
         with _signals(stop, reload):
             # 3. the probes
             caps = LabelCaps(opts.label_caps)
-            probes = {n: registry.create(n, env=env, loader=loader) for n in names}
+            probes = {n: registry.create(n, env, loader, f) for n, f in names.items()}
             states.update({name: ProbeState(name, probe) for name, probe in probes.items()})
             self_collector = SelfCollector(states, caps, reload_state)
             if opts.bpf_stats:
@@ -186,6 +188,7 @@ def run(
             gc.freeze()
             if user is not None:
                 read_namespaces()  # names of the namespaces we will no longer enter
+                keep_namespaces()  # and a socket in each, for their devices' counters
                 privileges.drop(user)
                 log.info(
                     "privileges dropped",

@@ -23,6 +23,7 @@ class Point:
     kind: str = ""  # when it differs from its hook's (e.g. a raw tracepoint helper)
     optional: bool = False  # skipped where this kernel lacks it, instead of ruling out the hook
     btf_id: int = 0  # tp_btf: the tracepoint's btf_trace_* type id, filled in before load
+    feature: str = ""  # attached only with this feature of its probe on ("": always)
 
 
 @dataclass(frozen=True)

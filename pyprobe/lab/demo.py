@@ -124,8 +124,9 @@ class Demo:
                     probe = self.registry.create(name, env=self.env, loader=loader)
                     probe.netns_name = self.names.get  # h1, h2: the demo's own names
                     stack.enter_context(probe)
-                    if probe.available().hook is None:
-                        self.say(f"  {name}: not available here ({probe.available().reason})")
+                    how, why = probe.runs_here(name in STREAMS)
+                    if how is None:
+                        self.say(f"  {name}: not available here ({why})")
                         continue
                     chosen[name] = probe
                 # detached by the stack

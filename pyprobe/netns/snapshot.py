@@ -28,6 +28,7 @@ from ..logs import kv
 from . import sockdiag
 from .devices import links_and_cookie, qdiscs
 from .links import links_seen
+from .linkstats import link_stats
 from .namespaces import each_netns
 
 log = logging.getLogger("pyprobe")
@@ -49,6 +50,8 @@ class Summary:
     qdiscs: list[dict[str, Any]] | Exception = field(default_factory=list)
     # its devices (ifindex -> name) and cookie, read on the same visit
     links: tuple[dict[int, str], int | None] | None = None
+    # its devices' own counters (linkstats), or what stopped us reading them
+    devices: list[dict[str, Any]] | Exception = field(default_factory=list)
 
     @classmethod
     def from_sockets(cls, stats: Iterable[tuple] | Counter[tuple]) -> Summary:
@@ -200,9 +203,11 @@ def _paced(asked: list[float], late: int) -> tuple[float, float] | None:
     return gap, tick
 
 
-# Set once anything has asked for qdiscs (the queues probe): passes from then
-# on read them too; a daemon without queues never dumps them.
+# Set once anything has asked for qdiscs (the queues probe), or for the
+# devices' counters (netdev): passes from then on read them too; a daemon
+# that never asks never dumps them.
 _QDISCS_WANTED = threading.Event()
+_DEVICES_WANTED = threading.Event()
 
 
 def here() -> Summary:
@@ -215,6 +220,11 @@ def here() -> Summary:
             summary.qdiscs = qdiscs(names=str)
         except Exception as e:  # the queues collector reports it; the sockets still count
             summary.qdiscs = e
+    if _DEVICES_WANTED.is_set():
+        try:
+            summary.devices = link_stats()
+        except Exception as e:  # the netdev collector reports it
+            summary.devices = e
     with contextlib.suppress(OSError):  # if not, the names are read where they are needed
         summary.links = links_and_cookie()
     return summary
@@ -234,13 +244,17 @@ def _pass() -> dict[int, Summary]:
 _SNAPSHOTS = Snapshots(_pass)
 
 
-def snapshot(max_age: float = 0.5, qdiscs: bool = False) -> dict[int, Summary]:
+def snapshot(
+    max_age: float = 0.5, qdiscs: bool = False, devices: bool = False
+) -> dict[int, Summary]:
     """inode -> Summary for every namespace; one pass serves everything that
-    asks within max_age seconds (e.g. one scrape's collectors). With qdiscs,
-    each Summary's qdiscs are filled in (the first such call takes a pass)."""
-    if qdiscs and not _QDISCS_WANTED.is_set():
-        _QDISCS_WANTED.set()
-        _SNAPSHOTS.expire()
+    asks within max_age seconds (e.g. one scrape's collectors). With qdiscs
+    (devices), each Summary's qdiscs (devices' counters) are filled in (the
+    first such call takes a pass)."""
+    for wanted, flag in ((qdiscs, _QDISCS_WANTED), (devices, _DEVICES_WANTED)):
+        if wanted and not flag.is_set():
+            flag.set()
+            _SNAPSHOTS.expire()
     return _SNAPSHOTS.get(max_age)
 
 

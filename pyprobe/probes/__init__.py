@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..core import manifest as manifest_mod
@@ -52,7 +53,7 @@ class Registry:
         self.check([name])
         return self.manifests[name]
 
-    def check(self, names: list[str] | tuple[str, ...]) -> None:
+    def check(self, names: Iterable[str]) -> None:
         """Every name a probe's, or one line naming the ones there are."""
         known = self.manifests
         for name in names:
@@ -65,9 +66,45 @@ class Registry:
         return PLUGINS.get(name, Probe)
 
     def create(
-        self, name: str, env: KernelEnv | None = None, loader: Loader | None = None
+        self,
+        name: str,
+        env: KernelEnv | None = None,
+        loader: Loader | None = None,
+        features: Iterable[str] | None = None,
     ) -> Probe:
-        return self.probe_class(name)(self.manifest(name), env=env, loader=loader)
+        """A probe, with these features on (None: its manifest's defaults)."""
+        return self.probe_class(name)(self.manifest(name), env, loader, features)
+
+    def select(
+        self, include: Sequence[str] = (), exclude: Sequence[str] = ()
+    ) -> dict[str, frozenset[str] | None]:
+        """Probe name -> the features to turn on with its defaults (None: the
+        defaults alone), from --probe and --no-probe: NAME, NAME.FEATURE
+        (repeat for more), NAME.all (every feature); `*` for every probe
+        (`*.all`: every probe, every feature). Nothing included: every
+        probe, its defaults."""
+        chosen: dict[str, set[str] | None] = {}
+        for spec in include or ("*",):
+            name, _, feature = spec.partition(".")
+            names = self.names() if name == "*" else [name]
+            self.check(names)
+            for n in names:
+                extra = chosen.setdefault(n, None)
+                if not feature:
+                    continue
+                known = {f.name for f in self.manifests[n].features}
+                if feature != "all" and feature not in known:
+                    raise PyprobeError(
+                        f"{n}: no feature {feature!r}; its features: "
+                        f"{', '.join(sorted(known)) or 'none'} (or all)"
+                    )
+                chosen[n] = (extra or set()) | (known if feature == "all" else {feature})
+        self.check(exclude)
+        return {
+            n: (None if f is None else frozenset(f) | self.manifests[n].default_features)
+            for n, f in chosen.items()
+            if n not in exclude
+        }
 
 
 @functools.cache

@@ -86,7 +86,7 @@ class Drops(Probe):
             flags.append("-DBENIGN(r)=(" + "||".join(f"(r)=={n}" for n in numbers) + ")")
         return super().load_request(stream=stream, cflags=flags)
 
-    def adopt(self, program: Program, stream: bool = False) -> None:
+    def adopt(self, program: Program | None, stream: bool = False) -> None:
         super().adopt(program, stream)
         self.decoders.symbols  # noqa: B018 - load kallsyms now, not in the first scrape
 

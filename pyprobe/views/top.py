@@ -45,7 +45,7 @@ def panels(probes: Mapping[str, Probe]) -> list[Panel]:
         Panel(m.top.title, name, m.name, m.top.by, m.top.unit, m.top.scale)
         for name, probe in ranked
         for m in probe.manifest.metrics
-        if m.top is not None
+        if m.top is not None and (not m.feature or m.feature in probe.features)
     ]
 
 

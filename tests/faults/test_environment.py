@@ -98,16 +98,22 @@ def test_btf_hidden():
     # tcpstates falls back to the tracepoint, whose fields need no offsets
     proc = private(hide, "tcpstates", "-d", "0.3")
     assert proc.returncode == 0 and "via tracepoint:sock:inet_sock_set_state" in proc.stderr
-    # netdev reads struct net_device: no BTF, headers for another kernel
+    # netdev's hooks read struct net_device: no BTF, headers for another
+    # kernel; its default needs no hook (the devices' own counters)
     one_line_error(
-        private(hide, "netdev", "0.3", "1"), "netdev", "needs struct offsets", "pyprobe doctor"
+        private(hide, "netdev", "-F", "sizes", "0.3", "1"),
+        "netdev",
+        "needs struct offsets",
+        "pyprobe doctor",
     )
+    assert private(hide, "netdev", "0.3", "1").returncode == 0
     doctor = private(hide, "doctor")
     assert doctor.returncode == 0  # some probes still run
     assert doctor_line(doctor, "BTF").startswith("[!!]")
     assert "install linux-headers-" in doctor_line(doctor, "headers")
-    assert "softirqs: uses raw_tracepoint" in doctor.stdout
-    assert "netdev: UNAVAILABLE" in doctor.stdout
+    assert "softirqs: uses kernel counters" in doctor.stdout
+    assert "netdev: uses kernel counters" in doctor.stdout
+    assert "tp_btf:net_dev_xmit" in doctor.stdout  # its features' hooks, each judged
 
 
 def test_a_tracepoint_missing():

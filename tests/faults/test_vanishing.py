@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from pyprobe.core.sources import SHARED_AGE
 from pyprobe.netns import devices, namespaces
 from tests.support import PYPROBE, Exporter, get
 
@@ -153,6 +154,7 @@ def test_a_reused_namespace_inode_and_ifindex_start_from_zero():
         old_inode = namespaces.inode_of(namespaces.NETNS_RUN_DIR / "pfr-a")
         old_ifindex = devices.links(namespaces.NETNS_RUN_DIR / "pfr-a")
         blast("pfr-a", 500)
+        time.sleep(SHARED_AGE + 0.1)  # a pass through the namespaces taken since
         old_count = transmitted(get(exporter.url())[1], old_inode, "old0")
         assert old_count >= 500
         for ns in ("pfr-a", "pfr-b"):
@@ -163,6 +165,7 @@ def test_a_reused_namespace_inode_and_ifindex_start_from_zero():
         new_ifindex = devices.links(namespaces.NETNS_RUN_DIR / "pfr-c")
         blast("pfr-c", 20)
         stats = devices.link_stats(namespaces.NETNS_RUN_DIR / "pfr-c")["new0"]
+        time.sleep(SHARED_AGE + 0.1)
         text = get(exporter.url())[1]
         print(f"old netns {old_inode} {old_ifindex}, new netns {new_inode} {new_ifindex}")
         if new_inode != old_inode:

@@ -60,23 +60,28 @@ def run(capsys, registry: Registry, *argv: str) -> tuple[int, str, str]:
 def test_its_command_counts_what_the_kernel_counts(scratch, capsys):
     code, out, _ = run(capsys, scratch, COPY, "--help")
     assert code == 0 and "[INTERVAL [COUNT]]" in out and "-j, --json" in out
-    code, out, err = run(capsys, scratch, COPY, "-j", "0.3", "1")
+    assert "-F, --feature [time|raises|all]" in out
+    # its default: what the kernel counts (/proc/softirqs); a feature: its hooks
+    code, out, err = run(capsys, scratch, COPY, "-j", "-F", "time", "0.3", "1")
     assert code == 0, err
     (record,) = [json.loads(line) for line in out.splitlines()]
     assert record["probe"] == COPY and record["hook"].startswith("raw_tracepoint:softirq_entry")
     runs = [r for r in record["rows"] if r["metric"] == "copy_softirqs_total"]
-    assert {r["vector"] for r in runs} >= {"TIMER"} and all(r["value"] > 0 for r in runs)
+    assert any(r["vector"] == "TIMER" and r["value"] > 0 for r in runs)
+    took = [r for r in record["rows"] if r["metric"] == "copy_softirq_seconds_total"]
+    assert took and all(r["value"] > 0 for r in took)
 
 
 def test_its_line_in_list_and_doctor(scratch, capsys):
     code, out, _ = run(capsys, scratch, "list")
-    assert code == 0 and re.search(rf"^{COPY}\s+raw_tracepoint:softirq_entry", out, re.M)
+    assert code == 0 and re.search(rf"^{COPY}\s+kernel counters", out, re.M)
     code, out, _ = run(capsys, scratch, "doctor")
-    assert code == 0 and f"  {COPY}: uses raw_tracepoint:" in out
+    assert code == 0 and f"  {COPY}: uses kernel counters" in out
+    assert f"    feature {COPY}.time (off): " in out
 
 
 def test_its_metrics_on_the_exporter_and_its_panels_in_top(scratch, env, no_programs_left):
-    probe = scratch.create(COPY, env=env, loader=BccLoader())
+    probe = scratch.create(COPY, env, BccLoader(), ["time"])
     with probe:
         probe.attach()
         time.sleep(0.2)
@@ -89,7 +94,8 @@ def test_its_metrics_on_the_exporter_and_its_panels_in_top(scratch, env, no_prog
         view = TopView({COPY: probe})
         assert [p.metric for p in view.panels] == [
             "copy_softirqs_total",
-            "copy_softirq_seconds_total",
+            "copy_softirq_cpu_seconds_total",
+            "copy_softirq_seconds_total",  # its feature time's
         ]
         view.frame()
 
@@ -120,6 +126,7 @@ def test_a_probe_without_a_dashboard_or_top_table_gets_generated_ones(scratch, t
     top = [m.top.title for m in bare.manifest(COPY).metrics if m.top is not None]
     assert top == [
         "copy_softirqs_total",
+        "copy_softirq_cpu_seconds_total",
         "copy_softirqs_raised_total",
         "copy_softirq_seconds_total",
     ]

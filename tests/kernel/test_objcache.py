@@ -180,7 +180,7 @@ def test_counting_commands_load_through_the_cache_too(cache, monkeypatch, capsys
     # here instead of ~1 s, and no bcc in the command's own memory).
     # Loopback traffic while it counts: an idle tickless VM may run no softirq
     # at all in a short interval.
-    argv = ["softirqs", "-j", "0.5", "1"]
+    argv = ["softirqs", "-F", "time", "-j", "0.5", "1"]  # its hooks: a program
     starts, outputs = _twice(monkeypatch, capsys, argv, _loopback_traffic)
     for out in outputs:
         (line,) = out.out.splitlines()

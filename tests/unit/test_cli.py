@@ -173,8 +173,11 @@ def test_list_one_line_per_probe(fake, capsys):
     code, out, _ = run(capsys, "list")
     assert code == 0
     assert out.splitlines() == [line for line in out.splitlines() if line]
-    lines = {line.split()[0]: line for line in out.splitlines()}
+    lines = {line.split()[0]: line for line in out.splitlines() if line[:1].isalpha()}
     assert set(lines) == set(registry.names())
+    features = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
+    assert "netdev.sizes" in features and "softirqs.time" in features
+    assert lines["netdev"].split()[1:3] == ["kernel", "counters"]
     assert lines["tcpstates"].split()[1] == "tp_btf:inet_sock_set_state"
     # the summaries start in one column, however long a probe's hook label
     starts = {line.index(registry.create(n).manifest.summary) for n, line in lines.items()}

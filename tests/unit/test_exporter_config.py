@@ -134,7 +134,15 @@ def test_caps_merge_histograms_bucket_by_bucket():
 
 def test_probe_selection_and_addresses():
     assert "napi" not in select(default(), (), ("napi",))
-    assert select(default(), ("drops",), ()) == ["drops"]
+    assert select(default(), ("drops",), ()) == {"drops": None}
+    assert select(default(), ("netdev.sizes", "netdev.queued"), ()) == {
+        "netdev": frozenset({"sizes", "queued"})
+    }
+    assert select(default(), ("*.all",), ("drops",))["softirqs"] == frozenset({"time", "raises"})
+    with pytest.raises(
+        PyprobeError, match="netdev: no feature 'size'; its features: queued, sizes"
+    ):
+        select(default(), ("netdev.size",), ())
     with pytest.raises(PyprobeError, match="unknown probe 'nope'"):
         select(default(), ("nope",), ())
     assert parse_address("127.0.0.1:9977") == ("127.0.0.1", 9977)

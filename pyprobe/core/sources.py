@@ -1,0 +1,60 @@
+"""Metrics the kernel already counts, by the source names manifests use
+(`source = "softirqs"`): read when a scrape or a report asks, so they cost
+the workload nothing between scrapes (node_exporter's way). A probe attaches
+hooks only for what these do not give (drop reasons, time in state, NAPI
+work per poll...).
+
+Each source gives rows: label values as text, and numbers. max_age: how old
+a pass through the namespaces may be to be shared (0: read now)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..kernel import procfs
+from ..netns import linkstats, snapshot
+from ..netns.namespaces import named_netns
+
+Row = dict[str, object]
+
+
+SHARED_AGE = 0.5  # s: one scrape's collectors share one pass (netns/snapshot.py)
+
+
+def devices(max_age: float = SHARED_AGE) -> list[Row]:
+    """Every namespace's devices with their own counters (IFLA_STATS64,
+    netns/linkstats.py), read in the one pass through the namespaces a
+    scrape takes anyway (netns/snapshot.py)."""
+    names = named_netns()
+    found = {
+        inode: summary.devices
+        for inode, summary in snapshot.snapshot(max_age, devices=True).items()
+    }
+    # Namespaces the pass could not enter (privileges dropped since): through
+    # the sockets opened in them before (linkstats.keep_namespaces).
+    for inode, kept in linkstats.kept().items():
+        if inode not in found:
+            try:
+                found[inode] = linkstats.link_stats(kept)
+            except OSError:
+                continue  # gone
+    out: list[Row] = []
+    for inode, devs in found.items():
+        if isinstance(devs, Exception):
+            raise devs
+        for dev in devs:
+            out.append({"netns": str(inode), "netns_name": names.get(inode, ""), **dev})
+    return out
+
+
+def _now(read: Callable[[], list[dict]]) -> Callable[[float], list[Row]]:
+    """A procfs file: read at once, whatever the age asked for."""
+    return lambda _max_age: read()
+
+
+SOURCES: dict[str, Callable[[float], list[Row]]] = {
+    "softirqs": _now(procfs.softirqs),  # /proc/softirqs: cpu, vector, value (runs)
+    "softirq_seconds": _now(procfs.softirq_seconds),  # /proc/stat: cpu, value (seconds)
+    "softnet": _now(procfs.softnet),  # /proc/net/softnet_stat: cpu, processed, dropped, squeezes
+    "devices": devices,  # every namespace's devices: netns, netns_name, device, rx_packets...
+}

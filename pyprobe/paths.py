@@ -43,9 +43,10 @@ def dashboards_dir() -> Path:
 
 def rules_file() -> Path:
     """Prometheus recording and alerting rules, for its rule_files."""
-    return data_dir("dashboards/rules") / RULES
+    return (data_dir("dashboards/rules") / RULES).resolve()
 
 
 def systemd_unit() -> Path:
-    """The exporter's unit: the Debian package's, or a copy to install."""
-    return data_dir("contrib/systemd") / UNIT
+    """The exporter's unit: the Debian package's (a link to the unit systemd
+    reads), or a copy to install."""
+    return (data_dir("contrib/systemd") / UNIT).resolve()

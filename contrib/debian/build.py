@@ -139,7 +139,8 @@ def stage_python(root: Path, meta: dict) -> None:
     scripts = "".join(f"{k} = {v}\n" for k, v in info["scripts"].items())
     (dist_info / "entry_points.txt").write_text(f"[console_scripts]\n{scripts}")
     (dist_info / "top_level.txt").write_text("pyprobe\n")
-    (dist_info / "INSTALLER").write_text("dpkg\n")  # pip leaves a dpkg install alone
+    # No RECORD: pip refuses to uninstall (or upgrade over) dpkg's files.
+    (dist_info / "INSTALLER").write_text("dpkg\n")
 
     command = root / "usr/bin/pyprobe"
     command.parent.mkdir(parents=True)

@@ -9,7 +9,7 @@ AS_ROOT = if [ "$$(id -u)" != 0 ]; then \
 	echo "make $@ needs root: log in as root (this machine has no sudo) and run: make $@" >&2; \
 	exit 2; fi
 
-.PHONY: setup demo test test-unit test-faults soak vm-test bench check fmt
+.PHONY: setup demo test test-unit test-faults soak vm-test bench check fmt deb
 
 setup:
 	@$(AS_ROOT); ./vagrant/provision.sh
@@ -47,11 +47,16 @@ soak:
 test-unit:
 	$(PYTEST) -ra tests/unit
 
+# dist/pyprobe_<version>_all.deb for Debian 12, from this checkout alone
+# (contrib/debian/build.py: dpkg-deb, no network, no root).
+deb:
+	/usr/bin/python3 contrib/debian/build.py --out dist
+
 check:
-	$(VENV)/bin/ruff check pyprobe tests bench
-	$(VENV)/bin/ruff format --check pyprobe tests bench
-	$(VENV)/bin/mypy pyprobe
+	$(VENV)/bin/ruff check pyprobe tests bench contrib
+	$(VENV)/bin/ruff format --check pyprobe tests bench contrib
+	$(VENV)/bin/mypy pyprobe contrib/debian/build.py
 
 fmt:
-	$(VENV)/bin/ruff format pyprobe tests bench
-	$(VENV)/bin/ruff check --fix pyprobe tests bench
+	$(VENV)/bin/ruff format pyprobe tests bench contrib
+	$(VENV)/bin/ruff check --fix pyprobe tests bench contrib

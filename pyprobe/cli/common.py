@@ -5,24 +5,86 @@ command loader, and the checks of options that do not go together."""
 
 from __future__ import annotations
 
+import os
 import socket
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import click
 
 from ..core.attach import attach_together
+from ..core.native import NATIVE_ENV
 from ..core.probe import Probe
+from ..core.sizes import MAP_ENTRIES_ENV, RINGBUF_PAGES_DEFAULT, RINGBUF_PAGES_ENV
 from ..errors import PyprobeError
-from ..kernel.env import KernelEnv, mount_tracefs
+from ..kernel.env import DISABLE_HOOKS_ENV, KernelEnv, mount_tracefs
+from ..load.cache import DEFAULT_DIR, PROGRAM_CACHE_ENV
 from ..load.compilers import CompilerLoader
 from ..load.program import BatchLoader
 from ..probes import Registry, default
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 MAX_SECONDS = 31 * 86400  # intervals and durations: a month is already absurd
+
+# Settings that exist only in the environment. Each is listed in the --help
+# of the commands it changes (an "Environment:" section, as bcc's tools and
+# coreutils' man pages have), and `pyprobe doctor` prints those that are set.
+ENVIRONMENT = {
+    DISABLE_HOOKS_ENV: "Hook kinds never to use, comma-separated: tp_btf, raw_tracepoint, "
+    "tracepoint, kprobe, or one hook as doctor names it (raw_tracepoint:kfree_skb).",
+    MAP_ENTRIES_ENV: "Map sizes, PROBE.MAP=N comma-separated, e.g. netdev.devices=1024 "
+    "(a front: 0 for none, or a power of two up to 4096).",
+    PROGRAM_CACHE_ENV: f"Where compiled programs are kept (default {DEFAULT_DIR}); "
+    "off: compile at every start.",
+    RINGBUF_PAGES_ENV: f"A stream's ring buffer in 4 KiB pages, a power of two, where "
+    f"-b is not given (default {RINGBUF_PAGES_DEFAULT}).",
+    NATIVE_ENV: "off: a stream's -j lines are made in Python, not by the C formatter "
+    "built at first use.",
+    "CC": "The compiler that C formatter is built with (default cc).",
+}
+LOADING = (DISABLE_HOOKS_ENV, MAP_ENTRIES_ENV, PROGRAM_CACHE_ENV)  # every command that loads
+STREAMING = (*LOADING, RINGBUF_PAGES_ENV, NATIVE_ENV, "CC")
+
+
+def environment_set() -> dict[str, str]:
+    """Those of ENVIRONMENT set here (empty counts: PYPROBE_PROGRAM_CACHE= is off)."""
+    return {name: value for name, value in os.environ.items() if name in ENVIRONMENT}
+
+
+class Documented(click.Command):
+    """A command whose help ends with the environment variables it reads and
+    the files it hands to other programs (paths looked up when the help is
+    shown: where this install has them)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        environment: Sequence[str] = (),
+        files: Sequence[tuple[Callable[[], Path], str]] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.environment = tuple(environment)
+        self.files = tuple(files)
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        if self.environment:
+            with formatter.section("Environment"):
+                formatter.write_dl([(name, ENVIRONMENT[name]) for name in self.environment])
+        if self.files:
+            with formatter.section("Files"):
+                formatter.write_dl([(_where(path), what) for path, what in self.files])
+
+
+def _where(path: Callable[[], Path]) -> str:
+    try:
+        return str(path())
+    except FileNotFoundError as e:  # a broken install: the help still shows
+        return f"(missing: {e})"
 
 
 class Terminated(BaseException):
@@ -139,7 +201,7 @@ def buffer_pages_option(f: Any) -> Any:
         "--buffer-pages",
         type=click.IntRange(1, 1 << 18),
         help="Ring buffer size in 4 KiB pages, a power of two "
-        "(default 4096 = 16 MiB, or $PYPROBE_RINGBUF_PAGES).",
+        f"(default {RINGBUF_PAGES_DEFAULT} = 16 MiB, or ${RINGBUF_PAGES_ENV}).",
     )(f)
 
 

@@ -8,16 +8,25 @@ import time
 
 import click
 
+from ..core.sizes import RINGBUF_PAGES_ENV
 from ..core.text import json_line
 from ..views.conn import ConnView
 from ..views.tables import conn_table, print_tables
 from ..views.watch import intervals
-from .common import CONTEXT, attached_many, interval_args, json_option, top_option
+from .common import (
+    CONTEXT,
+    LOADING,
+    Documented,
+    attached_many,
+    interval_args,
+    json_option,
+    top_option,
+)
 
 STREAMS = ("tcpretrans", "drops", "tcpstates")
 
 
-@click.command(context_settings=CONTEXT)
+@click.command(cls=Documented, context_settings=CONTEXT, environment=(*LOADING, RINGBUF_PAGES_ENV))
 @json_option
 @top_option
 @interval_args

@@ -23,6 +23,9 @@ from ..views.tables import metric_tables, print_tables
 from ..views.watch import intervals, row_key, stream, with_deltas
 from .common import (
     CONTEXT,
+    LOADING,
+    STREAMING,
+    Documented,
     attached,
     counts_take_no_stream_options,
     interval_args,
@@ -152,4 +155,10 @@ def probe_command(registry: Registry, name: str) -> click.Command:
     )
     if has_stream:
         more += "\n--stream: one line per event (-j: NDJSON), until Ctrl-C or -d."
-    return click.command(name, context_settings=CONTEXT, help=text + more)(command)
+    return click.command(
+        name,
+        cls=Documented,
+        context_settings=CONTEXT,
+        help=text + more,
+        environment=STREAMING if has_stream else LOADING,
+    )(command)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
+from ..core.sizes import RINGBUF_PAGES_ENV
 from ..lab.demo import run
-from .common import CONTEXT, context
+from .common import CONTEXT, LOADING, Documented, context
 
 
-@click.command(context_settings=CONTEXT)
+@click.command(cls=Documented, context_settings=CONTEXT, environment=(*LOADING, RINGBUF_PAGES_ENV))
 @click.option(
     "--connections",
     default=40,

@@ -16,6 +16,7 @@ from ..load import cache, ringbuf
 from ..load.bcc import bcc_version
 from ..load.program import preflight
 from ..probes import Registry
+from .common import environment_set
 
 OK, NO, INFO = "ok", "!!", "--"
 
@@ -36,7 +37,7 @@ def compiled_ahead(env: KernelEnv, registry: Registry) -> tuple[str, str, str]:
         INFO,
         "programs",
         f"{kept} of {total} programs compiled for this kernel: `pyprobe compile` "
-        "(make setup runs it) saves a first start ~1-3 s of compiling",
+        "saves a first start ~1-3 s of compiling",
     )
 
 
@@ -69,7 +70,12 @@ def report(env: KernelEnv, registry: Registry, echo: Callable[[str], None]) -> b
     else:
         line(NO, "tracefs", "not mounted: mount -t tracefs tracefs /sys/kernel/tracing")
     if env.headers is None:
-        line(NO, "headers", f"missing: /lib/modules/{env.release}/build (run `make setup`)")
+        line(
+            NO,
+            "headers",
+            f"missing: /lib/modules/{env.release}/build: install linux-headers-{env.release} "
+            "(in a checkout, `make setup` does)",
+        )
     elif env.headers_match:
         line(OK, "headers", f"{env.headers} ({env.headers_release}, matches)")
     elif env.btf():
@@ -121,8 +127,9 @@ def report(env: KernelEnv, registry: Registry, echo: Callable[[str], None]) -> b
         if why_not
         else "lines made in C (built at first use, kept in the program cache)",
     )
-    if env.disabled_hooks:
-        line(INFO, "disabled", "PYPROBE_DISABLE_HOOKS=" + ",".join(sorted(env.disabled_hooks)))
+    # What the environment changes here (each command's --help says what each does).
+    for name, value in environment_set().items():
+        line(INFO, "environment", f"{name}={value}")
 
     global_ok = True
     try:

@@ -8,12 +8,27 @@ import click
 
 from ..exporter.caps import parse_caps
 from ..exporter.daemon import Options, run
+from ..load.cache import DEFAULT_DIR
 from ..logs import FORMATS, LEVELS
 from ..logs import setup as setup_logging
-from .common import CONTEXT, Terminated, context
+from ..paths import rules_file, systemd_unit
+from .common import CONTEXT, LOADING, Documented, Terminated, context
 
 
-@click.command("export", context_settings=CONTEXT)
+@click.command(
+    "export",
+    cls=Documented,
+    context_settings=CONTEXT,
+    environment=LOADING,
+    files=(
+        (
+            systemd_unit,
+            "The systemd unit that runs this command (from a wheel: a copy to install).",
+        ),
+        (rules_file, "Prometheus recording and alerting rules, for its rule_files."),
+        (lambda: DEFAULT_DIR, "The program cache: what a start compiled, for the next start."),
+    ),
+)
 @click.option(
     "--web.listen-address",
     "address",

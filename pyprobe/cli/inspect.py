@@ -8,13 +8,16 @@ import click
 
 from ..core.compile import compile_all
 from ..core.costs import cost, where
+from ..core.sizes import RINGBUF_PAGES_ENV
+from ..kernel.env import DISABLE_HOOKS_ENV
 from ..load.compilers import CompilerLoader
+from ..paths import dashboards_dir, rules_file
 from ..views.dashboard import render
-from .common import CONTEXT, context
+from .common import CONTEXT, ENVIRONMENT, LOADING, Documented, context
 from .doctor import report
 
 
-@click.command("list", context_settings=CONTEXT)
+@click.command("list", cls=Documented, context_settings=CONTEXT, environment=(DISABLE_HOOKS_ENV,))
 def list_probes() -> None:
     """The probes, one line each: name, hook it would use here, what it
     costs, what it shows; under each, its features (off unless asked for:
@@ -43,7 +46,7 @@ def list_probes() -> None:
         click.echo(f"\ncosts {where()}")
 
 
-@click.command(context_settings=CONTEXT)
+@click.command(cls=Documented, context_settings=CONTEXT, environment=tuple(ENVIRONMENT))
 def doctor() -> None:
     """Check kernel, BTF, tracefs, headers, kprobes, capabilities, and every probe's hook.
 
@@ -54,18 +57,21 @@ def doctor() -> None:
     sys.exit(0 if ok else 2)
 
 
-@click.command("compile", context_settings=CONTEXT)
+@click.command(
+    "compile", cls=Documented, context_settings=CONTEXT, environment=(*LOADING, RINGBUF_PAGES_ENV)
+)
 @click.option(
     "--probe", "include", multiple=True, help="Only this probe (repeatable; default: every one)."
 )
 def compile_programs(include: tuple[str, ...]) -> None:
     """Compile the programs (the exporter's, the streams') into the program cache.
 
-    An install runs it (`make setup`, the Debian package): the exporter's
-    first start then loads them (~0.6 s) instead of compiling (~2-3 s), and
-    `pyprobe tcpstates` starts in ~0.6 s instead of ~1.4. Each missing one is
-    loaded, attached and detached once: the kernel's verifier has passed it.
-    Exits 1 when a probe failed to compile here.
+    Then the exporter's first start loads them (~0.6 s) instead of compiling
+    (~2-3 s), and `pyprobe tcpstates` starts in ~0.6 s instead of ~1.4. The
+    Debian package runs it at install; after a kernel upgrade, or an install
+    from a wheel, run it again. Each missing one is loaded, attached and
+    detached once: the kernel's verifier has passed it. Exits 1 when a probe
+    failed to compile here.
     """
     ctx = context()
     ctx.registry.check(include)
@@ -82,7 +88,18 @@ def compile_programs(include: tuple[str, ...]) -> None:
     sys.exit(1 if any(o.status == "failed" for o in outcomes) else 0)
 
 
-@click.command(context_settings=CONTEXT)
+@click.command(
+    cls=Documented,
+    context_settings=CONTEXT,
+    files=(
+        (lambda: dashboards_dir() / "pyprobe-overview.json", "This dashboard, as installed."),
+        (
+            lambda: dashboards_dir() / "provisioning",
+            "Grafana's datasource and dashboard providers.",
+        ),
+        (rules_file, "Prometheus recording and alerting rules, for its rule_files."),
+    ),
+)
 def dashboard() -> None:
     """Print the Grafana dashboard of these probes (JSON, to import or provision)."""
     click.echo(render(context().registry), nl=False)

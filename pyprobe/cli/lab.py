@@ -9,7 +9,8 @@ import click
 from ..core.text import json_line
 from ..lab import topology as topo
 from ..lab.workloads import WORKLOADS, Hosts
-from .common import CONTEXT, json_option
+from ..load.cache import PROGRAM_CACHE_ENV
+from .common import CONTEXT, Documented, json_option
 
 
 @click.group(context_settings=CONTEXT)
@@ -22,7 +23,7 @@ def lab() -> None:
     """
 
 
-@lab.command("up")
+@lab.command("up", cls=Documented, environment=(PROGRAM_CACHE_ENV,))
 @click.option(
     "-t",
     "--topology",
@@ -86,7 +87,7 @@ def lab_status(as_json: bool) -> None:
             )
 
 
-@lab.command("traffic")
+@lab.command("traffic", cls=Documented, environment=(PROGRAM_CACHE_ENV,))
 @click.argument(
     "workloads", nargs=-1, type=click.Choice(["churn", "bulk", "hoard", "refused", "firewall"])
 )

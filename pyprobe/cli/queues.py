@@ -11,10 +11,19 @@ from ..core.text import json_line
 from ..netns.namespaces import resolve_netns
 from ..views.tables import print_tables, queue_tables
 from ..views.watch import intervals
-from .common import CONTEXT, attached, interval_args, json_option, netns_option, top_option
+from .common import (
+    CONTEXT,
+    LOADING,
+    Documented,
+    attached,
+    interval_args,
+    json_option,
+    netns_option,
+    top_option,
+)
 
 
-@click.command(context_settings=CONTEXT)
+@click.command(cls=Documented, context_settings=CONTEXT, environment=LOADING)
 @netns_option
 @json_option
 @top_option(default=10, help="Sockets and listeners shown.")

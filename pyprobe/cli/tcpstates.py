@@ -20,6 +20,8 @@ from .common import (
     COUNT,
     DURATION,
     SECONDS,
+    STREAMING,
+    Documented,
     attached,
     buffer_pages_option,
     counts_take_no_stream_options,
@@ -59,7 +61,7 @@ def _stream(
         watch_stream(probe, as_json, timestamp, duration, what=what)
 
 
-@click.command(context_settings=CONTEXT)
+@click.command(cls=Documented, context_settings=CONTEXT, environment=STREAMING)
 @socket_filters(ports=_ports)
 @click.option(
     "-s",
@@ -116,7 +118,7 @@ def tcpstates(
     _stream(filters, as_json, timestamp, duration, buffer_pages)
 
 
-@click.command(context_settings=CONTEXT)
+@click.command(cls=Documented, context_settings=CONTEXT, environment=STREAMING)
 @socket_filters(ports=_ports)
 @DURATION
 @buffer_pages_option

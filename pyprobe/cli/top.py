@@ -11,10 +11,10 @@ from rich.live import Live
 from ..errors import PyprobeError
 from ..views.top import TopView, keypresses, quit_pressed
 from ..views.watch import intervals
-from .common import CONTEXT, COUNT, Seconds, attached_many, context
+from .common import CONTEXT, COUNT, LOADING, Documented, Seconds, attached_many, context
 
 
-@click.command("top", context_settings=CONTEXT)
+@click.command("top", cls=Documented, context_settings=CONTEXT, environment=LOADING)
 @click.option(
     "-i",
     "--interval",

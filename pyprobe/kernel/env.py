@@ -20,6 +20,9 @@ from .btf import BTF, BTFError
 
 TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 21, 38, 39
+# Hook kinds (or KIND:point labels) never to choose, comma-separated: tests
+# and VMs force the fallbacks with it (core/hooks.py).
+DISABLE_HOOKS_ENV = "PYPROBE_DISABLE_HOOKS"
 
 
 def _is_dir(path: Path) -> bool:
@@ -64,7 +67,7 @@ class KernelEnv:
             tracefs and (tracefs / "kprobe_events").exists()
         )
         m = re.search(r"^CapEff:\s*([0-9a-f]+)", _read(Path("/proc/self/status")), re.M)
-        disabled = os.environ.get("PYPROBE_DISABLE_HOOKS", "")
+        disabled = os.environ.get(DISABLE_HOOKS_ENV, "")
         return cls(
             release=release,
             tracefs=tracefs,

@@ -61,9 +61,12 @@ CACHED_KINDS = ("tp_btf", "raw_tracepoint")
 NATIVE = "native"  # compiled formatters (core/native.py), pruned with the entries
 
 
+PROGRAM_CACHE_ENV = "PYPROBE_PROGRAM_CACHE"
+
+
 def directory() -> Path | None:
     """Where entries live (PYPROBE_PROGRAM_CACHE: a directory, or "off")."""
-    value = os.environ.get("PYPROBE_PROGRAM_CACHE", str(DEFAULT_DIR))
+    value = os.environ.get(PROGRAM_CACHE_ENV, str(DEFAULT_DIR))
     return None if value in ("", "off") else Path(value)
 
 

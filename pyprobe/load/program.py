@@ -98,8 +98,9 @@ def preflight(env: KernelEnv) -> None:
         )
     if env.headers is None:
         raise PyprobeError(
-            f"no kernel headers at /lib/modules/{env.release}/build: run `make setup` "
-            f"(installs linux-headers-{env.release} or the nearest ones and links them)"
+            f"no kernel headers at /lib/modules/{env.release}/build: install "
+            f"linux-headers-{env.release} (in a checkout, `make setup` installs those or "
+            "the nearest ones and links them)"
         )
 
 

@@ -50,6 +50,7 @@ static __always_inline void stream(const void *skb, const void *sk, struct drop_
 	e->ts_ns = bpf_ktime_get_ns();
 	e->location = k->location;
 	e->skaddr = (u64)sk;
+	e->cgroup = sock_cgroup(sk);
 	e->netns = k->netns;
 	e->ifindex = k->ifindex;
 	e->reason = k->reason;

@@ -22,6 +22,7 @@ struct tcpstate_event {
 	__u64 life_ns;  /* time since the socket's first change, its birth */
 	__u64 rx_bytes; /* tcp_sock.bytes_received, as tcplife and tcp_info: */
 	__u64 tx_bytes; /* tcp_sock.bytes_acked; sequence space (a SYN, a FIN count 1) */
+	__u64 cgroup;   /* the socket's cgroup (v2 id: its directory's inode), 0 when unknown */
 	__u32 pid;      /* tgid */
 	__u32 netns;    /* network namespace inode, 0 when unknown */
 	__u8 saddr[16]; /* IPv4 in the first 4 bytes */
@@ -43,6 +44,7 @@ struct drop_event {
 	__u64 ts_ns;
 	__u64 location; /* kernel address that freed the packet */
 	__u64 skaddr;   /* the socket it belonged to, 0 when none */
+	__u64 cgroup;   /* that socket's cgroup (v2 id), 0 when none or unknown */
 	__u32 pid;      /* the socket's owner, or the task in process context */
 	__u32 netns;
 	__u32 ifindex;
@@ -68,6 +70,7 @@ struct drop_event {
 struct tcp_event {
 	__u64 ts_ns;
 	__u64 skaddr;
+	__u64 cgroup; /* the socket's cgroup (v2 id), 0 when none or unknown */
 	__u32 pid;
 	__u32 netns;
 	__u8 saddr[16];

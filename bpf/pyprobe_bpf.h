@@ -146,6 +146,31 @@ static __always_inline u32 net_id(const void *net)
 }
 #endif
 
+/* The cgroup a socket belongs to: the v2 cgroup of the task that created it
+ * (sock_cgroup_data, what cgroup BPF programs filter on), as its id, the
+ * inode of its directory. A container's sockets name the container even
+ * when their packets are dropped or retransmitted in softirq, on behalf of
+ * whatever task the CPU interrupted. 0 where the offsets are missing. */
+#if defined(OFF_SK_CGROUP) && defined(OFF_CGROUP_KN) && defined(OFF_KN_ID)
+static __always_inline u64 sock_cgroup(const void *sk)
+{
+	const void *cg = 0, *kn = 0;
+	u64 id = 0;
+	if (!sk)
+		return 0;
+	READ_AT(cg, sk, OFF_SK_CGROUP);
+	if (!cg)
+		return 0;
+	READ_AT(kn, cg, OFF_CGROUP_KN);
+	if (!kn)
+		return 0;
+	READ_AT(id, kn, OFF_KN_ID);
+	return id;
+}
+#else
+static __always_inline u64 sock_cgroup(const void *sk) { return 0; }
+#endif
+
 /* A device's ifindex and namespace id (ifindexes repeat across namespaces). */
 #if defined(OFF_DEV_IFINDEX)
 static __always_inline void dev_ids(const void *dev, u32 *ifindex, u32 *netns)

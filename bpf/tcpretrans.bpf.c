@@ -129,6 +129,7 @@ static __always_inline void stream(u8 kind, const void *sk, const void *skb, u32
 	e->segs = segs;
 	if (sk && state != 12 /* NEW_SYN_RECV: a request, not a full socket */) {
 		u16 sport = 0, dport = 0;
+		e->cgroup = sock_cgroup(sk);
 		READ_AT(e->family, sk, OFF_SKC_FAMILY);
 		READ_AT(sport, sk, OFF_SKC_NUM);
 		READ_AT(dport, sk, OFF_SKC_DPORT);

@@ -186,6 +186,7 @@ static __always_inline int stream(struct change *c)
 		e->life_ns = life;
 		e->rx_bytes = rx;
 		e->tx_bytes = tx;
+		e->cgroup = sock_cgroup(c->sk);
 		e->pid = pid;
 		e->netns = netns;
 		__builtin_memcpy(e->saddr, c->saddr, 16);

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 
+from ..kernel.cgroups import Cgroups
 from ..kernel.env import KernelEnv
 from ..kernel.names import (
     SOFTIRQ_NAMES,
@@ -65,6 +66,18 @@ class Decoders:
     def softirqs(self) -> dict[int, str]:
         names = kernel_names(self.env, "irq:softirq_entry", "vec", "", "")
         return names or dict(enumerate(SOFTIRQ_NAMES))
+
+    @functools.cached_property
+    def cgroups(self) -> Cgroups:
+        return shared_cgroups()
+
+    def cgroup_text(self, cgroup_id: int, what: str) -> str:
+        """A cgroup id as a path ("cgroup_path"), its container ("container":
+        runtime:id, "" for none) or pod ("pod": namespace/name or UID)."""
+        found = self.cgroups.get(cgroup_id) if cgroup_id else None
+        if found is None:
+            return str(cgroup_id) if cgroup_id and what == "cgroup_path" else ""
+        return {"cgroup_path": found.path, "container": found.container, "pod": found.pod}[what]
 
     @property
     def symbols(self) -> Symbols:
@@ -135,6 +148,14 @@ class Decoders:
             return lambda v, key: self.ifname(v, key.get("netns", 0))
         if name == "netns":
             return lambda v, _key: self.netns_label(v)
+        if name in ("cgroup_path", "container", "pod"):
+            return lambda v, _key: self.cgroup_text(v, name)
         if name == "netns_name":
             return lambda v, _key: netns_name(self.netns_inode(v)) if v else ""
         raise KeyError(f"no decoder named {name!r}")
+
+
+@functools.cache
+def shared_cgroups() -> Cgroups:
+    """One cgroup table for every probe's decoders (walked on a miss)."""
+    return Cgroups()

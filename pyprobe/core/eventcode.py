@@ -60,6 +60,9 @@ DECODERS: dict[str, tuple[str, ...]] = {
     "eth_protocol": ("field",),
     "ip_protocol": ("field", "flag?"),
     "enum": ("field", "prefix"),
+    "cgroup_path": ("field",),
+    "container": ("field",),
+    "pod": ("field",),
 }
 _ENTRY = re.compile(
     r"^(?P<key>\w+)(?:\s*=\s*(?P<fn>\w+)\((?P<args>[^)]*)\)"
@@ -210,6 +213,8 @@ def _value(o: Output, c: Context, consts: dict[str, Any]) -> str:
         expr = f"eth_protocol({a[0]})"
     elif fn == "ip_protocol":
         expr = flagged(f"ip_protocol({a[0]})", "''", 1)
+    elif fn in ("cgroup_path", "container", "pod"):
+        expr = f"dec.cgroup_text({a[0]}, {fn!r})"
     elif fn == "enum":
         name = f"ENUM_{a[1]}"
         consts[name] = c.header.enum(a[1])

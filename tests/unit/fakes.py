@@ -128,6 +128,9 @@ TCPSTATES_FIELDS = {
     "net.ns.inum": (176, 4),
     "tcp_sock.bytes_received": (1400, 8),
     "tcp_sock.bytes_acked": (1528, 8),
+    "sock.sk_cgrp_data.cgroup": (704, 8),
+    "cgroup.kn": (264, 8),
+    "kernfs_node.id": (88, 8),
 }
 
 

@@ -96,6 +96,7 @@ def test_stream_json_from_rows_says_what_the_decoded_path_says():
                 1_234_567_890,  # life_ns
                 100_001,  # rx_bytes
                 (1 << 64) - 1,  # tx_bytes
+                42,  # cgroup
                 7,
                 4026531833,
                 v4("10.0.0.1"),
@@ -110,6 +111,7 @@ def test_stream_json_from_rows_says_what_the_decoded_path_says():
             ),
             (
                 123_456_789_012,
+                0,
                 0,
                 0,
                 0,
@@ -134,6 +136,7 @@ def test_stream_json_from_rows_says_what_the_decoded_path_says():
                 999,
                 5,
                 6,
+                0,
                 1 << 31,
                 4026532000,
                 v4("127.0.0.1"),
@@ -150,7 +153,7 @@ def test_stream_json_from_rows_says_what_the_decoded_path_says():
     ]
     names = {4026531833: 'ns"x', 4026532000: "lab"}
     fast = probe.json_lines(rows, lambda ns: quoted(names.get(ns)))
-    slow = [ndjson({**probe.decode_row(r), "netns_name": names.get(r[8])}) for r in rows]
+    slow = [ndjson({**probe.decode_row(r), "netns_name": names.get(r[9])}) for r in rows]
     assert [json.loads(line) for line in fast.splitlines()] == [json.loads(x) for x in slow]
     # time and ms as exact decimals of their nanoseconds
     assert '"ms":2.500000,' in fast and '"ms":0.000999,' in fast

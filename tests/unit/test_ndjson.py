@@ -77,7 +77,7 @@ def event(i: int, **kw) -> bytes:
     fields = dict(
         ts=1_000_000_000 * i + 123_457 * i, skaddr=0xFFFF888000000000 + i * 64,
         delta=(i * 7919) % 3_000_000_000, life=(i * 104729) % 10**12, rx=i * 1461,
-        tx=(1 << 64) - 1 - i, pid=1000 + i, netns=4026531833,
+        tx=(1 << 64) - 1 - i, cgroup=(i * 7) % 5000, pid=1000 + i, netns=4026531833,
         saddr=v4, daddr=v4[::-1][12:] + bytes(12), sport=40000 + i, dport=443,
         family=2, old=1 + i % 12, new=1 + (i + 3) % 12,
         flags=(F_OWNER_KNOWN if i % 3 else 0) | (F_DELTA_KNOWN if i % 5 else 0)

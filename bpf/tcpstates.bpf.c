@@ -93,10 +93,29 @@ struct change {
 	u8 daddr[16];
 };
 
-static __always_inline void count(int oldstate, int newstate)
+#ifdef FEATURE_CGROUP
+/* --label cgroup: the changes by the socket's cgroup too, in a hash (the
+ * matrix above is then not built). */
+struct cgroup_change {
+	u64 cgroup;
+	u32 oldstate;
+	u32 newstate;
+};
+BPF_TABLE("percpu_hash", struct cgroup_change, u64, transitions_by_cgroup,
+	  MAX_transitions_by_cgroup);
+#endif
+
+static __always_inline void count(const void *sk, int oldstate, int newstate)
 {
+#ifdef FEATURE_CGROUP
+	struct cgroup_change k = {sock_cgroup(sk), (u32)oldstate & 15, (u32)newstate & 15};
+	u64 zero = 0, *c = transitions_by_cgroup.lookup_or_try_init(&k, &zero);
+	if (!c)
+		map_full(MAP_ID_transitions_by_cgroup);
+#else
 	u32 idx = ((u32)oldstate & 15) * PYPROBE_STATE_SLOTS + ((u32)newstate & 15);
 	u64 *c = transitions.lookup(&idx);
+#endif
 	if (c)
 		(*c)++;
 }
@@ -166,6 +185,10 @@ static __always_inline int stream(struct change *c)
 	u32 netns = keep ? net_inum(c->net) : 0;
 #ifdef FILTER_NETNS
 	if (netns != FILTER_NETNS)
+		keep = 0;
+#endif
+#ifdef FILTER_CGROUP
+	if (keep && !in_cgroup(c->sk))
 		keep = 0;
 #endif
 
@@ -254,7 +277,7 @@ static __always_inline int from_sock(const void *sk, int oldstate, int newstate)
 	READ_AT(proto, sk, OFF_SK_PROTOCOL);
 	if (proto != IPPROTO_TCP_)
 		return 0;
-	count(oldstate, newstate);
+	count(sk, oldstate, newstate);
 #ifdef STREAM
 	struct change c = {};
 	u16 sport_be = 0, dport_be = 0;
@@ -330,7 +353,7 @@ int on_tp(struct tracepoint__sock__inet_sock_set_state *args)
 {
 	if (args->protocol != IPPROTO_TCP_)
 		return 0;
-	count(args->oldstate, args->newstate);
+	count(args->skaddr, args->oldstate, args->newstate);
 #ifdef STREAM
 	struct change c = {};
 	c.sk = args->skaddr;

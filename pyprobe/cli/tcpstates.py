@@ -24,6 +24,7 @@ from .common import (
     Documented,
     attached,
     buffer_pages_option,
+    cgroup_filter,
     counts_take_no_stream_options,
     socket_filters,
 )
@@ -53,9 +54,14 @@ class _Names:
 
 
 def _stream(
-    filters: Filters, as_json: bool, timestamp: bool, duration: float | None, pages: int | None
+    filters: Filters,
+    as_json: bool,
+    timestamp: bool,
+    duration: float | None,
+    pages: int | None,
+    cgroup: int | None,
 ) -> None:
-    with attached("tcpstates", pages, stream=True, filters=filters) as probe:
+    with attached("tcpstates", pages, cgroup=cgroup, stream=True, filters=filters) as probe:
         probe.netns_name = _Names()
         what = "TCP connections closed" if filters.close_only else "TCP state changes"
         watch_stream(probe, as_json, timestamp, duration, what=what)
@@ -79,6 +85,8 @@ def tcpstates(
     dports: tuple[int, ...],
     family: int | None,
     netns: str | None,
+    cgroup: str | None,
+    container: str | None,
     as_json: bool,
     timestamp: bool,
     summary: bool,
@@ -102,10 +110,10 @@ def tcpstates(
     """
     netns_inode = resolve_netns(netns) if netns else None
     if summary:
-        if pid or lports or dports or family:
+        if pid or lports or dports or family or cgroup or container:
             raise PyprobeError(
-                "-p/-L/-D/-4/-6 filter the stream; --summary counts everything "
-                "(use --netns to pick a namespace)"
+                "-p/-L/-D/-4/-6/--cgroup/--container filter the stream; --summary "
+                "counts everything (use --netns to pick a namespace)"
             )
         counts_take_no_stream_options(
             timestamp, duration, buffer_pages, "the stream, not --summary"
@@ -115,7 +123,7 @@ def tcpstates(
     if interval is not None:
         raise PyprobeError("INTERVAL/COUNT go with --summary; use -d/--duration to bound a stream")
     filters = Filters(pid=pid, lports=lports, dports=dports, family=family, netns=netns_inode)
-    _stream(filters, as_json, timestamp, duration, buffer_pages)
+    _stream(filters, as_json, timestamp, duration, buffer_pages, cgroup_filter(cgroup, container))
 
 
 @click.command(cls=Documented, context_settings=CONTEXT, environment=STREAMING)
@@ -128,6 +136,8 @@ def tcplife(
     dports: tuple[int, ...],
     family: int | None,
     netns: str | None,
+    cgroup: str | None,
+    container: str | None,
     as_json: bool,
     timestamp: bool,
     duration: float | None,
@@ -153,7 +163,7 @@ def tcplife(
     filters = Filters(
         pid=pid, lports=lports, dports=dports, family=family, netns=netns_inode, close_only=True
     )
-    _stream(filters, as_json, timestamp, duration, buffer_pages)
+    _stream(filters, as_json, timestamp, duration, buffer_pages, cgroup_filter(cgroup, container))
 
 
 def _summary(netns: int | None, as_json: bool, interval: float | None, count: int | None) -> None:

@@ -140,7 +140,10 @@ def test_summary_table(fake, capsys, monkeypatch):
         (["tcpstates", "-L", "80,x"], "bad port 'x' in '80,x'"),
         (["tcpstates", "-D", "0"], "bad port '0'"),
         (["tcpstates", "-p", "-3"], "Invalid value for '-p'"),
-        (["tcpstates", "--summary", "-p", "3"], "-p/-L/-D/-4/-6 filter the stream"),
+        (
+            ["tcpstates", "--summary", "-p", "3"],
+            "-p/-L/-D/-4/-6/--cgroup/--container filter the stream",
+        ),
         (["tcpstates", "5"], "INTERVAL/COUNT go with --summary"),
         (["tcpstates", "--summary", "0"], "Invalid value for '[INTERVAL]'"),
         (["tcpstates", "--netns", "no-such-ns"], "unknown network namespace 'no-such-ns'"),

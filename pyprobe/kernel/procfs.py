@@ -1,21 +1,22 @@
 """What the kernel counts already, in procfs: read when asked (a scrape, a
 report), at no cost to the workload in between. The running kernel's own
 files, never a model of them: columns are read by their headers where the
-file has headers."""
+file has headers. The host's procfs (--path.procfs) unless another is given."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-PROC = Path("/proc")
+from .host import host
+
 USER_HZ = os.sysconf("SC_CLK_TCK")  # /proc/stat's unit (100 on Linux)
 
 
-def softirqs(proc: Path = PROC) -> list[dict]:
+def softirqs(proc: Path | None = None) -> list[dict]:
     """/proc/softirqs: runs of each vector on each CPU (what the kernel
     counts in __do_softirq)."""
-    lines = (proc / "softirqs").read_text().splitlines()
+    lines = ((proc or host().procfs) / "softirqs").read_text().splitlines()
     cpus = [c.removeprefix("CPU") for c in lines[0].split()]
     out = []
     for line in lines[1:]:
@@ -25,11 +26,11 @@ def softirqs(proc: Path = PROC) -> list[dict]:
     return out
 
 
-def softirq_seconds(proc: Path = PROC) -> list[dict]:
+def softirq_seconds(proc: Path | None = None) -> list[dict]:
     """/proc/stat: time each CPU spent in softirqs (its 7th column, in
     USER_HZ ticks; exact where the kernel has IRQ time accounting)."""
     out = []
-    for line in (proc / "stat").read_text().splitlines():
+    for line in ((proc or host().procfs) / "stat").read_text().splitlines():
         name, *fields = line.split()
         if name.startswith("cpu") and name != "cpu" and len(fields) >= 7:
             out.append({"cpu": name[3:], "value": int(fields[6]) / USER_HZ})
@@ -40,13 +41,14 @@ def softirq_seconds(proc: Path = PROC) -> list[dict]:
 SOFTNET = ("processed", "dropped", "time_squeeze")
 
 
-def softnet(proc: Path = PROC) -> list[dict]:
+def softnet(proc: Path | None = None) -> list[dict]:
     """/proc/net/softnet_stat: per CPU, packets the receive softirq
     processed, dropped (the backlog full) and the times it ran out of budget
     or time with work left (time_squeeze). A line per online CPU; its CPU
     is the 13th column where the kernel writes it (5.10+), else the line."""
     out = []
-    for n, line in enumerate((proc / "net" / "softnet_stat").read_text().splitlines()):
+    text = ((proc or host().procfs) / "net" / "softnet_stat").read_text()
+    for n, line in enumerate(text.splitlines()):
         cols = [int(c, 16) for c in line.split()]
         cpu = cols[12] if len(cols) > 12 else n
         out.append({"cpu": str(cpu), **dict(zip(SOFTNET, cols, strict=False))})

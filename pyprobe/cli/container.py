@@ -148,7 +148,7 @@ def headers_advice(env: KernelEnv) -> str:
     )
     hosts = env.host.modules(env.release) / "build"
     try:
-        resolved = env.host.resolve(hosts)
+        resolved = env.host.resolve(f"/lib/modules/{env.release}/build")
         found = (resolved / "include").is_dir()
     except OSError:
         found = False

@@ -21,6 +21,7 @@ from ..core.probe import Probe
 from ..core.sizes import MAP_ENTRIES_ENV, RINGBUF_PAGES_DEFAULT, RINGBUF_PAGES_ENV
 from ..errors import PyprobeError
 from ..kernel.env import DISABLE_HOOKS_ENV, KernelEnv, mount_tracefs
+from ..kernel.headers import BCC_KERNEL_SOURCE, bcc_tree
 from ..kernel.host import HostPaths, use
 from ..load.cache import DEFAULT_DIR, PROGRAM_CACHE_ENV
 from ..load.compilers import CompilerLoader
@@ -97,6 +98,10 @@ def detect_env() -> KernelEnv:
     if env.tracefs is None:
         # Tracepoints need tracefs; mount it when we may (like bcc does for debugfs).
         env.tracefs = mount_tracefs(env.host)
+    if env.headers_from_host:
+        # The host's headers (--path.rootfs), for bcc here and in the compiler
+        # processes, which inherit the environment: written, bcc reads it.
+        os.environ.update({BCC_KERNEL_SOURCE: str(bcc_tree(env.host, env.release))})
     return env
 
 

@@ -140,18 +140,12 @@ def tracefs_advice(env: KernelEnv) -> str:
 
 
 def headers_advice(env: KernelEnv) -> str:
-    """bcc compiles with this process's own /lib/modules: the host's must be
-    mounted at the same paths (where the host has them, say so)."""
-    advice = fix(
-        "-v /lib/modules:/lib/modules:ro -v /usr/src:/usr/src:ro",
-        "hostPath volumes /lib/modules and /usr/src at the same paths",
+    """The host's headers at the same paths (bcc's own /lib/modules), or
+    the host's root at --path.rootfs (pyprobe hands bcc the headers there)."""
+    return (
+        fix(
+            "-v /lib/modules:/lib/modules:ro -v /usr/src:/usr/src:ro",
+            "hostPath volumes /lib/modules and /usr/src at the same paths",
+        )
+        + " (or the host's / at a path given as --path.rootfs)"
     )
-    hosts = env.host.modules(env.release) / "build"
-    try:
-        resolved = env.host.resolve(f"/lib/modules/{env.release}/build")
-        found = (resolved / "include").is_dir()
-    except OSError:
-        found = False
-    if found and env.host.rootfs != Path("/"):
-        advice += f" (the host has them: {hosts} -> {resolved})"
-    return advice

@@ -114,6 +114,12 @@ def report(env: KernelEnv, registry: Registry, echo: Callable[[str], None]) -> b
             f"{env.release} and there is no BTF: probes that read kernel structs cannot "
             f"run (install linux-headers-{env.release}, or use a kernel with BTF)",
         )
+    if env.headers_from_host:
+        line(
+            INFO,
+            "headers",
+            "the host's, under --path.rootfs: bcc is given them (BCC_KERNEL_SOURCE)",
+        )
     line(
         OK if env.kprobes else INFO,
         "kprobes",

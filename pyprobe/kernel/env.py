@@ -4,8 +4,9 @@
 Everything the hook choice and `pyprobe doctor` need: tracefs, tracepoints,
 kprobes, BTF, kernel headers (and whether they match), capabilities, bcc.
 The kernel's files are read under the host paths (kernel/host.py); the
-headers are this process's own /lib/modules (bcc compiles with those), its
-capabilities its own /proc/self/status.
+headers are this process's own /lib/modules (bcc compiles with those), else
+the host's under --path.rootfs (kernel/headers.py); its capabilities are its
+own /proc/self/status.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from . import programs
 from .btf import BTF, BTFError
+from .headers import host_build
 from .host import HostPaths, host
 
 CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 21, 38, 39
@@ -66,9 +68,12 @@ class KernelEnv:
         release = os.uname().release
         tracefs = next((p for p in paths.tracefs_candidates if _is_dir(p / "events")), None)
         btf = paths.btf
-        # bcc reads the headers of its own mount namespace (not --path.rootfs's)
+        # bcc reads the headers of its own mount namespace; where it has none,
+        # the host's under --path.rootfs (bcc is told: headers_from_host)
         build = Path(f"/lib/modules/{release}/build")
         headers = build if _is_dir(build / "include") else None
+        if headers is None and paths.rootfs != Path("/"):
+            headers = host_build(paths, release)
         kprobes = paths.sys("bus", "event_source", "devices", "kprobe").exists() or bool(
             tracefs and (tracefs / "kprobe_events").exists()
         )
@@ -92,6 +97,13 @@ class KernelEnv:
     @property
     def headers_match(self) -> bool:
         return self.headers_release == self.release
+
+    @property
+    def headers_from_host(self) -> bool:
+        """The headers are the host's under --path.rootfs, not this process's
+        /lib/modules: bcc must be given them (BCC_KERNEL_SOURCE)."""
+        own = Path(f"/lib/modules/{self.release}/build")
+        return self.headers is not None and self.headers != own
 
     def has_cap(self, cap: int) -> bool:
         return bool(self.cap_eff >> cap & 1)

@@ -285,7 +285,7 @@ def test_namespaces_are_found_through_the_hosts_procfs_from_a_pid_namespace(tree
     assert netdev_namespaces(seeing.stdout)[str(inode)] == ""
 
 
-def private(setup: str, *args: str) -> subprocess.CompletedProcess:
+def private(setup: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """pyprobe ARGS in a private mount namespace after SETUP (shell)."""
     return subprocess.run(
         [
@@ -301,6 +301,7 @@ def private(setup: str, *args: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -336,3 +337,27 @@ def test_btf_comes_from_the_given_sysfs(tmp_path):
     assert "via tracepoint:sock:inet_sock_set_state" in blind.stderr  # no BTF: the fallback
     doctor = private(hide, "doctor", "--path.sysfs", str(sysfs))
     assert f"[ok] BTF            {sysfs}/kernel/btf/vmlinux" in doctor.stdout
+
+
+def test_headers_come_from_the_given_root(tmp_path):
+    """No headers in this process's /lib/modules: with the host's / at
+    --path.rootfs, bcc compiles with the host's (a tree joined from Debian's
+    build and source halves, BCC_KERNEL_SOURCE) and the program attaches."""
+    root = tmp_path / "root"
+    root.mkdir()
+    hide = f"mount --bind / {root}; mount -t tmpfs tmpfs /lib/modules"
+    tmp = tmp_path / "tmp"  # where the joined tree is made, and removed at exit
+    tmp.mkdir()
+    given = private(
+        hide, "--path.rootfs", str(root), "tcpstates", "-d", "0.3", env={"TMPDIR": str(tmp)}
+    )
+    blind = private(hide, "tcpstates", "-d", "0.3")
+    assert given.returncode == 0, given.stderr
+    assert "via tp_btf:inet_sock_set_state" in given.stderr
+    assert blind.returncode == 2 and "no kernel headers at /lib/modules/" in blind.stderr
+    doctor = private(hide, "doctor", "--path.rootfs", str(root))
+    assert (
+        "[--] headers        the host's, under --path.rootfs: bcc is given them "
+        "(BCC_KERNEL_SOURCE)" in doctor.stdout
+    )
+    assert list(tmp.iterdir()) == []

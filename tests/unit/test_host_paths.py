@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from fakes import FakeLoader, fake_env
@@ -15,7 +18,7 @@ from fakes import FakeLoader, fake_env
 from pyprobe import cli
 from pyprobe.cli.common import Context
 from pyprobe.exporter import bpfstats
-from pyprobe.kernel import cgroups, procfs
+from pyprobe.kernel import cgroups, headers, procfs
 from pyprobe.kernel.env import KernelEnv
 from pyprobe.kernel.host import PID_INIT_INO, HostPaths, check, host, use
 from pyprobe.kernel.symbols import Symbols
@@ -290,3 +293,43 @@ def test_host_links_are_followed_inside_rootfs(root):
     # a relative one, with `..` that cannot climb above the root
     assert root.resolve("/usr/src/linux") == root.rootfs / "usr" / "src"
     assert root.resolve("/../../usr/src/linux-headers-9.9") == headers
+
+
+def test_the_hosts_split_headers_are_joined_for_bcc(root, monkeypatch):
+    """Debian's build (generated) and source (the rest) halves, as one tree."""
+    src = root.rootfs / "usr" / "src"
+    build, common = src / "linux-headers-9.9-amd64", src / "linux-headers-9.9-common"
+    for path in (
+        build / "include" / "generated" / "autoconf.h",
+        build / "arch" / "x86" / "include" / "generated" / "asm" / "a.h",
+        build / "Makefile",
+        common / "include" / "linux" / "kconfig.h",
+        common / "arch" / "x86" / "include" / "asm" / "b.h",
+        common / "Makefile",
+        root.rootfs / "usr" / "lib" / "kbuild" / "scripts" / "x",
+    ):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(path.parent.name)
+    (build / "scripts").symlink_to("../../lib/kbuild/scripts")  # relative: the host's
+    (common / "tools").symlink_to("/usr/lib/kbuild")  # absolute: the host's too
+    modules = root.rootfs / "lib" / "modules" / "9.10"
+    modules.mkdir(parents=True)
+    (modules / "build").symlink_to("/usr/src/linux-headers-9.9-amd64")
+    (modules / "source").symlink_to("/usr/src/linux-headers-9.9-common")
+    # a kernel 9.10 with no headers in this process's /lib/modules: the host's
+    monkeypatch.setattr(os, "uname", lambda: SimpleNamespace(release="9.10"))
+    env = KernelEnv.detect()
+    assert (env.headers, env.headers_from_host) == (build, True)
+    assert headers.host_build(root, "9.10") == build
+    tree = headers.bcc_tree(root, "9.10")
+    try:
+        assert tree.parent == Path(tempfile.gettempdir())  # removed at exit (kernel test)
+        assert (tree / "include" / "linux" / "kconfig.h").read_text() == "linux"
+        assert (tree / "include" / "generated" / "autoconf.h").read_text() == "generated"
+        assert (tree / "arch" / "x86" / "include" / "asm" / "b.h").read_text() == "asm"
+        assert (tree / "arch/x86/include/generated/asm/a.h").read_text() == "asm"
+        assert (tree / "Makefile").resolve() == build / "Makefile"  # build's first
+        assert (tree / "scripts" / "x").read_text() == "scripts"
+        assert (tree / "tools" / "scripts" / "x").read_text() == "scripts"
+    finally:
+        shutil.rmtree(tree)

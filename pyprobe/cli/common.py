@@ -198,8 +198,9 @@ HOST_PATHS = (
     (
         "--path.rootfs",
         "/",
-        "The host's root: its /run/netns (namespace names) and /var/lib/kubelet/pods "
-        "(pod names). bcc compiles with this process's own /lib/modules (kernel headers).",
+        "The host's root: its /run/netns (namespace names), /var/lib/kubelet/pods (pod "
+        "names) and /lib/modules (kernel headers: where this process has none, bcc is "
+        "given the host's).",
     ),
 )
 

@@ -9,7 +9,8 @@ cgroup v2 tree, /run/netns, the kubelet's pod directories. What is the
 *process's own* stays its own: /proc/self/status (its capabilities),
 /proc/thread-self/ns/net (the namespace a thread has entered), its mount
 table. bcc, in the compiler process, reads its own mount namespace's
-/lib/modules, /proc/kallsyms and /sys/kernel/tracing whatever is set here.
+/proc/kallsyms and /sys/kernel/tracing whatever is set here, and its
+/lib/modules unless it is given the host's headers (kernel/headers.py).
 
 The paths in use are the process's (one per process: the caches of kernel
 symbols and namespaces are too); the CLI installs them once, from its

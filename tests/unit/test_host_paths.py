@@ -199,7 +199,7 @@ def test_the_help_says_which_paths_are_the_hosts(capsys):
     assert "--path.procfs PATH The host's procfs" in text and "[default: /proc]" in text
     assert "This process's own capabilities and namespace are read from its own /proc" in text
     assert "bcc attaches classic tracepoints through this process's own /sys/kernel/tracing" in text
-    assert "bcc compiles with this process's own /lib/modules" in text
+    assert "/lib/modules (kernel headers: where this process has none, bcc is given" in text
 
 
 # -- every reader reads under them --------------------------------------------------

@@ -114,10 +114,7 @@ def _filesystems(env: KernelEnv) -> Iterator[Line]:
             "tracefs (bcc)",
             "not at /sys/kernel/tracing: bcc attaches classic tracepoints (the fallbacks) "
             "through this process's own — "
-            + fix(
-                "-v /sys/kernel/tracing:/sys/kernel/tracing",
-                "a hostPath volume /sys/kernel/tracing at the same path",
-            ),
+            + _mount("/sys/kernel/tracing", Path("/sys/kernel/tracing")),
         )
 
 
@@ -127,16 +124,18 @@ def _own_tracefs() -> bool:
     )
 
 
+def _mount(host: str, where: Path, options: str = "") -> str:
+    """The host's directory mounted at where: podman's -v and Kubernetes' hostPath."""
+    at = "the same path" if where == Path(host) else str(where)
+    return fix(f"-v {host}:{where}{options}", f"a hostPath volume {host} at {at}")
+
+
 def btf_advice(env: KernelEnv) -> str:
-    where = env.host.sys("kernel", "btf")
-    return fix(f"-v /sys/kernel/btf:{where}:ro", f"a hostPath volume /sys/kernel/btf at {where}")
+    return _mount("/sys/kernel/btf", env.host.sys("kernel", "btf"), ":ro")
 
 
 def tracefs_advice(env: KernelEnv) -> str:
-    where = env.host.tracefs_candidates[0]
-    return fix(
-        f"-v /sys/kernel/tracing:{where}", f"a hostPath volume /sys/kernel/tracing at {where}"
-    )
+    return _mount("/sys/kernel/tracing", env.host.tracefs_candidates[0])
 
 
 def headers_advice(env: KernelEnv) -> str:

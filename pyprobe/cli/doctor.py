@@ -11,7 +11,7 @@ from ..core import compile as precompile
 from ..core.costs import cost
 from ..core.native import NATIVE_ENV
 from ..errors import PyprobeError
-from ..kernel.container import Confinement
+from ..kernel.container import Confinement, mount_type
 from ..kernel.env import KernelEnv
 from ..load import cache, ringbuf
 from ..load.bcc import bcc_version
@@ -78,12 +78,13 @@ def report(env: KernelEnv, registry: Registry, echo: Callable[[str], None]) -> b
         else "missing: raw tracepoints and kprobes need struct offsets (CONFIG_DEBUG_INFO_BTF=y)"
         + (f" — {btf_advice(env)}" if boxed else ""),
     )
+    where = env.host.tracefs_candidates[0]
     if env.tracefs:
         line(OK, "tracefs", str(env.tracefs))
-    elif not env.can_load_bpf:  # tracefs is 0700: without privilege it looks absent
+    elif any(mount_type(p) == "tracefs" for p in env.host.tracefs_candidates):
+        # tracefs is 0700: without privilege it looks absent
         line(NO, "tracefs", "not readable without root (or not mounted): run as root")
     else:
-        where = env.host.tracefs_candidates[0]
         line(
             NO,
             "tracefs",

@@ -333,3 +333,17 @@ def test_the_hosts_split_headers_are_joined_for_bcc(root, monkeypatch):
         assert (tree / "tools" / "scripts" / "x").read_text() == "scripts"
     finally:
         shutil.rmtree(tree)
+
+
+def test_a_procfs_without_the_counters_is_one_line_not_a_traceback(tmp_path, capsys):
+    (tmp_path / "stat").write_text(STAT)  # passes the check, has nothing else
+    context = Context(env=fake_env, loader=lambda: FakeLoader())
+    code, _, err = run(
+        capsys, "--path.procfs", str(tmp_path), "softirqs", "-j", "0.05", "1", context=context
+    )
+    assert code == 2
+    assert err.splitlines() == [  # its intro line, then the error
+        "Counting softirqs via kernel counters... every 0.05s",
+        f"pyprobe: error: cannot read {tmp_path}/softirqs: No such file or directory "
+        "(--path.procfs)",
+    ]

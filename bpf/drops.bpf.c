@@ -34,6 +34,9 @@ struct drop_key {
 	u32 ifindex;
 	u16 protocol;
 	u16 _pad;
+#ifdef FEATURE_CGROUP
+	u64 cgroup; /* --label cgroup: the socket's cgroup (0: no socket) */
+#endif
 };
 BPF_TABLE("percpu_hash", struct drop_key, u64, drops, MAX_drops);
 
@@ -50,7 +53,11 @@ static __always_inline void stream(const void *skb, const void *sk, struct drop_
 	e->ts_ns = bpf_ktime_get_ns();
 	e->location = k->location;
 	e->skaddr = (u64)sk;
+#ifdef FEATURE_CGROUP
+	e->cgroup = k->cgroup;
+#else
 	e->cgroup = sock_cgroup(sk);
+#endif
 	e->netns = k->netns;
 	e->ifindex = k->ifindex;
 	e->reason = k->reason;
@@ -98,6 +105,13 @@ static __always_inline int drop(const void *skb, u64 location, u32 reason, const
 #if defined(OFF_SKC_NET) && defined(HAVE_NET_ID)
 	if (!k.netns)
 		k.netns = sk_netns_id(sk);
+#endif
+#ifdef FEATURE_CGROUP
+	k.cgroup = sock_cgroup(sk);
+#endif
+#ifdef FILTER_CGROUP
+	if (!in_cgroup(sk))
+		return 0;
 #endif
 	u64 zero = 0, *c = drops.lookup_or_try_init(&k, &zero);
 	if (c)

@@ -152,23 +152,90 @@ static __always_inline u32 net_id(const void *net)
  * when their packets are dropped or retransmitted in softirq, on behalf of
  * whatever task the CPU interrupted. 0 where the offsets are missing. */
 #if defined(OFF_SK_CGROUP) && defined(OFF_CGROUP_KN) && defined(OFF_KN_ID)
-static __always_inline u64 sock_cgroup(const void *sk)
+#define HAVE_SOCK_CGROUP 1
+/* The socket's struct cgroup; 0 for none, and for what is not a full socket
+ * (a TIME_WAIT or request socket, whose struct ends before sk_cgrp_data:
+ * skb->sk and tcp_send_reset's sk can be either). */
+static __always_inline const void *sock_cgroup_ptr(const void *sk)
 {
-	const void *cg = 0, *kn = 0;
-	u64 id = 0;
+	const void *cg = 0;
 	if (!sk)
 		return 0;
+#ifdef OFF_SKC_STATE
+	u8 state = 0;
+	READ_AT(state, sk, OFF_SKC_STATE);
+	if (state == 6 /* TIME_WAIT */ || state == 12 /* NEW_SYN_RECV */)
+		return 0;
+#endif
 	READ_AT(cg, sk, OFF_SK_CGROUP);
+	return cg;
+}
+
+static __always_inline u64 cgroup_id(const void *cg)
+{
+	const void *kn = 0;
+	u64 id = 0;
 	if (!cg)
 		return 0;
 	READ_AT(kn, cg, OFF_CGROUP_KN);
-	if (!kn)
-		return 0;
-	READ_AT(id, kn, OFF_KN_ID);
+	if (kn)
+		READ_AT(id, kn, OFF_KN_ID);
 	return id;
 }
+
+static __always_inline u64 sock_cgroup(const void *sk) { return cgroup_id(sock_cgroup_ptr(sk)); }
 #else
 static __always_inline u64 sock_cgroup(const void *sk) { return 0; }
+#endif
+
+/* Whether the cgroup is read at all: for the stream's records and the
+ * cgroup feature's keys; otherwise the reads compile away. */
+#if defined(STREAM) || defined(FEATURE_CGROUP)
+#define CGROUP_WANTED 1
+#else
+#define CGROUP_WANTED 0
+#endif
+
+/* --cgroup/--container: whether a socket is in cgroup FILTER_CGROUP (its id)
+ * or below it: its cgroup's ancestors (struct cgroup's ancestors[], by
+ * level) are compared from itself upwards, as cgroup_is_descendant() does,
+ * up to CGROUP_UP levels. By ids, not depths: the same inside a cgroup
+ * namespace, whose root is not the hierarchy's. Without the ancestors'
+ * offsets (kernels before 6.1 keep ids there): the socket's own cgroup. */
+#ifdef FILTER_CGROUP
+#define CGROUP_UP 16
+static __always_inline int in_cgroup(const void *sk)
+{
+#if defined(HAVE_SOCK_CGROUP) && defined(OFF_CGROUP_LEVEL) && defined(OFF_CGROUP_ANCESTORS)
+	const void *cg = sock_cgroup_ptr(sk);
+	int level = 0;
+	if (!cg)
+		return 0;
+	if (cgroup_id(cg) == FILTER_CGROUP)
+		return 1;
+	READ_AT(level, cg, OFF_CGROUP_LEVEL);
+	/* Helper reads, at a bounded index (the verifier refuses an unbounded
+	 * one even there: a tp_btf program's pointers are typed). */
+#pragma unroll
+	for (int up = 1; up < CGROUP_UP; up++) {
+		const void *above = 0, *kn = 0;
+		u64 id = 0;
+		if (level - up < 0)
+			return 0;
+		u32 at = (u32)(level - up) & 255;
+		READ_FAR(above, cg, OFF_CGROUP_ANCESTORS + 8 * at);
+		if (above)
+			READ_FAR(kn, above, OFF_CGROUP_KN);
+		if (kn)
+			READ_FAR(id, kn, OFF_KN_ID);
+		if (id == FILTER_CGROUP)
+			return 1;
+	}
+	return 0;
+#else
+	return sock_cgroup(sk) == FILTER_CGROUP;
+#endif
+}
 #endif
 
 /* A device's ifindex and namespace id (ifindexes repeat across namespaces). */

@@ -24,19 +24,32 @@ enum sk_rst_reason { PYPROBE_SK_RST_REASON_ANY = 0 };
 struct ns_state {
 	u32 netns;
 	u32 state;
+#ifdef FEATURE_CGROUP
+	u64 cgroup; /* --label cgroup: the socket's (a SYN-ACK's: its listener's) */
+#endif
 };
 struct ns_state_reason {
 	u32 netns;
 	u16 state;
 	u16 reason; /* enum sk_rst_reason: a few dozen values */
+#ifdef FEATURE_CGROUP
+	u64 cgroup;
+#endif
 };
+#ifdef FEATURE_CGROUP
+#define SET_CGROUP(k, id) ((k).cgroup = (id))
+#else
+#define SET_CGROUP(k, id)
+#endif
 BPF_TABLE("percpu_hash", struct ns_state, u64, retransmits, MAX_retransmits);
 BPF_TABLE("percpu_hash", struct ns_state_reason, u64, resets_sent, MAX_resets_sent);
 BPF_TABLE("percpu_hash", struct ns_state, u64, resets_received, MAX_resets_received);
 
 /* Front slots (pyprobe_bpf.h) for each: one slot lookup instead of a hash's. */
+#ifndef FEATURE_CGROUP /* then no fronts: user space leaves FRONT_* out */
 _Static_assert(sizeof(struct ns_state) == 8 && sizeof(struct ns_state_reason) == 8,
 	       "a front's key is 8 bytes");
+#endif
 #ifdef FRONT_retransmits
 BPF_ARRAY(retransmits_fkeys, struct ns_state, FRONT_retransmits + 1);
 BPF_PERCPU_ARRAY(retransmits_front, u64, FRONT_retransmits + 1);
@@ -114,7 +127,7 @@ static __always_inline u8 sk_state(const void *sk)
 
 #ifdef STREAM
 static __always_inline void stream(u8 kind, const void *sk, const void *skb, u32 netns, u8 state,
-				   u32 reason, u32 segs)
+				   u32 reason, u32 segs, u64 cgroup)
 {
 	struct tcp_event *e = event_reserve(sizeof(struct tcp_event));
 	if (!e)
@@ -127,9 +140,9 @@ static __always_inline void stream(u8 kind, const void *sk, const void *skb, u32
 	e->state = state;
 	e->reason = reason;
 	e->segs = segs;
+	e->cgroup = cgroup;
 	if (sk && state != 12 /* NEW_SYN_RECV: a request, not a full socket */) {
 		u16 sport = 0, dport = 0;
-		e->cgroup = sock_cgroup(sk);
 		READ_AT(e->family, sk, OFF_SKC_FAMILY);
 		READ_AT(sport, sk, OFF_SKC_NUM);
 		READ_AT(dport, sk, OFF_SKC_DPORT);
@@ -168,22 +181,40 @@ static __always_inline int retransmit(const void *sk, const void *skb, int err)
 	READ_AT(segs, skb, OFF_SKB_CB + OFF_TCP_CB_GSO_SEGS);
 	if (!segs)
 		segs = 1;
+#ifdef FILTER_CGROUP
+	if (!in_cgroup(sk))
+		return 0;
+#endif
 	struct ns_state k = {.netns = sk_netns_id(sk), .state = sk_state(sk)};
+	u64 cgroup = CGROUP_WANTED ? sock_cgroup(sk) : 0;
+	SET_CGROUP(k, cgroup);
 	u64 *c = retransmits_of(&k);
 	if (c)
 		*c += segs;
-	STREAM_EVENT(PYPROBE_TCP_RETRANSMIT, sk, skb, k.netns, k.state, 0, segs);
+	STREAM_EVENT(PYPROBE_TCP_RETRANSMIT, sk, skb, k.netns, k.state, 0, segs, cgroup);
 	return 0;
 }
 
 static __always_inline int synack(const void *req)
 {
-	/* The request socket: its common part carries the namespace. */
+	/* The request socket: its common part carries the namespace; its
+	 * listener, the cgroup. */
+	const void *listener = 0;
+#ifdef OFF_RSK_LISTENER
+	if (CGROUP_WANTED)
+		READ_AT(listener, req, OFF_RSK_LISTENER);
+#endif
+#ifdef FILTER_CGROUP
+	if (!in_cgroup(listener))
+		return 0;
+#endif
 	struct ns_state k = {.netns = sk_netns_id(req), .state = 3 /* SYN_RECV */};
+	u64 cgroup = CGROUP_WANTED ? sock_cgroup(listener) : 0;
+	SET_CGROUP(k, cgroup);
 	u64 *c = retransmits_of(&k);
 	if (c)
 		(*c)++;
-	STREAM_EVENT(PYPROBE_TCP_SYNACK_RETRANSMIT, req, 0, k.netns, 3, 0, 1);
+	STREAM_EVENT(PYPROBE_TCP_SYNACK_RETRANSMIT, req, 0, k.netns, 3, 0, 1, cgroup);
 	return 0;
 }
 
@@ -197,20 +228,32 @@ static __always_inline int reset_sent(const void *sk, const void *skb, u32 reaso
 		u32 ifindex = 0;
 		dev_ids(dev, &ifindex, &k.netns);
 	}
+#ifdef FILTER_CGROUP
+	if (!in_cgroup(sk))
+		return 0;
+#endif
+	u64 cgroup = CGROUP_WANTED ? sock_cgroup(sk) : 0;
+	SET_CGROUP(k, cgroup);
 	u64 *c = resets_sent_of(&k);
 	if (c)
 		(*c)++;
-	STREAM_EVENT(PYPROBE_TCP_RESET_SENT, sk, skb, k.netns, k.state, reason, 0);
+	STREAM_EVENT(PYPROBE_TCP_RESET_SENT, sk, skb, k.netns, k.state, reason, 0, cgroup);
 	return 0;
 }
 
 static __always_inline int reset_received(const void *sk)
 {
+#ifdef FILTER_CGROUP
+	if (!in_cgroup(sk))
+		return 0;
+#endif
 	struct ns_state k = {.netns = sk_netns_id(sk), .state = sk_state(sk)};
+	u64 cgroup = CGROUP_WANTED ? sock_cgroup(sk) : 0;
+	SET_CGROUP(k, cgroup);
 	u64 *c = resets_received_of(&k);
 	if (c)
 		(*c)++;
-	STREAM_EVENT(PYPROBE_TCP_RESET_RECEIVED, sk, 0, k.netns, k.state, 0, 0);
+	STREAM_EVENT(PYPROBE_TCP_RESET_RECEIVED, sk, 0, k.netns, k.state, 0, 0, cgroup);
 	return 0;
 }
 

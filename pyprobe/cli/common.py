@@ -20,6 +20,7 @@ from ..core.native import NATIVE_ENV
 from ..core.probe import Probe
 from ..core.sizes import MAP_ENTRIES_ENV, RINGBUF_PAGES_DEFAULT, RINGBUF_PAGES_ENV
 from ..errors import PyprobeError
+from ..kernel import cgroups
 from ..kernel.env import DISABLE_HOOKS_ENV, KernelEnv, mount_tracefs
 from ..load.cache import DEFAULT_DIR, PROGRAM_CACHE_ENV
 from ..load.compilers import CompilerLoader
@@ -122,6 +123,7 @@ def attached(
     buffer_pages: int | None = None,
     options: Mapping[str, Any] | None = None,
     features: Iterable[str] = (),
+    cgroup: int | None = None,
     **attach: Any,
 ) -> Iterator[Any]:
     """A probe of the registry, configured with its plug-in's options and
@@ -132,6 +134,7 @@ def attached(
     chosen = ctx.registry.select([f"{name}.{f}" for f in features] or [name])[name]
     probe = ctx.registry.create(name, ctx.env(), loader, chosen)
     probe.ring_pages = buffer_pages
+    probe.cgroup_filter = cgroup
     probe.configure(**(options or {}))
     with probe:
         try:
@@ -215,6 +218,51 @@ def netns_option(f: Any) -> Any:
     )(f)
 
 
+def cgroup_options(f: Any) -> Any:
+    """--cgroup PATH and --container ID: only sockets in that cgroup (or
+    below it), filtered in the program; resolve with cgroup_filter()."""
+    f = click.option(
+        "--container",
+        metavar="ID",
+        help="Only sockets of this container: its id or a prefix (4+ hex digits), "
+        "optionally runtime:ID (podman, docker, containerd, cri-o).",
+    )(f)
+    return click.option(
+        "--cgroup",
+        metavar="PATH",
+        help="Only sockets in this cgroup or below it: its path under the cgroup v2 root.",
+    )(f)
+
+
+def cgroup_filter(cgroup: str | None, container: str | None) -> int | None:
+    """--cgroup/--container -> the cgroup's id for the program's filter; a
+    one-line error when there is no such cgroup."""
+    if cgroup is None and container is None:
+        return None
+    if cgroup is not None and container is not None:
+        raise PyprobeError("--cgroup and --container: one or the other")
+    if not cgroups.available():
+        raise PyprobeError("--cgroup/--container: no cgroup v2 hierarchy is mounted here")
+    table = cgroups.Cgroups()
+    if cgroup is not None:
+        found = table.by_path(cgroup)
+        if found is None:
+            raise PyprobeError(f"--cgroup {cgroup}: no such cgroup under {table.root}")
+    else:
+        assert container is not None
+        matches = table.by_container(container)
+        if len(container.rpartition(":")[2]) < 4 or not matches:
+            raise PyprobeError(
+                f"--container {container}: no running container's id starts with it "
+                f"(cgroups under {table.root}; give 4 or more hex digits)"
+            )
+        names = sorted({cg.container for cg in matches})
+        if len(names) > 1:
+            raise PyprobeError(f"--container {container}: matches {', '.join(names)}")
+        found = matches[0]
+    return found.id
+
+
 def interval_args(f: Any) -> Any:
     f = click.argument("count", required=False, type=COUNT)(f)
     return click.argument("interval", required=False, type=SECONDS)(f)
@@ -285,6 +333,7 @@ def _socket_filters(f: Any, ports: Callable[..., Any]) -> Any:
         click.option("-4", "--ipv4", "family", flag_value=socket.AF_INET, help="Only IPv4."),
         click.option("-6", "--ipv6", "family", flag_value=socket.AF_INET6, help="Only IPv6."),
         netns_option,
+        cgroup_options,
         click.option("-j", "--json", "as_json", is_flag=True, help="NDJSON, one object per line."),
         click.option("-T", "--timestamp", is_flag=True, help="Prefix each line with HH:MM:SS."),
     ]

@@ -27,6 +27,8 @@ from .common import (
     STREAMING,
     Documented,
     attached,
+    cgroup_filter,
+    cgroup_options,
     counts_take_no_stream_options,
     interval_args,
     json_option,
@@ -46,9 +48,10 @@ def counts(
     netns: int | None = None,
     options: Mapping[str, Any] | None = None,
     features: tuple[str, ...] = (),
+    cgroup: int | None = None,
 ) -> None:
     """The counting view of a probe: [INTERVAL [COUNT]] like the bcc tools."""
-    with attached(name, options=options, features=features) as probe:
+    with attached(name, options=options, features=features, cgroup=cgroup) as probe:
         titles = {m.name: m.name for m in probe.manifest.metrics}
         intro = f"Counting {name} via {probe.hook_label}... " + (
             "Ctrl-C to end" if interval is None else f"every {interval:g}s"
@@ -112,16 +115,19 @@ def probe_command(registry: Registry, name: str) -> click.Command:
         duration: float | None = None,
         buffer_pages: int | None = None,
         feature: tuple[str, ...] = (),
+        cgroup: str | None = None,
+        container: str | None = None,
         **options: Any,
     ) -> None:
         inode = resolve_netns(netns) if netns else None
+        in_cgroup = cgroup_filter(cgroup, container)
         if stream:
             stream_takes_no_interval(interval)
-            with attached(name, buffer_pages, options, feature, stream=True) as probe:
+            with attached(name, buffer_pages, options, feature, in_cgroup, stream=True) as probe:
                 watch_stream(probe, as_json, timestamp, duration, inode)
             return
         counts_take_no_stream_options(timestamp, duration, buffer_pages)
-        counts(name, as_json, top, interval, count, inode, options, feature)
+        counts(name, as_json, top, interval, count, inode, options, feature, in_cgroup)
 
     command: Callable[..., None] = run
     command = interval_args(command)
@@ -146,6 +152,8 @@ def probe_command(registry: Registry, name: str) -> click.Command:
             + ".",
         )(command)
     command = netns_option(command)
+    if any(f.label and f.name == "cgroup" for f in manifest.features):
+        command = cgroup_options(command)
     if has_stream:
         command = stream_options(command)
     text = manifest.description or manifest.summary

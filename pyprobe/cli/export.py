@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..exporter.caps import parse_caps
-from ..exporter.daemon import Options, run
+from ..exporter.daemon import LABELS, Options, run
 from ..load.cache import DEFAULT_DIR
 from ..logs import FORMATS, LEVELS
 from ..logs import setup as setup_logging
@@ -69,6 +69,16 @@ from .common import CONTEXT, LOADING, Documented, Terminated, context
     '"other" (repeat; defaults: netns 100, device 200, reason 200, others 500).',
 )
 @click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    type=click.Choice(LABELS),
+    help="Series by the socket's cgroup too, where a probe can say it (tcpstates, drops, "
+    "tcpretrans): cgroup adds labels cgroup, container and pod; pod adds only pod (a "
+    "pod's containers summed). Off by default: a series per container and state pair "
+    "or drop reason (capped: --label-cap cgroup=N).",
+)
+@click.option(
     "--drop-privileges",
     metavar="USER",
     help="Once attached, become USER with no capabilities left (maps are read "
@@ -103,6 +113,7 @@ def export_cmd(
     exclude: tuple[str, ...],
     strict: bool,
     label_caps: tuple[str, ...],
+    labels: tuple[str, ...],
     drop_privileges: str | None,
     bpf_stats: bool,
     log_level: str,
@@ -128,6 +139,7 @@ def export_cmd(
         parse_caps(label_caps),
         drop_privileges,
         telemetry_path,
+        labels,
     )
     ctx = context()
     try:

@@ -15,21 +15,17 @@ else:  # Python 3.10 (Ubuntu 22.04): the same parser, as a package
     import tomli as tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ..errors import PyprobeError
 from ..kernel.points import HOOK_KINDS, Hook, Point
 from .sources import SOURCES
+from .tomlreader import ManifestError
+from .tomlreader import Reader as _Reader
 
 NEEDS = ("offsets", "btf")
 MAP_TYPES = ("array", "percpu_array", "hash", "percpu_hash", "lru_hash", "ringbuf")
 METRIC_TYPES = ("counter", "gauge", "histogram")
 # A histogram's last bucket slot holds the sum of the observed values.
 CPU_FIELD = "cpu"  # a label on this field splits a per-CPU map by CPU instead of summing
-
-
-class ManifestError(PyprobeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -70,6 +66,7 @@ class Label:
     slots: int  # integer keys: this label's share of the key (key = a*slots_b + b)
     decoder: str
     field: str = ""  # struct keys: the key member it comes from
+    feature: str = ""  # kept only with this feature on ("": always)
 
 
 @dataclass(frozen=True)
@@ -100,6 +97,10 @@ class Feature:
     name: str
     help: str
     default: bool = False
+    # A label feature (--label cgroup): it adds a member to the maps' keys
+    # and labels to their series. Keys no longer 8 bytes: the maps' fronts
+    # are off with it. Not in NAME.all: that is every signal, not every label.
+    label: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,9 @@ class Metric:
     source: str = ""
     feature: str = ""  # kept only with this feature on ("": always)
     expose: bool = True  # false: read only for another metric (a histogram's sum)
+    # Left out with this feature on: the same family from another map then
+    # (tcpstates' transitions, by cgroup), so one name, two specs.
+    unless: str = ""
 
 
 @dataclass(frozen=True)
@@ -176,52 +180,6 @@ class Manifest:
         return frozenset(f.name for f in self.features if f.default)
 
 
-class _Reader:
-    """Typed access to a TOML table with errors that name file and key."""
-
-    def __init__(self, source: str, table: dict[str, Any], where: str) -> None:
-        self.source, self.table, self.where = source, table, where
-
-    def _fail(self, key: str, what: str) -> ManifestError:
-        at = f"{self.where}.{key}" if self.where else key
-        return ManifestError(f"{self.source}: {at}: {what}")
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
-        if key not in self.table:
-            if default is ...:
-                raise self._fail(key, "missing")
-            return default
-        value = self.table[key]
-        if (kind is not bool and isinstance(value, bool)) or not isinstance(value, kind):
-            want = kind.__name__ if isinstance(kind, type) else "number"
-            raise self._fail(key, f"expected {want}, got {type(value).__name__}")
-        return value
-
-    def choice(self, key: str, allowed: tuple[str, ...]) -> str:
-        value = self.get(key, str)
-        if value not in allowed:
-            raise self._fail(key, f"{value!r} is not one of {', '.join(allowed)}")
-        return value
-
-    def strings(self, key: str) -> tuple[str, ...]:
-        values = self.get(key, list, [])
-        if not all(isinstance(v, str) for v in values):
-            raise self._fail(key, "expected a list of strings")
-        return tuple(values)
-
-    def tables(self, key: str) -> list[_Reader]:
-        items = self.get(key, list, [])
-        if not all(isinstance(i, dict) for i in items):
-            raise self._fail(key, "expected a list of tables")
-        return [_Reader(self.source, t, f"{key}[{n}]") for n, t in enumerate(items)]
-
-    def positive(self, key: str) -> int:
-        value = self.get(key, int)
-        if value <= 0:
-            raise self._fail(key, "must be > 0")
-        return value
-
-
 def parse(text: str, path: Path, bpf_dir: Path) -> Manifest:
     source = path.name
     try:
@@ -254,8 +212,11 @@ def parse(text: str, path: Path, bpf_dir: Path) -> Manifest:
             raise ManifestError(f"{source}: offsets.{macro}: expected a table")
         o = _Reader(source, spec, f"offsets.{macro}")
         offsets.append(
-            Offset(macro, o.get("path", str), o.positive("size"), o.get("optional", bool, False))
+            # size 0: a flexible array member (cgroup.ancestors[])
+            Offset(macro, o.get("path", str), o.get("size", int), o.get("optional", bool, False))
         )
+        if offsets[-1].size < 0:
+            raise o._fail("size", "a size in bytes, 0 for a flexible array member")
 
     maps = tuple(
         MapSpec(
@@ -289,7 +250,12 @@ def parse(text: str, path: Path, bpf_dir: Path) -> Manifest:
 
     metrics = []
     features = tuple(
-        Feature(f.get("name", str), f.get("help", str), f.get("default", bool, False))
+        Feature(
+            f.get("name", str),
+            f.get("help", str),
+            f.get("default", bool, False),
+            f.get("label", bool, False),
+        )
         for f in top.tables("features")
     )
     feature_names = {f.name for f in features}
@@ -319,6 +285,7 @@ def parse(text: str, path: Path, bpf_dir: Path) -> Manifest:
             kernel_source,
             m.get("feature", str, ""),
             m.get("expose", bool, True),
+            m.get("unless", str, ""),
         )
         if kernel_source:
             if kernel_source not in SOURCES:
@@ -333,10 +300,9 @@ def parse(text: str, path: Path, bpf_dir: Path) -> Manifest:
                 )
         elif metric.map not in map_names:
             raise ManifestError(f"{source}: metrics {metric.name}: no map named {metric.map!r}")
-        if metric.feature and metric.feature not in feature_names:
-            raise ManifestError(
-                f"{source}: metrics {metric.name}: no feature named {metric.feature!r}"
-            )
+        for named in (metric.feature, metric.unless, *(lb.feature for lb in labels)):
+            if named and named not in feature_names:
+                raise ManifestError(f"{source}: metrics {metric.name}: no feature named {named!r}")
         if (metric.type == "histogram") != (metric.buckets > 1):
             raise ManifestError(
                 f"{source}: metrics {metric.name}: buckets (> 1) goes with type histogram only"
@@ -350,8 +316,17 @@ def parse(text: str, path: Path, bpf_dir: Path) -> Manifest:
             )
         metrics.append(metric)
     names = [m.name for m in metrics]
-    if len(set(names)) != len(names):
-        raise ManifestError(f"{source}: metrics: a name used twice")
+    for twice in {n for n in names if names.count(n) > 1}:
+        # one name, two specs: only as a feature's and the same unless it
+        specs = [m for m in metrics if m.name == twice]
+        if len(specs) != 2 or not any(
+            a.feature and not a.unless and b.unless == a.feature and not b.feature
+            for a, b in (specs, specs[::-1])
+        ):
+            raise ManifestError(
+                f"{source}: metrics: {twice} used twice (allowed once with feature = F "
+                "and once with unless = F)"
+            )
     for metric in metrics:
         for _, other in metric.sum_from.metrics if metric.sum_from else ():
             if other not in names:
@@ -406,7 +381,13 @@ def _source_label(lb: _Reader) -> Label:
 def _label(lb: _Reader) -> Label:
     field = lb.get("field", str, "")
     slots = lb.get("slots", int, 0) if field else lb.positive("slots")
-    return Label(lb.get("name", str), slots, lb.get("decoder", str, "uint"), field)
+    return Label(
+        lb.get("name", str),
+        slots,
+        lb.get("decoder", str, "uint"),
+        field,
+        lb.get("feature", str, ""),
+    )
 
 
 def _top(m: _Reader, labels: tuple[Label, ...]) -> TopPanel | None:

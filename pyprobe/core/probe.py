@@ -86,6 +86,8 @@ class Probe:
         self.series: Series | None = None
         self.streaming = False
         self.ring_pages: int | None = None  # None: ringbuf_pages()'s default
+        # --cgroup/--container: the cgroup's id, filtered in the program
+        self.cgroup_filter: int | None = None
         # the namespace names the stream shows (a command may look harder)
         self.netns_name: Callable[[int], str | None] = lambda inode: netns_name(inode) or None
         self._pending: deque[dict[str, Any]] = deque()
@@ -117,7 +119,9 @@ class Probe:
         known = {f.name for f in self.manifest.features}
         if names is None:
             return self.manifest.default_features
-        chosen = frozenset(known if "all" in names else names)
+        # all: every signal, not the label features (-F cgroup says it)
+        signals = {f.name for f in self.manifest.features if not f.label}
+        chosen = frozenset(signals | (set(names) - {"all"}) if "all" in names else names)
         unknown = sorted(chosen - known)
         if unknown:
             raise PyprobeError(
@@ -195,6 +199,16 @@ class Probe:
             )
         if stream and self.manifest.event is None:
             raise PyprobeError(f"{self.name}: has no event stream")
+        wants_cgroup = self.cgroup_filter is not None or "cgroup" in self.features
+        if wants_cgroup and choice.offsets.source != "headers":
+            absent = {"OFF_SK_CGROUP", "OFF_CGROUP_KN", "OFF_KN_ID"} - {
+                flag[2:].partition("=")[0] for flag in choice.offsets.cflags
+            }
+            if absent:
+                raise PyprobeError(
+                    f"{self.name}: --cgroup/--container/--label cgroup need the socket's "
+                    f"cgroup, and this kernel's BTF lacks {', '.join(sorted(absent))}"
+                )
         flags = (*self.cflags(choice, stream), *cflags)
         points = tuple(
             p
@@ -235,10 +249,11 @@ class Probe:
         flags = list(choice.offsets.cflags)
         sizes = map_entries(self.manifest)
         self._fronts = {}
+        wide_keys = any(f.label and f.name in self.features for f in self.manifest.features)
         for index, spec in enumerate(self.manifest.maps):
             flags += [f"-DMAX_{spec.name}={sizes[spec.name]}", f"-DMAP_ID_{spec.name}={index}"]
             slots = sizes.get(f"{spec.name}_front", 0)
-            if slots and bpf_atomics(self.env.release):
+            if slots and bpf_atomics(self.env.release) and not wide_keys:
                 flags.append(f"-DFRONT_{spec.name}={slots}")
                 self._fronts[spec.name] = slots
         if any(f.startswith("-DOFF_NET_COOKIE=") for f in flags) and netns_cookies():
@@ -247,6 +262,8 @@ class Probe:
         if stream:
             flags += [STREAM_FLAG, f"-DRINGBUF_PAGES={ringbuf_pages(self.ring_pages)}"]
         flags += [f"-DFEATURE_{name.upper()}" for name in sorted(self.features)]
+        if self.cgroup_filter is not None:
+            flags.append(f"-DFILTER_CGROUP={self.cgroup_filter}ull")
         return flags
 
     def detach(self) -> None:
@@ -381,7 +398,7 @@ class Probe:
 
     def line(self, ev: Mapping[str, Any]) -> str:
         """An event's line in the stream's text output (plug-ins give theirs)."""
-        return " ".join(f"{k}={v}" for k, v in ev.items() if k != "time")
+        return " ".join(f"{k}={v}" for k, v in ev.items() if k != "time" and v not in ("", None))
 
     def lost(self) -> int:
         event = self.manifest.event

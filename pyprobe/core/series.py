@@ -9,6 +9,7 @@ deleted from the maps here (prune), so their series leave.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -66,9 +67,18 @@ class Series:
             if (
                 (spec.map not in stream_only or self.streaming)
                 and (not spec.feature or spec.feature in self.features)
+                and spec.unless not in self.features
                 and (spec.expose or not exposed)
             ):
-                yield spec
+                yield self._labelled(spec)
+
+    def _labelled(self, spec: MetricSpec) -> MetricSpec:
+        """The spec with the labels of its features that are on (--label
+        cgroup's cgroup, container, pod)."""
+        if all(not lb.feature or lb.feature in self.features for lb in spec.labels):
+            return spec
+        labels = tuple(lb for lb in spec.labels if not lb.feature or lb.feature in self.features)
+        return dataclasses.replace(spec, labels=labels)
 
     def raw_series(self, spec: MetricSpec) -> Iterator[tuple[dict[str, int], int]]:
         """(key fields, value) for a manifest metric. Integer keys are split by the

@@ -28,6 +28,10 @@ DEFAULT_CAPS = {
     "location": 100,
     "reason": 200,
     "handle": 50,
+    # --label cgroup/pod: one value per container or pod on the host
+    "cgroup": 200,
+    "container": 200,
+    "pod": 200,
 }
 DEFAULT_CAP = 500  # any other label (states, vectors, CPUs are bounded anyway)
 RELEASE_AFTER = 5
@@ -45,8 +49,15 @@ def parse_caps(items: Iterable[str]) -> dict[str, int]:
 
 
 class LabelCaps:
-    def __init__(self, caps: Mapping[str, int] | None = None, default: int = DEFAULT_CAP):
+    def __init__(
+        self,
+        caps: Mapping[str, int] | None = None,
+        default: int = DEFAULT_CAP,
+        without: Iterable[str] = (),
+    ):
         self.caps = {**DEFAULT_CAPS, **(caps or {})}
+        # labels summed away before the caps (--label pod: cgroup, container)
+        self.without = frozenset(without)
         self.default = default
         # (family, label) -> value -> the family's collection it was last in
         self._seen: dict[tuple[str, str], dict[str, int]] = {}
@@ -73,6 +84,8 @@ class LabelCaps:
         return True
 
     def apply(self, family: Metric) -> Metric:
+        if self.without:
+            family = self._sum_without(family)
         with self._lock:
             self._generation[family.name] = self._generation.get(family.name, 0) + 1
             kept: dict[tuple[str, str], bool] = {}  # each (label, value) decided once
@@ -87,6 +100,20 @@ class LabelCaps:
             labels = {k: v if kept.get((k, v), True) else OTHER for k, v in s.labels.items()}
             key = (s.name, tuple(sorted(labels.items())))
             merged[key] = merged.get(key, 0.0) + s.value
+        family.samples = [
+            Sample(name, dict(labels), value) for (name, labels), value in merged.items()
+        ]
+        return family
+
+    def _sum_without(self, family: Metric) -> Metric:
+        """The family with the labels in `without` left out, the samples
+        that then have equal labels summed (a pod's containers)."""
+        if not any(k in self.without for s in family.samples for k in s.labels):
+            return family
+        merged: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for s in family.samples:
+            labels = tuple((k, v) for k, v in s.labels.items() if k not in self.without)
+            merged[s.name, labels] = merged.get((s.name, labels), 0.0) + s.value
         family.samples = [
             Sample(name, dict(labels), value) for (name, labels), value in merged.items()
         ]

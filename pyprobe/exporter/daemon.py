@@ -45,6 +45,11 @@ class Options:
     label_caps: dict[str, int] = field(default_factory=dict)
     drop_privileges: str | None = None  # user to become once attached
     telemetry_path: str = DEFAULT_PATH
+    labels: Sequence[str] = ()  # --label: cgroup (cgroup, container, pod) or pod alone
+
+
+LABELS = ("cgroup", "pod")  # --label
+POD_WITHOUT = ("cgroup", "container")  # --label pod alone: series per pod, not per container
 
 
 def select(
@@ -95,6 +100,8 @@ def run(
     host, port = parse_address(opts.address)
     path = parse_path(opts.telemetry_path)
     names = select(registry, opts.include, opts.exclude)
+    if opts.labels:
+        names = registry.with_labels(names, {"cgroup"})
     if not names:
         raise PyprobeError("no probes left to run (--probe/--no-probe)")
     user = privileges.lookup(opts.drop_privileges) if opts.drop_privileges else None
@@ -134,7 +141,8 @@ def run(
     try:
         with _signals(stop, reload):
             # 3. the probes
-            caps = LabelCaps(opts.label_caps)
+            pods_only = "pod" in opts.labels and "cgroup" not in opts.labels
+            caps = LabelCaps(opts.label_caps, without=POD_WITHOUT if pods_only else ())
             probes = {n: registry.create(n, env, loader, f) for n, f in names.items()}
             states.update({name: ProbeState(name, probe) for name, probe in probes.items()})
             self_collector = SelfCollector(states, caps, reload_state)

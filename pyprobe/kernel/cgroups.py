@@ -151,22 +151,30 @@ class Cgroups:
                 found = self._known.get(cgroup_id)
             return found
 
-    def find(self, spec: str) -> Cgroup | None:
-        """A cgroup by its path (under the root, or absolute) or a container
-        id (a prefix of it, at least 4 characters)."""
+    def by_path(self, path: str) -> Cgroup | None:
+        """A cgroup by its path under the root (or absolute, under it)."""
+        path = "/" + path.removeprefix(str(self.root)).strip("/")
         with self._lock:
             self._walk()
-            path = "/" + spec.removeprefix(str(self.root)).strip("/") if "/" in spec else ""
-            for cg in self._known.values():
-                if path and cg.path == path:
-                    return cg
-                if (
-                    not path
-                    and len(spec) >= 4
-                    and cg.container.partition(":")[2].startswith(spec.partition(":")[2] or spec)
-                ):
-                    return cg
-        return None
+            return next((cg for cg in self._known.values() if cg.path == path), None)
+
+    def by_container(self, given: str) -> list[Cgroup]:
+        """The cgroups of the containers whose id starts with `given` (any
+        length from 4 hex digits to the full id; "runtime:" prefix allowed),
+        the container's own first (not its runtime monitor, the conmon's),
+        shallowest first."""
+        runtime, _, wanted = given.rpartition(":")
+        wanted = wanted.lower()[:12]
+        with self._lock:
+            self._walk()
+            found = [
+                cg
+                for cg in self._known.values()
+                if cg.container
+                and cg.container.partition(":")[2].startswith(wanted)
+                and (not runtime or cg.container.startswith(runtime + ":"))
+            ]
+        return sorted(found, key=lambda cg: ("conmon" in cg.path, cg.path.count("/"), cg.path))
 
     def _walk(self) -> None:
         pods = kubelet_pods(self.kubelet)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from ..core import manifest as manifest_mod
@@ -38,7 +38,7 @@ class Registry:
         metrics: dict[str, str] = {}
         for m in found.values():
             for metric in m.metrics:
-                if metric.name in metrics:
+                if metrics.get(metric.name, m.name) != m.name:  # (within one: load's check)
                     raise manifest_mod.ManifestError(
                         f"{m.path.name}: metrics {metric.name}: also probe "
                         f"{metrics[metric.name]}'s (a metric name is the exporter's, once)"
@@ -93,18 +93,32 @@ class Registry:
                 if not feature:
                     continue
                 known = {f.name for f in self.manifests[n].features}
+                signals = {f.name for f in self.manifests[n].features if not f.label}
                 if feature != "all" and feature not in known:
                     raise PyprobeError(
                         f"{n}: no feature {feature!r}; its features: "
                         f"{', '.join(sorted(known)) or 'none'} (or all)"
                     )
-                chosen[n] = (extra or set()) | (known if feature == "all" else {feature})
+                chosen[n] = (extra or set()) | (signals if feature == "all" else {feature})
         self.check(exclude)
         return {
             n: (None if f is None else frozenset(f) | self.manifests[n].default_features)
             for n, f in chosen.items()
             if n not in exclude
         }
+
+    def with_labels(
+        self, chosen: Mapping[str, frozenset[str] | None], labels: Iterable[str]
+    ) -> dict[str, frozenset[str] | None]:
+        """select()'s choice with the label features named (--label cgroup)
+        turned on where a probe has them."""
+        out = dict(chosen)
+        for name, features in chosen.items():
+            manifest = self.manifests[name]
+            named = {f.name for f in manifest.features if f.label and f.name in labels}
+            if named:
+                out[name] = (manifest.default_features if features is None else features) | named
+        return out
 
 
 @functools.cache

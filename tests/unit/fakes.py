@@ -130,6 +130,8 @@ TCPSTATES_FIELDS = {
     "tcp_sock.bytes_acked": (1528, 8),
     "sock.sk_cgrp_data.cgroup": (704, 8),
     "cgroup.kn": (264, 8),
+    "cgroup.level": (192, 4),
+    "cgroup.ancestors": (2048, 0),
     "kernfs_node.id": (88, 8),
 }
 

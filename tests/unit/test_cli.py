@@ -140,7 +140,10 @@ def test_summary_table(fake, capsys, monkeypatch):
         (["tcpstates", "-L", "80,x"], "bad port 'x' in '80,x'"),
         (["tcpstates", "-D", "0"], "bad port '0'"),
         (["tcpstates", "-p", "-3"], "Invalid value for '-p'"),
-        (["tcpstates", "--summary", "-p", "3"], "-p/-L/-D/-4/-6 filter the stream"),
+        (
+            ["tcpstates", "--summary", "-p", "3"],
+            "-p/-L/-D/-4/-6/--cgroup/--container filter the stream",
+        ),
         (["tcpstates", "5"], "INTERVAL/COUNT go with --summary"),
         (["tcpstates", "--summary", "0"], "Invalid value for '[INTERVAL]'"),
         (["tcpstates", "--netns", "no-such-ns"], "unknown network namespace 'no-such-ns'"),
@@ -172,8 +175,10 @@ def test_a_usage_error_points_at_the_refusing_commands_help(fake, capsys, argv, 
 def test_list_one_line_per_probe(fake, capsys):
     code, out, _ = run(capsys, "list")
     assert code == 0
-    assert out.splitlines() == [line for line in out.splitlines() if line]
-    lines = {line.split()[0]: line for line in out.splitlines() if line[:1].isalpha()}
+    body, _, footnote = out.partition("\n\ncosts ")  # the last bench's costs, when one ran
+    assert body.splitlines() == [line for line in body.splitlines() if line]
+    assert not footnote or footnote.startswith("measured ")
+    lines = {line.split()[0]: line for line in body.splitlines() if line[:1].isalpha()}
     assert set(lines) == set(registry.names())
     features = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
     assert "netdev.sizes" in features and "softirqs.time" in features

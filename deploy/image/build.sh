@@ -184,6 +184,7 @@ buildah config \
   --entrypoint '["/usr/bin/pyprobe", "export"]' \
   --cmd '--web.listen-address=:9977 --drop-privileges=pyprobe' \
   --user 0:0 --workingdir / --port 9977/tcp \
+  --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   --env PYTHONDONTWRITEBYTECODE=1 \
   --label org.opencontainers.image.title=pyprobe \
   --label org.opencontainers.image.description="pyprobe export: eBPF network metrics for Prometheus" \

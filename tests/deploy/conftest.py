@@ -44,7 +44,7 @@ def image() -> str:
     if shutil.which("podman") is None or shutil.which("buildah") is None:
         pytest.fail("podman or buildah missing: run make setup")
     name, took, said = pm.build_image()
-    what = "cached" if "cached:" in said else "built"
+    what = "cached" if "image: cached:" in said else "built"
     size = pm.image_inspect(name)["Size"]
     measured(f"image {name}: {size / 1e6:.0f} MB, {what} in {took:.1f} s")
     mine = f"localhost/pyprobe-test:{os.getpid()}"

@@ -43,7 +43,7 @@ def build_image() -> tuple[str, float, str]:
     took = time.monotonic() - start
     if run.returncode != 0:
         raise AssertionError(f"{BUILD} exit {run.returncode}:\n{run.stderr[-3000:]}")
-    built = re.search(r"(?:built|cached:) (\S+)", run.stderr)
+    built = re.search(r"^image: (?:built|cached:) (\S+)", run.stderr, re.M)
     assert built, run.stderr
     return built.group(1), took, run.stderr
 

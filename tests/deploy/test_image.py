@@ -5,9 +5,12 @@ entrypoint, with one-line errors and exit 2 on bad input."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
+from pyprobe.core.compile import jobs
+from pyprobe.probes import default
 from tests.deploy import podman as pm
 from tests.deploy.conftest import measured
 
@@ -102,7 +105,8 @@ def test_small_no_docs_no_recommends_no_setuid(image):
 def test_the_program_cache_is_warmed_for_this_kernel(image):
     """The build compiled every program of this kernel into the image's
     cache (root's, 0700); pyprobe compile in the image, with the DaemonSet's
-    privileges, finds the exporter's kept and compiles nothing."""
+    privileges, finds every program of this checkout (the exporter's and the
+    streams') kept and compiles nothing."""
     listing = run_in(
         image, "-c", "stat -c '%U %a' /var/cache/pyprobe/programs; ls /var/cache/pyprobe/programs"
     ).split()
@@ -117,10 +121,10 @@ def test_the_program_cache_is_warmed_for_this_kernel(image):
         "-v", "/lib/modules:/lib/modules:ro", "-v", "/usr/src:/usr/src:ro",
         "--entrypoint", "/usr/bin/pyprobe", image, "compile", check=False,
     ).stdout  # fmt: skip
-    rows = {line[:20].strip(): line[20:].split()[0] for line in out.splitlines() if line.strip()}
-    exporters = {name: status for name, status in rows.items() if "(" not in name}
-    assert set(exporters) == {"drops", "napi", "queues", "tcpretrans", "tcpstates"}, out
-    assert set(exporters.values()) == {"kept"}, out
+    rows = dict(re.findall(r"(?m)^(\S+(?: \(\S+\))?)\s+(\S+)", out))
+    expected = [job.name for job in jobs([default().create(n) for n in default().names()])]
+    assert sorted(rows) == sorted(expected), out
+    assert set(rows.values()) == {"kept"}, out
 
 
 def test_bad_input_is_one_line_and_exit_2(image):
@@ -138,6 +142,6 @@ def test_bad_input_is_one_line_and_exit_2(image):
 
 def test_a_second_build_with_the_same_inputs_is_the_cache(image):
     _name, took, said = pm.build_image()
-    assert "cached:" in said, said
+    assert "image: cached:" in said, said
     assert took < 10
     measured(f"make image with nothing changed: {took:.1f} s")

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from pyprobe.kernel import cgroups
+
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "deploy" / "podman" / "containers.conf"
 BUILD = ROOT / "deploy" / "image" / "build.sh"
@@ -225,21 +227,44 @@ class Workload:
     def exec_python(self, code: str, *args: str) -> str:
         return podman("exec", self.name, "/usr/bin/python3", "-c", code, *args).stdout
 
-    def snmp(self) -> dict[str, int]:
-        """The Tcp: counters of the container's network namespace, as its
-        kernel counts them (/proc/PID/net is the namespace of PID)."""
+    def snmp(self, proto: str = "Tcp") -> dict[str, int]:
+        """The Tcp: (or Udp:) counters of the container's network namespace,
+        as its kernel counts them (/proc/PID/net is the namespace of PID)."""
         lines = [
             ln.split()
             for ln in Path(f"/proc/{self.pid}/net/snmp").read_text().splitlines()
-            if ln.startswith("Tcp:")
+            if ln.startswith(f"{proto}:")
         ]
         return dict(zip(lines[0][1:], map(int, lines[1][1:]), strict=True))
+
+    def lose(self, port: int, every: int) -> None:
+        """In the container's namespace, drop every `every`-th full-sized
+        segment to `port` as it arrives (nftables: this kernel has no netem),
+        so that what is sent to it is retransmitted."""
+        rule = (
+            "add table inet pyprobe_loss;"
+            " add chain inet pyprobe_loss in { type filter hook input priority 0; };"
+            f" add rule inet pyprobe_loss in tcp dport {port} meta length > 1000"
+            f" numgen inc mod {every} == 0 drop"
+        )
+        run = subprocess.run(
+            ["nsenter", f"--net=/proc/{self.pid}/ns/net", "nft", rule],
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode == 0, run.stderr
 
     def cgroup_v2(self) -> str:
         for line in Path(f"/proc/{self.pid}/cgroup").read_text().splitlines():
             if line.startswith("0::"):
                 return line[3:]
         return ""
+
+    def cgroup_id(self) -> int:
+        """Its v2 cgroup's id, as BPF sees it: the directory's inode."""
+        root = cgroups.v2_root()
+        assert root is not None
+        return (root / self.cgroup_v2().lstrip("/")).stat().st_ino
 
 
 def start_workload(name: str, image: str) -> Workload:
@@ -261,11 +286,16 @@ def start_workload(name: str, image: str) -> Workload:
 
 
 # One container's traffic, all over its loopback: n connections to a listener
-# (each: connect, one byte each way, close), then `refused` connects to a port
-# nothing listens on (a SYN answered by a reset). Prints when done.
+# (each: connect, one byte each way, close); `refused` connects to a port
+# nothing listens on (a SYN answered by a reset); `datagrams` UDP datagrams to
+# a socket with a 1 KiB receive buffer that never reads (all but the first
+# dropped, in the loopback's receive softirq); and 2 MB sent on one more
+# connection to port LOSSY, where Workload.lose() drops segments (they are
+# retransmitted, from softirq and from timers). Prints when done.
+LOSSY = 7800
 TRAFFIC = r"""
-import socket, sys
-n, refused = int(sys.argv[1]), int(sys.argv[2])
+import socket, sys, threading
+n, refused, datagrams, lossy = map(int, sys.argv[1:5])
 srv = socket.socket()
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind(("127.0.0.1", 0)); srv.listen(64)
@@ -281,5 +311,66 @@ for _ in range(refused):
         socket.create_connection(("127.0.0.1", 9), timeout=5).close()
     except ConnectionRefusedError:
         pass
+full = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+full.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+full.bind(("127.0.0.1", 0))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(datagrams):
+    u.sendto(b"u" * 1000, full.getsockname())
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", lossy)); srv.listen()
+def sink():
+    a, _ = srv.accept()
+    while a.recv(65536):
+        pass
+    a.close()
+t = threading.Thread(target=sink); t.start()
+c = socket.create_connection(("127.0.0.1", lossy), timeout=30)
+c.sendall(b"r" * 2_000_000); c.close(); t.join()
 print("done")
 """
+
+
+# -- streams, from the image, with the DaemonSet's privileges -------------------------------
+@dataclass
+class Stream:
+    """`pyprobe PROBE --stream -j ...` in a container of the image: the
+    DaemonSet's capabilities, read-only root, the host's network and its /sys
+    at /host/sys (the cgroup tree it names containers by)."""
+
+    name: str
+
+    def stop(self, within: float = 30) -> tuple[list[dict], str]:
+        """Ctrl-C, then its events and what it said on stderr; removed."""
+        try:
+            podman("kill", "-s", "INT", self.name, check=False)
+            podman("wait", self.name, timeout=within)
+            run = podman("logs", self.name)
+        finally:
+            podman("rm", "-f", "-t", "0", self.name, check=False)
+        events = [json.loads(ln) for ln in run.stdout.splitlines() if ln.startswith("{")]
+        return events, run.stderr
+
+
+def start_stream(name: str, image: str, caps: list[str], *argv: str) -> Stream:
+    podman(
+        "run", "-d", "--name", name, "--network", "host",
+        "--cap-drop", "all", "--cap-add", ",".join(caps),
+        "--security-opt", "seccomp=unconfined", "--read-only", "--tmpfs", "/tmp",
+        "-v", "/lib/modules:/lib/modules:ro", "-v", "/usr/src:/usr/src:ro",
+        "-v", "/sys:/host/sys:ro,rslave",
+        "--entrypoint", "/usr/bin/pyprobe", image, *argv,
+    )  # fmt: skip
+    stream = Stream(name)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        said = podman("logs", name, check=False).stderr
+        if "Tracing" in said:
+            return stream
+        state = podman("inspect", "--format", "{{.State.Status}}", name, check=False).stdout
+        if state.strip() == "exited":
+            break
+        time.sleep(0.1)
+    stream.stop()
+    raise AssertionError(f"pyprobe {' '.join(argv)} in the image never started: {said}")

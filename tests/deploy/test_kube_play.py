@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -32,8 +33,11 @@ from tests.deploy.conftest import measured
 from tests.support import free_port, get
 
 PREFIX = f"pyprobe-test-{os.getpid()}"
-# What each container does: connections accepted, and connects refused.
-TRAFFIC = {"a": (23, 4), "b": (37, 6)}
+# What each container does (pm.TRAFFIC): connections accepted, connects
+# refused, UDP datagrams sent to a full socket; and 2 MB sent with every
+# LOSE-th full-sized segment dropped (retransmitted).
+TRAFFIC = {"a": (23, 4, 40), "b": (37, 6, 70)}
+LOSE = {"a": 7, "b": 5}
 CAPS = ("BPF", "PERFMON", "SYSLOG", "SETUID", "SETGID")
 CAP_BITS = {"SETGID": 6, "SETUID": 7, "SYSLOG": 34, "PERFMON": 38, "BPF": 39}
 PROBES = len(default().names())  # every probe of this checkout, as the image has it
@@ -202,28 +206,74 @@ class Prometheus:
             self.proc.wait()
 
 
+def settled(workloads: dict[str, pm.Workload], within: float = 10) -> dict[str, dict]:
+    """Each container's Tcp: and Udp: counters once they stopped moving
+    (a retransmit can follow on a timer)."""
+    deadline = time.monotonic() + within
+    now = {k: {p: w.snmp(p) for p in ("Tcp", "Udp")} for k, w in workloads.items()}
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        again = {k: {p: w.snmp(p) for p in ("Tcp", "Udp")} for k, w in workloads.items()}
+        if again == now:
+            break
+        now = again
+    return now
+
+
+@dataclass
+class Scraped:
+    prom: Prometheus
+    workloads: dict[str, pm.Workload]
+    kernel: dict[str, dict[str, int]]  # Tcp:
+    udp: dict[str, dict[str, int]]  # Udp:
+    netns: dict[str, set[str]]
+    streams: dict[str, list[dict]]  # drops, tcpretrans; tcpstates filtered to a
+    said: dict[str, str]
+
+
 @pytest.fixture(scope="module")
 def scraped(exporter, image, tmp_path_factory):
-    """Prometheus scraping the pod's exporter; containers a and b made their
-    traffic; their kernel's counts read; a scrape taken after that."""
+    """Prometheus scraping the pod's exporter; three streams from the image
+    (drops and tcpretrans, tcpstates --container for container a); containers
+    a and b made their traffic; their kernel's counts read; a scrape taken
+    after that."""
     if shutil.which("prometheus") is None:
         pytest.fail("prometheus missing: run make setup")
+    if shutil.which("nft") is None:
+        pytest.fail("nft missing: run make setup")
     prom = Prometheus(tmp_path_factory.mktemp("prometheus"), f"127.0.0.1:{exporter.port}")
+    caps = exporter.manifest["spec"]["containers"][0]["securityContext"]["capabilities"]["add"]
     workloads: dict[str, pm.Workload] = {}
+    streams: dict[str, pm.Stream] = {}
     try:
         prom.scraped_after(time.time())
         for key in TRAFFIC:
             workloads[key] = pm.start_workload(f"{PREFIX}-{key}", image)
+            workloads[key].lose(pm.LOSSY, LOSE[key])
+        start = time.monotonic()
+        for probe, *args in (
+            ("drops", "--stream"),
+            ("tcpretrans", "--stream"),
+            ("tcpstates", "--container", workloads["a"].id),
+        ):
+            name = f"{PREFIX}-stream-{probe}"
+            streams[probe] = pm.start_stream(name, image, caps, probe, "-j", *args)
+        measured(f"three streams started from the image in {time.monotonic() - start:.1f} s")
         threads = [
-            threading.Thread(target=w.exec_python, args=(pm.TRAFFIC, *map(str, TRAFFIC[k])))
+            threading.Thread(
+                target=w.exec_python, args=(pm.TRAFFIC, *map(str, TRAFFIC[k]), str(pm.LOSSY))
+            )
             for k, w in workloads.items()
         ]
         for t in threads:
             t.start()  # both at once: their events interleave on the CPUs
         for t in threads:
             t.join()
+        counters = settled(workloads)
         done = time.time()
-        kernel = {k: w.snmp() for k, w in workloads.items()}
+        events, said = {}, {}
+        for probe in list(streams):
+            events[probe], said[probe] = streams.pop(probe).stop()
         netns = {}
         for k, w in workloads.items():
             path = f"/proc/{w.pid}/ns/net"
@@ -234,9 +284,19 @@ def scraped(exporter, image, tmp_path_factory):
                 f"cookie:{cookie & 0xFFFFFFFF}",
             }
         prom.scraped_after(done)
-        yield prom, workloads, kernel, netns
+        yield Scraped(
+            prom,
+            workloads,
+            {k: c["Tcp"] for k, c in counters.items()},
+            {k: c["Udp"] for k, c in counters.items()},
+            netns,
+            events,
+            said,
+        )
     finally:
         prom.stop()
+        for stream in streams.values():
+            pm.podman("rm", "-f", "-t", "0", stream.name, check=False)
         for w in workloads.values():
             pm.podman("rm", "-f", "-t", "0", w.name, check=False)
 
@@ -262,14 +322,18 @@ def test_each_containers_namespace_counts_exactly_what_its_kernel_counted(scrape
     OutRsts there, its resets received and its SYNs dropped for want of a
     socket equal the connects refused, which the kernel counts as
     AttemptFails."""
-    prom, _, kernel, netns = scraped
+    prom, kernel, netns = scraped.prom, scraped.kernel, scraped.netns
 
     def mine(key: str, metric: str, **match: str) -> list[float]:
         return [v for ns, v in by(prom, "netns", metric, **match).items() if ns in netns[key]]
 
-    for key, (n, refused) in TRAFFIC.items():
+    for key, (n, refused, _) in TRAFFIC.items():
         # the traffic happened, and the kernel counted it in that namespace
-        assert (kernel[key]["ActiveOpens"], kernel[key]["PassiveOpens"]) == (n + refused, n)
+        # (the connections, the refused ones, the lossy one)
+        assert (kernel[key]["ActiveOpens"], kernel[key]["PassiveOpens"]) == (
+            n + refused + 1,
+            n + 1,
+        )
         assert kernel[key]["AttemptFails"] == kernel[key]["OutRsts"] == refused
         assert mine(key, "pyprobe_tcp_resets_sent_total") == [kernel[key]["OutRsts"]], key
         assert mine(key, "pyprobe_tcp_resets_received_total", state="SYN_SENT") == [
@@ -279,20 +343,62 @@ def test_each_containers_namespace_counts_exactly_what_its_kernel_counted(scrape
 
 
 def test_each_container_is_attributed_exactly(scraped, export_options):
-    """pyprobe_tcp_state_transitions_total with --label cgroup: the series of
-    container podman:<id> count what the kernel counted in its namespace, and
-    name its cgroup v2 path."""
+    """With --label cgroup (the DaemonSet's): the series of container
+    podman:<id> count what the kernel counted in its namespace, and name its
+    cgroup v2 path: state changes; datagrams dropped on its full socket and
+    segments it retransmitted, both in softirq (the loopback's receive, the
+    ACKs that trigger a fast retransmit) or on a timer, on behalf of whatever
+    task the CPU was running."""
     if "--label" not in export_options:
         pytest.xfail("pyprobe export has no --label cgroup yet (issue 30, part 1)")
-    prom, workloads, kernel, _ = scraped
+    prom, kernel, udp = scraped.prom, scraped.kernel, scraped.udp
     metric = "pyprobe_tcp_state_transitions_total"
-    for key, w in workloads.items():
+    for key, w in scraped.workloads.items():
         container = f"podman:{w.short}"
         for counter, (old, new) in TRANSITIONS.items():
             counted = by(prom, "container", metric, old_state=old, new_state=new)
             assert counted.get(container) == kernel[key][counter], (key, counter, counted)
         paths = by(prom, "cgroup", metric, container=container)
         assert list(paths) == [w.cgroup_v2()], (key, paths)
+        assert udp[key]["RcvbufErrors"] == TRAFFIC[key][2] - 1  # one fits in 1 KiB
+        dropped = by(prom, "container", "pyprobe_drops_total", reason="SOCKET_RCVBUFF")
+        assert dropped.get(container) == udp[key]["RcvbufErrors"], (key, dropped)
+        assert kernel[key]["RetransSegs"] > 0
+        resent = by(prom, "container", "pyprobe_tcp_retransmit_segments_total")
+        assert resent.get(container) == kernel[key]["RetransSegs"], (key, resent)
+
+
+def test_the_streams_name_each_container(scraped):
+    """The same drops and retransmits, event by event, in `pyprobe drops
+    --stream` and `pyprobe tcpretrans --stream` run from the image: each
+    names its socket's container and cgroup. `pyprobe tcpstates --container
+    A` shows container a's state changes, all of them, and nothing else (its
+    lines carry the cgroup's id, which is container a's)."""
+    kernel, udp, events = scraped.kernel, scraped.udp, scraped.streams
+    for probe, said in scraped.said.items():
+        assert "lost events: 0" in said, (probe, said)
+    for key, w in scraped.workloads.items():
+        container = f"podman:{w.short}"
+        drops = [
+            e
+            for e in events["drops"]
+            if e["reason"] == "SOCKET_RCVBUFF" and e["container"] == container
+        ]
+        assert len(drops) == udp[key]["RcvbufErrors"], key
+        assert {(e["cgroup_path"], e["pod"]) for e in drops} == {(w.cgroup_v2(), "")}
+        resent = [
+            e
+            for e in events["tcpretrans"]
+            if e["kind"] == "retransmit" and e["container"] == container
+        ]
+        assert sum(e["segs"] for e in resent) == kernel[key]["RetransSegs"], key
+        assert {e["dport"] for e in resent} == {pm.LOSSY}
+    a = scraped.workloads["a"]
+    states = events["tcpstates"]
+    assert {e["cgroup"] for e in states} == {a.cgroup_id()}
+    for counter, (old, new) in TRANSITIONS.items():
+        seen = [e for e in states if (e["oldstate"], e["newstate"]) == (old, new)]
+        assert len(seen) == kernel["a"][counter], counter
 
 
 # -- the memory limit holds a cold start ------------------------------------------------------
@@ -362,8 +468,7 @@ def test_a_cold_start_compiles_within_the_memory_limit(pods, image, export_optio
 def test_kube_down_leaves_nothing(pods, scraped):
     ids = list(pods.pod_ids.values())
     pods.close()
-    _, workloads, _, _ = scraped
-    for w in workloads.values():
+    for w in scraped.workloads.values():
         pm.podman("rm", "-f", "-t", "0", w.name)
         ids.append(w.id)
     assert pm.leftovers(PREFIX) == []

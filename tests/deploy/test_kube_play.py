@@ -366,6 +366,15 @@ def test_each_container_is_attributed_exactly(scraped, export_options):
         assert kernel[key]["RetransSegs"] > 0
         resent = by(prom, "container", "pyprobe_tcp_retransmit_segments_total")
         assert resent.get(container) == kernel[key]["RetransSegs"], (key, resent)
+    on = prom.query('count({job="pyprobe"})')[0]["value"][1]
+    off = prom.query('count(sum without (cgroup, container, pod) ({job="pyprobe"}))')
+    cgroups = prom.query('count(count by (cgroup) ({job="pyprobe", cgroup!=""}))')
+    labelled = prom.query('count(count by (container) ({job="pyprobe", container!=""}))')
+    measured(
+        f"series scraped with --label cgroup: {on}; the same without the labels cgroup, "
+        f"container, pod: {off[0]['value'][1]} (series of {cgroups[0]['value'][1]} cgroups, "
+        f"{labelled[0]['value'][1]} of them containers)"
+    )
 
 
 def test_the_streams_name_each_container(scraped):

@@ -51,3 +51,32 @@ def softnet(proc: Path = PROC) -> list[dict]:
         cpu = cols[12] if len(cols) > 12 else n
         out.append({"cpu": str(cpu), **dict(zip(SOFTNET, cols, strict=False))})
     return out
+
+
+# The neighbour tables' own counters (net/core/neighbour.c neigh_stat_seq_show):
+# one line per CPU, hex; "entries" is the table's, the same on every line.
+NEIGH_TABLES = {"IPv4": "arp_cache", "IPv6": "ndisc_cache"}
+NEIGH_SYSCTL = {"IPv4": "ipv4", "IPv6": "ipv6"}
+
+
+def neigh_tables(proc: Path = PROC) -> list[dict]:
+    """/proc/net/stat/{arp,ndisc}_cache summed over CPUs, per family: entries
+    (every namespace's: the table is the kernel's, one for all), allocs,
+    res_failed (resolutions that failed), table_fulls (forced GC found no
+    room: the overflow one veth per sandbox hits); and the table's
+    gc_thresh3, the hard limit (/proc/sys/net/*/neigh/default)."""
+    out = []
+    for family, name in NEIGH_TABLES.items():
+        try:
+            lines = (proc / "net" / "stat" / name).read_text().splitlines()
+            limit = proc / "sys" / "net" / NEIGH_SYSCTL[family] / "neigh" / "default" / "gc_thresh3"
+            gc_thresh3 = int(limit.read_text())
+        except FileNotFoundError:  # IPv6 off
+            continue
+        header = lines[0].split()
+        totals = dict.fromkeys(header, 0)
+        for line in lines[1:]:
+            for key, value in zip(header, line.split(), strict=False):
+                totals[key] = int(value, 16) if key == "entries" else totals[key] + int(value, 16)
+        out.append({"family": family, **totals, "gc_thresh3": gc_thresh3})
+    return out

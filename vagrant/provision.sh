@@ -16,7 +16,9 @@ ARCH=$(dpkg --print-architecture)
 # openssl makes their test certificates. The deployed form (make image,
 # tests/deploy): debootstrap and buildah build the image, podman runs it and
 # plays the Kubernetes manifests, with runc (deploy/podman/containers.conf says
-# why not crun) and catatonit (the pause process of podman's pods).
+# why not crun) and catatonit (the pause process of podman's pods); its tests
+# also use nftables (loss inside a container's netns) and prometheus. umoci is
+# not needed: buildah commits the image straight into podman's storage.
 PKGS=(python3-bpfcc bpfcc-tools bpftool iproute2 python3-venv python3-pip
       procps iputils-ping nftables iperf3 ethtool gcc libc6-dev
       prometheus openssl

@@ -94,8 +94,8 @@ def pod_from_daemonset(
     """spec.template.spec as a Pod's spec, with only these changes:
     - the exporter listens on 127.0.0.1:port (the host's network is shared:
       9977 may be taken, and a test listens on loopback only);
-    - args `pyprobe export` in this image does not know yet are left out
-      (flags landing with issue 30's other parts), and listed;
+    - args `pyprobe export` in this image does not know are left out and
+      listed (a test fails on any: the manifest and the image disagree);
     - podman kube play 4.3 reads the seccomp profile from the pod's
       annotation only (securityContext.seccompProfile becomes it);
     - it turns containerPort into a port mapping, refused with the host's
@@ -337,7 +337,8 @@ print("done")
 class Stream:
     """`pyprobe PROBE --stream -j ...` in a container of the image: the
     DaemonSet's capabilities, read-only root, the host's network and its /sys
-    at /host/sys (the cgroup tree it names containers by)."""
+    at /host/sys, given as --path.sysfs (the cgroup tree it names containers
+    by), as the DaemonSet gives it."""
 
     name: str
 
@@ -360,7 +361,7 @@ def start_stream(name: str, image: str, caps: list[str], *argv: str) -> Stream:
         "--security-opt", "seccomp=unconfined", "--read-only", "--tmpfs", "/tmp",
         "-v", "/lib/modules:/lib/modules:ro", "-v", "/usr/src:/usr/src:ro",
         "-v", "/sys:/host/sys:ro,rslave",
-        "--entrypoint", "/usr/bin/pyprobe", image, *argv,
+        "--entrypoint", "/usr/bin/pyprobe", image, "--path.sysfs=/host/sys", *argv,
     )  # fmt: skip
     stream = Stream(name)
     deadline = time.monotonic() + 60

@@ -141,13 +141,14 @@ def test_it_runs_with_the_privileges_the_daemonset_gives_it(exporter):
 
 
 def test_kube_plays_args_are_the_daemonsets(exporter):
-    """Every flag the DaemonSet passes reached the exporter, unless the
-    image's pyprobe does not know it yet (then it is left out, and this says so)."""
-    if exporter.unknown_args:
-        pytest.xfail(
-            "left out, pyprobe export does not know them yet (issue 30): "
-            + " ".join(exporter.unknown_args)
-        )
+    """Every flag the DaemonSet passes reached the exporter (only the listen
+    address is the test's): the image's pyprobe knows them all."""
+    assert exporter.unknown_args == []
+    cmdline = Path(f"/proc/{exporter_pid(exporter)}/cmdline").read_bytes().split(b"\0")
+    passed = [a.decode() for a in cmdline if a.startswith(b"--")]
+    (spec,) = [c for c in exporter.manifest["spec"]["containers"] if c["name"] == "exporter"]
+    assert passed == spec["args"]
+    assert "--path.sysfs=/host/sys" in passed and "--label=cgroup" in passed
 
 
 # -- a real Prometheus, two containers, the kernel's counts ---------------------------------
@@ -342,15 +343,13 @@ def test_each_containers_namespace_counts_exactly_what_its_kernel_counted(scrape
         assert mine(key, "pyprobe_drops_total", reason="NO_SOCKET") == [kernel[key]["OutRsts"]], key
 
 
-def test_each_container_is_attributed_exactly(scraped, export_options):
+def test_each_container_is_attributed_exactly(scraped):
     """With --label cgroup (the DaemonSet's): the series of container
     podman:<id> count what the kernel counted in its namespace, and name its
     cgroup v2 path: state changes; datagrams dropped on its full socket and
     segments it retransmitted, both in softirq (the loopback's receive, the
     ACKs that trigger a fast retransmit) or on a timer, on behalf of whatever
     task the CPU was running."""
-    if "--label" not in export_options:
-        pytest.xfail("pyprobe export has no --label cgroup yet (issue 30, part 1)")
     prom, kernel, udp = scraped.prom, scraped.kernel, scraped.udp
     metric = "pyprobe_tcp_state_transitions_total"
     for key, w in scraped.workloads.items():

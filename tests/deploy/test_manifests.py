@@ -222,12 +222,9 @@ def test_the_memory_limit_is_above_the_request():
 
 
 def test_the_exporter_knows_every_flag_the_daemonset_passes():
-    """Until issue 30's --path.* and --label land on this branch, the flags
-    they bring are what the DaemonSet passes and pyprobe does not know yet."""
     known = {opt for p in export_cmd.params for opt in p.opts}
     unknown = [a for a in exporter()["args"] if a.split("=", 1)[0] not in known]
-    if unknown:
-        pytest.xfail(f"pyprobe export does not know {' '.join(unknown)} yet (issue 30)")
+    assert unknown == []
 
 
 def test_podman_config_for_this_kind_of_host():

@@ -145,3 +145,38 @@ def test_a_second_build_with_the_same_inputs_is_the_cache(image):
     assert "image: cached:" in said, said
     assert took < 10
     measured(f"make image with nothing changed: {took:.1f} s")
+
+
+def doctor_in(image: str, caps: list[str]) -> subprocess.CompletedProcess:
+    """pyprobe doctor in the image as the DaemonSet runs it, with these capabilities."""
+    return pm.podman(
+        "run", "--rm", "--network", "host", "--cap-drop", "all",
+        "--cap-add", ",".join(caps), "--security-opt", "seccomp=unconfined",
+        "--read-only", "--tmpfs", "/tmp", "-v", "/sys:/host/sys:ro,rslave",
+        "-v", "/lib/modules:/lib/modules:ro", "-v", "/usr/src:/usr/src:ro",
+        "--entrypoint", "/usr/bin/pyprobe", image, "--path.sysfs=/host/sys", "doctor",
+        check=False,
+    )  # fmt: skip
+
+
+def test_doctor_in_the_image_gives_the_advice_for_a_missing_capability(image):
+    """With the DaemonSet's capabilities every probe can run and the program
+    cache is warm; without CAP_BPF, doctor names it with the podman flag and
+    the Kubernetes field that bring it in, and exits 2."""
+    caps = pm.daemonset()["spec"]["template"]["spec"]["containers"][0]["securityContext"][
+        "capabilities"
+    ]["add"]
+    n = len(default().names())
+    run = doctor_in(image, caps)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"\n{n} of {n} probes can run here" in run.stdout, run.stdout
+    ok = re.search(r"(?m)^\[ok\] capabilities +(.*)$", run.stdout)
+    assert ok and set(ok.group(1).split(", ")) == {f"CAP_{c}" for c in caps}, run.stdout
+    assert re.search(r"(?m)^\[ok\] programs +all \d+ programs compiled", run.stdout), run.stdout
+    run = doctor_in(image, [c for c in caps if c != "BPF"])
+    assert run.returncode == 2, run.stdout + run.stderr
+    advice = (
+        "[!!] capabilities   missing CAP_BPF: load BPF programs — podman run --cap-add=BPF …;"
+        ' Kubernetes: securityContext.capabilities.add: ["BPF"]'
+    )
+    assert advice in run.stdout.splitlines(), run.stdout

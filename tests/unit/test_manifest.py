@@ -37,8 +37,20 @@ def test_shipped_manifests_load_and_pair_with_programs():
     found = default().manifests
     assert "tcpstates" in found
     for m in found.values():
-        assert m.program.is_file()
-        assert m.hooks and m.metrics
+        assert m.metrics
+        # a probe with hooks has its program; one without reads only what
+        # the kernel counts (conntrack)
+        assert m.program.is_file() if m.hooks else all(x.source for x in m.metrics)
+    assert not found["conntrack"].hooks
+
+
+def test_a_probe_of_kernel_counters_alone_needs_no_hook_nor_program():
+    counters = GOOD.split("[[hooks]]")[0] + (
+        '\n[[metrics]]\nname = "x"\ntype = "gauge"\nsource = "softirqs"\nvalue = "value"\n'
+        'help = "x"\nlabels = [{ name = "cpu" }]\n'
+    )
+    m = parse(counters)
+    assert not m.hooks and [x.source for x in m.metrics] == ["softirqs"]
 
 
 def test_good_manifest():

@@ -76,6 +76,26 @@ def no_routes(max_age: float = SHARED_AGE) -> list[Row]:
     return out
 
 
+def listen_overflows(max_age: float = SHARED_AGE) -> list[Row]:
+    """Every namespace's listeners' overflows: SYNs and handshakes dropped
+    because an accept queue was full (TcpExtListenOverflows), and every
+    connection a listener dropped (TcpExtListenDrops, those included)."""
+    names = named_netns()
+    out: list[Row] = []
+    for inode, summary in snapshot.snapshot(max_age, mibs=True).items():
+        if isinstance(summary.mibs, Exception):
+            raise summary.mibs
+        out.append(
+            {
+                "netns": str(inode),
+                "netns_name": names.get(inode, ""),
+                "overflows": summary.mibs.get("TcpExtListenOverflows", 0),
+                "drops": summary.mibs.get("TcpExtListenDrops", 0),
+            }
+        )
+    return out
+
+
 def conntrack(max_age: float = SHARED_AGE) -> list[Row]:
     """Every namespace's connection tracking: entries against max_entries,
     and `conntrack -S`'s counters (insert_failed, drop, early_drop...). No
@@ -103,6 +123,7 @@ SOURCES: dict[str, Callable[[float], list[Row]]] = {
     "softnet": _now(procfs.softnet),  # /proc/net/softnet_stat: cpu, processed, dropped, squeezes
     "neigh_tables": _now(procfs.neigh_tables),  # /proc/net/stat/*_cache: family, entries...
     "no_routes": no_routes,  # every namespace's: netns, netns_name, family, out_/in_no_routes
+    "listen_overflows": listen_overflows,  # every namespace's: overflows, drops
     "conntrack": conntrack,  # every namespace's: netns, netns_name, entries, drop...
     "devices": devices,  # every namespace's devices: netns, netns_name, device, rx_packets...
 }

@@ -103,14 +103,16 @@ THREAD_NET = Path("/proc/thread-self/net")
 
 def net_mibs(net: Path = THREAD_NET) -> dict[str, int]:
     """The namespace's SNMP counters as `nstat -az` names them (IpOutNoRoutes,
-    Ip6OutNoRoutes, TcpRetransSegs...): /proc/net/snmp's header and value line
-    pairs, and snmp6's name-value lines (absent with IPv6 off)."""
+    Ip6OutNoRoutes, TcpRetransSegs, TcpExtListenOverflows...): /proc/net/snmp's
+    and netstat's header and value line pairs, and snmp6's name-value lines
+    (absent with IPv6 off)."""
     out: dict[str, int] = {}
-    lines = (net / "snmp").read_text().splitlines()
-    for names, values in zip(lines[::2], lines[1::2], strict=False):
-        proto, _, keys = names.partition(":")
-        for key, value in zip(keys.split(), values.partition(":")[2].split(), strict=False):
-            out[proto + key] = int(value)
+    for name in ("snmp", "netstat"):  # netstat: TcpExt (ListenOverflows...), IpExt
+        lines = (net / name).read_text().splitlines()
+        for names, values in zip(lines[::2], lines[1::2], strict=False):
+            proto, _, keys = names.partition(":")
+            for key, value in zip(keys.split(), values.partition(":")[2].split(), strict=False):
+                out[proto + key] = int(value)
     try:
         for line in (net / "snmp6").read_text().splitlines():
             key, _, value = line.partition(" ")

@@ -155,6 +155,17 @@ def drive(pair: VethPair) -> None:
         traffic.udp_blast(pair.path(pair.a), pair.addr_b, 9, 20)  # port unreachable
         traffic.send_bytes(pair.path(pair.a), pair.addr_b, 7801, 500_000)
         ping_overflow(pair.path(pair.a), 20, 0.05)
+        # a bridge that learns an address (the fdb panels): an ARP request
+        # from a veth whose peer is br's port
+        subprocess.run(
+            ["ip", "netns", "exec", pair.b, "sh", "-c",
+             "ip link add tbr0 type bridge && ip link add tbp0 type veth peer name tbp1 && "
+             "ip link set tbp0 master tbr0 && ip link set tbr0 up && ip link set tbp0 up && "
+             "ip link set tbp1 up && ip addr add 10.233.0.2/24 dev tbp1 && "
+             "ping -c1 -W1 10.233.0.9 || true"],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
     finally:
         srv.stop()
         sink.stop()

@@ -7,6 +7,8 @@ input, and it removes every namespace and detaches every program it made.
   3. connects to a closed port   -> drops (NO_SOCKET) and resets, per connection
   4. a firewall rule             -> drops with their reason and place
   5. a UDP flood into NAPI       -> interrupts vs polling: NAPI, softirqs, devices
+  6. the VXLAN lab               -> the same packets on the overlay and the underlay
+  7. the NAT lab                 -> a port forward and masquerade, as conntrack maps them
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ..core.probe import Probe
 from ..core.text import hostport
 from ..kernel.env import KernelEnv
 from ..load.program import BatchLoader
-from ..netns import rtnl
+from ..netns import conntrack, rtnl
 from ..netns.namespaces import NETNS_RUN_DIR, inode_of, run_in_netns
 from ..netns.sockets import tcp_state_counts
 from ..probes import Registry
@@ -144,6 +146,10 @@ class Demo:
                 step(h, summary)
             self.console.rule("[bold]Everything, over the whole demo (pyprobe top)")
             self.console.print(view.frame())
+            # the other topologies of the notes, one at a time
+            topology.down()
+            self.vxlan(summary)
+            self.nat(summary)
             summary["lost"] = sum(p.lost() for p in self.probes.values())
         summary["left"] = [e.name for e in NETNS_RUN_DIR.glob(f"{topology.PREFIX}-*")]
         summary["seconds"] = time.monotonic() - start
@@ -288,6 +294,75 @@ class Demo:
             )
             summary["napi_polls"], summary["napi_packets"] = polls, pkts
 
+    def vxlan(self, summary: dict[str, Any]) -> None:
+        with (
+            self.section(
+                "6. VXLAN: h1 and h2 on two bridges joined over UDP 4789 (pyprobe netdev)"
+            ),
+            topology.Lab("vxlan") as built,
+        ):
+            h1, h2 = built.hosts["h1"], built.hosts["h2"]
+
+            def sent(ns: str, dev: str) -> float:
+                return self.value(
+                    "netdev", "netdev_transmit_packets_total", netns_name=ns, device=dev
+                )
+
+            where = (
+                ("pplab-h1", "eth0"),
+                ("pplab-sw1", f"vxlan{topology.VNI}"),
+                ("pplab-sw1", "underlay"),
+            )
+            before = {w: sent(*w) for w in where}
+            srv = traffic.Server(topology.ns_path("h2"), h2["addr"], 8080)
+            try:
+                done = traffic.churn(topology.ns_path("h1"), h2["addr"], 8080, 20)
+            finally:
+                srv.stop()
+            moved = {w: sent(*w) - before[w] for w in where}
+            self.say(
+                f"{done} connections h1 -> h2 ({h1['addr']} -> {h2['addr']}, MTU 1450): h1's "
+                f"eth0 sent {moved[where[0]]:.0f} packets; sw1 encapsulated "
+                f"{moved[where[1]]:.0f} on vxlan{topology.VNI} (the overlay) and its underlay "
+                f"sent {moved[where[2]]:.0f} packets to sw2 (10.231.3.0/30): each as a UDP "
+                f"datagram to port 4789, and ARP for sw2's own address"
+            )
+            summary["vxlan"] = tuple(moved[w] for w in where)
+
+    def nat(self, summary: dict[str, Any]) -> None:
+        with (
+            self.section(
+                "7. NAT: a port forward and masquerade on router rt (pyprobe nat, conntrack)"
+            ),
+            topology.Lab("nat") as built,
+        ):
+            h1, h2 = built.hosts["h1"]["addr"], built.hosts["h2"]["addr"]
+            inside = traffic.Server(topology.ns_path("h1"), h1, topology.NAT_INSIDE_PORT)
+            outside = traffic.Server(topology.ns_path("h2"), h2, 9000)
+            try:
+                traffic.churn(
+                    topology.ns_path("h2"), topology.NAT_ROUTER_WAN, topology.NAT_FORWARD_PORT, 3
+                )
+                traffic.churn(topology.ns_path("h1"), h2, 9000, 2)
+            finally:
+                inside.stop()
+                outside.stop()
+            mapped = run_in_netns(topology.ns_path("rt"), conntrack.connections)
+            for c in mapped:
+                self.say(
+                    f"  {c['nat']:<5} {c['proto']} {hostport(c['orig_src'], c['orig_sport'])} -> "
+                    f"{hostport(c['orig_dst'], c['orig_dport'])}  replies "
+                    f"{hostport(c['reply_src'], c['reply_sport'])} -> "
+                    f"{hostport(c['reply_dst'], c['reply_dport'])}"
+                )
+            entries = self.value("conntrack", "conntrack_entries", netns_name="pplab-rt")
+            self.say(
+                f"h2 reached h1:80 through rt:8080 (DNAT) and h1 reached h2 as rt's own "
+                f"{topology.NAT_ROUTER_WAN} (masquerade): {len(mapped)} NAT mappings, "
+                f"{entries:.0f} connections tracked in rt"
+            )
+            summary["nat"] = len(mapped)
+
 
 def run(
     env: KernelEnv, connections: int, registry: Registry, loader: Callable[[], BatchLoader]
@@ -302,6 +377,8 @@ def run(
         f"Recv-Q of the non-reader: {summary['recv_q']} B · "
         f"NO_SOCKET drops: {summary['no_socket']} · firewall drops: {summary['firewall']} · "
         f"NAPI: {summary['napi_packets']:.0f} packets in {summary['napi_polls']:.0f} polls · "
+        f"VXLAN: {summary['vxlan'][0]:.0f} sent by h1, {summary['vxlan'][1]:.0f} encapsulated, "
+        f"{summary['vxlan'][2]:.0f} on the underlay · NAT mappings: {summary['nat']} · "
         f"lost events: {summary['lost']}"
     )
     left = summary["left"]

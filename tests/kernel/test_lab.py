@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -216,12 +217,18 @@ def test_make_demo_runs_every_workload_and_leaves_nothing():
         "4. A firewall rule",
         "5. Interrupts vs polling",
         "pyprobe top",
+        "6. VXLAN",
+        "7. NAT",
         "Summary",
     ):
         assert section in out, section
     assert "TIME_WAIT on h1: 40" in out
     assert "NO_SOCKET drops: 10" in out and "firewall drops: 50" in out
     assert "lost events: 0" in out and "namespaces removed" in out
+    # every packet h1 sent across was encapsulated once and carried on the underlay
+    vx = re.search(r"VXLAN: (\d+) sent by h1, (\d+) encapsulated, (\d+) on the underlay", out)
+    assert vx and int(vx[1]) == int(vx[2]) > 20 and int(vx[3]) >= int(vx[2]), out[-600:]
+    assert "NAT mappings: 5" in out  # 3 through the port forward, 2 masqueraded
     assert lab_namespaces() == []
     assert settled_prog_count(before) == before
 

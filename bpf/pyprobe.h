@@ -86,4 +86,29 @@ struct tcp_event {
 	char comm[PYPROBE_COMM_LEN];
 };
 
+/* icmp_event.type: the ICMP errors the kernel sends (uapi linux/icmp.h) */
+#define PYPROBE_ICMP_DEST_UNREACH 3
+#define PYPROBE_ICMP_SOURCE_QUENCH 4
+#define PYPROBE_ICMP_REDIRECT 5
+#define PYPROBE_ICMP_TIME_EXCEEDED 11
+#define PYPROBE_ICMP_PARAMETERPROB 12
+
+/* An ICMP error sent (icmp:icmp_send), with the packet it answers: its
+ * source is where the error goes. */
+struct icmp_event {
+	__u64 ts_ns;
+	__u32 netns;   /* the namespace of the device the packet came in on */
+	__u32 ifindex; /* that device */
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 type;
+	__u8 code;
+	__u8 family;  /* of the packet answered, 0 when not parsed */
+	__u8 l4proto; /* IPPROTO_* */
+	__u32 flags;  /* PYPROBE_F_HAS_TUPLE */
+	__u32 _pad;
+};
+
 #endif /* PYPROBE_H */

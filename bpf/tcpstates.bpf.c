@@ -105,8 +105,61 @@ BPF_TABLE("percpu_hash", struct cgroup_change, u64, transitions_by_cgroup,
 	  MAX_transitions_by_cgroup);
 #endif
 
+#ifdef FEATURE_LATENCY
+/* -F latency / --probe tcpstates.latency: time in each state, as exp2
+ * histograms by namespace and (old, new) in nanoseconds: connect latency is
+ * SYN_SENT->ESTABLISHED, a failed connect's SYN_SENT->CLOSE, CLOSE_WAIT's
+ * age (the application late to close), TIME_WAIT's life. A socket's last
+ * change is kept by address (LRU: one never closed cannot leak); the slot
+ * HIST_SUM of each series accumulates the nanoseconds themselves. */
+struct state_slot {
+	u32 netns;
+	u8 oldstate;
+	u8 newstate;
+	u16 slot;
+};
+BPF_TABLE("lru_hash", u64, u64, changed_at, MAX_changed_at);
+BPF_TABLE("percpu_hash", struct state_slot, u64, state_ns, MAX_state_ns);
+
+static __always_inline void add_ns(struct state_slot *k, u64 v)
+{
+	u64 zero = 0, *c = state_ns.lookup_or_try_init(k, &zero);
+	if (c)
+		*c += v;
+	else
+		map_full(MAP_ID_state_ns);
+}
+
+static __always_inline void time_in_state(const void *sk, int oldstate, int newstate)
+{
+	u64 key = (u64)sk, now = bpf_ktime_get_ns();
+	u64 *at = changed_at.lookup(&key);
+	if (at) {
+		u64 delta = now - *at;
+		struct state_slot k = {.oldstate = oldstate & 15, .newstate = newstate & 15};
+#if defined(OFF_SKC_NET) && defined(HAVE_NET_ID)
+		k.netns = sk_netns_id(sk);
+#endif
+		k.slot = hist_slot(delta);
+		add_ns(&k, 1);
+		k.slot = HIST_SUM;
+		add_ns(&k, delta);
+		if (newstate == TCP_CLOSE_)
+			changed_at.delete(&key); /* its address is the next socket's */
+		else
+			*at = now;
+	} else if (newstate != TCP_CLOSE_) {
+		changed_at.update(&key, &now);
+	}
+}
+#define TIME_IN_STATE(sk, o, n) time_in_state(sk, o, n)
+#else
+#define TIME_IN_STATE(sk, o, n)
+#endif
+
 static __always_inline void count(const void *sk, int oldstate, int newstate)
 {
+	TIME_IN_STATE(sk, oldstate, newstate);
 #ifdef FEATURE_CGROUP
 	struct cgroup_change k = {sock_cgroup(sk), (u32)oldstate & 15, (u32)newstate & 15};
 	u64 zero = 0, *c = transitions_by_cgroup.lookup_or_try_init(&k, &zero);

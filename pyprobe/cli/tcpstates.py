@@ -13,8 +13,8 @@ from ..core.text import json_line
 from ..errors import PyprobeError
 from ..netns.namespaces import named_netns, netns_label, resolve_netns
 from ..probes.tcpstates import Filters, parse_ports
-from ..views.tables import print_tables, sockets_table, transitions_table
-from ..views.watch import intervals
+from ..views.tables import metric_tables, print_tables, sockets_table, transitions_table
+from ..views.watch import intervals, row_key, with_deltas
 from .common import (
     CONTEXT,
     COUNT,
@@ -75,6 +75,15 @@ def _stream(
     is_flag=True,
     help="Counts instead of a stream: transitions old->new and live sockets per state.",
 )
+@click.option(
+    "-F",
+    "--feature",
+    "features",
+    multiple=True,
+    type=click.Choice(["latency"]),
+    help="With --summary: latency, the time in each state by (old, new) and netns "
+    "(connect latency: SYN_SENT -> ESTABLISHED), count, mean, p50 and p99.",
+)
 @DURATION
 @buffer_pages_option
 @click.argument("interval", required=False, type=SECONDS)
@@ -90,6 +99,7 @@ def tcpstates(
     as_json: bool,
     timestamp: bool,
     summary: bool,
+    features: tuple[str, ...],
     duration: float | None,
     buffer_pages: int | None,
     interval: float | None,
@@ -118,8 +128,10 @@ def tcpstates(
         counts_take_no_stream_options(
             timestamp, duration, buffer_pages, "the stream, not --summary"
         )
-        _summary(netns_inode, as_json, interval, count)
+        _summary(netns_inode, as_json, interval, count, features)
         return
+    if features:
+        raise PyprobeError("-F/--feature goes with --summary (the stream times every change)")
     if interval is not None:
         raise PyprobeError("INTERVAL/COUNT go with --summary; use -d/--duration to bound a stream")
     filters = Filters(pid=pid, lports=lports, dports=dports, family=family, netns=netns_inode)
@@ -166,33 +178,54 @@ def tcplife(
     _stream(filters, as_json, timestamp, duration, buffer_pages, cgroup_filter(cgroup, container))
 
 
-def _summary(netns: int | None, as_json: bool, interval: float | None, count: int | None) -> None:
-    with attached("tcpstates") as probe:
+LATENCY_TITLE = "Time in state (s), by old -> new state: exp2 bucket bounds"
+
+
+def _summary(
+    netns: int | None,
+    as_json: bool,
+    interval: float | None,
+    count: int | None,
+    features: tuple[str, ...] = (),
+) -> None:
+    with attached("tcpstates", features=features) as probe:
         intro = f"Counting TCP state changes via {probe.hook_label}... " + (
             "Ctrl-C to end" if interval is None else f"every {interval:g}s"
         )
         previous: dict[tuple[str, str], int] = {}
+        latency_before: dict[tuple, dict[str, Any]] = {}
 
         def report(n: int) -> None:
-            nonlocal previous
+            nonlocal previous, latency_before
             total = probe.transitions()
             delta = {k: v - previous.get(k, 0) for k, v in total.items()}
             previous = total
             sockets = probe.live_sockets(netns)
             names = named_netns()
             by_ns = {netns_label(k, names): c for k, c in sockets.items()}
+            latency = [
+                r
+                for r in (probe.rows() if features else ())
+                if r["metric"] == "tcp_state_seconds"
+                and (netns is None or str(r["netns"]) == str(netns))
+            ]
+            latency = with_deltas(latency, latency_before)
+            latency_before = {row_key(r): r for r in latency}
             if as_json:
                 transitions = [
                     {"old": o, "new": w, "count": delta.get((o, w), 0), "total": t}
                     for (o, w), t in sorted(total.items())
                 ]
                 record = {"time": time.time(), "transitions": transitions, "sockets": by_ns}
+                if features:
+                    record["latency"] = latency
                 print(json_line(record), flush=True)
             else:
                 print_tables(
                     [
                         transitions_table(delta, total, "TCP state transitions"),
                         sockets_table(by_ns, "Live TCP sockets per network namespace (sock_diag)"),
+                        *metric_tables(latency, {"tcp_state_seconds": LATENCY_TITLE}, 40),
                     ]
                 )
 

@@ -13,6 +13,8 @@ from ..kernel.env import KernelEnv
 from ..kernel.names import (
     SOFTIRQ_NAMES,
     eth_protocol,
+    icmp_code,
+    icmp_type,
     ip_protocol,
     kernel_names,
     tcp_state,
@@ -27,6 +29,7 @@ DECODERS: dict[str, Callable[[int], str]] = {
     "uint": uint,
     "eth_protocol": eth_protocol,
     "ip_protocol": ip_protocol,
+    "icmp_type": icmp_type,
     "direction": lambda v: "receive" if v else "transmit",
     "queue_event": lambda v: (
         ("rcvqueue_full", "exceed_rmem", "exceed_wmem")[v] if v < 3 else str(v)
@@ -148,6 +151,8 @@ class Decoders:
             return lambda v, key: self.ifname(v, key.get("netns", 0))
         if name == "netns":
             return lambda v, _key: self.netns_label(v)
+        if name == "icmp_code":  # named by its type (the key's "type" member)
+            return lambda v, key: icmp_code(key.get("type", 0), v)
         if name in ("cgroup_path", "container", "pod"):
             return lambda v, _key: self.cgroup_text(v, name)
         if name == "netns_name":

@@ -398,7 +398,7 @@ class Probe:
 
     def line(self, ev: Mapping[str, Any]) -> str:
         """An event's line in the stream's text output (plug-ins give theirs)."""
-        return " ".join(f"{k}={v}" for k, v in ev.items() if k != "time")
+        return " ".join(f"{k}={v}" for k, v in ev.items() if k != "time" and v not in ("", None))
 
     def lost(self) -> int:
         event = self.manifest.event

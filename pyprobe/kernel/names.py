@@ -120,3 +120,25 @@ SOFTIRQ_NAMES = (
     "HRTIMER",
     "RCU",
 )
+
+
+# ICMP (RFC 792) errors the kernel sends, by type; and the codes of the two
+# types whose codes say why (uapi linux/icmp.h).
+ICMP_TYPES = {3: "DEST_UNREACH", 4: "SOURCE_QUENCH", 5: "REDIRECT", 11: "TIME_EXCEEDED",
+              12: "PARAMETERPROB"}  # fmt: skip
+ICMP_CODES = {
+    3: ("NET_UNREACH", "HOST_UNREACH", "PROT_UNREACH", "PORT_UNREACH", "FRAG_NEEDED",
+        "SR_FAILED", "NET_UNKNOWN", "HOST_UNKNOWN", "HOST_ISOLATED", "NET_ANO", "HOST_ANO",
+        "NET_UNR_TOS", "HOST_UNR_TOS", "PKT_FILTERED", "PREC_VIOLATION", "PREC_CUTOFF"),
+    11: ("EXC_TTL", "EXC_FRAGTIME"),
+}  # fmt: skip
+
+
+def icmp_type(value: int) -> str:
+    return ICMP_TYPES.get(value, str(value))
+
+
+def icmp_code(icmp_type: int, value: int) -> str:
+    """An error's code, named where its type's codes have names."""
+    names = ICMP_CODES.get(icmp_type, ())
+    return names[value] if value < len(names) else str(value)

@@ -152,6 +152,7 @@ def drive(pair: VethPair) -> None:
     try:
         traffic.churn(pair.path(pair.a), pair.addr_b, 7800, 50)
         traffic.refused(pair.path(pair.a), pair.addr_b, 9, 10)
+        traffic.udp_blast(pair.path(pair.a), pair.addr_b, 9, 20)  # port unreachable
         traffic.send_bytes(pair.path(pair.a), pair.addr_b, 7801, 500_000)
         ping_overflow(pair.path(pair.a), 20, 0.05)
     finally:

@@ -39,6 +39,8 @@ def snmp(ns_path, proto: str = "Tcp") -> dict[str, int]:
     def read() -> dict[str, int]:
         text = Path("/proc/thread-self/net/snmp").read_text()
         lines = [ln.split() for ln in text.splitlines() if ln.startswith(f"{proto}:")]
+        if not lines:  # IcmpMsg: only once a type has a count
+            return {}
         return dict(zip(lines[0][1:], map(int, lines[1][1:]), strict=True))
 
     return namespaces.run_in_netns(ns_path, read)
@@ -557,3 +559,34 @@ def test_drops_in_softirq_are_attributed_to_the_sockets_owner(pair, env):
     with_socket = [e for e in events if e["skaddr"]]
     assert len(with_socket) >= 3  # early demux found the receiving socket
     assert {(e["pid"], e["owner_known"]) for e in with_socket} == {(os.getpid(), True)}
+
+
+# -- icmp ---------------------------------------------------------------------------------
+def test_icmp_errors_equal_the_kernels_out_type_counts(pair, env):
+    """UDP to a closed port: each datagram answered with a port unreachable
+    (rate limits off in the namespace), counted by IcmpMsg OutType3."""
+    for knob in ("icmp_ratelimit 0", "icmp_msgs_per_sec 100000"):
+        name, value = knob.split()
+        sh(pair.b, f"sysctl -qw net.ipv4.{name}={value}")
+    probe = registry.create("icmp", env=env)
+    with probe:
+        probe.attach(stream=True)
+        before = snmp(pair.path(pair.b), "IcmpMsg").get("OutType3", 0)
+        traffic.udp_blast(pair.path(pair.a), pair.addr_b, 9, 25)
+        time.sleep(0.2)
+        after = snmp(pair.path(pair.b), "IcmpMsg").get("OutType3", 0)
+        ns_b = str(pair.inode(pair.b))
+        sent = {
+            (r["netns"], r["device"], r["type"], r["code"]): r["value"]
+            for r in rows(probe, "icmp_errors_sent_total")
+        }
+        events = probe.events(100)
+    assert after - before == 25
+    assert sent[(ns_b, pair.dev_b, "DEST_UNREACH", "PORT_UNREACH")] == 25
+    assert sum(v for (ns, *_), v in sent.items() if ns == ns_b) == 25
+    mine = [e for e in events if e["netns"] == pair.inode(pair.b)]
+    assert len(mine) == 25
+    assert {
+        (e["type"], e["code"], e["saddr"], e["daddr"], e["dport"], e["l4"], e["netns_name"])
+        for e in mine
+    } == {("dest_unreach", 3, pair.addr_a, pair.addr_b, 9, "UDP", pair.b)}

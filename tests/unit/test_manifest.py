@@ -38,7 +38,15 @@ def test_shipped_manifests_load_and_pair_with_programs():
     assert "tcpstates" in found
     for m in found.values():
         assert m.program.is_file()
-        assert m.hooks and m.metrics
+        # an on-demand probe (trace) streams to its own command: no metrics
+        assert m.hooks and (m.metrics or (m.on_demand and m.event))
+
+
+def test_on_demand_probes_are_not_the_exporters():
+    registry = default()
+    assert registry.manifests["trace"].on_demand
+    assert "trace" not in registry.names()
+    assert all(not registry.manifests[n].on_demand for n in registry.names())
 
 
 def test_good_manifest():

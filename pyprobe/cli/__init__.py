@@ -34,6 +34,7 @@ FAMILIES = {
     "tcplife": "tcpstates",
     "queues": "queues",
     "conn": "conn",
+    "trace": "trace",
     "top": "top",
     "export": "export",
     "lab": "lab",

@@ -183,8 +183,7 @@ def to_c(insns: Sequence[Insn], expression: str = "") -> str:
             raise Untranslatable(f"{what}: uses a Linux socket-filter extension (offset {k:#x})")
         if k + size > WINDOW:
             raise Untranslatable(
-                f"{what}: reads byte {k + size - 1} of the packet; pyprobe reads the "
-                f"first {WINDOW}"
+                f"{what}: reads byte {k + size - 1} of the packet; pyprobe reads the first {WINDOW}"
             )
 
     for i, (code, jt, jf, k) in enumerate(insns):

@@ -21,7 +21,9 @@ from pyprobe.core import pcapfilter
 from pyprobe.core.pcapfilter import DLT_EN10MB, DLT_RAW, PyprobeError
 from pyprobe.paths import bpf_dir
 
-pytestmark = pytest.mark.skipif(not shutil.which("cc"), reason="cc missing (make setup installs it)")
+pytestmark = pytest.mark.skipif(
+    not shutil.which("cc"), reason="cc missing (make setup installs it)"
+)
 
 EXPRESSIONS = [
     "host 10.0.0.2",
@@ -173,9 +175,7 @@ def compiled(tmp_path_factory):
         f"static u32 f{i}(const u8 *P_, u32 caplen, u32 wirelen) {body}"
         for i, (_, _, body) in enumerate(bodies)
     )
-    cases = " ".join(
-        f"case {i}: return f{i}(P_, caplen, wirelen);" for i in range(len(bodies))
-    )
+    cases = " ".join(f"case {i}: return f{i}(P_, caplen, wirelen);" for i in range(len(bodies)))
     src.write_text(
         "#include <stdint.h>\n"
         "typedef uint8_t u8; typedef uint32_t u32; typedef uint64_t u64;\n"

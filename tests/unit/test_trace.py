@@ -1,0 +1,192 @@
+"""pyprobe trace over a fake loader: hops grouped into packets, their text
+and JSON, the records of two sizes, the filter compiled in, one-line errors."""
+
+import ctypes
+import json
+import struct
+from dataclasses import replace
+
+import pytest
+from fakes import FakeBTF, FakeLoader, fake_env
+
+from pyprobe import cli
+from pyprobe.cli.common import Context
+from pyprobe.core.events import header
+from pyprobe.probes import default
+from pyprobe.views import trace as view
+
+TraceEvent = header().layout("trace_event").ctype
+HOOKS = {v: k for k, v in header().enum("HOP_").items()}  # name -> number
+F_FIRST, F_ETHERNET = header().constant("F_FIRST"), header().constant("F_ETHERNET")
+NETFILTER_DROP = 11
+HOP_SIZE = TraceEvent.data.offset  # a hop without the packet's bytes
+
+
+def trace_env():
+    manifest = default().manifests["trace"]
+    targets = {p.target for h in manifest.hooks for p in h.points}
+    fields = {o.path: (8 * i, o.size) for i, o in enumerate(manifest.offsets)}
+    btf = FakeBTF(
+        fields,
+        {f"btf_trace_{t}" for t in targets},
+        enums={
+            "skb_drop_reason": {
+                2: "SKB_DROP_REASON_NOT_SPECIFIED",
+                11: "SKB_DROP_REASON_NETFILTER_DROP",
+            }
+        },
+    )
+    return replace(fake_env(), fake_btf=btf)
+
+
+def icmp_echo(seq: int) -> bytes:
+    eth = bytes(12) + b"\x08\x00"
+    ip = bytes([0x45, 0, 0, 84, 0, seq, 0x40, 0, 64, 1, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2])
+    return eth + ip + bytes([8, 0, 0, 0, 0, 7, 0, seq]) + bytes(56)
+
+
+def hop(pkt, hook, ts, netns=4026532001, ifindex=0, reason=0, data=b"", flags=0):
+    ev = TraceEvent(
+        ts_ns=ts, pkt=pkt, skaddr=0xFFFF888000001000 + pkt, netns=netns, ifindex=ifindex,
+        len=84, reason=reason, hook=HOOKS[hook], flags=flags,
+    )  # fmt: skip
+    if not data:
+        return bytes(ev)[:HOP_SIZE]
+    ctypes.memmove(ctypes.addressof(ev) + HOP_SIZE, data, len(data))
+    ev.caplen, ev.wirelen = len(data), len(data)
+    ev.flags |= F_FIRST | F_ETHERNET
+    return bytes(ev)
+
+
+def decoded(h: dict) -> dict:
+    """A hop as the probe decodes it, with the fields the view reads."""
+    base = {
+        "ts_ns": 0, "time": 0.0, "pkt": 1, "skaddr": "0x1", "hook": "queue", "netns": 1,
+        "netns_name": "ns-a", "ifindex": 2, "device": "veth0", "len": 84, "reason": 0,
+        "drop_reason": "", "location": "", "pid": 0, "comm": "", "flags": 0, "caplen": 0,
+        "wirelen": 0, "data": b"",
+    }  # fmt: skip
+    return {**base, **h}
+
+
+def test_hops_are_grouped_per_packet_and_shown_in_time_order():
+    kinds = {(1, 2): "veth", (2, 3): "bridge"}
+    tracker = view.Tracker(lambda ns, i: kinds.get((ns, i), ""), idle=1.0)
+    first = decoded({"pkt": 1, "ts_ns": 1000, "flags": F_FIRST | F_ETHERNET, "data": icmp_echo(1),
+                     "caplen": 98, "wirelen": 98})  # fmt: skip
+    hops = [
+        decoded({"pkt": 1, "ts_ns": 3000, "hook": "receive", "netns": 2, "netns_name": "ns-b",
+                 "ifindex": 3, "device": "br0"}),
+        first,
+        decoded({"pkt": 2, "ts_ns": 2500, "hook": "queue"}),
+        decoded({"pkt": 1, "ts_ns": 5000, "hook": "drop", "netns": 2, "netns_name": "ns-b",
+                 "ifindex": 3, "device": "br0", "drop_reason": "NETFILTER_DROP",
+                 "location": "nft_do_chain+0x46f"}),
+    ]  # fmt: skip
+    done = tracker.feed(hops, now=10.0)
+    assert [p.pkt for p in done] == [1]  # packet 2 has not ended, nor gone quiet
+    assert view.lines(done[0], 1) == [
+        "#1 10.0.0.1 > 10.0.0.2 ICMP echo request id 7 seq 1, 84 bytes",
+        "      +0.000 ms  ns-a           veth0 (veth)           queued",
+        "      +0.002 ms  ns-b           br0 (bridge)           into the stack",
+        "      +0.004 ms  ns-b           br0 (bridge)           DROPPED: NETFILTER_DROP at "
+        "nft_do_chain+0x46f",
+    ]  # fmt: skip
+    record = done[0].record()
+    assert record["end"] == "dropped" and record["drop_reason"] == "NETFILTER_DROP"
+    assert [(h["ms"], h["kind"], h["hook"]) for h in record["hops"]] == [
+        (0.0, "veth", "queue"), (0.002, "bridge", "receive"), (0.004, "bridge", "drop"),
+    ]  # fmt: skip
+    assert tracker.feed([], now=10.5) == []
+    assert [p.pkt for p in tracker.feed([], now=11.0)] == [2]  # quiet for `idle`: shown
+    assert tracker.flush() == []
+
+
+def test_flush_shows_what_is_still_open_as_unfinished():
+    tracker = view.Tracker(idle=60)
+    assert tracker.feed([decoded({"pkt": 9, "hook": "queue"})], now=0) == []
+    (p,) = tracker.flush()
+    assert p.record()["end"] == "unfinished" and p.summary() == "(its first bytes were not seen)"
+
+
+@pytest.mark.parametrize(
+    ("raw", "ethernet", "text"),
+    [
+        (icmp_echo(3), True, "10.0.0.1 > 10.0.0.2 ICMP echo request id 7 seq 3, 84 bytes"),
+        (icmp_echo(3)[14:], False, "10.0.0.1 > 10.0.0.2 ICMP echo request id 7 seq 3, 84 bytes"),
+        (
+            bytes([0x45, 0, 0, 60]) + bytes(5) + b"\x06" + bytes(2)
+            + bytes([10, 0, 0, 1, 10, 0, 0, 2])
+            + struct.pack("!HHIIBB", 40000, 80, 1, 0, 0x50, 0x02),
+            False,
+            "10.0.0.1:40000 > 10.0.0.2:80 TCP [S], 60 bytes",
+        ),
+        (bytes(12) + b"\x08\x06" + bytes(28), True, "ethertype 0x0806, 42 bytes"),
+    ],
+)  # fmt: skip
+def test_a_packets_first_bytes_in_words(raw, ethernet, text):
+    assert view.describe(raw, ethernet, len(raw)) == text
+
+
+@pytest.fixture
+def fake():
+    events = [
+        hop(1, "queue", 1000, ifindex=0, data=icmp_echo(1)),
+        hop(1, "receive", 2000),
+        hop(1, "drop", 3000, reason=NETFILTER_DROP),
+        hop(2, "queue", 4000, data=icmp_echo(2)),
+        hop(2, "consume", 5000),
+    ]
+    return FakeLoader(maps={"lost": {0: 0}, "stats": {0: 7, 1: 2}}, events=events)
+
+
+def run(capsys, loader, *argv):
+    with pytest.raises(SystemExit) as e:
+        cli.main(list(argv), context=Context(env=trace_env, loader=lambda: loader))
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def test_the_command_compiles_the_filter_in_and_prints_packets(fake, capsys):
+    code, out, err = run(capsys, fake, "trace", "-j", "-c", "2", "icmp", "and", "host", "10.0.0.2")
+    assert code == 0, err
+    flags = fake.programs[0].cflags
+    assert any(f.startswith("-DTRACE_FILTER_ETH={") for f in flags)
+    assert any(f.startswith("-DTRACE_FILTER_RAW={") for f in flags)
+    assert "-DSTREAM" in flags
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert first["summary"].endswith("seq 1, 84 bytes") and first["end"] == "dropped"
+    assert first["drop_reason"] == "NETFILTER_DROP"
+    assert [h["hook"] for h in first["hops"]] == ["queue", "receive", "drop"]
+    assert second["end"] == "freed" and second["hops"][-1]["hook"] == "consume"
+
+
+def test_text_output_and_count(fake, capsys):
+    code, out, err = run(capsys, fake, "trace", "-c", "1", "icmp")
+    assert code == 0
+    assert out.splitlines()[0] == "#1 10.0.0.1 > 10.0.0.2 ICMP echo request id 7 seq 1, 84 bytes"
+    assert "DROPPED: NETFILTER_DROP" in out and "#2" not in out
+    assert err.splitlines()[-1] == "1 packets"
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("ip6 protochain 6", "jumps backward"),
+        ("host nosuchhost.invalid", "filter 'host nosuchhost.invalid'"),
+        ("tcp and (", "syntax error"),
+        ("", "an empty filter would trace every packet"),
+    ],
+)
+def test_an_unsupported_filter_is_one_line_and_exit_2(fake, capsys, expression, message):
+    code, out, err = run(capsys, fake, "trace", expression)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("pyprobe: error: ") and message in err
+    assert fake.programs == []  # refused before anything was loaded
+
+
+def test_trace_is_not_the_exporters_nor_a_counting_command(capsys):
+    assert "trace" not in default().names()
+    code, out, _ = run(capsys, FakeLoader(), "trace", "--help")
+    assert code == 0 and "pcap-filter expression" in out

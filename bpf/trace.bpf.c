@@ -285,9 +285,12 @@ static __always_inline int still(const void *skb, struct mark *m, struct hop *h)
 {
 	struct view v = {};
 	u32 id = identity_of(skb, &v);
-	if (!id || id == m->ident)
+	/* A packet without an identity (not IP: ARP...) cannot be told from
+	 * the next one: trusted. A packet with one is not an skb without one
+	 * (TCP frees ACKs silently; a netlink message may get their address). */
+	if (id == m->ident || !m->ident)
 		return 1;
-	if (id == m->alt) {
+	if (id && id == m->alt) {
 		m->alt = m->ident;
 		m->ident = id;
 		h->flags |= PYPROBE_F_DECAP;

@@ -4,11 +4,14 @@ namespaces, and how it ended (views/trace.py; the probe: probes/trace.toml)."""
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 
 import click
 
-from ..core.pcapfilter import compile_filter
+from ..core.pcapfilter import Filter, compile_filter
 from ..core.sizes import RINGBUF_PAGES_ENV
+from ..errors import PyprobeError
+from ..views import pcapng
 from ..views import trace as view
 from ..views.watch import ctrl_c_ends
 from .common import (
@@ -35,6 +38,12 @@ from .common import (
     show_default=True,
     help="Show a packet that was neither freed nor dropped after this long without a hop.",
 )
+@click.option(
+    "-w",
+    "--pcap",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also write the packets to this pcapng file (how each ended as its comment).",
+)
 @buffer_pages_option
 def trace(
     expression: tuple[str, ...],
@@ -42,6 +51,7 @@ def trace(
     count: int | None,
     duration: float | None,
     idle: float,
+    pcap: str | None,
     buffer_pages: int | None,
 ) -> None:
     """Follow each packet a pcap filter matches through devices and namespaces.
@@ -61,17 +71,38 @@ def trace(
       pyprobe trace icmp                       # every ICMP packet
       pyprobe trace -c 5 'host 10.0.0.2 and tcp port 80'
       pyprobe trace -j -d 10 'udp port 53'     # NDJSON, a packet a line, for 10 s
+      pyprobe trace -w drops.pcapng icmp       # and a file for Wireshark or tcpdump -r
     """
     text = " ".join(expression)
     compiled = compile_filter(text)  # a refused expression: one line, before anything loads
     tracker = view.Tracker(view.DeviceKinds(), idle=idle)
+    with ExitStack() as files:
+        writer = None
+        if pcap is not None:
+            try:
+                writer = pcapng.Writer(files.enter_context(open(pcap, "wb")))
+            except OSError as e:
+                raise PyprobeError(f"--pcap {pcap}: {e.strerror}") from None
+        _trace(text, compiled, tracker, as_json, count, duration, buffer_pages, writer)
+
+
+def _trace(
+    text: str,
+    compiled: Filter,
+    tracker: view.Tracker,
+    as_json: bool,
+    count: int | None,
+    duration: float | None,
+    buffer_pages: int | None,
+    writer: pcapng.Writer | None,
+) -> None:
     with attached(
         "trace", buffer_pages=buffer_pages, options={"expression": compiled}, stream=True
     ) as probe:
         if not as_json:
             click.echo(f"Tracing packets matching {text!r}... Ctrl-C to end", err=True)
         with ctrl_c_ends() as end:
-            shown = view.run(probe, tracker, sys.stdout, as_json, count, duration, end)
+            shown = view.run(probe, tracker, sys.stdout, as_json, count, duration, end, writer)
         lost = probe.lost()
         if lost:
             click.echo(f"lost hops: {lost} (ring buffer full: -b raises it)", err=True)

@@ -22,8 +22,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from ..core.eventcode import MONO_TO_WALL_NS
 from ..core.text import json_line, netns_cell
 from ..netns import devices, namespaces
+from . import pcapng
 
 # what each hook (PYPROBE_HOP_*, lower-cased by the event decoder) means, as shown
 WHAT = {
@@ -77,6 +79,33 @@ class Packet:
             return "(its first bytes were not seen)"
         raw = bytes(first["data"])[: first["caplen"]]
         return describe(raw, bool(first["flags"] & F_ETHERNET), first["wirelen"])
+
+    def comment(self) -> str:
+        """How it ended and the devices it went through, in a line (the
+        pcapng packet comment)."""
+        hops = self.ordered
+        end = hops[-1]
+        places: list[str] = []
+        for h in hops:
+            place = f"{netns_cell(h)}/{h.get('device') or '-'}"
+            if not places or places[-1] != place:
+                places.append(place)
+        ended = what(end) if end["hook"] in ENDS else f"last seen: {what(end)}"
+        return f"pyprobe trace: {ended}; path: {' > '.join(places)}"
+
+    def capture(self) -> tuple[int, bytes, int, bool] | None:
+        """(wall-clock ns, bytes, length on the wire, from Ethernet?) of its
+        first hop, for a pcap file; None when its bytes were not seen."""
+        first = next((h for h in self.hops if h["flags"] & F_FIRST), None)
+        if first is None:
+            return None
+        data = bytes(first["data"])[: first["caplen"]]
+        return (
+            first["ts_ns"] + MONO_TO_WALL_NS,
+            data,
+            first["wirelen"],
+            bool(first["flags"] & F_ETHERNET),
+        )
 
     def record(self) -> dict[str, Any]:
         """The packet as JSON shows it: its summary, end, and every hop."""
@@ -277,10 +306,11 @@ def run(
     count: int | None = None,
     duration: float | None = None,
     end: threading.Event | None = None,
+    pcap: pcapng.Writer | None = None,
 ) -> int:
     """Print each packet as it ends, until `count` packets were shown, the
     duration is over or `end` is set; then the ones still open. The number
-    of packets shown."""
+    of packets shown. With pcap, each is also written there."""
     deadline = time.monotonic() + duration if duration else None
     shown = 0
 
@@ -290,11 +320,16 @@ def run(
             if count is not None and shown >= count:
                 return True
             shown += 1
+            captured = p.capture() if pcap is not None else None
+            if pcap is not None and captured is not None:
+                pcap.packet(*captured, comment=p.comment())
             if as_json:
                 out.write(json_line(p.record()) + "\n")
             else:
                 out.write("\n".join(lines(p, shown)) + "\n")
         out.flush()
+        if pcap is not None:
+            pcap.flush()
         return count is not None and shown >= count
 
     while not (end is not None and end.is_set()):

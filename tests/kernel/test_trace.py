@@ -13,9 +13,11 @@ import time
 import pytest
 
 from pyprobe import cli
+from pyprobe.core import pcapfilter
 from pyprobe.lab.pair import VethPair
 from pyprobe.views import trace as view
 from tests.support import registry
+from tests.unit.test_trace import read_with_libpcap
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 N = 5
@@ -107,7 +109,7 @@ def test_a_filter_that_matches_nothing_traces_nothing(env, pair):
     assert stats["filter_runs"] >= 2 * N  # it did look: each request and each reply
 
 
-def test_the_command_prints_each_packet_and_stops_at_count(pair, capsys):
+def test_the_command_prints_each_packet_and_stops_at_count(pair, capsys, tmp_path):
     """The CLI as users run it (compiler process, program cache), NDJSON:
     pings keep coming until it has shown 3 packets (it may be compiling)."""
     sender = subprocess.Popen(
@@ -116,7 +118,8 @@ def test_the_command_prints_each_packet_and_stops_at_count(pair, capsys):
     )
     try:
         with pytest.raises(SystemExit) as e:
-            cli.main(["trace", "-j", "-c", "3", "-d", "25", f"icmp and dst host {pair.addr_b}"])
+            pcap, expression = str(tmp_path / "t.pcapng"), f"icmp and dst host {pair.addr_b}"
+            cli.main(["trace", "-j", "-c", "3", "-d", "25", "-w", pcap, expression])
             raise SystemExit(0)
     finally:
         sender.terminate()
@@ -129,3 +132,9 @@ def test_the_command_prints_each_packet_and_stops_at_count(pair, capsys):
         assert "ICMP echo request" in r["summary"] and r["end"] == "freed"
         first = r["hops"][0]
         assert (first["hook"], first["kind"], first["netns_name"]) == ("queue", "veth", pair.a)
+    # the same packets in the file, as libpcap reads it, and its filter agrees
+    _, packets = read_with_libpcap(tmp_path / "t.pcapng")
+    insns = pcapfilter.compile_bpf(f"icmp and dst host {pair.addr_b}", pcapfilter.DLT_EN10MB)
+    assert len(packets) == 3
+    assert all(pcapfilter.bpf_filter(insns, data, wire) for data, wire in packets)
+    assert all(wire == 98 for _, wire in packets)  # 14 + 84: the whole echo request

@@ -11,8 +11,10 @@ from fakes import FakeBTF, FakeLoader, fake_env
 
 from pyprobe import cli
 from pyprobe.cli.common import Context
+from pyprobe.core import pcapfilter
 from pyprobe.core.events import header
 from pyprobe.probes import default
+from pyprobe.views import pcapng
 from pyprobe.views import trace as view
 
 TraceEvent = header().layout("trace_event").ctype
@@ -190,3 +192,61 @@ def test_trace_is_not_the_exporters_nor_a_counting_command(capsys):
     assert "trace" not in default().names()
     code, out, _ = run(capsys, FakeLoader(), "trace", "--help")
     assert code == 0 and "pcap-filter expression" in out
+
+
+class _PktHdr(ctypes.Structure):
+    _fields_ = [("sec", ctypes.c_long), ("usec", ctypes.c_long), ("caplen", ctypes.c_uint32),
+                ("len", ctypes.c_uint32)]  # fmt: skip
+
+
+def read_with_libpcap(path) -> tuple[int, list[tuple[bytes, int]]]:
+    """(link type, [(bytes, length on the wire)]) as libpcap reads the file
+    (tcpdump -r reads it the same way)."""
+    lib = pcapfilter._libpcap()
+    lib.pcap_open_offline.restype = ctypes.c_void_p
+    lib.pcap_open_offline.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    lib.pcap_next_ex.argtypes = [
+        ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(_PktHdr)),
+        ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte)),
+    ]  # fmt: skip
+    lib.pcap_datalink.argtypes = [ctypes.c_void_p]
+    err = ctypes.create_string_buffer(256)
+    handle = lib.pcap_open_offline(str(path).encode(), err)
+    assert handle, err.value
+    hdr, data = ctypes.POINTER(_PktHdr)(), ctypes.POINTER(ctypes.c_ubyte)()
+    out = []
+    try:
+        while lib.pcap_next_ex(handle, ctypes.byref(hdr), ctypes.byref(data)) == 1:
+            out.append((ctypes.string_at(data, hdr.contents.caplen), hdr.contents.len))
+        return lib.pcap_datalink(handle), out
+    finally:
+        lib.pcap_close(handle)
+
+
+def test_pcap_file_has_each_packet_once_with_how_it_ended(fake, capsys, tmp_path):
+    path = tmp_path / "t.pcapng"
+    code, _, err = run(capsys, fake, "trace", "-c", "2", "-w", str(path), "icmp")
+    assert code == 0, err
+    linktype, packets = read_with_libpcap(path)
+    assert linktype == 1  # Ethernet: the first interface
+    assert packets == [(icmp_echo(1), 98), (icmp_echo(2), 98)]
+    raw = path.read_bytes()
+    assert b"pyprobe trace: DROPPED: NETFILTER_DROP" in raw  # the first packet's comment
+    assert raw.count(b"pyprobe trace: freed at") == 1
+
+
+def test_pcap_file_that_cannot_be_written_is_one_line(fake, capsys, tmp_path):
+    code, _, err = run(capsys, fake, "trace", "-w", str(tmp_path / "no" / "x.pcapng"), "icmp")
+    assert code == 2 and err.count("\n") == 1 and "No such file or directory" in err
+
+
+def test_a_packet_without_a_link_layer_header_gets_a_made_up_one(tmp_path):
+    path = tmp_path / "raw.pcapng"
+    ip = icmp_echo(4)[14:]
+    with path.open("wb") as f:
+        w = pcapng.Writer(f)
+        w.packet(1_700_000_000_123_456_789, ip, len(ip), False, "pyprobe trace: freed")
+    linktype, packets = read_with_libpcap(path)
+    assert linktype == 1
+    assert packets == [(bytes(12) + b"\x08\x00" + ip, len(ip) + 14)]
+    assert b"this Ethernet header is made up" in path.read_bytes()

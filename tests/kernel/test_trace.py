@@ -16,8 +16,7 @@ from pyprobe import cli
 from pyprobe.core import pcapfilter
 from pyprobe.lab.pair import VethPair
 from pyprobe.views import trace as view
-from tests.support import registry
-from tests.unit.test_trace import read_with_libpcap
+from tests.support import read_with_libpcap, registry
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 N = 5

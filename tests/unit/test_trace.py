@@ -11,11 +11,11 @@ from fakes import FakeBTF, FakeLoader, fake_env
 
 from pyprobe import cli
 from pyprobe.cli.common import Context
-from pyprobe.core import pcapfilter
 from pyprobe.core.events import header
 from pyprobe.probes import default
 from pyprobe.views import pcapng
 from pyprobe.views import trace as view
+from tests.support import read_with_libpcap
 
 TraceEvent = header().layout("trace_event").ctype
 HOOKS = {v: k for k, v in header().enum("HOP_").items()}  # name -> number
@@ -192,35 +192,6 @@ def test_trace_is_not_the_exporters_nor_a_counting_command(capsys):
     assert "trace" not in default().names()
     code, out, _ = run(capsys, FakeLoader(), "trace", "--help")
     assert code == 0 and "pcap-filter expression" in out
-
-
-class _PktHdr(ctypes.Structure):
-    _fields_ = [("sec", ctypes.c_long), ("usec", ctypes.c_long), ("caplen", ctypes.c_uint32),
-                ("len", ctypes.c_uint32)]  # fmt: skip
-
-
-def read_with_libpcap(path) -> tuple[int, list[tuple[bytes, int]]]:
-    """(link type, [(bytes, length on the wire)]) as libpcap reads the file
-    (tcpdump -r reads it the same way)."""
-    lib = pcapfilter._libpcap()
-    lib.pcap_open_offline.restype = ctypes.c_void_p
-    lib.pcap_open_offline.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-    lib.pcap_next_ex.argtypes = [
-        ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(_PktHdr)),
-        ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte)),
-    ]  # fmt: skip
-    lib.pcap_datalink.argtypes = [ctypes.c_void_p]
-    err = ctypes.create_string_buffer(256)
-    handle = lib.pcap_open_offline(str(path).encode(), err)
-    assert handle, err.value
-    hdr, data = ctypes.POINTER(_PktHdr)(), ctypes.POINTER(ctypes.c_ubyte)()
-    out = []
-    try:
-        while lib.pcap_next_ex(handle, ctypes.byref(hdr), ctypes.byref(data)) == 1:
-            out.append((ctypes.string_at(data, hdr.contents.caplen), hdr.contents.len))
-        return lib.pcap_datalink(handle), out
-    finally:
-        lib.pcap_close(handle)
 
 
 def test_pcap_file_has_each_packet_once_with_how_it_ended(fake, capsys, tmp_path):

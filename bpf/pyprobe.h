@@ -155,4 +155,33 @@ struct trace_event {
 	__u8 data[PYPROBE_TRACE_SNAP];
 };
 
+/* neigh_event.kind */
+#define PYPROBE_NEIGH_CREATED 1  /* an entry made (INCOMPLETE: resolution starts) */
+#define PYPROBE_NEIGH_FAILED 2   /* resolution failed: no answer after the probes */
+#define PYPROBE_NEIGH_RESOLVED 3 /* an INCOMPLETE entry got its link-layer address */
+
+/* neigh_event.old_state/new_state: NUD_* (uapi linux/neighbour.h) */
+#define PYPROBE_NUD_NONE 0x00
+#define PYPROBE_NUD_INCOMPLETE 0x01
+#define PYPROBE_NUD_REACHABLE 0x02
+#define PYPROBE_NUD_STALE 0x04
+#define PYPROBE_NUD_DELAY 0x08
+#define PYPROBE_NUD_PROBE 0x10
+#define PYPROBE_NUD_FAILED 0x20
+#define PYPROBE_NUD_NOARP 0x40
+#define PYPROBE_NUD_PERMANENT 0x80
+
+/* A neighbour (ARP/NDISC) entry's event. */
+struct neigh_event {
+	__u64 ts_ns;
+	__u32 netns;
+	__u32 ifindex;
+	__u8 addr[16]; /* the entry's IP address (IPv4 in the first 4 bytes) */
+	__u8 family;   /* AF_INET, AF_INET6 */
+	__u8 kind;
+	__u8 old_state; /* NUD_* before, where known */
+	__u8 new_state; /* NUD_* after */
+	__u32 _pad;
+};
+
 #endif /* PYPROBE_H */

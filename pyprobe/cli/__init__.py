@@ -21,8 +21,9 @@ import click
 
 from .. import __version__
 from ..errors import PyprobeError
+from ..kernel import host
 from ..probes import Registry
-from .common import CONTEXT, Context, Terminated
+from .common import CONTEXT, Context, Terminated, host_path_options
 
 # command -> the module (in this package) that defines it, as COMMANDS
 FAMILIES = {
@@ -73,6 +74,7 @@ class Commands(click.Group):
 
 @click.group(cls=Commands, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="pyprobe")
+@host_path_options
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Linux network observability on eBPF: TCP states, queues, drops, softirqs, NAPI.
@@ -81,10 +83,13 @@ def cli(ctx: click.Context) -> None:
     Examples:
       pyprobe doctor                 # what this kernel allows, and which hook each probe uses
       pyprobe tcpstates              # stream every TCP state change
-      pyprobe tcpstates -j -L 80     # NDJSON, local port 80 only
       pyprobe tcpstates --summary 5  # transition counts and live sockets, every 5 s
+      pyprobe --path.procfs /host/proc --path.sysfs /host/sys queues
+                                     # in a container: the host's /proc and /sys mounted there
     """
-    ctx.ensure_object(Context)
+    # The host paths every command reads (the --path.* options above, or
+    # those the caller's Context was given), for the whole process.
+    host.use(ctx.ensure_object(Context).host)
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -105,14 +110,16 @@ def main(
     tests give a fake loader and machine, or another tree of probes)."""
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     interrupt = signal.getsignal(signal.SIGINT)
+    paths = host.host()
     try:
         _run(argv, context or Context())
     finally:
         # Callers that outlive main() (tests, embedding) and processes forked
-        # from them must not inherit our handlers.
+        # from them must not inherit our handlers, nor our host paths.
         if restore:
             signal.signal(signal.SIGTERM, previous)
             signal.signal(signal.SIGINT, interrupt)
+            host.use(paths)
 
 
 def _run(argv: list[str] | None, context: Context) -> None:

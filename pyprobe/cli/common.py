@@ -22,6 +22,8 @@ from ..core.sizes import MAP_ENTRIES_ENV, RINGBUF_PAGES_DEFAULT, RINGBUF_PAGES_E
 from ..errors import PyprobeError
 from ..kernel import cgroups
 from ..kernel.env import DISABLE_HOOKS_ENV, KernelEnv, mount_tracefs
+from ..kernel.headers import BCC_KERNEL_SOURCE, bcc_tree
+from ..kernel.host import HostPaths, use
 from ..load.cache import DEFAULT_DIR, PROGRAM_CACHE_ENV
 from ..load.compilers import CompilerLoader
 from ..load.program import BatchLoader
@@ -96,7 +98,11 @@ def detect_env() -> KernelEnv:
     env = KernelEnv.detect()
     if env.tracefs is None:
         # Tracepoints need tracefs; mount it when we may (like bcc does for debugfs).
-        env.tracefs = mount_tracefs()
+        env.tracefs = mount_tracefs(env.host)
+    if env.headers_from_host:
+        # The host's headers (--path.rootfs), for bcc here and in the compiler
+        # processes, which inherit the environment: written, bcc reads it.
+        os.environ.update({BCC_KERNEL_SOURCE: str(bcc_tree(env.host, env.release))})
     return env
 
 
@@ -105,11 +111,14 @@ class Context:
     """What the commands run with. Every command loads like the exporter:
     through compiler processes and the program cache (load/compilers.py,
     load/cache.py), so a kept program starts without clang and bcc's memory
-    never enters this process (a stream's ring buffer comes back as an fd)."""
+    never enters this process (a stream's ring buffer comes back as an fd).
+    host: where the host's /proc, /sys and / are (--path.*), installed for
+    the process before the command runs (kernel/host.py)."""
 
     registry: Registry = field(default_factory=default)
     env: Callable[[], KernelEnv] = detect_env
     loader: Callable[[], BatchLoader] = CompilerLoader
+    host: HostPaths = field(default_factory=HostPaths)
 
 
 def context() -> Context:
@@ -172,6 +181,55 @@ def attached_many(
         if errors:
             raise next(iter(errors.values()))
         yield probes
+
+
+HOST_PATHS = (
+    (
+        "--path.procfs",
+        "/proc",
+        "The host's procfs: the kernel's counters (softirqs, stat, net/softnet_stat), "
+        "kallsyms, every process's ns/net and fd (namespaces, socket owners). This "
+        "process's own capabilities and namespace are read from its own /proc.",
+    ),
+    (
+        "--path.sysfs",
+        "/sys",
+        "The host's sysfs: kernel/btf/vmlinux, kernel/tracing (tracepoint formats; "
+        "mounted there when missing), fs/cgroup (the cgroup v2 tree). bcc attaches "
+        "classic tracepoints through this process's own /sys/kernel/tracing.",
+    ),
+    (
+        "--path.rootfs",
+        "/",
+        "The host's root: its /run/netns (namespace names), /var/lib/kubelet/pods (pod "
+        "names) and /lib/modules (kernel headers: where this process has none, bcc is "
+        "given the host's).",
+    ),
+)
+
+
+def _host_path(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """--path.X given: checked now (a wrong one is one line and exit 2,
+    before any program is loaded or port bound) and in use from now on."""
+    if value is None:
+        return
+    obj = ctx.ensure_object(Context)
+    obj.host = obj.host.with_flag(param.opts[0], value)
+    use(obj.host)
+
+
+def host_path_options(f: Any) -> Any:
+    """--path.procfs, --path.sysfs, --path.rootfs (node_exporter's names)."""
+    for flag, fallback, text in reversed(HOST_PATHS):
+        f = click.option(
+            flag,
+            flag.replace(".", "_").lstrip("-"),
+            metavar="PATH",
+            expose_value=False,
+            callback=_host_path,
+            help=f"{text}  [default: {fallback}]",
+        )(f)
+    return f
 
 
 class Seconds(click.ParamType):

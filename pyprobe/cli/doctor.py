@@ -11,12 +11,20 @@ from ..core import compile as precompile
 from ..core.costs import cost
 from ..core.native import NATIVE_ENV
 from ..errors import PyprobeError
-from ..kernel.env import CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN, KernelEnv
+from ..kernel.container import Confinement, mount_type
+from ..kernel.env import KernelEnv
 from ..load import cache, ringbuf
 from ..load.bcc import bcc_version
 from ..load.program import preflight
 from ..probes import Registry
 from .common import environment_set
+from .container import (
+    btf_advice,
+    capability_lines,
+    container_lines,
+    headers_advice,
+    tracefs_advice,
+)
 
 OK, NO, INFO = "ok", "!!", "--"
 
@@ -56,25 +64,39 @@ def report(env: KernelEnv, registry: Registry, echo: Callable[[str], None]) -> b
         echo(f"[{mark}] {what:<14} {detail}")
 
     echo(f"pyprobe {importlib.metadata.version('pyprobe')} on kernel {env.release}")
+    confinement = Confinement.detect(env.host)
+    # In a container, what is missing comes with the podman flag and the
+    # Kubernetes field that bring it in.
+    boxed = confinement.in_container
+    if not env.host.is_default:
+        line(INFO, "host paths", env.host.describe())
     line(
         OK if env.btf() else NO,
         "BTF",
         str(env.btf_path)
         if env.btf()
-        else "missing: raw tracepoints and kprobes need struct offsets (CONFIG_DEBUG_INFO_BTF=y)",
+        else "missing: raw tracepoints and kprobes need struct offsets (CONFIG_DEBUG_INFO_BTF=y)"
+        + (f" — {btf_advice(env)}" if boxed else ""),
     )
+    where = env.host.tracefs_candidates[0]
     if env.tracefs:
         line(OK, "tracefs", str(env.tracefs))
-    elif not env.can_load_bpf:  # tracefs is 0700: without privilege it looks absent
+    elif any(mount_type(p) == "tracefs" for p in env.host.tracefs_candidates):
+        # tracefs is 0700: without privilege it looks absent
         line(NO, "tracefs", "not readable without root (or not mounted): run as root")
     else:
-        line(NO, "tracefs", "not mounted: mount -t tracefs tracefs /sys/kernel/tracing")
+        line(
+            NO,
+            "tracefs",
+            f"not mounted, nor mountable here: mount -t tracefs tracefs {where}"
+            + (f" — {tracefs_advice(env)}" if boxed else ""),
+        )
     if env.headers is None:
         line(
             NO,
             "headers",
             f"missing: /lib/modules/{env.release}/build: install linux-headers-{env.release} "
-            "(in a checkout, `make setup` does)",
+            "(in a checkout, `make setup` does)" + (f" — {headers_advice(env)}" if boxed else ""),
         )
     elif env.headers_match:
         line(OK, "headers", f"{env.headers} ({env.headers_release}, matches)")
@@ -93,6 +115,12 @@ def report(env: KernelEnv, registry: Registry, echo: Callable[[str], None]) -> b
             f"{env.release} and there is no BTF: probes that read kernel structs cannot "
             f"run (install linux-headers-{env.release}, or use a kernel with BTF)",
         )
+    if env.headers_from_host:
+        line(
+            INFO,
+            "headers",
+            "the host's, under --path.rootfs: bcc is given them (BCC_KERNEL_SOURCE)",
+        )
     line(
         OK if env.kprobes else INFO,
         "kprobes",
@@ -100,18 +128,10 @@ def report(env: KernelEnv, registry: Registry, echo: Callable[[str], None]) -> b
         if env.kprobes
         else "not available (CONFIG_KPROBES off): kprobe fallbacks cannot be used here",
     )
-    caps = {
-        "CAP_BPF": CAP_BPF,
-        "CAP_PERFMON": CAP_PERFMON,
-        "CAP_SYS_ADMIN": CAP_SYS_ADMIN,
-        "CAP_NET_ADMIN": CAP_NET_ADMIN,
-    }
-    have = [n for n, c in caps.items() if env.has_cap(c)]
-    line(
-        OK if env.can_load_bpf else NO,
-        "capabilities",
-        ", ".join(have) if have else "none: run as root (or grant CAP_BPF+CAP_PERFMON)",
-    )
+    for fact in capability_lines(env, confinement):
+        line(*fact)
+    for fact in container_lines(env, confinement):
+        line(*fact)
     line(
         OK if env.bcc else NO,
         "bcc",

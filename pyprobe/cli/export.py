@@ -12,7 +12,7 @@ from ..load.cache import DEFAULT_DIR
 from ..logs import FORMATS, LEVELS
 from ..logs import setup as setup_logging
 from ..paths import rules_file, systemd_unit
-from .common import CONTEXT, LOADING, Documented, Terminated, context
+from .common import CONTEXT, LOADING, Documented, Terminated, context, host_path_options
 
 
 @click.command(
@@ -89,6 +89,7 @@ from .common import CONTEXT, LOADING, Documented, Terminated, context
     is_flag=True,
     help="Count BPF run time per program while running (BPF_ENABLE_STATS; off again on exit).",
 )
+@host_path_options
 @click.option(
     "--log.level",
     "log_level",
@@ -127,6 +128,11 @@ def export_cmd(
     cannot run is reported (pyprobe_probe_attached 0) and the rest serve,
     unless --strict. SIGHUP re-reads --web.config.file (a bad one keeps the
     old); SIGTERM/SIGINT detach everything and exit 0.
+
+    \b
+    In a container, with the host's trees mounted at other paths:
+      pyprobe export --path.procfs /host/proc --path.sysfs /host/sys --path.rootfs /host
+    (`pyprobe doctor` with the same flags says what the container lacks).
     """
     setup_logging(log_level, log_format)
     opts = Options(

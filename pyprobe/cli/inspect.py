@@ -13,7 +13,7 @@ from ..kernel.env import DISABLE_HOOKS_ENV
 from ..load.compilers import CompilerLoader
 from ..paths import dashboards_dir, rules_file
 from ..views.dashboard import render
-from .common import CONTEXT, ENVIRONMENT, LOADING, Documented, context
+from .common import CONTEXT, ENVIRONMENT, LOADING, Documented, context, host_path_options
 from .doctor import report
 
 
@@ -47,10 +47,16 @@ def list_probes() -> None:
 
 
 @click.command(cls=Documented, context_settings=CONTEXT, environment=tuple(ENVIRONMENT))
+@host_path_options
 def doctor() -> None:
     """Check kernel, BTF, tracefs, headers, kprobes, capabilities, and every probe's hook.
 
-    Exits 0 when at least one probe can run here, 2 otherwise.
+    Each capability pyprobe lacks, with what it is needed for. Inside a
+    container (podman's /run/.containerenv, docker's /.dockerenv, a runtime's
+    cgroup, a pid, user or cgroup namespace not the host's), also whether it
+    sees the host's processes (hostPID) and network namespace (hostNetwork),
+    and for each missing piece the podman flag and the Kubernetes field that
+    bring it in. Exits 0 when at least one probe can run here, 2 otherwise.
     """
     ctx = context()
     ok = report(ctx.env(), ctx.registry, click.echo)

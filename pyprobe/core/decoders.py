@@ -13,6 +13,7 @@ from ..kernel.env import KernelEnv
 from ..kernel.names import (
     SOFTIRQ_NAMES,
     eth_protocol,
+    family,
     icmp_code,
     icmp_type,
     ip_protocol,
@@ -30,6 +31,8 @@ DECODERS: dict[str, Callable[[int], str]] = {
     "eth_protocol": eth_protocol,
     "ip_protocol": ip_protocol,
     "icmp_type": icmp_type,
+    "address_family": family,
+    "neigh_event": lambda v: {1: "created", 2: "failed", 3: "resolved"}.get(v, str(v)),
     "direction": lambda v: "receive" if v else "transmit",
     "queue_event": lambda v: (
         ("rcvqueue_full", "exceed_rmem", "exceed_wmem")[v] if v < 3 else str(v)

@@ -126,7 +126,8 @@ def _point_problem(kind: str, point: Point, env: KernelEnv) -> str:
             return f"this kernel does not load a BTF-typed (tp_btf) program on {target}"
     elif kind == "tracepoint":
         if env.tracefs is None:
-            return "tracefs not mounted (mount -t tracefs tracefs /sys/kernel/tracing)"
+            where = env.host.tracefs_candidates[0]
+            return f"tracefs not mounted (mount -t tracefs tracefs {where})"
         if not env.tracepoint_exists(target):
             return f"no tracepoint {target} in this kernel"
         missing = [f for f in point.fields if f not in env.tracepoint_fields(target)]

@@ -56,5 +56,6 @@ SOURCES: dict[str, Callable[[float], list[Row]]] = {
     "softirqs": _now(procfs.softirqs),  # /proc/softirqs: cpu, vector, value (runs)
     "softirq_seconds": _now(procfs.softirq_seconds),  # /proc/stat: cpu, value (seconds)
     "softnet": _now(procfs.softnet),  # /proc/net/softnet_stat: cpu, processed, dropped, squeezes
+    "neigh_tables": _now(procfs.neigh_tables),  # /proc/net/stat/*_cache: family, entries...
     "devices": devices,  # every namespace's devices: netns, netns_name, device, rx_packets...
 }

@@ -13,6 +13,8 @@ import ctypes
 import os
 import struct
 
+from ..kernel.host import host
+
 SYS_BPF = 321  # x86_64
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_ENABLE_STATS = 32
@@ -42,7 +44,7 @@ def enable_stats() -> int:
 
 def stats_enabled() -> bool:
     try:
-        with open("/proc/sys/kernel/bpf_stats_enabled") as f:
+        with open(host().proc("sys", "kernel", "bpf_stats_enabled")) as f:
             return f.read().strip() == "1"
     except OSError:
         return False

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from ..core.attach import attach_each
 from ..errors import PyprobeError
 from ..kernel.env import KernelEnv
+from ..kernel.host import host as host_paths
 from ..load.bcc import release_compiler_memory
 from ..load.program import BatchLoader, preflight
 from ..logs import kv
@@ -108,6 +109,12 @@ def run(
     # A problem no probe can get past (privileges, bcc, headers) is fatal now,
     # not a daemon serving only its own metrics.
     preflight(env)
+    paths = host_paths()
+    if not paths.is_default:  # --path.*: checked when given
+        log.info(
+            "host paths",
+            extra=kv(procfs=paths.procfs, sysfs=paths.sysfs, rootfs=paths.rootfs),
+        )
     # 2. the port: a port in use fails here, before any program is loaded
     collectors = own_registry()
     reload_state = {"ok": True, "at": time.time()}

@@ -1,4 +1,4 @@
-"""Minimal reader of the kernel's BTF (/sys/kernel/btf/vmlinux).
+"""Minimal reader of the kernel's BTF (/sys/kernel/btf/vmlinux, under the host's sysfs).
 
 Only what pyprobe needs: member offsets/sizes along a dotted path such as
 "sock_common.skc_net.net" (descending into anonymous unions and structs), and
@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-VMLINUX = Path("/sys/kernel/btf/vmlinux")
+from .host import host
 
 _MAGIC = 0xEB9F
 # kinds
@@ -71,8 +71,8 @@ class BTF:
         self._index(self._types_at, self._types_at + type_len)
 
     @classmethod
-    def load(cls, path: Path = VMLINUX) -> BTF:
-        return cls(path.read_bytes())
+    def load(cls, path: Path | None = None) -> BTF:
+        return cls((path or host().btf).read_bytes())
 
     # -- parsing -------------------------------------------------------------
     def _index(self, pos: int, end: int) -> None:

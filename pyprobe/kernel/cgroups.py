@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .host import host
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 KUBELET_PODS = Path("/var/lib/kubelet/pods")
 REFRESH = 1.0  # s between walks of the tree for an unknown id
@@ -78,13 +80,13 @@ def parse(cgroup_id: int, path: str, pods: dict[str, str] | None = None) -> Cgro
     return Cgroup(cgroup_id, path, container, pod)
 
 
-def kubelet_pods(root: Path = KUBELET_PODS) -> dict[str, str]:
+def kubelet_pods(root: Path | None = None) -> dict[str, str]:
     """Pod UID -> namespace/name, from the kubelet's directory on this host:
     each pod's etc-hosts names it (the pod's hostname is its name) and its
     volumes' service account token says its namespace, where present."""
     out: dict[str, str] = {}
     try:
-        entries = list(root.iterdir())
+        entries = list((root or host().kubelet_pods).iterdir())
     except OSError:
         return out
     for pod in entries:
@@ -117,9 +119,12 @@ def kubelet_pods(root: Path = KUBELET_PODS) -> dict[str, str]:
     return out
 
 
-def v2_root(mounts: Path = Path("/proc/self/mounts")) -> Path | None:
+def v2_root(mounts: Path | None = None) -> Path | None:
     """Where cgroup v2 is mounted: /sys/fs/cgroup (unified), or beside the v1
-    hierarchies (hybrid: /sys/fs/cgroup/unified); None when it is not."""
+    hierarchies (hybrid: /sys/fs/cgroup/unified); None when it is not. The
+    host's, under --path.sysfs (kernel/host.py), unless a mount table is given."""
+    if mounts is None:
+        return host().cgroup2()
     try:
         for line in mounts.read_text().splitlines():
             fields = line.split()
@@ -134,9 +139,9 @@ class Cgroups:
     """Cgroup ids -> Cgroup, for every cgroup under the v2 root (BPF's ids
     are v2's, on a hybrid host too)."""
 
-    def __init__(self, root: Path | None = None, kubelet: Path = KUBELET_PODS) -> None:
-        self.root = root or v2_root() or CGROUP_ROOT
-        self.kubelet = kubelet
+    def __init__(self, root: Path | None = None, kubelet: Path | None = None) -> None:
+        self.root = root or v2_root() or host().sys("fs", "cgroup")
+        self.kubelet = kubelet or host().kubelet_pods
         self._known: dict[int, Cgroup] = {}
         self._at = float("-inf")
         self._lock = threading.Lock()

@@ -3,6 +3,10 @@
 
 Everything the hook choice and `pyprobe doctor` need: tracefs, tracepoints,
 kprobes, BTF, kernel headers (and whether they match), capabilities, bcc.
+The kernel's files are read under the host paths (kernel/host.py); the
+headers are this process's own /lib/modules (bcc compiles with those), else
+the host's under --path.rootfs (kernel/headers.py); its capabilities are its
+own /proc/self/status.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from pathlib import Path
 
 from . import programs
 from .btf import BTF, BTFError
+from .headers import host_build
+from .host import HostPaths, host
 
-TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 21, 38, 39
 # Hook kinds (or KIND:point labels) never to choose, comma-separated: tests
 # and VMs force the fallbacks with it (core/hooks.py).
@@ -53,19 +58,26 @@ class KernelEnv:
     cap_eff: int
     bcc: bool
     disabled_hooks: frozenset[str] = frozenset()
+    host: HostPaths = field(default_factory=HostPaths)
     _btf: BTF | None = field(default=None, repr=False)
     _tp_btf: dict[str, bool] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def detect(cls) -> KernelEnv:
+    def detect(cls, paths: HostPaths | None = None) -> KernelEnv:
+        paths = paths or host()
         release = os.uname().release
-        tracefs = next((p for p in TRACEFS_CANDIDATES if _is_dir(p / "events")), None)
-        btf = Path("/sys/kernel/btf/vmlinux")
+        tracefs = next((p for p in paths.tracefs_candidates if _is_dir(p / "events")), None)
+        btf = paths.btf
+        # bcc reads the headers of its own mount namespace; where it has none,
+        # the host's under --path.rootfs (bcc is told: headers_from_host)
         build = Path(f"/lib/modules/{release}/build")
         headers = build if _is_dir(build / "include") else None
-        kprobes = Path("/sys/bus/event_source/devices/kprobe").exists() or bool(
+        if headers is None and paths.rootfs != Path("/"):
+            headers = host_build(paths, release)
+        kprobes = paths.sys("bus", "event_source", "devices", "kprobe").exists() or bool(
             tracefs and (tracefs / "kprobe_events").exists()
         )
+        # the process's own capabilities, whichever procfs is the host's
         m = re.search(r"^CapEff:\s*([0-9a-f]+)", _read(Path("/proc/self/status")), re.M)
         disabled = os.environ.get(DISABLE_HOOKS_ENV, "")
         return cls(
@@ -78,12 +90,20 @@ class KernelEnv:
             cap_eff=int(m.group(1), 16) if m else 0,
             bcc=importlib.util.find_spec("bcc") is not None,
             disabled_hooks=frozenset(x.strip() for x in disabled.split(",") if x.strip()),
+            host=paths,
         )
 
     # -- derived facts ---------------------------------------------------------
     @property
     def headers_match(self) -> bool:
         return self.headers_release == self.release
+
+    @property
+    def headers_from_host(self) -> bool:
+        """The headers are the host's under --path.rootfs, not this process's
+        /lib/modules: bcc must be given them (BCC_KERNEL_SOURCE)."""
+        own = Path(f"/lib/modules/{self.release}/build")
+        return self.headers is not None and self.headers != own
 
     def has_cap(self, cap: int) -> bool:
         return bool(self.cap_eff >> cap & 1)
@@ -152,7 +172,7 @@ class KernelEnv:
 @functools.cache
 def _kallsyms() -> dict[str, bool]:
     syms: dict[str, bool] = {}
-    for line in _read(Path("/proc/kallsyms")).splitlines():
+    for line in _read(host().proc("kallsyms")).splitlines():
         parts = line.split()
         if len(parts) >= 3 and parts[1] in "tTwW":
             syms[parts[2]] = True
@@ -168,9 +188,10 @@ def _headers_release(build: Path) -> str | None:
     return m.group(1) if m else None
 
 
-def mount_tracefs() -> Path | None:
-    """Mount tracefs where it is missing (needs root); None when it cannot be."""
-    target = TRACEFS_CANDIDATES[0]
+def mount_tracefs(paths: HostPaths | None = None) -> Path | None:
+    """Mount tracefs where it is missing (under the host's sysfs; needs
+    CAP_SYS_ADMIN); None when it cannot be."""
+    target = (paths or host()).tracefs_candidates[0]
     if _is_dir(target / "events"):
         return target
     if os.geteuid() != 0 or not _is_dir(target):

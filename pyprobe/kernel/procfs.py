@@ -1,21 +1,33 @@
 """What the kernel counts already, in procfs: read when asked (a scrape, a
 report), at no cost to the workload in between. The running kernel's own
 files, never a model of them: columns are read by their headers where the
-file has headers."""
+file has headers. The host's procfs (--path.procfs) unless another is given."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-PROC = Path("/proc")
+from ..errors import PyprobeError
+from .host import host
+
 USER_HZ = os.sysconf("SC_CLK_TCK")  # /proc/stat's unit (100 on Linux)
 
 
-def softirqs(proc: Path = PROC) -> list[dict]:
+def _read(proc: Path | None, *parts: str) -> str:
+    """A file of the host's procfs; one that cannot be read is a one-line
+    error naming it (a --path.procfs that is not the host's procfs, say)."""
+    path = (proc or host().procfs).joinpath(*parts)
+    try:
+        return path.read_text()
+    except OSError as e:
+        raise PyprobeError(f"cannot read {path}: {e.strerror} (--path.procfs)") from None
+
+
+def softirqs(proc: Path | None = None) -> list[dict]:
     """/proc/softirqs: runs of each vector on each CPU (what the kernel
     counts in __do_softirq)."""
-    lines = (proc / "softirqs").read_text().splitlines()
+    lines = _read(proc, "softirqs").splitlines()
     cpus = [c.removeprefix("CPU") for c in lines[0].split()]
     out = []
     for line in lines[1:]:
@@ -25,11 +37,11 @@ def softirqs(proc: Path = PROC) -> list[dict]:
     return out
 
 
-def softirq_seconds(proc: Path = PROC) -> list[dict]:
+def softirq_seconds(proc: Path | None = None) -> list[dict]:
     """/proc/stat: time each CPU spent in softirqs (its 7th column, in
     USER_HZ ticks; exact where the kernel has IRQ time accounting)."""
     out = []
-    for line in (proc / "stat").read_text().splitlines():
+    for line in _read(proc, "stat").splitlines():
         name, *fields = line.split()
         if name.startswith("cpu") and name != "cpu" and len(fields) >= 7:
             out.append({"cpu": name[3:], "value": int(fields[6]) / USER_HZ})
@@ -40,14 +52,44 @@ def softirq_seconds(proc: Path = PROC) -> list[dict]:
 SOFTNET = ("processed", "dropped", "time_squeeze")
 
 
-def softnet(proc: Path = PROC) -> list[dict]:
+def softnet(proc: Path | None = None) -> list[dict]:
     """/proc/net/softnet_stat: per CPU, packets the receive softirq
     processed, dropped (the backlog full) and the times it ran out of budget
     or time with work left (time_squeeze). A line per online CPU; its CPU
     is the 13th column where the kernel writes it (5.10+), else the line."""
     out = []
-    for n, line in enumerate((proc / "net" / "softnet_stat").read_text().splitlines()):
+    for n, line in enumerate(_read(proc, "net", "softnet_stat").splitlines()):
         cols = [int(c, 16) for c in line.split()]
         cpu = cols[12] if len(cols) > 12 else n
         out.append({"cpu": str(cpu), **dict(zip(SOFTNET, cols, strict=False))})
+    return out
+
+
+# The neighbour tables' own counters (net/core/neighbour.c neigh_stat_seq_show):
+# one line per CPU, hex; "entries" is the table's, the same on every line.
+NEIGH_TABLES = {"IPv4": "arp_cache", "IPv6": "ndisc_cache"}
+NEIGH_SYSCTL = {"IPv4": "ipv4", "IPv6": "ipv6"}
+
+
+def neigh_tables(proc: Path | None = None) -> list[dict]:
+    """/proc/net/stat/{arp,ndisc}_cache summed over CPUs, per family: entries
+    (every namespace's: the table is the kernel's, one for all), allocs,
+    res_failed (resolutions that failed), table_fulls (forced GC found no
+    room: the overflow one veth per sandbox hits); and the table's
+    gc_thresh3, the hard limit (/proc/sys/net/*/neigh/default)."""
+    proc = proc or host().procfs
+    out = []
+    for family, name in NEIGH_TABLES.items():
+        try:
+            lines = (proc / "net" / "stat" / name).read_text().splitlines()
+            limit = proc / "sys" / "net" / NEIGH_SYSCTL[family] / "neigh" / "default" / "gc_thresh3"
+            gc_thresh3 = int(limit.read_text())
+        except FileNotFoundError:  # IPv6 off
+            continue
+        header = lines[0].split()
+        totals = dict.fromkeys(header, 0)
+        for line in lines[1:]:
+            for key, value in zip(header, line.split(), strict=False):
+                totals[key] = int(value, 16) if key == "entries" else totals[key] + int(value, 16)
+        out.append({"family": family, **totals, "gc_thresh3": gc_thresh3})
     return out

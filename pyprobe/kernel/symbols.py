@@ -9,15 +9,18 @@ import itertools
 import re
 from pathlib import Path
 
+from .host import host
+
 _TEXT_SYMBOL = re.compile(rb"^([0-9a-f]+) [tTwW] (\S+)", re.M)
 
 
 class Symbols:
-    """Kernel addresses -> function names, from /proc/kallsyms (root sees addresses)."""
+    """Kernel addresses -> function names, from /proc/kallsyms (root sees
+    addresses: CAP_SYSLOG; the host's procfs unless another path is given)."""
 
-    def __init__(self, path: Path = Path("/proc/kallsyms")) -> None:
+    def __init__(self, path: Path | None = None) -> None:
         try:
-            text = path.read_bytes()
+            text = (path or host().proc("kallsyms")).read_bytes()
         except OSError:
             text = b""
         # One regex pass over the file, not a split per line (~120k lines:

@@ -41,6 +41,7 @@ from .. import __version__
 from ..errors import PyprobeError
 from ..kernel import programs
 from ..kernel.bpf import create_map, map_info
+from ..kernel.host import host
 from ..kernel.points import Hook
 from ..logs import kv
 from .maps import MapLayout
@@ -358,6 +359,6 @@ def _safe(st: os.stat_result, path: Path) -> None:
 
 def _possible_cpus() -> str:
     try:
-        return Path("/sys/devices/system/cpu/possible").read_text().strip()
+        return host().sys("devices", "system", "cpu", "possible").read_text().strip()
     except OSError:
         return ""

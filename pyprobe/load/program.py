@@ -97,8 +97,10 @@ def preflight(env: KernelEnv) -> None:
             "(a venv needs --system-site-packages; PyPI's 'bcc' is a different project)"
         )
     if env.headers is None:
+        root = env.host.rootfs
+        host = "" if root == Path("/") else f" (nor under --path.rootfs {root})"
         raise PyprobeError(
-            f"no kernel headers at /lib/modules/{env.release}/build: install "
+            f"no kernel headers at /lib/modules/{env.release}/build{host}: install "
             f"linux-headers-{env.release} (in a checkout, `make setup` installs those or "
             "the nearest ones and links them)"
         )

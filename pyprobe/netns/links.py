@@ -109,12 +109,18 @@ def read_namespaces() -> None:
 
 def netns_name(inode: int) -> str:
     """The name under /run/netns of a namespace inode, "" when it has none."""
-    return _netns_names().get(inode, "")
+    name = _netns_names(stale_after=1.0).get(inode)
+    if name is None:
+        # A namespace newer than the table (a container or `ip netns add`
+        # since the last read): read again now, at most 20 times a second,
+        # rather than print its first events without a name for a second.
+        name = _netns_names(stale_after=0.05).get(inode, "")
+    return name
 
 
-def _netns_names() -> dict[int, str]:
+def _netns_names(stale_after: float) -> dict[int, str]:
     now = time.monotonic()
-    if now - _NETNS_CACHE[0] > 1:
+    if now - _NETNS_CACHE[0] > stale_after:
         _NETNS_CACHE[:] = [now, named_netns()]
     names: dict[int, str] = _NETNS_CACHE[1]
     return names

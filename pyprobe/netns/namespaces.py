@@ -1,6 +1,10 @@
 """Network namespaces: named by inode (what BPF sees) and, when it has one,
 by its name under /run/netns (what `ip netns` users know); listed, resolved
 and entered, one thread at a time (setns changes only the calling thread).
+
+The host's namespaces are found under the host paths (kernel/host.py):
+--path.rootfs's /run/netns and every process of --path.procfs; the namespace
+a thread is in is its own /proc/thread-self's.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import PyprobeError
+from ..kernel.host import host
 from . import rtnl
 
-NETNS_RUN_DIR = Path("/run/netns")
+NETNS_RUN_DIR = Path("/run/netns")  # this process's own: where `ip netns add` (the lab) names one
 T = TypeVar("T")
 
 
@@ -30,10 +35,11 @@ def self_netns() -> int:
 
 
 def named_netns() -> dict[int, str]:
-    """inode -> name for the namespaces under /run/netns."""
+    """inode -> name for the namespaces under the host's /run/netns."""
     names: dict[int, str] = {}
-    if NETNS_RUN_DIR.is_dir():
-        for entry in sorted(NETNS_RUN_DIR.iterdir()):
+    run_dir = host().netns_dir
+    if run_dir.is_dir():
+        for entry in sorted(run_dir.iterdir()):
             try:
                 names[inode_of(entry)] = entry.name
             except OSError:
@@ -56,15 +62,16 @@ def netns_cookie() -> int | None:
 
 
 def netns_paths(denied: list[str] | None = None) -> dict[int, list[str]]:
-    """inode -> the paths that name it (/run/netns first, then /proc/PID/ns/net),
-    for every namespace in use on the host. Paths we may not look at are
-    appended to `denied`."""
+    """inode -> the paths that name it (/run/netns first, then /proc/PID/ns/net,
+    under the host paths), for every namespace in use on the host. Paths we
+    may not look at are appended to `denied`."""
     found: dict[int, list[str]] = {}
-    names = [str(e) for e in NETNS_RUN_DIR.iterdir()] if NETNS_RUN_DIR.is_dir() else []
-    links = [f"/proc/{pid}/ns/net" for pid in os.listdir("/proc") if pid.isdigit()]
-    for path in (*names, *links):
+    run_dir, proc = host().netns_dir, host().procfs
+    names = [str(e) for e in run_dir.iterdir()] if run_dir.is_dir() else []
+    links = [f"{proc}/{pid}/ns/net" for pid in os.listdir(proc) if pid.isdigit()]
+    for path, link in (*((n, False) for n in names), *((p, True) for p in links)):
         try:
-            inode = _ns_inode(path)
+            inode = _ns_inode(path, link)
         except PermissionError:
             _deny(denied, path)
             continue
@@ -74,14 +81,14 @@ def netns_paths(denied: list[str] | None = None) -> dict[int, list[str]]:
     return found
 
 
-def _ns_inode(path: str) -> int:
+def _ns_inode(path: str, link: bool) -> int:
     # A process's link reads "net:[INODE]": a third of a stat()'s cost, and a
     # scrape looks at every process. Names under /run/netns are bind mounts,
     # not links: those are stat()ed.
-    if path.startswith("/proc/"):
-        link = os.readlink(path)
-        if link.startswith("net:[") and link[5:-1].isdigit():
-            return int(link[5:-1])
+    if link:
+        target = os.readlink(path)
+        if target.startswith("net:[") and target[5:-1].isdigit():
+            return int(target[5:-1])
     return inode_of(path)
 
 
@@ -101,10 +108,10 @@ def resolve_netns(spec: str) -> int:
                 "(lsns -t net lists them)"
             )
         return int(spec)
-    path = NETNS_RUN_DIR / spec
+    path = host().netns_dir / spec
     if "/" in spec or not path.exists():
         raise PyprobeError(
-            f"unknown network namespace {spec!r}: not an inode and not in {NETNS_RUN_DIR}"
+            f"unknown network namespace {spec!r}: not an inode and not in {host().netns_dir}"
         )
     return inode_of(path)
 

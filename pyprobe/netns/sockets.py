@@ -6,6 +6,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from ..kernel.host import host
 from ..kernel.names import tcp_state
 from . import sockdiag
 from .namespaces import in_netns
@@ -27,15 +28,17 @@ def tcp_state_counts(netns_path: str | Path | None = None) -> Counter[str]:
 
 
 def socket_owners() -> dict[int, tuple[int, str]]:
-    """socket inode -> (pid, comm) from /proc/*/fd, like `ss -p` (first owner wins)."""
+    """socket inode -> (pid, comm) from the host's /proc/*/fd, like `ss -p`
+    (first owner wins)."""
     owners: dict[int, tuple[int, str]] = {}
-    for pid in os.listdir("/proc"):
+    proc = host().procfs
+    for pid in os.listdir(proc):
         if not pid.isdigit():
             continue
-        fd_dir = f"/proc/{pid}/fd"
+        fd_dir = f"{proc}/{pid}/fd"
         try:
             fds = os.listdir(fd_dir)
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            comm = Path(f"{proc}/{pid}/comm").read_text().strip()
         except OSError:
             continue
         for fd in fds:

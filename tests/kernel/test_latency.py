@@ -64,5 +64,9 @@ def test_time_in_state_histograms_count_every_change_after_the_first(env):
         if (e["oldstate"], e["newstate"]) == ("SYN_SENT", "ESTABLISHED") and str(e["netns"]) == ns_a
     ]
     assert len(streamed) == N
-    assert connect["sum"] == pytest.approx(sum(streamed) / 1000, rel=0.02)
+    # The histogram and the stream are two programs on the same tracepoint,
+    # each reading the clock: at a socket's birth the first one's LRU insert
+    # falls between the two reads (0.2 us idle, 1.6 us average measured with
+    # the machine busy), so the two sums agree to a few us per connection.
+    assert connect["sum"] == pytest.approx(sum(streamed) / 1000, rel=0.02, abs=N * 3e-6)
     assert sum(connect["buckets"]) == N and connect["p50"] > 0

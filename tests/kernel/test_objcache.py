@@ -147,7 +147,8 @@ def test_pyprobe_compile_fills_the_cache_the_exporter_then_loads(cache, no_progr
     every = registry.names()
     # each probe's exporter program, and the CLI's stream of those that have one
     streams = [n for n in every if registry.create(n).manifest.event is not None]
-    assert streams == ["drops", "tcpretrans", "tcpstates"]
+    # (a new probe with an event joins this list without touching the test)
+    assert {"drops", "tcpretrans", "tcpstates"} <= set(streams), streams
     programs = [p for n in every for p in (n, f"{n} (stream)") if p in every or n in streams]
     programs.insert(programs.index("tcpstates (stream)") + 1, "tcpstates (tcplife)")
     assert compiled_ahead(KernelEnv.detect(), registry)[2].startswith(f"0 of {len(programs)} ")

@@ -590,3 +590,48 @@ def test_icmp_errors_equal_the_kernels_out_type_counts(pair, env):
         (e["type"], e["code"], e["saddr"], e["daddr"], e["dport"], e["l4"], e["netns_name"])
         for e in mine
     } == {("dest_unreach", 3, pair.addr_a, pair.addr_b, 9, "UDP", pair.b)}
+
+
+# -- neigh --------------------------------------------------------------------------------
+def test_neighbour_failures_and_resolutions_equal_the_tables_counts(pair, env):
+    """UDP to 4 addresses nobody has on a's link: 4 entries made, 4 failed
+    resolutions (probes 100 ms apart, 2 of them); the table's res_failed
+    (one for all namespaces) moves by what the probe counts everywhere.
+    And a's peer b: made and resolved."""
+    from pyprobe.kernel import procfs
+
+    def failed_everywhere() -> int:
+        return sum(r["res_failed"] for r in procfs.neigh_tables() if r["family"] == "IPv4")
+
+    sh(
+        pair.a,
+        f"sysctl -qw net.ipv4.neigh.{pair.dev_a}.retrans_time_ms=100 "
+        f"net.ipv4.neigh.{pair.dev_a}.mcast_solicit=2",
+    )
+    absent = [pair.addr_a.rsplit(".", 1)[0] + f".{200 + i}" for i in range(4)]
+    probe = registry.create("neigh", env=env)
+    with probe:
+        probe.attach(stream=True)
+        before = failed_everywhere()
+        for addr in [*absent, pair.addr_b]:
+            traffic.udp_blast(pair.path(pair.a), addr, 9, 1)
+        time.sleep(1.0)  # 2 probes 100 ms apart, then FAILED
+        ours = {
+            (r["netns"], r["device"], r["event"]): r["value"]
+            for r in rows(probe, "neigh_events_total")
+        }
+        after = failed_everywhere()
+        events = [e for e in probe.events(100) if e["netns"] == pair.inode(pair.a)]
+    ns_a = str(pair.inode(pair.a))
+    assert ours[(ns_a, pair.dev_a, "created")] == 5
+    assert ours[(ns_a, pair.dev_a, "failed")] == 4
+    assert ours[(ns_a, pair.dev_a, "resolved")] == 1
+    everywhere = sum(v for (_, _, event), v in ours.items() if event == "failed")
+    assert after - before == everywhere
+    failed = sorted(e["addr"] for e in events if e["kind"] == "failed")
+    assert failed == sorted(absent)
+    assert {
+        (e["device"], e["family"], e["new_state"]) for e in events if e["kind"] == "failed"
+    } == {(pair.dev_a, "IPv4", "failed")}
+    [resolved] = [e for e in events if e["kind"] == "resolved"]
+    assert (resolved["addr"], resolved["old_state"]) == (pair.addr_b, "incomplete")

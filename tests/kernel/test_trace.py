@@ -27,7 +27,9 @@ def ping(pair: VethPair, n: int = N) -> None:
     subprocess.run(["ip", "netns", "exec", pair.a, *argv], capture_output=True, timeout=30)
 
 
-def traced(env, pair: VethPair, expression: str, traffic) -> tuple[list[view.Packet], dict, int]:
+def traced(
+    env, pair: VethPair | None, expression: str, traffic
+) -> tuple[list[view.Packet], dict, int]:
     """The packets traced while traffic() ran, the program's counters, lost hops."""
     probe = registry.create("trace", env=env)
     probe.configure(expression=expression)
@@ -137,3 +139,56 @@ def test_the_command_prints_each_packet_and_stops_at_count(pair, capsys, tmp_pat
     assert len(packets) == 3
     assert all(pcapfilter.bpf_filter(insns, data, wire) for data, wire in packets)
     assert all(wire == 98 for _, wire in packets)  # 14 + 84: the whole echo request
+
+
+# Where a packet is queued for transmit and received, in order, across the
+# lab's topologies (pyprobe/lab/topology.py): the bridge forwards from port
+# to port without a receive of its own; VXLAN encapsulates on sw1's underlay
+# and decapsulates at sw2's vxlan device.
+LAB_PATHS = {
+    "bridge": [
+        ("h1", "eth0", "queue"), ("sw", "port1", "receive"), ("sw", "port2", "queue"),
+        ("h2", "eth0", "receive"),
+    ],
+    "vxlan": [
+        ("h1", "eth0", "queue"), ("sw1", "port", "receive"), ("sw1", "vxlan42", "queue"),
+        ("sw1", "underlay", "queue"), ("sw2", "underlay", "receive"),
+        ("sw2", "vxlan42", "gro"), ("sw2", "vxlan42", "receive"), ("sw2", "port", "queue"),
+        ("h2", "eth0", "receive"),
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(LAB_PATHS))
+def test_pings_across_the_lab_topologies_show_every_device_in_order(env, name):
+    from pyprobe.lab import topology
+
+    if topology.active() is not None:
+        pytest.skip("a lab is up (another test's): the lab's namespaces are one per machine")
+    with topology.Lab(name) as lab:
+        h1, h2 = lab.hosts["h1"], lab.hosts["h2"]
+
+        def pings(n: int = N) -> None:
+            argv = ["ping", "-n", "-q", "-c", str(n), "-i", "0.2", "-W", "1", h2["addr"]]
+            subprocess.run(
+                ["ip", "netns", "exec", h1["netns"], *argv], capture_output=True, timeout=30
+            )
+
+        pings(1)  # ARP and the bridges' forwarding tables settled first
+        expression = f"icmp[icmptype] == icmp-echo and dst host {h2['addr']}"
+        packets, _, lost = traced(env, None, expression, pings)
+    assert lost == 0 and len(packets) == N
+    want = [(topology.ns_name(ns), dev, hook) for ns, dev, hook in LAB_PATHS[name]]
+    for p in packets:
+        got = [
+            (h["netns_name"], h["device"], h["hook"])
+            for h in p.ordered
+            if h["hook"] in ("queue", "receive", "gro")
+        ]
+        assert got == want
+        end = p.ordered[-1]
+        assert (end["hook"], end["netns_name"]) == ("consume", h2["netns"])
+        if name == "vxlan":
+            assert {h["kind"] for h in p.hops} == {"veth", "vxlan"}
+            flags = [h["flags"] for h in p.ordered if h["hook"] in ("queue", "gro")]
+            assert flags[2] & view.F_ENCAP and flags[3] & view.F_DECAP  # underlay, vxlan42

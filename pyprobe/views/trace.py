@@ -19,7 +19,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 from ..core.eventcode import MONO_TO_WALL_NS
@@ -79,6 +79,13 @@ class Packet:
             return "(its first bytes were not seen)"
         raw = bytes(first["data"])[: first["caplen"]]
         return describe(raw, bool(first["flags"] & F_ETHERNET), first["wirelen"])
+
+    def headers(self) -> Headers:
+        first = next((h for h in self.hops if h["flags"] & F_FIRST), None)
+        if first is None:
+            return Headers()
+        raw = bytes(first["data"])[: first["caplen"]]
+        return headers(raw, bool(first["flags"] & F_ETHERNET))
 
     def comment(self) -> str:
         """How it ended and the devices it went through, in a line (the
@@ -217,55 +224,89 @@ _ICMP6 = {1: "unreachable", 3: "time exceeded", 128: "echo request", 129: "echo 
 _TCP_FLAGS = "FSRPAUEC"
 
 
-def describe(raw: bytes, ethernet: bool, wirelen: int) -> str:
-    """`10.0.0.1 > 10.0.0.2 ICMP echo request id 7 seq 1, 84 bytes` from a
-    packet's first bytes (from its MAC header when ethernet, else its IP)."""
-    at, proto = 0, 0
+@dataclass(frozen=True)
+class Headers:
+    """What a packet's first bytes say: its addresses, protocol and ports,
+    TCP flags, ICMP type and code; size: its IP length (0: not IP)."""
+
+    ethertype: int = 0
+    src: str = ""
+    dst: str = ""
+    l4: int = 0
+    sport: int = 0
+    dport: int = 0
+    tcp_flags: str = ""
+    icmp_type: int = -1
+    icmp_code: int = -1
+    icmp_id: int = -1
+    icmp_seq: int = -1
+    size: int = 0
+
+
+def headers(raw: bytes, ethernet: bool) -> Headers:
+    """A packet's headers from its first bytes (from its MAC header when
+    ethernet, else its IP)."""
+    at, proto = 0, 0x0800
     if ethernet:
         if len(raw) < 14:
-            return f"{wirelen} bytes"
+            return Headers()
         (proto,) = struct.unpack_from("!H", raw, 12)
         at = 14
         while proto in (0x8100, 0x88A8) and len(raw) >= at + 4:  # VLAN tags
             (proto,) = struct.unpack_from("!H", raw, at + 2)
             at += 4
         if proto not in (0x0800, 0x86DD):
-            return f"ethertype {proto:#06x}, {wirelen} bytes"
+            return Headers(ethertype=proto)
     ip = raw[at:]
     version = ip[0] >> 4 if ip else 0
     if version == 4 and len(ip) >= 20:
         src, dst = str(ipaddress.IPv4Address(ip[12:16])), str(ipaddress.IPv4Address(ip[16:20]))
         l4, body = ip[9], ip[(ip[0] & 0xF) * 4 :]
         size = struct.unpack_from("!H", ip, 2)[0]
-        icmp = _ICMP
     elif version == 6 and len(ip) >= 40:
         src, dst = str(ipaddress.IPv6Address(ip[8:24])), str(ipaddress.IPv6Address(ip[24:40]))
         l4, body = ip[6], ip[40:]
         size = struct.unpack_from("!H", ip, 4)[0] + 40
-        icmp = _ICMP6
     else:
-        return f"{wirelen} bytes"
-    return f"{_l4(l4, body, src, dst, icmp)}, {size} bytes"
-
-
-def _l4(l4: int, body: bytes, src: str, dst: str, icmp: dict[int, str]) -> str:
+        return Headers(ethertype=proto)
+    h = Headers(0x86DD if version == 6 else 0x0800, src, dst, l4, size=size)
     if l4 in (6, 17) and len(body) >= 4:
         sport, dport = struct.unpack_from("!HH", body)
-        text = f"{src}:{sport} > {dst}:{dport} {'TCP' if l4 == 6 else 'UDP'}"
+        flags = ""
         if l4 == 6 and len(body) >= 14:
             flags = "".join(c for i, c in enumerate(_TCP_FLAGS) if body[13] & (1 << i))
-            text += f" [{flags}]"
-        return text
+        return replace(h, sport=sport, dport=dport, tcp_flags=flags)
     if l4 in (1, 58) and len(body) >= 2:
-        name = icmp.get(body[0], f"type {body[0]}")
-        text = f"{src} > {dst} ICMP{'v6' if l4 == 58 else ''} {name}"
-        if body[0] in (0, 8, 128, 129) and len(body) >= 8:
+        h = replace(h, icmp_type=body[0], icmp_code=body[1])
+        if len(body) >= 8:
             ident, seq = struct.unpack_from("!HH", body, 4)
-            text += f" id {ident} seq {seq}"
-        elif body[0] not in (0, 8, 128, 129):
-            text += f" code {body[1]}"
-        return text
-    return f"{src} > {dst} protocol {l4}"
+            h = replace(h, icmp_id=ident, icmp_seq=seq)
+    return h
+
+
+def describe(raw: bytes, ethernet: bool, wirelen: int) -> str:
+    """`10.0.0.1 > 10.0.0.2 ICMP echo request id 7 seq 1, 84 bytes` from a
+    packet's first bytes (from its MAC header when ethernet, else its IP)."""
+    h = headers(raw, ethernet)
+    if not h.size:
+        return (
+            f"ethertype {h.ethertype:#06x}, {wirelen} bytes" if h.ethertype else f"{wirelen} bytes"
+        )
+    if h.l4 in (6, 17) and (h.sport or h.dport):
+        text = f"{h.src}:{h.sport} > {h.dst}:{h.dport} {'TCP' if h.l4 == 6 else 'UDP'}"
+        if h.l4 == 6 and h.tcp_flags:
+            text += f" [{h.tcp_flags}]"
+    elif h.l4 in (1, 58) and h.icmp_type >= 0:
+        echo = h.icmp_type in (0, 8, 128, 129)
+        name = (_ICMP if h.l4 == 1 else _ICMP6).get(h.icmp_type, f"type {h.icmp_type}")
+        text = f"{h.src} > {h.dst} ICMP{'v6' if h.l4 == 58 else ''} {name}"
+        if echo and h.icmp_seq >= 0:
+            text += f" id {h.icmp_id} seq {h.icmp_seq}"
+        elif not echo:
+            text += f" code {h.icmp_code}"
+    else:
+        text = f"{h.src} > {h.dst} protocol {h.l4}"
+    return f"{text}, {h.size} bytes"
 
 
 class DeviceKinds:

@@ -36,6 +36,7 @@ FAMILIES = {
     "queues": "queues",
     "conn": "conn",
     "trace": "trace",
+    "why": "why",
     "top": "top",
     "export": "export",
     "lab": "lab",

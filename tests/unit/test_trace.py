@@ -13,7 +13,7 @@ from pyprobe import cli
 from pyprobe.cli.common import Context
 from pyprobe.core.events import header
 from pyprobe.probes import default
-from pyprobe.views import pcapng
+from pyprobe.views import pcapng, why
 from pyprobe.views import trace as view
 from tests.support import read_with_libpcap
 
@@ -221,3 +221,67 @@ def test_a_packet_without_a_link_layer_header_gets_a_made_up_one(tmp_path):
     assert linktype == 1
     assert packets == [(bytes(12) + b"\x08\x00" + ip, len(ip) + 14)]
     assert b"this Ethernet header is made up" in path.read_bytes()
+
+
+# -- pyprobe why's verdict ------------------------------------------------------------
+
+
+def tcp_packet(pkt, flags, src, sport, dst, dport, end, **end_fields):
+    ip = bytes([0x45, 0, 0, 40]) + bytes(5) + b"\x06" + bytes(2)
+    ip += bytes(map(int, src.split("."))) + bytes(map(int, dst.split(".")))
+    bits = sum(1 << "FSRPAUEC".index(c) for c in flags)
+    raw = bytes(12) + b"\x08\x00" + ip + struct.pack("!HHIIBB", sport, dport, 1, 0, 0x50, bits)
+    first = decoded({"pkt": pkt, "ts_ns": 1, "flags": F_FIRST | F_ETHERNET, "data": raw,
+                     "caplen": len(raw), "wirelen": len(raw), "netns_name": "h1",
+                     "device": "eth0"})  # fmt: skip
+    last = decoded({"pkt": pkt, "ts_ns": 2, "hook": end, "netns_name": "h2", "device": "eth0",
+                    **end_fields})  # fmt: skip
+    p = view.Packet(pkt)
+    p.hops = [first, last]
+    return p
+
+
+def test_why_ranks_a_drop_first_and_names_who_dropped():
+    syns = [
+        tcp_packet(i, "S", "10.0.0.1", 40000 + i, "10.0.0.2", 80, "drop",
+                   drop_reason="NETFILTER_DROP", location="nft_do_chain+0x46f")
+        for i in range(3)
+    ]  # fmt: skip
+    attempts = [why.Attempt("timeout", 1000.0)] * 3
+    found = why.causes("10.0.0.2:80", attempts, syns)
+    assert [c.text for c in found] == [
+        "dropped by netfilter (a firewall rule) in netns h2 on eth0: NETFILTER_DROP at "
+        "nft_do_chain (3 packets)"
+    ]
+
+
+def test_why_a_refusal_is_one_cause_with_the_resetting_namespace():
+    syn = tcp_packet(1, "S", "10.0.0.1", 40000, "10.0.0.2", 80, "drop",
+                     drop_reason="NO_SOCKET", location="tcp_v4_rcv+0x10")  # fmt: skip
+    rst = tcp_packet(2, "RA", "10.0.0.2", 80, "10.0.0.1", 40000, "consume", location="x")
+    found = why.causes("10.0.0.2:80", [why.Attempt("refused", 0.1)], [syn, rst])
+    assert [c.text for c in found] == [
+        "connect refused: no listener on 10.0.0.2:80 (a TCP reset back, sent in netns h1 on "
+        "eth0; 1 of 1 attempts)"
+    ]
+
+
+def test_why_reports_no_answer_where_nothing_was_dropped():
+    syn = tcp_packet(1, "S", "10.0.0.1", 40000, "10.0.0.2", 80, "xmit")
+    found = why.causes("10.0.0.2:80", [why.Attempt("timeout", 2000.0)], [syn])
+    assert found[0].text == (
+        "no answer from 10.0.0.2:80: 1 of 1 attempts timed out and no drop was traced on this "
+        "host; the SYN was last seen transmitted in netns h2 on eth0"
+    )
+    lines = why.report("10.0.0.2:80", [why.Attempt("timeout", 2000.0)], [syn])
+    assert lines[0] == "why 10.0.0.2:80:" and lines[-1].startswith("  (evidence: 1 attempts")
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [("10.0.0.2", "expected HOST:PORT"), ("10.0.0.2:0", "expected HOST:PORT"),
+     ("nosuchhost.invalid:80", "nosuchhost.invalid: ")],
+)  # fmt: skip
+def test_why_bad_target_is_one_line_exit_2(fake, capsys, target, message):
+    code, out, err = run(capsys, fake, "why", target)
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err

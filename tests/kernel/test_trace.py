@@ -7,6 +7,7 @@ reason; a filter that matches nothing traces nothing."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 
@@ -14,7 +15,9 @@ import pytest
 
 from pyprobe import cli
 from pyprobe.core import pcapfilter
+from pyprobe.lab import traffic
 from pyprobe.lab.pair import VethPair
+from pyprobe.netns import devices
 from pyprobe.views import trace as view
 from tests.support import read_with_libpcap, registry
 
@@ -139,6 +142,41 @@ def test_the_command_prints_each_packet_and_stops_at_count(pair, capsys, tmp_pat
     assert len(packets) == 3
     assert all(pcapfilter.bpf_filter(insns, data, wire) for data, wire in packets)
     assert all(wire == 98 for _, wire in packets)  # 14 + 84: the whole echo request
+
+
+def test_a_tcp_request_every_packet_sent_traced_once_and_read_by_its_process(env, pair):
+    """Every packet either side sent (the veths' own tx counters) is one
+    traced packet; the request's data is read by this process, in b."""
+    port = 7940
+
+    def sent() -> int:
+        a = devices.link_stats(pair.path(pair.a))[pair.dev_a]["tx_packets"]
+        return a + devices.link_stats(pair.path(pair.b))[pair.dev_b]["tx_packets"]
+
+    srv = traffic.Server(pair.path(pair.b), pair.addr_b, port)
+    counts = []
+
+    def request() -> None:
+        counts.append(sent())
+        assert traffic.churn(pair.path(pair.a), pair.addr_b, port, 1) == 1
+        time.sleep(0.2)
+        counts.append(sent())
+
+    try:
+        packets, _, lost = traced(env, pair, f"tcp port {port}", request)
+    finally:
+        srv.stop()
+    assert lost == 0
+    assert len(packets) == counts[1] - counts[0] >= 6  # handshake, request, reply, FINs
+    syn = packets[0]
+    assert syn.headers().tcp_flags == "S" and syn.headers().dport == port
+    assert path(syn)[:3] == [
+        ("queue", pair.a, pair.dev_a), ("start_xmit", pair.a, pair.dev_a),
+        ("netif_rx", pair.b, pair.dev_b),
+    ]  # fmt: skip
+    data = next(p for p in packets if "P" in p.headers().tcp_flags and p.headers().dport == port)
+    read = [h for h in data.hops if h["hook"] == "copy"]
+    assert read and read[0]["netns_name"] == pair.b and read[0]["pid"] == os.getpid()
 
 
 # Where a packet is queued for transmit and received, in order, across the

@@ -6,6 +6,7 @@ reason; a filter that matches nothing traces nothing."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -104,6 +105,23 @@ def test_a_packet_an_nft_rule_drops_ends_at_the_drop_with_its_reason(env, pair):
         assert (last["netns_name"], last["device"]) == (pair.b, pair.dev_b)
         assert path(p)[:2] == [("queue", pair.a, pair.dev_a), ("start_xmit", pair.a, pair.dev_a)]
         assert p.record()["end"] == "dropped"
+
+
+def test_a_packet_a_tc_filter_drops_ends_at_the_drop_on_that_device(env, pair):
+    from pyprobe.lab import topology
+    from pyprobe.netns import namespaces
+
+    # the lab's cls_bpf classifier on b's ingress, dropping every IPv4 packet
+    drop_all = functools.partial(topology._tc_drop, pair.dev_b, 10, ["-DLOSS_PPM=1000000"])
+    namespaces.run_in_netns(pair.path(pair.b), drop_all)
+    packets, _, lost = traced(env, pair, f"icmp and host {pair.addr_b}", lambda: ping(pair))
+    assert lost == 0 and len(packets) == N
+    for p in packets:
+        last = p.ordered[-1]
+        assert (last["hook"], last["drop_reason"]) == ("drop", "TC_INGRESS")
+        assert (last["netns_name"], last["device"]) == (pair.b, pair.dev_b)
+        # where the ingress hook freed it (a clone of the function: .constprop.0)
+        assert last["location"].startswith(("__netif_receive_skb_core", "sch_handle_ingress"))
 
 
 def test_a_filter_that_matches_nothing_traces_nothing(env, pair):

@@ -7,6 +7,7 @@ input, and it removes every namespace and detaches every program it made.
   3. connects to a closed port   -> drops (NO_SOCKET) and resets, per connection
   4. a firewall rule             -> drops with their reason and place
   5. a UDP flood into NAPI       -> interrupts vs polling: NAPI, softirqs, devices
+  6. one request, traced         -> its packets hop by hop (pyprobe trace)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..netns import rtnl
 from ..netns.namespaces import NETNS_RUN_DIR, inode_of, run_in_netns
 from ..netns.sockets import tcp_state_counts
 from ..probes import Registry
+from ..views import trace as trace_view
 from ..views.tables import transitions_table
 from ..views.top import TopView
 from . import topology, traffic, workloads
@@ -140,7 +142,8 @@ class Demo:
             self.say(f"attached in {time.monotonic() - start:.1f}s: {hooks}\n")
             view = TopView({n: p for n, p in self.probes.items() if not p.streaming})
             view.frame()
-            for step in (self.churn, self.hoard, self.refused, self.firewall, self.flood):
+            steps = (self.churn, self.hoard, self.refused, self.firewall, self.flood, self.traced)
+            for step in steps:
                 step(h, summary)
             self.console.rule("[bold]Everything, over the whole demo (pyprobe top)")
             self.console.print(view.frame())
@@ -288,6 +291,39 @@ class Demo:
             )
             summary["napi_polls"], summary["napi_packets"] = polls, pkts
 
+    def traced(self, h: workloads.Hosts, summary: dict[str, Any]) -> None:
+        port = workloads.PORTS["traced"]
+        with self.section(f"6. One request, hop by hop (pyprobe trace 'tcp port {port}')"):
+            # on demand: its own program, with the filter compiled in
+            probe = self.registry.create("trace", env=self.env, loader=self.new_loader())
+            how, why = probe.runs_here(stream=True)
+            if how is None:
+                self.say(f"  trace: not available here ({why})")
+                return
+            probe.configure(expression=f"tcp port {port}")
+            try:
+                probe.attach(stream=True)
+            finally:
+                probe.loader.close()  # type: ignore[union-attr]
+            with probe:
+                srv = traffic.Server(h.server, h.server_addr, port)
+                try:
+                    traffic.churn(h.client, h.server_addr, port, 1)
+                finally:
+                    srv.stop()
+                time.sleep(0.2)
+                tracker = trace_view.Tracker(trace_view.DeviceKinds(), idle=0)
+                packets = tracker.feed(probe.events(timeout_ms=100)) + tracker.flush()
+            request = [p for p in packets if "P" in p.headers().tcp_flags]
+            for number, p in enumerate(packets[:1] + request[:1], 1):
+                print("\n".join(trace_view.lines(p, number)))
+            self.say(
+                f"{len(packets)} packets of that connection traced (its SYN and its request "
+                "shown): queued on h1's veth, handed to h2's inside that transmit, into h2's "
+                "stack, read by the server"
+            )
+            summary["traced"] = len(packets)
+
 
 def run(
     env: KernelEnv, connections: int, registry: Registry, loader: Callable[[], BatchLoader]
@@ -302,6 +338,7 @@ def run(
         f"Recv-Q of the non-reader: {summary['recv_q']} B · "
         f"NO_SOCKET drops: {summary['no_socket']} · firewall drops: {summary['firewall']} · "
         f"NAPI: {summary['napi_packets']:.0f} packets in {summary['napi_polls']:.0f} polls · "
+        f"traced packets: {summary.get('traced', 0)} · "
         f"lost events: {summary['lost']}"
     )
     left = summary["left"]

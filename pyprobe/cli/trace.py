@@ -106,6 +106,11 @@ def _trace(
         lost = probe.lost()
         if lost:
             click.echo(f"lost hops: {lost} (ring buffer full: -b raises it)", err=True)
+        if tracker.late:
+            click.echo(
+                f"{tracker.late} hops came after their packet was shown (--idle waits longer)",
+                err=True,
+            )
         if not as_json:
             click.echo(f"{shown} packets", err=True)
 

@@ -187,18 +187,27 @@ def lines(p: Packet, number: int) -> list[str]:
 
 
 class Tracker:
-    """Hops in, packets out: each once it has ended, or gone quiet."""
+    """Hops in, packets out: each once it has ended, or gone quiet. A hop
+    of a packet already shown (read by a process later than `idle`) is
+    counted in `late`, not shown as a packet of its own."""
+
+    SHOWN = 65536  # ids of shown packets remembered
 
     def __init__(self, kind_of: KindOf | None = None, idle: float = 1.0) -> None:
         self.kind_of = kind_of or (lambda netns, ifindex: "")
         self.idle = idle
         self.open: dict[int, Packet] = {}
+        self.shown: dict[int, None] = {}  # insertion-ordered: the oldest go first
+        self.late = 0
 
     def feed(self, hops: Iterable[dict[str, Any]], now: float | None = None) -> list[Packet]:
         """Take hops; return the packets that ended with them, in the order
         each was first seen."""
         now = time.monotonic() if now is None else now
         for h in hops:
+            if h["pkt"] in self.shown:
+                self.late += 1
+                continue
             h["kind"] = self.kind_of(h["netns"], h["ifindex"]) if h["ifindex"] else ""
             p = self.open.get(h["pkt"])
             if p is None:
@@ -215,6 +224,9 @@ class Tracker:
         out = [p for p in self.open.values() if done(p)]
         for p in out:
             del self.open[p.pkt]
+            self.shown[p.pkt] = None
+        while len(self.shown) > self.SHOWN:
+            del self.shown[next(iter(self.shown))]
         return sorted(out, key=lambda p: p.first["ts_ns"])
 
 

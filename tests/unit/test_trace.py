@@ -104,6 +104,14 @@ def test_hops_are_grouped_per_packet_and_shown_in_time_order():
     assert tracker.flush() == []
 
 
+def test_a_hop_after_its_packet_was_shown_is_counted_not_shown():
+    tracker = view.Tracker(idle=1.0)
+    assert len(tracker.feed([decoded({"pkt": 5, "hook": "receive"})], now=0)) == 0
+    assert len(tracker.feed([], now=1.0)) == 1  # quiet: shown
+    assert tracker.feed([decoded({"pkt": 5, "hook": "copy", "ts_ns": 9})], now=3.0) == []
+    assert tracker.late == 1 and tracker.flush() == []
+
+
 def test_flush_shows_what_is_still_open_as_unfinished():
     tracker = view.Tracker(idle=60)
     assert tracker.feed([decoded({"pkt": 9, "hook": "queue"})], now=0) == []

@@ -124,6 +124,22 @@ def test_a_packet_a_tc_filter_drops_ends_at_the_drop_on_that_device(env, pair):
         assert last["location"].startswith(("__netif_receive_skb_core", "sch_handle_ingress"))
 
 
+def test_a_qdisc_adds_its_enqueue_and_dequeue_with_its_handle(env, pair):
+    tbf = ["tc", "qdisc", "add", "dev", pair.dev_a, "root", "handle", "5:", "tbf", "rate",
+           "10mbit", "burst", "32k", "latency", "50ms"]  # fmt: skip
+    subprocess.run(["ip", "netns", "exec", pair.a, *tbf], check=True)
+    expression = f"icmp[icmptype] == icmp-echo and dst host {pair.addr_b}"
+    packets, _, lost = traced(env, pair, expression, lambda: ping(pair))
+    assert lost == 0 and len(packets) == N
+    for p in packets:
+        assert [h for h in path(p) if h[0] != "netif_rx"][:5] == [
+            ("queue", pair.a, pair.dev_a), ("enqueue", pair.a, pair.dev_a),
+            ("dequeue", pair.a, pair.dev_a), ("start_xmit", pair.a, pair.dev_a),
+            ("xmit", pair.a, pair.dev_a),
+        ]  # fmt: skip
+        assert [view.what(h) for h in p.ordered][1:3] == ["qdisc enqueue 5:0", "qdisc dequeue 5:0"]
+
+
 def test_a_filter_that_matches_nothing_traces_nothing(env, pair):
     packets, stats, lost = traced(env, pair, "host 10.99.99.99", lambda: ping(pair))
     assert packets == [] and lost == 0

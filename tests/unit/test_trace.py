@@ -293,3 +293,9 @@ def test_why_reports_no_answer_where_nothing_was_dropped():
 def test_why_bad_target_is_one_line_exit_2(fake, capsys, target, message):
     code, out, err = run(capsys, fake, "why", target)
     assert code == 2 and out == "" and err.count("\n") == 1 and message in err
+
+
+def test_compile_refuses_an_on_demand_probe_in_one_line(capsys):
+    code, out, err = run(capsys, FakeLoader(), "compile", "--probe", "trace")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "trace: compiled by its own command" in err

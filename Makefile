@@ -9,7 +9,7 @@ AS_ROOT = if [ "$$(id -u)" != 0 ]; then \
 	echo "make $@ needs root: log in as root (this machine has no sudo) and run: make $@" >&2; \
 	exit 2; fi
 
-.PHONY: setup demo test test-unit test-faults soak vm-test bench check fmt deb
+.PHONY: setup demo test test-unit test-faults soak vm-test bench check fmt deb image
 
 setup:
 	@$(AS_ROOT); ./vagrant/provision.sh
@@ -51,6 +51,12 @@ test-unit:
 # (contrib/debian/build.py: dpkg-deb, no network, no root).
 deb:
 	/usr/bin/python3 contrib/debian/build.py --out dist
+
+# The exporter's OCI image, localhost/pyprobe:<version>, built offline from the
+# Debian archive with the package above (deploy/image/build.sh; cached in
+# podman's storage: a second run with the same inputs does nothing).
+image:
+	@$(AS_ROOT); ./vagrant/provision.sh && ./deploy/image/build.sh
 
 check:
 	$(VENV)/bin/ruff check pyprobe tests bench contrib

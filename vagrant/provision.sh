@@ -13,10 +13,16 @@ ARCH=$(dpkg --print-architecture)
 
 # Debian packages. bcc comes from python3-bpfcc (never PyPI's unrelated "bcc").
 # prometheus (promtool too) runs in the end-to-end tests, started by them;
-# openssl makes their test certificates.
+# openssl makes their test certificates. The deployed form (make image,
+# tests/deploy): debootstrap and buildah build the image, podman runs it and
+# plays the Kubernetes manifests, with runc (deploy/podman/containers.conf says
+# why not crun) and catatonit (the pause process of podman's pods); its tests
+# also use nftables (loss inside a container's netns) and prometheus. umoci is
+# not needed: buildah commits the image straight into podman's storage.
 PKGS=(python3-bpfcc bpfcc-tools bpftool iproute2 python3-venv python3-pip
       procps iputils-ping nftables iperf3 ethtool gcc libc6-dev
-      prometheus openssl)
+      prometheus openssl
+      podman buildah runc catatonit debootstrap)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 apt_updated=0

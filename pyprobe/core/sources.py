@@ -47,6 +47,35 @@ def devices(max_age: float = SHARED_AGE) -> list[Row]:
     return out
 
 
+# Each family's counters of packets with no route, by nstat's names.
+NO_ROUTES = {
+    "IPv4": ("IpOutNoRoutes", "IpInNoRoutes"),
+    "IPv6": ("Ip6OutNoRoutes", "Ip6InNoRoutes"),
+}
+
+
+def no_routes(max_age: float = SHARED_AGE) -> list[Row]:
+    """Every namespace's packets with no route, per family (its SNMP MIBs,
+    read in the scrape's one pass through the namespaces)."""
+    names = named_netns()
+    out: list[Row] = []
+    for inode, summary in snapshot.snapshot(max_age, mibs=True).items():
+        if isinstance(summary.mibs, Exception):
+            raise summary.mibs
+        for family, (sent, received) in NO_ROUTES.items():
+            if sent in summary.mibs:  # (no IPv6 row with IPv6 off)
+                out.append(
+                    {
+                        "netns": str(inode),
+                        "netns_name": names.get(inode, ""),
+                        "family": family,
+                        "out_no_routes": summary.mibs[sent],
+                        "in_no_routes": summary.mibs.get(received, 0),
+                    }
+                )
+    return out
+
+
 def _now(read: Callable[[], list[dict]]) -> Callable[[float], list[Row]]:
     """A procfs file: read at once, whatever the age asked for."""
     return lambda _max_age: read()
@@ -57,5 +86,6 @@ SOURCES: dict[str, Callable[[float], list[Row]]] = {
     "softirq_seconds": _now(procfs.softirq_seconds),  # /proc/stat: cpu, value (seconds)
     "softnet": _now(procfs.softnet),  # /proc/net/softnet_stat: cpu, processed, dropped, squeezes
     "neigh_tables": _now(procfs.neigh_tables),  # /proc/net/stat/*_cache: family, entries...
+    "no_routes": no_routes,  # every namespace's: netns, netns_name, family, out_/in_no_routes
     "devices": devices,  # every namespace's devices: netns, netns_name, device, rx_packets...
 }

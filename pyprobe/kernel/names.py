@@ -4,9 +4,11 @@ and reset reasons) — never a hard-coded list where the kernel can say."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import re
 import socket
+import struct
 
 from .env import KernelEnv
 
@@ -142,3 +144,31 @@ def icmp_code(icmp_type: int, value: int) -> str:
     """An error's code, named where its type's codes have names."""
     names = ICMP_CODES.get(icmp_type, ())
     return names[value] if value < len(names) else str(value)
+
+
+# Routing tables by their ids (iproute2's /etc/iproute2/rt_tables).
+ROUTE_TABLES = {253: "default", 254: "main", 255: "local"}
+# A failed route lookup's -errno (net/ipv4/fib_semantics.c fib_props[]):
+# no route in the table, or a route of type unreachable, prohibit, blackhole.
+ROUTE_RESULTS = {
+    -errno.EAGAIN: "no_route",
+    -errno.EHOSTUNREACH: "unreachable",
+    -errno.ENETUNREACH: "unreachable",
+    -errno.EACCES: "prohibit",
+    -errno.EINVAL: "blackhole",
+}
+
+
+def route_table(value: int) -> str:
+    return ROUTE_TABLES.get(value, str(value))
+
+
+def route_result(value: int) -> str:
+    """A lookup's -errno, whether the key's member reads signed or not."""
+    value = value - (1 << 32) if value >= 1 << 31 else value
+    return ROUTE_RESULTS.get(value, f"errno_{-value}")
+
+
+def ipv4_prefix24(value: int) -> str:
+    """A /24 kept in network byte order in a u32 (read little-endian)."""
+    return f"{socket.inet_ntoa(struct.pack('<I', value & 0xFFFFFFFF))}/24"

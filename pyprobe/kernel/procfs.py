@@ -93,3 +93,29 @@ def neigh_tables(proc: Path | None = None) -> list[dict]:
                 totals[key] = int(value, 16) if key == "entries" else totals[key] + int(value, 16)
         out.append({"family": family, **totals, "gc_thresh3": gc_thresh3})
     return out
+
+
+# The calling thread's namespace's MIBs: /proc/thread-self/net shows the
+# namespace of the thread reading it (a /proc/self/net would show the main
+# thread's, whatever namespace this thread entered).
+THREAD_NET = Path("/proc/thread-self/net")
+
+
+def net_mibs(net: Path = THREAD_NET) -> dict[str, int]:
+    """The namespace's SNMP counters as `nstat -az` names them (IpOutNoRoutes,
+    Ip6OutNoRoutes, TcpRetransSegs...): /proc/net/snmp's header and value line
+    pairs, and snmp6's name-value lines (absent with IPv6 off)."""
+    out: dict[str, int] = {}
+    lines = (net / "snmp").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        proto, _, keys = names.partition(":")
+        for key, value in zip(keys.split(), values.partition(":")[2].split(), strict=False):
+            out[proto + key] = int(value)
+    try:
+        for line in (net / "snmp6").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if value.strip():
+                out[key] = int(value)
+    except FileNotFoundError:
+        pass
+    return out

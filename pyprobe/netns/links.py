@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
+from ..kernel.host import host
 from .devices import links_and_cookie
 from .namespaces import each_netns, named_netns
 
@@ -119,11 +120,19 @@ def netns_name(inode: int) -> str:
 
 
 def _netns_names(stale_after: float) -> dict[int, str]:
+    # The kernel hands a freed namespace's inode to the next one: a table
+    # read before `ip netns del a; ip netns add b` names b "a". Any such
+    # change touches the directory, so its mtime (one stat) dates the table.
     now = time.monotonic()
-    if now - _NETNS_CACHE[0] > stale_after:
-        _NETNS_CACHE[:] = [now, named_netns()]
-    names: dict[int, str] = _NETNS_CACHE[1]
+    try:
+        changed = host().netns_dir.stat().st_mtime_ns
+    except OSError:
+        changed = 0
+    at, names, seen = _NETNS_CACHE
+    if now - at > stale_after or changed != seen:
+        names = named_netns()
+        _NETNS_CACHE[:] = [now, names, changed]
     return names
 
 
-_NETNS_CACHE: list = [0.0, {}]
+_NETNS_CACHE: list = [0.0, {}, 0]

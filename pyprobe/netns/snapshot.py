@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..kernel.names import tcp_state
+from ..kernel.procfs import net_mibs
 from ..logs import kv
 from . import sockdiag
 from .devices import links_and_cookie, qdiscs
@@ -52,6 +53,8 @@ class Summary:
     links: tuple[dict[int, str], int | None] | None = None
     # its devices' own counters (linkstats), or what stopped us reading them
     devices: list[dict[str, Any]] | Exception = field(default_factory=list)
+    # its SNMP counters by nstat's names (procfs.net_mibs), or what stopped us
+    mibs: dict[str, int] | Exception = field(default_factory=dict)
 
     @classmethod
     def from_sockets(cls, stats: Iterable[tuple] | Counter[tuple]) -> Summary:
@@ -208,6 +211,7 @@ def _paced(asked: list[float], late: int) -> tuple[float, float] | None:
 # that never asks never dumps them.
 _QDISCS_WANTED = threading.Event()
 _DEVICES_WANTED = threading.Event()
+_MIBS_WANTED = threading.Event()
 
 
 def here() -> Summary:
@@ -225,6 +229,11 @@ def here() -> Summary:
             summary.devices = link_stats()
         except Exception as e:  # the netdev collector reports it
             summary.devices = e
+    if _MIBS_WANTED.is_set():
+        try:
+            summary.mibs = net_mibs()
+        except Exception as e:  # the routes collector reports it
+            summary.mibs = e
     with contextlib.suppress(OSError):  # if not, the names are read where they are needed
         summary.links = links_and_cookie()
     return summary
@@ -245,13 +254,17 @@ _SNAPSHOTS = Snapshots(_pass)
 
 
 def snapshot(
-    max_age: float = 0.5, qdiscs: bool = False, devices: bool = False
+    max_age: float = 0.5, qdiscs: bool = False, devices: bool = False, mibs: bool = False
 ) -> dict[int, Summary]:
     """inode -> Summary for every namespace; one pass serves everything that
     asks within max_age seconds (e.g. one scrape's collectors). With qdiscs
     (devices), each Summary's qdiscs (devices' counters) are filled in (the
-    first such call takes a pass)."""
-    for wanted, flag in ((qdiscs, _QDISCS_WANTED), (devices, _DEVICES_WANTED)):
+    first such call takes a pass); with mibs, their SNMP counters."""
+    for wanted, flag in (
+        (qdiscs, _QDISCS_WANTED),
+        (devices, _DEVICES_WANTED),
+        (mibs, _MIBS_WANTED),
+    ):
         if wanted and not flag.is_set():
             flag.set()
             _SNAPSHOTS.expire()

@@ -49,6 +49,9 @@ struct mark {
 };
 BPF_TABLE("lru_hash", u64, struct mark, marks, MAX_marks);
 BPF_ARRAY(armed, u64, 1);           /* 1 once anything was marked */
+/* identity -> packet id of each marked packet: its clones (a raw socket's
+ * copy, a tap's) are other skbs, found by the identity they carry */
+BPF_TABLE("lru_hash", u32, u64, idents, MAX_idents);
 BPF_PERCPU_ARRAY(xmitting, u64, 1); /* the skb this CPU's driver is transmitting */
 BPF_PERCPU_ARRAY(ids, u64, 1);      /* packet ids: (cpu + 1) << 40 | n */
 BPF_PERCPU_ARRAY(stats, u64, STAT_SLOTS);
@@ -332,6 +335,8 @@ static __always_inline void judge(const void *skb, struct hop *h)
 		u64 *on = armed.lookup(&zero);
 		if (on && !*on)
 			*on = 1;
+		if (m.ident)
+			idents.update(&m.ident, &m.pkt);
 	}
 	emit_first(skb, m.pkt, h, &v, buf);
 }
@@ -399,6 +404,25 @@ static __always_inline int entry_rx(const void *skb, u8 hook)
 }
 
 /* kfree_skb: a marked packet's end, or an unmarked one's only hop. */
+/* An unmarked skb that carries a traced packet's identity: a clone of it
+ * (raw sockets, taps, multicast get one) or a copy. Looked for only where
+ * such skbs end up (a drop, a free, a read), and only once something was
+ * traced. 0: none; else the packet's id, and *id its identity. */
+static __always_inline u64 clone_of(const void *skb, u32 *id)
+{
+	u32 zero = 0;
+	u64 *on = armed.lookup(&zero);
+	if (!on || !*on)
+		return 0;
+	struct view v = {};
+	*id = identity_of(skb, &v);
+	if (!*id)
+		return 0;
+	u64 *pkt = idents.lookup(id);
+	return pkt ? *pkt : 0;
+}
+
+/* kfree_skb: a marked packet's end, or an unmarked one's only hop. */
 static __always_inline int dropped(const void *skb, u64 location, u32 reason)
 {
 	struct hop h = {.hook = PYPROBE_HOP_DROP, .location = location, .reason = reason};
@@ -407,6 +431,13 @@ static __always_inline int dropped(const void *skb, u64 location, u32 reason)
 		emit(skb, m->pkt, &h);
 		u64 key = (u64)skb;
 		marks.delete(&key);
+		return 0;
+	}
+	u32 id = 0;
+	u64 pkt = clone_of(skb, &id);
+	if (pkt) {
+		h.flags |= PYPROBE_F_CLONE;
+		emit(skb, pkt, &h);
 		return 0;
 	}
 	judge(skb, &h);
@@ -418,7 +449,21 @@ static __always_inline int dropped(const void *skb, u64 location, u32 reason)
 static __always_inline int checked(const void *skb, struct hop *h, int last)
 {
 	struct mark *m = marked(skb);
-	if (!m || !still(skb, m, h))
+	if (!m) {
+		u32 id = 0;
+		u64 pkt = clone_of(skb, &id);
+		if (!pkt)
+			return 0;
+		h->flags |= PYPROBE_F_CLONE;
+		emit(skb, pkt, h);
+		if (!last) { /* read: its free follows */
+			struct mark c = {.pkt = pkt, .ident = id, .alt = id};
+			u64 key = (u64)skb;
+			marks.update(&key, &c);
+		}
+		return 0;
+	}
+	if (!still(skb, m, h))
 		return 0;
 	emit(skb, m->pkt, h);
 	if (last) {

@@ -46,7 +46,8 @@ WHAT = {
 }
 ENDS = ("drop", "consume")  # hooks after which the skb is gone
 
-F_FIRST, F_ETHERNET, F_ENCAP, F_DECAP = 0x20, 0x40, 0x80, 0x100  # trace_event.flags
+# trace_event.flags (bpf/pyprobe.h)
+F_FIRST, F_ETHERNET, F_ENCAP, F_DECAP, F_CLONE = 0x20, 0x40, 0x80, 0x100, 0x200
 
 KindOf = Callable[[int, int], str]  # (netns inode, ifindex) -> kind ("" when none)
 
@@ -56,6 +57,7 @@ class Packet:
     pkt: int
     hops: list[dict[str, Any]] = field(default_factory=list)
     last_seen: float = 0.0  # monotonic seconds of the newest hop's arrival here
+    clones: set[str] = field(default_factory=set)  # skb addresses of its clones
 
     @property
     def first(self) -> dict[str, Any]:
@@ -67,11 +69,20 @@ class Packet:
 
     @property
     def ended(self) -> bool:
+        """Freed or dropped (a clone of it may live on: a raw socket's copy
+        is read after the original was dropped for want of a ping socket)."""
         return any(h["hook"] in ENDS for h in self.hops)
 
     @property
     def dropped(self) -> dict[str, Any] | None:
-        return next((h for h in self.ordered if h["hook"] == "drop"), None)
+        """Its last hop, when that is a drop: how it ended."""
+        last = self.ordered[-1]
+        return last if last["hook"] == "drop" else None
+
+    @property
+    def end(self) -> str:
+        last = self.ordered[-1]["hook"]
+        return {"drop": "dropped", "consume": "freed", "copy": "read"}.get(last, "unfinished")
 
     def summary(self) -> str:
         first = next((h for h in self.hops if h["flags"] & F_FIRST), None)
@@ -123,7 +134,7 @@ class Packet:
             "packet": self.pkt,
             "time": hops[0]["time"],
             "summary": self.summary(),
-            "end": "dropped" if drop else ("freed" if self.ended else "unfinished"),
+            "end": self.end,
             "drop_reason": drop["drop_reason"] if drop else None,
             "drop_location": drop["location"] if drop else None,
             "hops": [
@@ -164,6 +175,8 @@ def what(h: Mapping[str, Any]) -> str:
         text += " (encapsulated)"
     if h["flags"] & F_DECAP:
         text += " (decapsulated)"
+    if h["flags"] & F_CLONE:
+        text += " (a clone)"
     return text
 
 
@@ -193,9 +206,13 @@ class Tracker:
 
     SHOWN = 65536  # ids of shown packets remembered
 
-    def __init__(self, kind_of: KindOf | None = None, idle: float = 1.0) -> None:
+    def __init__(
+        self, kind_of: KindOf | None = None, idle: float = 1.0, grace: float = 0.05
+    ) -> None:
         self.kind_of = kind_of or (lambda netns, ifindex: "")
         self.idle = idle
+        # an ended packet waits this long for its clones' hops (other CPUs)
+        self.grace = min(grace, idle)
         self.open: dict[int, Packet] = {}
         self.shown: dict[int, None] = {}  # insertion-ordered: the oldest go first
         self.late = 0
@@ -212,9 +229,14 @@ class Tracker:
             p = self.open.get(h["pkt"])
             if p is None:
                 p = self.open[h["pkt"]] = Packet(h["pkt"])
+            # the program flags a clone where it finds one; its later hops are the clone's too
+            if h["flags"] & F_CLONE:
+                p.clones.add(h["skaddr"])
+            elif h["skaddr"] in p.clones:
+                h["flags"] |= F_CLONE
             p.hops.append(h)
             p.last_seen = now
-        return self._take(lambda p: p.ended or now - p.last_seen >= self.idle)
+        return self._take(lambda p: now - p.last_seen >= (self.grace if p.ended else self.idle))
 
     def flush(self) -> list[Packet]:
         """Every packet still open (the trace ends)."""

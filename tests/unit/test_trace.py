@@ -85,7 +85,8 @@ def test_hops_are_grouped_per_packet_and_shown_in_time_order():
                  "ifindex": 3, "device": "br0", "drop_reason": "NETFILTER_DROP",
                  "location": "nft_do_chain+0x46f"}),
     ]  # fmt: skip
-    done = tracker.feed(hops, now=10.0)
+    assert tracker.feed(hops, now=10.0) == []  # ended: it waits `grace` for its clones' hops
+    done = tracker.feed([], now=10.05)
     assert [p.pkt for p in done] == [1]  # packet 2 has not ended, nor gone quiet
     assert view.lines(done[0], 1) == [
         "#1 10.0.0.1 > 10.0.0.2 ICMP echo request id 7 seq 1, 84 bytes",
@@ -102,6 +103,25 @@ def test_hops_are_grouped_per_packet_and_shown_in_time_order():
     assert tracker.feed([], now=10.5) == []
     assert [p.pkt for p in tracker.feed([], now=11.0)] == [2]  # quiet for `idle`: shown
     assert tracker.flush() == []
+
+
+def test_a_clone_read_after_the_original_was_dropped_is_how_the_packet_ended():
+    tracker = view.Tracker(idle=1.0)
+    hops = [
+        decoded({"pkt": 3, "ts_ns": 1, "hook": "receive"}),
+        decoded({"pkt": 3, "ts_ns": 2, "hook": "drop", "drop_reason": "NO_SOCKET",
+                 "location": "ping_rcv+0xb3"}),
+        decoded({"pkt": 3, "ts_ns": 3, "hook": "copy", "comm": "ping", "pid": 77,
+                 "flags": view.F_CLONE}),
+        decoded({"pkt": 3, "ts_ns": 4, "hook": "consume", "location": "raw_recvmsg+0xac",
+                 "flags": view.F_CLONE}),
+    ]  # fmt: skip
+    tracker.feed(hops[:2], now=0)
+    (p,) = tracker.feed(hops[2:], now=0.01) + tracker.feed([], now=0.07)
+    assert p.end == "freed" and p.dropped is None
+    assert [view.what(h) for h in p.ordered][2:] == [
+        "read by ping (77) (a clone)", "freed at raw_recvmsg+0xac (a clone)",
+    ]  # fmt: skip
 
 
 def test_a_hop_after_its_packet_was_shown_is_counted_not_shown():

@@ -23,7 +23,10 @@
  * with the mark's. Encapsulation inside a transmit of the marked skb (VXLAN:
  * the outer packet queued on the underlay from within the vxlan device's
  * transmit) updates the identity and keeps the inner one, which a
- * decapsulated packet then matches.
+ * decapsulated packet then matches. A clone of a marked packet (a raw
+ * socket's copy, a tap's) is another skb with its identity: found through
+ * `idents` where such skbs end (a drop, a free, a read), once anything was
+ * traced, and marked when it is read so its free follows.
  *
  * Hooks: HOOK_RAW_TP (tp_btf with -DBTF_DIRECT, or raw tracepoints). */
 #include <uapi/linux/ptrace.h>

@@ -52,6 +52,27 @@ def attempt(addr: str, port: int, timeout: float) -> verdict.Attempt:
     return verdict.Attempt(outcome, (time.monotonic() - start) * 1000)
 
 
+def datagram(addr: str, port: int, timeout: float) -> verdict.Attempt:
+    """A datagram and the wait for an answer: a connected UDP socket hears
+    of an ICMP port unreachable as ECONNREFUSED."""
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    start = time.monotonic()
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect((addr, port))
+            s.send(b"pyprobe why\n")
+            s.recv(2048)
+            outcome = "answered"
+        except ConnectionRefusedError:
+            outcome = "refused"
+        except TimeoutError:
+            outcome = "timeout"
+        except OSError as e:
+            outcome = "unreachable" if e.errno in _UNREACHABLE else (e.strerror or str(e))
+    return verdict.Attempt(outcome, (time.monotonic() - start) * 1000)
+
+
 def netns_path(spec: str | None) -> Path | None:
     if spec is None:
         return None
@@ -72,36 +93,43 @@ def netns_path(spec: str | None) -> Path | None:
 @click.option(
     "--timeout", type=SECONDS, default=2.0, show_default=True, help="Seconds an attempt may take."
 )
+@click.option("-u", "--udp", is_flag=True, help="A UDP destination: datagrams, not connects.")
 @json_option
-def why(target: str, netns: str | None, attempts: int, timeout: float, as_json: bool) -> None:
-    """Why a TCP destination cannot be reached: probe it, trace it, say why.
+def why(
+    target: str, netns: str | None, attempts: int, timeout: float, udp: bool, as_json: bool
+) -> None:
+    """Why a TCP (or UDP) destination cannot be reached: probe it, trace it, say why.
 
     \b
-    Connects to TARGET (HOST:PORT) a few times, from --netns or this
-    namespace, while `pyprobe trace` follows the connection's packets and
-    ICMP errors about it; then ranks the causes the evidence shows: dropped
-    (by netfilter, tc, the neighbour layer, routing: where and with the
-    kernel's reason), refused (no listener: a reset back, and from which
+    Connects to TARGET (HOST:PORT) a few times (-u: sends it datagrams and
+    waits for an answer), from --netns or this namespace, while `pyprobe
+    trace` follows the packets and the ICMP errors about them; then ranks
+    the causes the evidence shows: dropped (by netfilter, tc, the
+    neighbour layer, routing: where and with the kernel's reason), refused
+    (no listener: a reset or an ICMP port unreachable back, and from which
     namespace), ICMP unreachable (and who said so), no answer (where the
-    SYN was last seen), no route, or reachable.
+    request was last seen), no route, or reachable.
 
     \b
     Examples:
       pyprobe why 10.231.1.2:8080
       pyprobe why --netns h1 -n 5 10.231.4.2:80
+      pyprobe why -u 10.231.1.2:53
     """
     addr, port = target_of(target)
     path = netns_path(netns)
     hostport = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
     ip = "ip6" if ":" in addr else "ip"
-    expression = f"(tcp and host {addr} and port {port}) or (icmp and {ip} host {addr})"
+    l4 = "udp" if udp else "tcp"
+    expression = f"({l4} and host {addr} and port {port}) or (icmp and {ip} host {addr})"
     if ip == "ip6":
-        expression = f"tcp and host {addr} and port {port}"
+        expression = f"{l4} and host {addr} and port {port}"
     compiled = compile_filter(expression)
     tracker = view.Tracker(view.DeviceKinds(), idle=0.5)
 
     def probe_all() -> list[verdict.Attempt]:
-        return [attempt(addr, port, timeout) for _ in range(attempts)]
+        once = datagram if udp else attempt
+        return [once(addr, port, timeout) for _ in range(attempts)]
 
     with attached("trace", options={"expression": compiled}, stream=True) as probe:
         if not as_json:
@@ -112,7 +140,7 @@ def why(target: str, netns: str | None, attempts: int, timeout: float, as_json: 
         time.sleep(0.2)  # the last packets' hops reach the ring
         packets = tracker.feed(probe.events(timeout_ms=100)) + tracker.flush()
     if as_json:
-        found = verdict.causes(hostport, made, packets)
+        found = verdict.causes(hostport, made, packets, udp)
         record = {
             "target": hostport,
             "causes": [c.text for c in found],
@@ -121,7 +149,7 @@ def why(target: str, netns: str | None, attempts: int, timeout: float, as_json: 
         }
         print(json_line(record))
     else:
-        print("\n".join(verdict.report(hostport, made, packets)))
+        print("\n".join(verdict.report(hostport, made, packets, udp)))
     sys.stdout.flush()
 
 

@@ -83,91 +83,107 @@ def place(h: dict[str, Any]) -> str:
     return f"netns {netns}" + (f" on {dev}" if dev and dev != "-" else "")
 
 
-def causes(target: str, attempts: Sequence[Attempt], packets: Iterable[Packet]) -> list[Cause]:
-    """The causes the evidence shows, the best supported first."""
+def causes(
+    target: str, attempts: Sequence[Attempt], packets: Iterable[Packet], udp: bool = False
+) -> list[Cause]:
+    """The causes the evidence shows, the best supported first. udp: the
+    attempts were datagrams (answered, refused by an ICMP port
+    unreachable, or unanswered), not connects."""
     packets = list(packets)
-    found: list[Cause] = []
     outcomes = Counter(a.outcome for a in attempts)
     n = len(attempts)
-
-    drops: Counter[tuple[str, str, str]] = Counter()
-    for p in packets:
-        d = p.dropped
-        # a SYN no socket took is the refusal below, said once
-        refusal = d is not None and d["drop_reason"] == "NO_SOCKET" and outcomes["refused"]
-        if d is not None and d["drop_reason"] not in _BENIGN and not refusal:
-            drops[(d["drop_reason"], place(d), d["location"].partition("+")[0])] += 1
-    for (reason, where, function), count in drops.most_common():
-        by = _BY.get(reason, f"the kernel ({reason})")
-        found.append(
-            Cause(
-                count * 2, f"dropped by {by} in {where}: {reason} at {function} ({count} packets)"
-            )
-        )
-
+    found = _drops(packets, refused=bool(outcomes["refused"]))
     host, _, port = target.rpartition(":")
-    resets = [
-        p
-        for p in packets
-        if "R" in (h := p.headers()).tcp_flags
-        and h.src == host.strip("[]")
-        and str(h.sport) == port
-    ]
-    if outcomes["refused"]:
-        sent = f", sent in {place(resets[0].first)}" if resets else ""
-        found.append(
-            Cause(
-                outcomes["refused"] * 2 + len(resets),
-                f"connect refused: no listener on {target} (a TCP reset back{sent}; "
-                f"{outcomes['refused']} of {n} attempts)",
-            )
-        )
+    host = host.strip("[]")
 
+    icmp: Counter[tuple[str, str, str]] = Counter()
     for p in packets:
         h = p.headers()
         if h.l4 == 1 and h.icmp_type == 3:
             kind = _UNREACH.get(h.icmp_code, f"code {h.icmp_code}")
-            found.append(
-                Cause(2, f"ICMP {kind} unreachable from {h.src}, sent in {place(p.first)}")
+            icmp[(kind, h.src, place(p.first))] += 1
+    if outcomes["refused"]:
+        if udp:
+            back = [where for (kind, _, where) in icmp if kind == "port"]
+            what = "an ICMP port unreachable back" + (f", sent in {back[0]}" if back else "")
+            icmp = Counter({k: c for k, c in icmp.items() if k[0] != "port"})  # said here
+        else:
+            resets = [
+                p
+                for p in packets
+                if "R" in (h := p.headers()).tcp_flags and h.src == host and str(h.sport) == port
+            ]
+            what = "a TCP reset back" + (f", sent in {place(resets[0].first)}" if resets else "")
+        found.append(
+            Cause(
+                outcomes["refused"] * 2,
+                f"{'refused' if udp else 'connect refused'}: no listener on {target} "
+                f"({what}; {outcomes['refused']} of {n} attempts)",
             )
+        )
+    for (kind, src, where), count in icmp.items():
+        found.append(Cause(count * 2, f"ICMP {kind} unreachable from {src}, sent in {where}"))
 
     if outcomes["unreachable"] and not packets:
         found.append(
             Cause(
                 outcomes["unreachable"] * 2,
-                f"no route to {target}: connect failed at once, no packet sent "
-                f"({outcomes['unreachable']} of {n} attempts)",
+                f"no route to {target}: {'sending' if udp else 'connect'} failed at once, "
+                f"no packet sent ({outcomes['unreachable']} of {n} attempts)",
             )
         )
-
-    if outcomes["timeout"] and not drops:
-        out = [p for p in packets if not p.dropped and "S" in p.headers().tcp_flags]
-        last = f"; the SYN was last seen {_last(out)}" if out else ""
+    if outcomes["timeout"] and len(found) == 0:
+        first = [p for p in packets if p.headers().dst == host and not p.dropped]
+        request = "datagram" if udp else "SYN"
+        last = f"; the {request} was last seen {_last(first)}" if first else ""
+        quiet = " (a UDP service may answer nothing)" if udp else ""
         found.append(
             Cause(
                 outcomes["timeout"],
                 f"no answer from {target}: {outcomes['timeout']} of {n} attempts timed out "
-                f"and no drop was traced on this host{last}",
+                f"and no drop was traced on this host{last}{quiet}",
             )
         )
-
-    if outcomes["connected"]:
-        ms = statistics.median(a.ms for a in attempts if a.outcome == "connected")
+    done = outcomes["connected"] + outcomes["answered"]
+    if done:
+        ms = statistics.median(a.ms for a in attempts if a.outcome in ("connected", "answered"))
         found.append(
             Cause(
-                0.5 * outcomes["connected"],
-                f"reachable: {outcomes['connected']} of {n} attempts connected "
+                0.5 * done,
+                f"reachable: {done} of {n} attempts {'answered' if udp else 'connected'} "
                 f"(median {ms:.2f} ms)",
             )
         )
-
-    others = {o: c for o, c in outcomes.items() if o not in _KNOWN}
-    for outcome, count in others.items():
-        found.append(Cause(count, f"connect failed: {outcome} ({count} of {n} attempts)"))
+    for outcome, count in outcomes.items():
+        if outcome not in _KNOWN:
+            found.append(Cause(count, f"failed: {outcome} ({count} of {n} attempts)"))
     return sorted(found, key=lambda c: -c.weight)
 
 
-_KNOWN = ("connected", "refused", "timeout", "unreachable")
+def _drops(packets: list[Packet], refused: bool) -> list[Cause]:
+    """A cause per (reason, place, function) packets were dropped at."""
+    drops: Counter[tuple[str, str, str]] = Counter()
+    for p in packets:
+        d = p.dropped
+        # a request no socket took is the refusal, said once
+        if (
+            d is None
+            or d["drop_reason"] in _BENIGN
+            or (d["drop_reason"] == "NO_SOCKET" and refused)
+        ):
+            continue
+        drops[(d["drop_reason"], place(d), d["location"].partition("+")[0])] += 1
+    return [
+        Cause(
+            count * 2,
+            f"dropped by {_BY.get(reason, f'the kernel ({reason})')} in {where}: {reason} at "
+            f"{function} ({count} packets)",
+        )
+        for (reason, where, function), count in drops.most_common()
+    ]
+
+
+_KNOWN = ("connected", "answered", "refused", "timeout", "unreachable")
 
 
 def _last(packets: list[Packet]) -> str:
@@ -175,9 +191,11 @@ def _last(packets: list[Packet]) -> str:
     return f"{what(h)} in {place(h)}"
 
 
-def report(target: str, attempts: Sequence[Attempt], packets: Sequence[Packet]) -> list[str]:
+def report(
+    target: str, attempts: Sequence[Attempt], packets: Sequence[Packet], udp: bool = False
+) -> list[str]:
     """The verdict's text: the causes, best first, then the evidence counted."""
-    found = causes(target, attempts, packets)
+    found = causes(target, attempts, packets, udp)
     lines = [f"why {target}:"]
     if not found:
         lines.append("  nothing seen: no attempt made, no packet traced")

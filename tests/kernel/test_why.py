@@ -5,7 +5,9 @@ drop, no ARP answer, no route; and a reachable one."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from pyprobe import cli
 from pyprobe.lab import traffic
 from pyprobe.lab.pair import VethPair
+from pyprobe.netns import namespaces
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 PORT = 7930
@@ -88,3 +91,35 @@ def test_a_listener_is_reachable(capsys, pair):
         srv.stop()
     assert v["causes"][0].startswith("reachable: 3 of 3 attempts connected")
     assert len(v["causes"]) == 1
+
+
+def test_udp_no_listener_is_refused_by_an_icmp_port_unreachable(capsys, pair):
+    v = why(capsys, pair, f"{pair.addr_b}:{PORT}", "-u", "-n", "2", "--timeout", "1")
+    assert [a["outcome"] for a in v["attempts"]] == ["refused", "refused"]
+    assert v["causes"] == [
+        f"refused: no listener on {pair.addr_b}:{PORT} (an ICMP port unreachable back, sent "
+        f"in netns {pair.b} on {pair.dev_b}; 2 of 2 attempts)"
+    ]
+
+
+def test_udp_an_answering_service_is_reachable(capsys, pair):
+    ready = threading.Event()
+
+    def echo() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((pair.addr_b, PORT))
+            s.settimeout(10)
+            ready.set()
+            for _ in range(2):
+                data, peer = s.recvfrom(2048)
+                s.sendto(data, peer)
+
+    server = threading.Thread(target=namespaces.run_in_netns, args=(pair.path(pair.b), echo))
+    server.start()
+    ready.wait(5)
+    v = why(capsys, pair, f"{pair.addr_b}:{PORT}", "-u", "-n", "2", "--timeout", "1")
+    server.join()
+    assert [a["outcome"] for a in v["attempts"]] == ["answered", "answered"]
+    assert len(v["causes"]) == 1 and v["causes"][0].startswith(
+        "reachable: 2 of 2 attempts answered"
+    )

@@ -35,6 +35,7 @@ FAMILIES = {
     "tcplife": "tcpstates",
     "queues": "queues",
     "conn": "conn",
+    "nat": "nat",
     "trace": "trace",
     "why": "why",
     "top": "top",

@@ -29,8 +29,9 @@ def lab() -> None:
     "--topology",
     default="veth",
     show_default=True,
-    type=click.Choice(["veth", "bridge", "vxlan"]),
-    help="veth: h1-h2; bridge: h1,h2,h3 on br0; vxlan: two bridges joined over VXLAN 42/4789.",
+    type=click.Choice(topo.TOPOLOGIES),
+    help="veth: h1-h2; bridge: h1,h2,h3 on br0; vxlan: two bridges joined over VXLAN "
+    "42/4789; nat: h1 behind router rt (masquerade, port 8080 forwarded to h1:80) from h2.",
 )
 @click.option("--stp", is_flag=True, help="Spanning tree on the bridges.")
 @click.option(

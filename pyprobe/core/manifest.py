@@ -207,8 +207,16 @@ def parse(text: str, path: Path, bpf_dir: Path) -> Manifest:
         )
         for h in top.tables("hooks")
     )
-    if not hooks:
-        raise ManifestError(f"{source}: hooks: at least one hook is required")
+    # A probe whose every metric the kernel counts (`source = ...`) needs no
+    # hook and no program (node_exporter's way); anything read from a map or
+    # streamed needs both.
+    metric_tables = top.tables("metrics")
+    if not hooks and (
+        "event" in doc or not metric_tables or any("map" in m.table for m in metric_tables)
+    ):
+        raise ManifestError(
+            f"{source}: hooks: at least one hook is required (metrics from maps, an event)"
+        )
 
     offsets = []
     for macro, spec in top.get("offsets", dict, {}).items():
@@ -455,6 +463,6 @@ def _check_needs(h: _Reader) -> list[str]:
 
 def load(path: Path, bpf_dir: Path) -> Manifest:
     manifest = parse(path.read_text(), path, bpf_dir)
-    if not manifest.program.is_file():
+    if manifest.hooks and not manifest.program.is_file():
         raise ManifestError(f"{path.name}: its program {manifest.program.name} is missing")
     return manifest

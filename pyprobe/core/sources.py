@@ -76,6 +76,22 @@ def no_routes(max_age: float = SHARED_AGE) -> list[Row]:
     return out
 
 
+def conntrack(max_age: float = SHARED_AGE) -> list[Row]:
+    """Every namespace's connection tracking: entries against max_entries,
+    and `conntrack -S`'s counters (insert_failed, drop, early_drop...). No
+    rows where the kernel has no conntrack."""
+    names = named_netns()
+    out: list[Row] = []
+    for inode, summary in snapshot.snapshot(max_age, conntrack=True).items():
+        if isinstance(summary.conntrack, Exception):
+            raise summary.conntrack
+        if summary.conntrack is not None:
+            out.append(
+                {"netns": str(inode), "netns_name": names.get(inode, ""), **summary.conntrack}
+            )
+    return out
+
+
 def _now(read: Callable[[], list[dict]]) -> Callable[[float], list[Row]]:
     """A procfs file: read at once, whatever the age asked for."""
     return lambda _max_age: read()
@@ -87,5 +103,6 @@ SOURCES: dict[str, Callable[[float], list[Row]]] = {
     "softnet": _now(procfs.softnet),  # /proc/net/softnet_stat: cpu, processed, dropped, squeezes
     "neigh_tables": _now(procfs.neigh_tables),  # /proc/net/stat/*_cache: family, entries...
     "no_routes": no_routes,  # every namespace's: netns, netns_name, family, out_/in_no_routes
+    "conntrack": conntrack,  # every namespace's: netns, netns_name, entries, drop...
     "devices": devices,  # every namespace's devices: netns, netns_name, device, rx_packets...
 }

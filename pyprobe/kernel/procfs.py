@@ -119,3 +119,28 @@ def net_mibs(net: Path = THREAD_NET) -> dict[str, int]:
     except FileNotFoundError:
         pass
     return out
+
+
+CONNTRACK_MAX = Path("/proc/sys/net/netfilter/nf_conntrack_max")
+
+
+def conntrack_stats(net: Path = THREAD_NET) -> dict[str, int] | None:
+    """The calling thread's namespace's connection tracking as `conntrack -S`
+    counts it: /proc/net/stat/nf_conntrack's columns by its header, summed
+    over CPUs (entries, the table's size, is the namespace's one count);
+    max_entries, the limit, is the host's (nf_conntrack_max). None where
+    conntrack is not in the kernel."""
+    try:
+        lines = (net / "stat" / "nf_conntrack").read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    header = lines[0].split()
+    out = dict.fromkeys(header, 0)
+    for line in lines[1:]:
+        for key, value in zip(header, line.split(), strict=False):
+            out[key] = int(value, 16) if key == "entries" else out[key] + int(value, 16)
+    try:
+        out["max_entries"] = int(CONNTRACK_MAX.read_text())
+    except OSError:  # not in every namespace on every kernel
+        out["max_entries"] = 0
+    return out

@@ -6,6 +6,9 @@ that route nowhere else, and torn down completely.
   bridge  h1, h2, h3 -> br0 in sw (STP on or off)          10.231.2.0/24
   vxlan   h1 -> br0+vxlan42 in sw1 <-underlay veth-> sw2 -> h2
           overlay 10.231.4.0/24, underlay 10.231.3.0/30, UDP 4789
+  nat     h1 (inside, 10.231.5.1) <-> rt <-> h2 (outside, 10.231.6.2)
+          rt masquerades what leaves by wan (dynamic NAT with ports: PAT)
+          and forwards its TCP port 8080 to h1:80 (DNAT, a port forward)
 
 Options: --loss PCT drops PCT% of h2's incoming IPv4 packets at random, with
 an eBPF tc classifier (netem and tc's gact are not in every kernel; cls_bpf
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +35,7 @@ from ..paths import bpf_dir
 
 PREFIX = "pplab"
 STATE = Path("/run/pyprobe-lab.json")
-TOPOLOGIES = ("veth", "bridge", "vxlan")
+TOPOLOGIES = ("veth", "bridge", "vxlan", "nat")
 VNI, VXLAN_PORT = 42, 4789
 ETH_P_IP = 0x0800
 STP_FORWARD_DELAY_CS = 200  # centiseconds
@@ -186,6 +190,19 @@ class Lab:
             # 50 bytes of VXLAN encapsulation must fit the underlay's 1500
             self._host(f"h{n}", "eth0", f"10.231.4.{n}", mtu=1450)
 
+    def _up_nat(self) -> None:
+        self._ns("rt")
+        for n, side, net in ((1, "lan", 5), (2, "wan", 6)):
+            self._ns(f"h{n}")
+            _veth(f"h{n}", "eth0", "rt", side)
+            _in("rt", functools.partial(_configure, side, f"10.231.{net}.254", 24))
+            self._host(f"h{n}", "eth0", f"10.231.{net}.{n}")
+        # h1 reaches the outside through rt; h2 needs no route back: what
+        # it sees comes from rt's own address (masquerade).
+        _in("h1", functools.partial(_default_route, NAT_ROUTER_LAN))
+        _in("rt", _nat_router)
+        self.hosts["rt"] = {"netns": ns_name("rt"), "dev": "wan", "addr": NAT_ROUTER_WAN}
+
     def _impairments(self) -> None:
         h1, h2 = self.hosts["h1"]["dev"], self.hosts["h2"]["dev"]
         if self.loss:
@@ -234,6 +251,42 @@ def _vxlan(local: str, remote: str) -> None:
             vxlan_learning=1,
         )
     _configure(f"vxlan{VNI}", None, 24, "br0")
+
+
+NAT_ROUTER_LAN, NAT_ROUTER_WAN = "10.231.5.254", "10.231.6.254"
+NAT_FORWARD_PORT, NAT_INSIDE_PORT = 8080, 80
+# The notes' NAT, in nftables (iptables' successor; its kernel side is in
+# every distribution kernel): the table is the lab's, removed with rt.
+NAT_RULES = f"""
+table ip pyprobe_lab_nat {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "wan" tcp dport {NAT_FORWARD_PORT} dnat to 10.231.5.1:{NAT_INSIDE_PORT}
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "wan" masquerade
+  }}
+}}
+"""
+
+
+def _default_route(gateway: str) -> None:
+    with _ipr() as ipr:
+        ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+
+
+def _nat_router() -> None:
+    """Inside rt: forwarding on, and the NAT rules (nft reads them on stdin;
+    its output is not parsed)."""
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
+    try:
+        subprocess.run(["nft", "-f", "-"], input=NAT_RULES, text=True, check=True,
+                       capture_output=True)  # fmt: skip
+    except FileNotFoundError:
+        raise PyprobeError("the nat topology needs nftables: apt-get install nftables") from None
+    except subprocess.CalledProcessError as e:
+        raise PyprobeError(f"nft refused the lab's NAT rules: {e.stderr.strip()}") from None
 
 
 def _tc_drop(dev: str, prio: int, cflags: list[str]) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..kernel.names import tcp_state
-from ..kernel.procfs import net_mibs
+from ..kernel.procfs import conntrack_stats, net_mibs
 from ..logs import kv
 from . import sockdiag
 from .devices import links_and_cookie, qdiscs
@@ -55,6 +55,9 @@ class Summary:
     devices: list[dict[str, Any]] | Exception = field(default_factory=list)
     # its SNMP counters by nstat's names (procfs.net_mibs), or what stopped us
     mibs: dict[str, int] | Exception = field(default_factory=dict)
+    # its connection tracking's counts (procfs.conntrack_stats; None: no
+    # conntrack in the kernel), or what stopped us reading them
+    conntrack: dict[str, int] | Exception | None = None
 
     @classmethod
     def from_sockets(cls, stats: Iterable[tuple] | Counter[tuple]) -> Summary:
@@ -212,6 +215,7 @@ def _paced(asked: list[float], late: int) -> tuple[float, float] | None:
 _QDISCS_WANTED = threading.Event()
 _DEVICES_WANTED = threading.Event()
 _MIBS_WANTED = threading.Event()
+_CONNTRACK_WANTED = threading.Event()
 
 
 def here() -> Summary:
@@ -234,6 +238,11 @@ def here() -> Summary:
             summary.mibs = net_mibs()
         except Exception as e:  # the routes collector reports it
             summary.mibs = e
+    if _CONNTRACK_WANTED.is_set():
+        try:
+            summary.conntrack = conntrack_stats()
+        except Exception as e:  # the conntrack collector reports it
+            summary.conntrack = e
     with contextlib.suppress(OSError):  # if not, the names are read where they are needed
         summary.links = links_and_cookie()
     return summary
@@ -254,16 +263,22 @@ _SNAPSHOTS = Snapshots(_pass)
 
 
 def snapshot(
-    max_age: float = 0.5, qdiscs: bool = False, devices: bool = False, mibs: bool = False
+    max_age: float = 0.5,
+    qdiscs: bool = False,
+    devices: bool = False,
+    mibs: bool = False,
+    conntrack: bool = False,
 ) -> dict[int, Summary]:
     """inode -> Summary for every namespace; one pass serves everything that
     asks within max_age seconds (e.g. one scrape's collectors). With qdiscs
     (devices), each Summary's qdiscs (devices' counters) are filled in (the
-    first such call takes a pass); with mibs, their SNMP counters."""
+    first such call takes a pass); with mibs, their SNMP counters; with
+    conntrack, their connection tracking's counts."""
     for wanted, flag in (
         (qdiscs, _QDISCS_WANTED),
         (devices, _DEVICES_WANTED),
         (mibs, _MIBS_WANTED),
+        (conntrack, _CONNTRACK_WANTED),
     ):
         if wanted and not flag.is_set():
             flag.set()

@@ -1,0 +1,62 @@
+"""`pyprobe nat`: the NAT mappings conntrack holds, per namespace, as the
+notes draw them: a connection's tuple as it left (original) and as its
+replies come back (reply)."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from ..core.text import json_line
+from ..netns import conntrack
+from ..netns.namespaces import each_netns, named_netns, resolve_netns
+from ..views.tables import print_tables
+from .common import CONTEXT, Documented, json_option, netns_option
+
+
+def _endpoint(addr: str, port: int) -> str:
+    return f"{addr}:{port}" if port else addr
+
+
+@click.command(cls=Documented, context_settings=CONTEXT)
+@netns_option
+@json_option
+@click.option("-a", "--all", "every", is_flag=True, help="Every tracked connection, NATed or not.")
+def nat(netns: str | None, as_json: bool, every: bool) -> None:
+    """NAT mappings: each NATed connection's original and reply tuples, per netns.
+
+    \b
+    What conntrack keeps (ctnetlink): SNAT and masquerade rewrite the source
+    (and its port: PAT), DNAT the destination (a port forward). For a
+    masqueraded connection the reply goes to the router's own address and
+    port; for a port forward it comes from the inside host. `pyprobe
+    conntrack` counts the tables (entries against the limit, drops, insert
+    failures)."""
+    only = resolve_netns(netns) if netns else None
+    found = each_netns(lambda: conntrack.connections(nat_only=not every), only=only)
+    names = named_netns()
+    if as_json:
+        for inode, conns in found.items():
+            for c in conns:
+                print(json_line({"netns": inode, "netns_name": names.get(inode, ""), **c}))
+        return
+    table = Table(title="NAT mappings (conntrack)", title_justify="left")
+    for column in ("NETNS", "PROTO", "STATE", "NAT", "ORIGINAL", "REPLY", "TIMEOUT"):
+        table.add_column(column, justify="right" if column == "TIMEOUT" else "left")
+    for inode, conns in found.items():
+        for c in conns:
+            table.add_row(
+                names.get(inode) or str(inode),
+                c["proto"],
+                c["state"],
+                c["nat"] or "-",
+                f"{_endpoint(c['orig_src'], c['orig_sport'])} -> "
+                f"{_endpoint(c['orig_dst'], c['orig_dport'])}",
+                f"{_endpoint(c['reply_src'], c['reply_sport'])} -> "
+                f"{_endpoint(c['reply_dst'], c['reply_dport'])}",
+                f"{c['timeout']} s",
+            )
+    print_tables([table])
+
+
+COMMANDS = [nat]

@@ -7,7 +7,8 @@ input, and it removes every namespace and detaches every program it made.
   3. connects to a closed port   -> drops (NO_SOCKET) and resets, per connection
   4. a firewall rule             -> drops with their reason and place
   5. a UDP flood into NAPI       -> interrupts vs polling: NAPI, softirqs, devices
-  6. one request, traced         -> its packets hop by hop (pyprobe trace)
+  6. one request across VXLAN    -> its packets hop by hop (pyprobe trace), in a lab of
+                                    its own
 """
 
 from __future__ import annotations
@@ -142,12 +143,13 @@ class Demo:
             self.say(f"attached in {time.monotonic() - start:.1f}s: {hooks}\n")
             view = TopView({n: p for n, p in self.probes.items() if not p.streaming})
             view.frame()
-            steps = (self.churn, self.hoard, self.refused, self.firewall, self.flood, self.traced)
-            for step in steps:
+            for step in (self.churn, self.hoard, self.refused, self.firewall, self.flood):
                 step(h, summary)
             self.console.rule("[bold]Everything, over the whole demo (pyprobe top)")
             self.console.print(view.frame())
             summary["lost"] = sum(p.lost() for p in self.probes.values())
+        self.probes = {}  # detached with the veth lab
+        self.traced(summary)  # in a lab of its own: the veth one is down now
         summary["left"] = [e.name for e in NETNS_RUN_DIR.glob(f"{topology.PREFIX}-*")]
         summary["seconds"] = time.monotonic() - start
         return summary
@@ -291,9 +293,15 @@ class Demo:
             )
             summary["napi_polls"], summary["napi_packets"] = polls, pkts
 
-    def traced(self, h: workloads.Hosts, summary: dict[str, Any]) -> None:
+    def traced(self, summary: dict[str, Any]) -> None:
         port = workloads.PORTS["traced"]
-        with self.section(f"6. One request, hop by hop (pyprobe trace 'tcp port {port}')"):
+        title = f"6. One request across VXLAN, hop by hop (pyprobe trace 'tcp port {port}')"
+        with self.section(title), topology.Lab("vxlan") as lab:
+            h = workloads.Hosts.from_lab()
+            self.say(
+                f"h1 ({lab.hosts['h1']['addr']}) -> sw1's bridge -> vxlan42 over the underlay "
+                f"-> sw2's bridge -> h2 ({lab.hosts['h2']['addr']}) (`pyprobe lab up vxlan`)"
+            )
             # on demand: its own program, with the filter compiled in
             probe = self.registry.create("trace", env=self.env, loader=self.new_loader())
             how, why = probe.runs_here(stream=True)
@@ -315,12 +323,12 @@ class Demo:
                 tracker = trace_view.Tracker(trace_view.DeviceKinds(), idle=0)
                 packets = tracker.feed(probe.events(timeout_ms=100)) + tracker.flush()
             request = [p for p in packets if "P" in p.headers().tcp_flags]
-            for number, p in enumerate(packets[:1] + request[:1], 1):
-                print("\n".join(trace_view.lines(p, number)))
+            for p in request[:1]:
+                print("\n".join(trace_view.lines(p, 1)))
             self.say(
-                f"{len(packets)} packets of that connection traced (its SYN and its request "
-                "shown): queued on h1's veth, handed to h2's inside that transmit, into h2's "
-                "stack, read by the server"
+                f"{len(packets)} packets of that connection traced; its request shown: queued "
+                "on h1's veth, bridged in sw1, encapsulated on the underlay, decapsulated at "
+                "sw2's vxlan42, bridged to h2, read by the server"
             )
             summary["traced"] = len(packets)
 

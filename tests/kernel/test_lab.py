@@ -215,7 +215,7 @@ def test_make_demo_runs_every_workload_and_leaves_nothing():
         "3. 10 connects",
         "4. A firewall rule",
         "5. Interrupts vs polling",
-        "6. One request, hop by hop",
+        "6. One request across VXLAN, hop by hop",
         "pyprobe top",
         "Summary",
     ):
@@ -223,7 +223,8 @@ def test_make_demo_runs_every_workload_and_leaves_nothing():
     assert "TIME_WAIT on h1: 40" in out
     assert "NO_SOCKET drops: 10" in out and "firewall drops: 50" in out
     assert "lost events: 0" in out and "namespaces removed" in out
-    assert "traced packets: 0" not in out and "read by" in out  # the request, to the server
+    # the request across VXLAN, to the server
+    assert "traced packets: 0" not in out and "read by" in out and "(decapsulated)" in out
     assert lab_namespaces() == []
     assert settled_prog_count(before) == before
 

@@ -100,6 +100,13 @@ def test_udp_no_listener_is_refused_by_an_icmp_port_unreachable(capsys, pair):
         f"refused: no listener on {pair.addr_b}:{PORT} (an ICMP port unreachable back, sent "
         f"in netns {pair.b} on {pair.dev_b}; 2 of 2 attempts)"
     ]
+    # each datagram's own hops: the ICMP error sent about it, then its drop
+    sent = [p for p in v["packets"] if p["summary"].startswith(f"{pair.addr_a}:")]
+    assert len(sent) == 2
+    for p in sent:
+        hooks = [h["hook"] for h in p["hops"]]
+        assert hooks[-2:] == ["icmp_send", "drop"], hooks
+        assert p["hops"][-2]["what"] == "ICMP error sent about it (type 3 code 3)"
 
 
 def test_udp_an_answering_service_is_reachable(capsys, pair):

@@ -185,4 +185,23 @@ struct neigh_event {
 	__u32 _pad;
 };
 
+/* fdb_event.kind */
+#define PYPROBE_FDB_LEARNED 1 /* a new address learned on a port */
+#define PYPROBE_FDB_MOVED 2   /* an address seen on another port than its entry's */
+#define PYPROBE_FDB_UPDATED 3 /* an entry's flags changed, same port */
+#define PYPROBE_FDB_DELETED 4 /* an entry removed: aged out, flushed, deleted */
+
+/* A bridge forwarding database entry's event. */
+struct fdb_event {
+	__u64 ts_ns;
+	__u32 netns;
+	__u32 bridge;   /* the bridge's ifindex */
+	__u32 port;     /* the port's ifindex (0: the bridge itself) */
+	__u32 old_port; /* a move's port before */
+	__u8 mac[6];
+	__u16 vid;
+	__u8 kind;
+	__u8 _pad[7];
+};
+
 #endif /* PYPROBE_H */

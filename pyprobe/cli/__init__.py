@@ -36,6 +36,7 @@ FAMILIES = {
     "queues": "queues",
     "conn": "conn",
     "nat": "nat",
+    "bridge": "bridge",
     "trace": "trace",
     "why": "why",
     "top": "top",

@@ -9,7 +9,7 @@ import click
 
 from ..core.text import json_line
 from ..netns.namespaces import resolve_netns
-from ..views.tables import print_tables, queue_tables
+from ..views.tables import print_tables, queue_tables, rtt_table
 from ..views.watch import intervals
 from .common import (
     CONTEXT,
@@ -27,9 +27,20 @@ from .common import (
 @netns_option
 @json_option
 @top_option(default=10, help="Sockets and listeners shown.")
+@click.option(
+    "--rtt",
+    is_flag=True,
+    help="Also each namespace's established sockets' smoothed RTT and congestion "
+    "window (tcp_info, as ss -ti): count, p50, p99, max.",
+)
 @interval_args
 def queues(
-    netns: str | None, as_json: bool, top: int, interval: float | None, count: int | None
+    netns: str | None,
+    as_json: bool,
+    top: int,
+    rtt: bool,
+    interval: float | None,
+    count: int | None,
 ) -> None:
     """Deepest socket queues (Recv-Q/Send-Q), accept backlogs, qdisc backlogs, overflows.
 
@@ -40,18 +51,23 @@ def queues(
     in the kernel since the start. Without INTERVAL: one report now.
     """
     inode = resolve_netns(netns) if netns else None
-    with attached("queues") as probe:
+    with attached("queues", features=["rtt"] if rtt else ()) as probe:
         probe.netns = inode
 
         def report(n: int) -> None:
             snapshot = probe.top(top)
             overflows = probe.overflows()
+            rtts = probe.rtt_rows() if rtt else None
             if as_json:
+                extra = {} if rtts is None else {"rtt": rtts}
                 print(
-                    json_line({"time": time.time(), **snapshot, "overflows": overflows}), flush=True
+                    json_line({"time": time.time(), **snapshot, "overflows": overflows, **extra}),
+                    flush=True,
                 )
             else:
                 print_tables(queue_tables(snapshot, overflows))
+                if rtts is not None:
+                    print_tables([rtt_table(rtts)])
 
         intervals(report, interval, count, first_now=True)
 

@@ -38,6 +38,7 @@ DECODERS: dict[str, Callable[[int], str]] = {
     "route_result": route_result,
     "ipv4_prefix24": ipv4_prefix24,
     "address_family": family,
+    "fdb_event": lambda v: {1: "learned", 2: "moved", 3: "updated", 4: "deleted"}.get(v, str(v)),
     "neigh_event": lambda v: {1: "created", 2: "failed", 3: "resolved"}.get(v, str(v)),
     "direction": lambda v: "receive" if v else "transmit",
     "queue_event": lambda v: (

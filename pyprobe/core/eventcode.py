@@ -45,6 +45,7 @@ DECODERS: dict[str, tuple[str, ...]] = {
     "num": ("field", "flag?"),
     "wall_time": ("field",),
     "hex": ("field",),
+    "mac": ("field",),
     "comm": ("field",),
     "flag": ("flag",),
     "family": ("field", "flag?"),
@@ -145,6 +146,11 @@ def addr_text(family: int, raw: bytes) -> str:
     return text
 
 
+def mac_text(raw: bytes) -> str:
+    """A link-layer address as `bridge fdb` prints it."""
+    return ":".join(f"{b:02x}" for b in raw[:6])
+
+
 def comm_text(raw: bytes) -> str:
     text = _COMMS.get(raw)
     if text is None:
@@ -186,6 +192,8 @@ def _value(o: Output, c: Context, consts: dict[str, Any]) -> str:
         expr = f"(hex({a[0]}) if {a[0]} else '')"
     elif fn == "comm":
         expr = f"comm_text({a[0]})"
+    elif fn == "mac":
+        expr = f"mac_text({a[0]})"
     elif fn == "flag":
         expr = f"bool({FLAGS} & {c.header.constant('F_' + a[0])})"
     elif fn == "family":
@@ -231,6 +239,7 @@ def _namespace(c: Context, consts: dict[str, Any]) -> dict[str, Any]:
         "dec": c.dec,
         "netns_name": c.netns_name,
         "comm_text": comm_text,
+        "mac_text": mac_text,
         "addr_text": addr_text,
         "FAMILIES": FAMILIES,
         "STATES": STATES,
@@ -284,7 +293,7 @@ def _json(o: Output, c: Context, consts: dict[str, Any]) -> tuple[str, str, str]
     if fn == "netns_name" and o.when is None:
         inode = f"dec.netns_inode({a[0]})" if len(a) > 1 else a[0]
         return "%s", f"_spaces.get({inode}) or _space({inode})", ""
-    if fn in ("family", "addr", "tcp_state", "hex") and o.when is None:
+    if fn in ("family", "addr", "tcp_state", "hex", "mac") and o.when is None:
         return '"%s"', _value(o, c, consts), ""  # never a character JSON escapes
     return "%s", f"_json({_value(o, c, consts)})", ""
 

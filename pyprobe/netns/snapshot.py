@@ -58,6 +58,8 @@ class Summary:
     # its connection tracking's counts (procfs.conntrack_stats; None: no
     # conntrack in the kernel), or what stopped us reading them
     conntrack: dict[str, int] | Exception | None = None
+    # its established sockets' (srtt µs, rttvar µs, cwnd) from tcp_info
+    rtts: list[tuple[int, int, int]] | Exception = field(default_factory=list)
 
     @classmethod
     def from_sockets(cls, stats: Iterable[tuple] | Counter[tuple]) -> Summary:
@@ -216,6 +218,7 @@ _QDISCS_WANTED = threading.Event()
 _DEVICES_WANTED = threading.Event()
 _MIBS_WANTED = threading.Event()
 _CONNTRACK_WANTED = threading.Event()
+_RTTS_WANTED = threading.Event()
 
 
 def here() -> Summary:
@@ -238,6 +241,11 @@ def here() -> Summary:
             summary.mibs = net_mibs()
         except Exception as e:  # the routes collector reports it
             summary.mibs = e
+    if _RTTS_WANTED.is_set():
+        try:
+            summary.rtts = sockdiag.tcp_rtts()
+        except Exception as e:  # the queues collector reports it
+            summary.rtts = e
     if _CONNTRACK_WANTED.is_set():
         try:
             summary.conntrack = conntrack_stats()
@@ -268,17 +276,20 @@ def snapshot(
     devices: bool = False,
     mibs: bool = False,
     conntrack: bool = False,
+    rtts: bool = False,
 ) -> dict[int, Summary]:
     """inode -> Summary for every namespace; one pass serves everything that
     asks within max_age seconds (e.g. one scrape's collectors). With qdiscs
     (devices), each Summary's qdiscs (devices' counters) are filled in (the
     first such call takes a pass); with mibs, their SNMP counters; with
-    conntrack, their connection tracking's counts."""
+    conntrack, their connection tracking's counts; with rtts, their
+    established sockets' tcp_info (srtt, cwnd)."""
     for wanted, flag in (
         (qdiscs, _QDISCS_WANTED),
         (devices, _DEVICES_WANTED),
         (mibs, _MIBS_WANTED),
         (conntrack, _CONNTRACK_WANTED),
+        (rtts, _RTTS_WANTED),
     ):
         if wanted and not flag.is_set():
             flag.set()

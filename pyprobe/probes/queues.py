@@ -36,8 +36,9 @@ class Queues(Probe):
 
     def stats(self, qdiscs: bool = False) -> dict[int, snapshot.Summary]:
         """inode of the namespace -> its TCP sockets summed (netns/snapshot.py),
-        and with qdiscs its qdiscs; one pass serves every collector of a scrape."""
-        snap = snapshot.snapshot(qdiscs=qdiscs)
+        and with qdiscs its qdiscs; one pass serves every collector of a scrape.
+        With the rtt feature on, the pass reads tcp_info too."""
+        snap = snapshot.snapshot(qdiscs=qdiscs, rtts="rtt" in self.features)
         return {k: v for k, v in snap.items() if self.netns is None or k == self.netns}
 
     def records(self) -> dict[int, list[tuple]]:
@@ -89,6 +90,32 @@ class Queues(Probe):
         ]
         qdiscs.sort(key=lambda q: (-q["backlog"], -q["drops"]))
         return {"sockets": found, "listeners": listeners, "qdiscs": qdiscs}
+
+    def rtt_rows(self) -> list[dict[str, Any]]:
+        """Per namespace with established sockets: their count and smoothed
+        RTT (ms) and congestion window (segments) at p50, p99 and max."""
+        names = named_netns()
+        out = []
+        for inode, summary in self.stats().items():
+            if isinstance(summary.rtts, Exception):
+                raise summary.rtts
+            if not summary.rtts:
+                continue
+            ms = sorted(srtt / 1000 for srtt, _, _ in summary.rtts)
+            cwnd = sorted(w for _, _, w in summary.rtts)
+            out.append(
+                {
+                    "netns": inode,
+                    "netns_name": names.get(inode, ""),
+                    "sockets": len(ms),
+                    "rtt_ms_p50": _rank(ms, 0.5),
+                    "rtt_ms_p99": _rank(ms, 0.99),
+                    "rtt_ms_max": ms[-1],
+                    "cwnd_p50": _rank(cwnd, 0.5),
+                    "cwnd_min": cwnd[0],
+                }
+            )
+        return out
 
     def tables(self, n: int) -> list[Table]:
         """The deepest socket queues and accept queues, and the qdiscs with a
@@ -174,6 +201,8 @@ class Queues(Probe):
         yield depth
         yield backlog
         yield backlog_max
+        if "rtt" in self.features:
+            yield from rtt_metrics(self.stats(), names)
         yield from self._qdisc_metrics(names)
 
     def _qdisc_metrics(self, names: dict[int, str]) -> Iterable[Metric]:
@@ -205,6 +234,11 @@ class Queues(Probe):
         yield from counters.values()
 
 
+def _rank(ordered: list, q: float) -> Any:
+    """The value at quantile q of an ordered list (nearest rank)."""
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def _row(inode: int, s: Sock, names: dict[int, str]) -> dict[str, Any]:
     return {
         "netns": inode,
@@ -216,3 +250,43 @@ def _row(inode: int, s: Sock, names: dict[int, str]) -> dict[str, Any]:
         "send_q": s.send_q,
         "inode": s.inode,
     }
+
+
+# Gauge histogram bounds: smoothed RTT in seconds (50 µs, a namespace's
+# loopback, to 1 s, a satellite link), congestion window in segments.
+RTT_BOUNDS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+CWND_BOUNDS = (1, 2, 4, 10, 20, 50, 100, 200, 500, 1000)
+
+
+def gauge_buckets(values: list[float], bounds: tuple[float, ...]) -> list[tuple[str, float]]:
+    """Cumulative (le, count) buckets of values now."""
+    out = [(repr(float(b)) if isinstance(b, float) else str(b), sum(v <= b for v in values))
+           for b in bounds]  # fmt: skip
+    return [*out, ("+Inf", len(values))]
+
+
+def rtt_metrics(stats: dict[int, snapshot.Summary], names: dict[int, str]) -> Iterable[Metric]:
+    """The rtt feature: every established socket's smoothed RTT and
+    congestion window now (tcp_info through sock_diag, what `ss -ti` shows),
+    per namespace, as gauge histograms: no hook on any ACK."""
+    labels = ["netns", "netns_name"]
+    rtt = GaugeHistogramMetricFamily(
+        PREFIX + "tcp_rtt_seconds",
+        "Smoothed RTT of established TCP sockets now (tcp_info srtt, as ss -ti), per namespace.",
+        labels=labels,
+    )
+    cwnd = GaugeHistogramMetricFamily(
+        PREFIX + "tcp_cwnd_segments",
+        "Congestion window of established TCP sockets now (tcp_info snd_cwnd), per namespace.",
+        labels=labels,
+    )
+    for inode, summary in stats.items():
+        if isinstance(summary.rtts, Exception):
+            raise summary.rtts
+        ns = [str(inode), names.get(inode, "")]
+        seconds = [srtt / 1e6 for srtt, _, _ in summary.rtts]
+        windows = [float(w) for _, _, w in summary.rtts]
+        rtt.add_metric(ns, gauge_buckets(seconds, RTT_BOUNDS), sum(seconds))
+        cwnd.add_metric(ns, gauge_buckets(windows, CWND_BOUNDS), sum(windows))
+    yield rtt
+    yield cwnd

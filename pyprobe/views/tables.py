@@ -38,6 +38,24 @@ def sockets_table(by_netns: Mapping[str, Mapping[str, int]], title: str) -> Tabl
     return table
 
 
+def rtt_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """`pyprobe queues --rtt`: each namespace's established sockets' RTT and cwnd."""
+    table = Table(
+        title="Established sockets: smoothed RTT and cwnd (tcp_info)", title_justify="left"
+    )
+    for column in ("NETNS", "SOCKETS", "RTT P50", "RTT P99", "RTT MAX", "CWND P50", "CWND MIN"):
+        table.add_column(column, justify="left" if column == "NETNS" else "right")
+    for r in rows:
+        table.add_row(
+            r["netns_name"] or str(r["netns"]),
+            str(r["sockets"]),
+            *(f"{r[k]:.3f} ms" for k in ("rtt_ms_p50", "rtt_ms_p99", "rtt_ms_max")),
+            str(r["cwnd_p50"]),
+            str(r["cwnd_min"]),
+        )
+    return table
+
+
 def print_tables(
     tables: Iterable[Table], out: TextIO | None = None, width: int | None = None
 ) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 from ..core.eventcode import MONO_TO_WALL_NS
+from ..core.events import header
 from ..core.text import json_line, netns_cell
 from ..netns import devices, namespaces
 from . import pcapng
@@ -46,8 +47,10 @@ WHAT = {
 }
 ENDS = ("drop", "consume")  # hooks after which the skb is gone
 
-# trace_event.flags (bpf/pyprobe.h)
-F_FIRST, F_ETHERNET, F_ENCAP, F_DECAP, F_CLONE = 0x20, 0x40, 0x80, 0x100, 0x200
+# trace_event.flags, as bpf/pyprobe.h defines them
+F_FIRST, F_ETHERNET, F_ENCAP, F_DECAP, F_CLONE = (
+    header().constant(f"F_{name}") for name in ("FIRST", "ETHERNET", "ENCAP", "DECAP", "CLONE")
+)
 
 KindOf = Callable[[int, int], str]  # (netns inode, ifindex) -> kind ("" when none)
 

@@ -63,8 +63,10 @@ def trace(
     transmit, received). A matching packet is then followed by its sk_buff:
     every hop with the time since it was first seen, its namespace, device
     (and kind: veth, bridge, vxlan...) and what happened there, to where it
-    was freed or dropped (with the kernel's reason). Tracepoints only: no
-    kprobes needed. An expression that cannot be run exactly is refused.
+    was freed or dropped (with the kernel's reason); through a tunnel and
+    into its clones (a raw socket's copy) by its identity (addresses, IP
+    ID, ports). Tracepoints only: no kprobes needed. An expression that
+    cannot be run exactly is refused.
 
     \b
     Examples:

@@ -111,6 +111,51 @@ struct icmp_event {
 	__u32 _pad;
 };
 
+/* trace_event.hook: where the packet was seen (bpf/trace.bpf.c) */
+#define PYPROBE_HOP_QUEUE 1        /* net_dev_queue: handed to a device's queueing */
+#define PYPROBE_HOP_START_XMIT 2   /* net_dev_start_xmit: to the driver */
+#define PYPROBE_HOP_XMIT 3         /* net_dev_xmit: the driver took it (reason: its return code) */
+#define PYPROBE_HOP_NETIF_RX 4     /* netif_rx: into the per-CPU backlog */
+#define PYPROBE_HOP_GRO 5          /* napi_gro_receive_entry: a NAPI poll handed it over */
+#define PYPROBE_HOP_RECEIVE_ENTRY 6 /* netif_receive_skb_entry */
+#define PYPROBE_HOP_RECEIVE 7      /* netif_receive_skb: the stack takes it */
+#define PYPROBE_HOP_ENQUEUE 8      /* qdisc_enqueue (reason: the qdisc's handle) */
+#define PYPROBE_HOP_DEQUEUE 9      /* qdisc_dequeue */
+#define PYPROBE_HOP_DROP 10        /* kfree_skb (reason, location) */
+#define PYPROBE_HOP_CONSUME 11     /* consume_skb (location) */
+#define PYPROBE_HOP_COPY 12        /* skb_copy_datagram_iovec: read by a process (pid, comm) */
+#define PYPROBE_HOP_ICMP_SEND 13   /* icmp_send about it (reason: type << 8 | code) */
+#define PYPROBE_HOP_RECEIVE_LIST 14 /* netif_receive_skb_list_entry */
+
+/* trace_event.flags */
+#define PYPROBE_F_FIRST 0x20    /* the packet's first hop: data[] holds its first bytes */
+#define PYPROBE_F_ETHERNET 0x40 /* data[] starts at an Ethernet header, else at IP */
+#define PYPROBE_F_ENCAP 0x80    /* its identity changed here: encapsulated */
+#define PYPROBE_F_DECAP 0x100   /* back to the identity it had before: decapsulated */
+#define PYPROBE_F_CLONE 0x200   /* another skb with the packet's identity: a clone (raw socket, tap) */
+#define PYPROBE_TRACE_SNAP 256  /* bytes of a packet kept (PF_WINDOW, bpf/trace_filter.h) */
+
+/* One hop of a traced packet. Hops are sent without data[] (the record
+ * ends at it); the first hop, and a drop, with it. */
+struct trace_event {
+	__u64 ts_ns;
+	__u64 pkt;      /* the packet's id: its hops share it */
+	__u64 skaddr;   /* the sk_buff */
+	__u64 location; /* kfree_skb/consume_skb: where it was freed */
+	__u32 netns;    /* inode of the device's namespace (else the socket's) */
+	__u32 ifindex;  /* 0: no device */
+	__u32 len;      /* skb->len */
+	__u32 wirelen;  /* from the start of data[] to the packet's end */
+	__u32 reason;   /* see hook */
+	__u32 pid;      /* HOP_COPY: the reader */
+	__u32 flags;
+	__u16 caplen;   /* bytes of data[] that are the packet's */
+	__u8 hook;      /* PYPROBE_HOP_* */
+	__u8 _pad0;
+	char comm[PYPROBE_COMM_LEN];
+	__u8 data[PYPROBE_TRACE_SNAP];
+};
+
 /* neigh_event.kind */
 #define PYPROBE_NEIGH_CREATED 1  /* an entry made (INCOMPLETE: resolution starts) */
 #define PYPROBE_NEIGH_FAILED 2   /* resolution failed: no answer after the probes */

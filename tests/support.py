@@ -4,6 +4,7 @@ GETs, reading one sample out of an exposition, a compiled churn client."""
 from __future__ import annotations
 
 import base64
+import ctypes
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from pyprobe.core import pcapfilter
 from pyprobe.load.bcc import BccLoader
 from pyprobe.probes import Registry
 
@@ -153,3 +155,32 @@ class _Registry(Registry):
 
 
 registry = _Registry()
+
+
+class _PktHdr(ctypes.Structure):
+    _fields_ = [("sec", ctypes.c_long), ("usec", ctypes.c_long), ("caplen", ctypes.c_uint32),
+                ("len", ctypes.c_uint32)]  # fmt: skip
+
+
+def read_with_libpcap(path) -> tuple[int, list[tuple[bytes, int]]]:
+    """(link type, [(bytes, length on the wire)]) as libpcap reads the file
+    (tcpdump -r reads it the same way)."""
+    lib = pcapfilter._libpcap()
+    lib.pcap_open_offline.restype = ctypes.c_void_p
+    lib.pcap_open_offline.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    lib.pcap_next_ex.argtypes = [
+        ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(_PktHdr)),
+        ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte)),
+    ]  # fmt: skip
+    lib.pcap_datalink.argtypes = [ctypes.c_void_p]
+    err = ctypes.create_string_buffer(256)
+    handle = lib.pcap_open_offline(str(path).encode(), err)
+    assert handle, err.value
+    hdr, data = ctypes.POINTER(_PktHdr)(), ctypes.POINTER(ctypes.c_ubyte)()
+    out = []
+    try:
+        while lib.pcap_next_ex(handle, ctypes.byref(hdr), ctypes.byref(data)) == 1:
+            out.append((ctypes.string_at(data, hdr.contents.caplen), hdr.contents.len))
+        return lib.pcap_datalink(handle), out
+    finally:
+        lib.pcap_close(handle)

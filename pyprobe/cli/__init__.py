@@ -37,6 +37,8 @@ FAMILIES = {
     "conn": "conn",
     "nat": "nat",
     "bridge": "bridge",
+    "trace": "trace",
+    "why": "why",
     "top": "top",
     "export": "export",
     "lab": "lab",

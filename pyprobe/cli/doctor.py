@@ -179,6 +179,16 @@ def report(env: KernelEnv, registry: Registry, echo: Callable[[str], None]) -> b
             mark = "*" if v.hook is choice.hook else ("+" if v.usable else "-")
             echo(f"    {mark} {v.hook.label:<38} {v.reason}")
         usable += how is not None
+    on_demand = [n for n, m in registry.manifests.items() if m.on_demand]
+    if on_demand:
+        echo("\non demand (loaded by their own command, with what it compiles in):")
+        for name in on_demand:
+            probe = registry.create(name, env=env)
+            how, why = probe.runs_here(stream=True)
+            hook = probe.available().hook
+            points = f" ({len(hook.points)} points)" if hook is not None else ""
+            kind = how.partition(":")[0] if how else ""
+            echo(f"  {name}: {'uses ' + kind + points if how else 'UNAVAILABLE: ' + why}")
     echo(
         f"\n{usable} of {len(registry.names())} probes can run here"
         + ("" if global_ok else " once the problem above is fixed")

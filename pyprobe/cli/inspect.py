@@ -9,6 +9,7 @@ import click
 from ..core.compile import compile_all
 from ..core.costs import cost, where
 from ..core.sizes import RINGBUF_PAGES_ENV
+from ..errors import PyprobeError
 from ..kernel.env import DISABLE_HOOKS_ENV
 from ..load.compilers import CompilerLoader
 from ..paths import dashboards_dir, rules_file
@@ -81,6 +82,12 @@ def compile_programs(include: tuple[str, ...]) -> None:
     """
     ctx = context()
     ctx.registry.check(include)
+    on_demand = [n for n in include if ctx.registry.manifests[n].on_demand]
+    if on_demand:
+        raise PyprobeError(
+            f"{on_demand[0]}: compiled by its own command, with what it is given (a filter): "
+            "nothing to compile ahead"
+        )
     names = list(include) or ctx.registry.names()
     env = ctx.env()
 

@@ -171,6 +171,10 @@ class Manifest:
     description: str = ""  # the command's help; the summary when empty
     rank: int = 100  # where its panels go in `top` and its row on the dashboard: lower first
     dashboard: Dashboard | None = None
+    # Loaded only by its own commands, with what they compile in (trace: a
+    # filter): not one of the probes the exporter, `top`, `list` and the
+    # dashboard are made of (Registry.names()).
+    on_demand: bool = False
 
     def metric(self, name: str) -> Metric:
         return next(m for m in self.metrics if m.name == name)
@@ -354,6 +358,7 @@ def parse(text: str, path: Path, bpf_dir: Path) -> Manifest:
         description=probe.get("description", str, ""),
         dashboard=_dashboard(top, probe.get("summary", str)),
         rank=probe.get("rank", int, 100),
+        on_demand=probe.get("on_demand", bool, False),
     )
 
 

@@ -9,6 +9,8 @@ input, and it removes every namespace and detaches every program it made.
   5. a UDP flood into NAPI       -> interrupts vs polling: NAPI, softirqs, devices
   6. the VXLAN lab               -> the same packets on the overlay and the underlay
   7. the NAT lab                 -> a port forward and masquerade, as conntrack maps them
+  8. one request across VXLAN    -> its packets hop by hop (pyprobe trace), in a lab of
+                                    its own
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ..netns import conntrack, rtnl
 from ..netns.namespaces import NETNS_RUN_DIR, inode_of, run_in_netns
 from ..netns.sockets import tcp_state_counts
 from ..probes import Registry
+from ..views import trace as trace_view
 from ..views.tables import transitions_table
 from ..views.top import TopView
 from . import topology, traffic, workloads
@@ -151,6 +154,8 @@ class Demo:
             self.vxlan(summary)
             self.nat(summary)
             summary["lost"] = sum(p.lost() for p in self.probes.values())
+        self.probes = {}  # detached with the veth lab
+        self.traced(summary)  # in a lab of its own: the veth one is down now
         summary["left"] = [e.name for e in NETNS_RUN_DIR.glob(f"{topology.PREFIX}-*")]
         summary["seconds"] = time.monotonic() - start
         return summary
@@ -363,6 +368,45 @@ class Demo:
             )
             summary["nat"] = len(mapped)
 
+    def traced(self, summary: dict[str, Any]) -> None:
+        port = workloads.PORTS["traced"]
+        title = f"8. One request across VXLAN, hop by hop (pyprobe trace 'tcp port {port}')"
+        with self.section(title), topology.Lab("vxlan") as lab:
+            h = workloads.Hosts.from_lab()
+            self.say(
+                f"h1 ({lab.hosts['h1']['addr']}) -> sw1's bridge -> vxlan42 over the underlay "
+                f"-> sw2's bridge -> h2 ({lab.hosts['h2']['addr']}) (`pyprobe lab up vxlan`)"
+            )
+            # on demand: its own program, with the filter compiled in
+            probe = self.registry.create("trace", env=self.env, loader=self.new_loader())
+            how, why = probe.runs_here(stream=True)
+            if how is None:
+                self.say(f"  trace: not available here ({why})")
+                return
+            probe.configure(expression=f"tcp port {port}")
+            try:
+                probe.attach(stream=True)
+            finally:
+                probe.loader.close()  # type: ignore[union-attr]
+            with probe:
+                srv = traffic.Server(h.server, h.server_addr, port)
+                try:
+                    traffic.churn(h.client, h.server_addr, port, 1)
+                finally:
+                    srv.stop()
+                time.sleep(0.2)
+                tracker = trace_view.Tracker(trace_view.DeviceKinds(), idle=0)
+                packets = tracker.feed(probe.events(timeout_ms=100)) + tracker.flush()
+            request = [p for p in packets if "P" in p.headers().tcp_flags]
+            for p in request[:1]:
+                print("\n".join(trace_view.lines(p, 1)))
+            self.say(
+                f"{len(packets)} packets of that connection traced; its request shown: queued "
+                "on h1's veth, bridged in sw1, encapsulated on the underlay, decapsulated at "
+                "sw2's vxlan42, bridged to h2, read by the server"
+            )
+            summary["traced"] = len(packets)
+
 
 def run(
     env: KernelEnv, connections: int, registry: Registry, loader: Callable[[], BatchLoader]
@@ -379,6 +423,7 @@ def run(
         f"NAPI: {summary['napi_packets']:.0f} packets in {summary['napi_polls']:.0f} polls · "
         f"VXLAN: {summary['vxlan'][0]:.0f} sent by h1, {summary['vxlan'][1]:.0f} encapsulated, "
         f"{summary['vxlan'][2]:.0f} on the underlay · NAT mappings: {summary['nat']} · "
+        f"traced packets: {summary.get('traced', 0)} · "
         f"lost events: {summary['lost']}"
     )
     left = summary["left"]

@@ -17,7 +17,14 @@ from ..errors import PyprobeError
 from ..netns.namespaces import NETNS_RUN_DIR
 from . import topology, traffic
 
-PORTS = {"churn": 8080, "bulk": 8081, "hoard": 8082, "refused": 8083, "firewall": 8084}
+PORTS = {
+    "churn": 8080,
+    "bulk": 8081,
+    "hoard": 8082,
+    "refused": 8083,
+    "firewall": 8084,
+    "traced": 8085,
+}
 
 
 @dataclass

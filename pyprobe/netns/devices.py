@@ -51,3 +51,18 @@ def link_stats(netns_path: str | Path | None = None) -> dict[str, dict[str, int]
             }
 
     return in_netns(netns_path, get)
+
+
+def link_kinds(netns_path: str | Path | None = None) -> dict[int, str]:
+    """ifindex -> the device's kind (veth, bridge, vxlan, tun...: netlink's
+    IFLA_INFO_KIND; "" for one without: lo, a NIC) in one namespace."""
+
+    def get() -> dict[int, str]:
+        out = {}
+        with rtnl.iproute() as ipr:
+            for m in ipr.get_links():
+                info = m.get_attr("IFLA_LINKINFO")
+                out[m["index"]] = (info.get_attr("IFLA_INFO_KIND") if info else None) or ""
+        return out
+
+    return in_netns(netns_path, get)

@@ -47,7 +47,9 @@ class Registry:
         return found
 
     def names(self) -> list[str]:
-        return list(self.manifests)
+        """The probes the exporter, `top`, `list` and the dashboard are made
+        of: every one but those loaded only by their own command (on_demand)."""
+        return [n for n, m in self.manifests.items() if not m.on_demand]
 
     def manifest(self, name: str) -> Manifest:
         self.check([name])

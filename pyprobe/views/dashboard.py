@@ -88,7 +88,8 @@ def generated(metric: Metric) -> Panel:
 
 def rows(registry: Registry) -> list[tuple[str, tuple[Panel, ...]]]:
     out = []
-    for manifest in sorted(registry.manifests.values(), key=lambda m: (m.rank, m.name)):
+    probes = [registry.manifests[n] for n in registry.names()]
+    for manifest in sorted(probes, key=lambda m: (m.rank, m.name)):
         out.append(_row(manifest))
     out.append(HEALTH)
     return out

@@ -216,6 +216,7 @@ def test_make_demo_runs_every_workload_and_leaves_nothing():
         "3. 10 connects",
         "4. A firewall rule",
         "5. Interrupts vs polling",
+        "8. One request across VXLAN, hop by hop",
         "pyprobe top",
         "6. VXLAN",
         "7. NAT",
@@ -229,6 +230,8 @@ def test_make_demo_runs_every_workload_and_leaves_nothing():
     vx = re.search(r"VXLAN: (\d+) sent by h1, (\d+) encapsulated, (\d+) on the underlay", out)
     assert vx and int(vx[1]) == int(vx[2]) > 20 and int(vx[3]) >= int(vx[2]), out[-600:]
     assert "NAT mappings: 5" in out  # 3 through the port forward, 2 masqueraded
+    # the request across VXLAN, to the server
+    assert "traced packets: 0" not in out and "read by" in out and "(decapsulated)" in out
     assert lab_namespaces() == []
     assert settled_prog_count(before) == before
 

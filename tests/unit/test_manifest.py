@@ -37,11 +37,19 @@ def test_shipped_manifests_load_and_pair_with_programs():
     found = default().manifests
     assert "tcpstates" in found
     for m in found.values():
-        assert m.metrics
+        # an on-demand probe (trace) streams to its own command: no metrics
+        assert m.metrics or (m.on_demand and m.event)
         # a probe with hooks has its program; one without reads only what
         # the kernel counts (conntrack)
         assert m.program.is_file() if m.hooks else all(x.source for x in m.metrics)
     assert not found["conntrack"].hooks
+
+
+def test_on_demand_probes_are_not_the_exporters():
+    registry = default()
+    assert registry.manifests["trace"].on_demand
+    assert "trace" not in registry.names()
+    assert all(not registry.manifests[n].on_demand for n in registry.names())
 
 
 def test_a_probe_of_kernel_counters_alone_needs_no_hook_nor_program():

@@ -1,0 +1,156 @@
+"""`pyprobe why HOST:PORT`: a bounded probe of a TCP destination, traced,
+and a verdict on why it fails (views/why.py)."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ..core.pcapfilter import compile_filter
+from ..core.text import json_line
+from ..errors import PyprobeError
+from ..netns import namespaces
+from ..views import trace as view
+from ..views import why as verdict
+from .common import CONTEXT, LOADING, SECONDS, Documented, attached, json_option, netns_option
+
+_UNREACHABLE = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL)
+
+
+def target_of(text: str) -> tuple[str, int]:
+    """HOST:PORT or [V6]:PORT -> (numeric address, port); one line when not."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise PyprobeError(f"{text!r}: expected HOST:PORT (or [IPv6]:PORT)")
+    try:
+        found = socket.getaddrinfo(host, int(port), proto=socket.IPPROTO_TCP)
+    except socket.gaierror as e:
+        raise PyprobeError(f"{host}: {e.strerror}") from None
+    return str(found[0][4][0]), int(port)
+
+
+def attempt(addr: str, port: int, timeout: float) -> verdict.Attempt:
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    start = time.monotonic()
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect((addr, port))
+            outcome = "connected"
+        except ConnectionRefusedError:
+            outcome = "refused"
+        except TimeoutError:
+            outcome = "timeout"
+        except OSError as e:
+            outcome = "unreachable" if e.errno in _UNREACHABLE else (e.strerror or str(e))
+    return verdict.Attempt(outcome, (time.monotonic() - start) * 1000)
+
+
+def datagram(addr: str, port: int, timeout: float) -> verdict.Attempt:
+    """A datagram and the wait for an answer: a connected UDP socket hears
+    of an ICMP port unreachable as ECONNREFUSED."""
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    start = time.monotonic()
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect((addr, port))
+            s.send(b"pyprobe why\n")
+            s.recv(2048)
+            outcome = "answered"
+        except ConnectionRefusedError:
+            outcome = "refused"
+        except TimeoutError:
+            outcome = "timeout"
+        except OSError as e:
+            outcome = "unreachable" if e.errno in _UNREACHABLE else (e.strerror or str(e))
+    return verdict.Attempt(outcome, (time.monotonic() - start) * 1000)
+
+
+def netns_path(spec: str | None) -> Path | None:
+    if spec is None:
+        return None
+    inode = namespaces.resolve_netns(spec)
+    paths = namespaces.netns_paths().get(inode)
+    if not paths:
+        raise PyprobeError(f"--netns {spec}: no path to enter it by")
+    return Path(paths[0])
+
+
+@click.command(cls=Documented, context_settings=CONTEXT, environment=LOADING)
+@click.argument("target")
+@netns_option
+@click.option(
+    "-n", "--attempts", type=click.IntRange(1, 100), default=3, show_default=True,
+    help="Connection attempts.",
+)  # fmt: skip
+@click.option(
+    "--timeout", type=SECONDS, default=2.0, show_default=True, help="Seconds an attempt may take."
+)
+@click.option("-u", "--udp", is_flag=True, help="A UDP destination: datagrams, not connects.")
+@json_option
+def why(
+    target: str, netns: str | None, attempts: int, timeout: float, udp: bool, as_json: bool
+) -> None:
+    """Why a TCP (or UDP) destination cannot be reached: probe it, trace it, say why.
+
+    \b
+    Connects to TARGET (HOST:PORT) a few times (-u: sends it datagrams and
+    waits for an answer), from --netns or this namespace, while `pyprobe
+    trace` follows the packets and the ICMP errors about them; then ranks
+    the causes the evidence shows: dropped (by netfilter, tc, the
+    neighbour layer, routing: where and with the kernel's reason), refused
+    (no listener: a reset or an ICMP port unreachable back, and from which
+    namespace), ICMP unreachable (and who said so), no answer (where the
+    request was last seen), no route, or reachable.
+
+    \b
+    Examples:
+      pyprobe why 10.231.1.2:8080
+      pyprobe why --netns h1 -n 5 10.231.4.2:80
+      pyprobe why -u 10.231.1.2:53
+    """
+    addr, port = target_of(target)
+    path = netns_path(netns)
+    hostport = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+    ip = "ip6" if ":" in addr else "ip"
+    l4 = "udp" if udp else "tcp"
+    expression = f"({l4} and host {addr} and port {port}) or (icmp and {ip} host {addr})"
+    if ip == "ip6":
+        expression = f"{l4} and host {addr} and port {port}"
+    compiled = compile_filter(expression)
+    tracker = view.Tracker(view.DeviceKinds(), idle=0.5)
+
+    def probe_all() -> list[verdict.Attempt]:
+        once = datagram if udp else attempt
+        return [once(addr, port, timeout) for _ in range(attempts)]
+
+    with attached("trace", options={"expression": compiled}, stream=True) as probe:
+        if not as_json:
+            click.echo(
+                f"Probing {hostport} ({attempts} attempts), tracing its packets...", err=True
+            )
+        made = probe_all() if path is None else namespaces.run_in_netns(path, probe_all)
+        time.sleep(0.2)  # the last packets' hops reach the ring
+        packets = tracker.feed(probe.events(timeout_ms=100)) + tracker.flush()
+    if as_json:
+        found = verdict.causes(hostport, made, packets, udp)
+        record = {
+            "target": hostport,
+            "causes": [c.text for c in found],
+            "attempts": [{"outcome": a.outcome, "ms": a.ms} for a in made],
+            "packets": [p.record() for p in packets],
+        }
+        print(json_line(record))
+    else:
+        print("\n".join(verdict.report(hostport, made, packets, udp)))
+    sys.stdout.flush()
+
+
+COMMANDS = (why,)

@@ -1,0 +1,132 @@
+"""`pyprobe why` on the real kernel: a veth pair made here, and each failure
+a destination can have, named first in the verdict: no listener, an nft
+drop, no ARP answer, no route; and a reachable one."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from pyprobe import cli
+from pyprobe.lab import traffic
+from pyprobe.lab.pair import VethPair
+from pyprobe.netns import namespaces
+
+pytestmark = [pytest.mark.root, pytest.mark.kernel]
+PORT = 7930
+
+
+@pytest.fixture
+def pair():
+    with VethPair(prefix=f"wh{time.monotonic_ns() % 100000}", net=87) as made:
+        yield made
+
+
+def why(capsys, pair: VethPair, target: str, *options: str) -> dict:
+    with pytest.raises(SystemExit) as e:
+        cli.main(["why", "-j", "--netns", pair.a, *options, target])
+        raise SystemExit(0)
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    return json.loads(out)
+
+
+def test_no_listener_is_a_refusal_from_the_namespace_that_reset(capsys, pair):
+    v = why(capsys, pair, f"{pair.addr_b}:{PORT}", "-n", "2", "--timeout", "1")
+    assert [a["outcome"] for a in v["attempts"]] == ["refused", "refused"]
+    assert v["causes"][0].startswith(f"connect refused: no listener on {pair.addr_b}:{PORT}")
+    assert f"sent in netns {pair.b} on {pair.dev_b}" in v["causes"][0]
+    assert len(v["causes"]) == 1  # the SYN's NO_SOCKET drop is that refusal, not another cause
+
+
+def test_an_nft_drop_is_named_with_its_netns_and_device(capsys, pair):
+    subprocess.run(
+        ["ip", "netns", "exec", pair.b, "nft",
+         "add table inet why_test; add chain inet why_test in"
+         " { type filter hook input priority 0; };"
+         f" add rule inet why_test in tcp dport {PORT} drop"],
+        check=True,
+    )  # fmt: skip
+    srv = traffic.Server(pair.path(pair.b), pair.addr_b, PORT)
+    try:
+        v = why(capsys, pair, f"{pair.addr_b}:{PORT}", "-n", "2", "--timeout", "1")
+    finally:
+        srv.stop()
+    assert [a["outcome"] for a in v["attempts"]] == ["timeout", "timeout"]
+    assert v["causes"][0].startswith(
+        f"dropped by netfilter (a firewall rule) in netns {pair.b} on {pair.dev_b}: NETFILTER_DROP"
+    )
+    # each attempt's SYN and its retransmits, each dropped
+    assert all(p["end"] == "dropped" for p in v["packets"]) and len(v["packets"]) >= 2
+
+
+def test_no_arp_answer_is_the_neighbour_layer(capsys, pair):
+    nobody = pair.addr_b.rsplit(".", 1)[0] + ".9"
+    v = why(capsys, pair, f"{nobody}:{PORT}", "-n", "1", "--timeout", "5")
+    assert [a["outcome"] for a in v["attempts"]] == ["unreachable"]
+    assert v["causes"][0].startswith(
+        f"dropped by the neighbour layer: no ARP/NDP answer in netns {pair.a} on {pair.dev_a}: "
+        "NEIGH_FAILED"
+    )
+
+
+def test_no_route_fails_at_once_with_no_packet(capsys, pair):
+    v = why(capsys, pair, f"10.231.199.9:{PORT}", "-n", "1", "--timeout", "1")
+    assert v["causes"] == [
+        f"no route to 10.231.199.9:{PORT}: connect failed at once, no packet sent (1 of 1 attempts)"
+    ]
+    assert v["packets"] == []
+
+
+def test_a_listener_is_reachable(capsys, pair):
+    srv = traffic.Server(pair.path(pair.b), pair.addr_b, PORT)
+    try:
+        v = why(capsys, pair, f"{pair.addr_b}:{PORT}", "-n", "3", "--timeout", "1")
+    finally:
+        srv.stop()
+    assert v["causes"][0].startswith("reachable: 3 of 3 attempts connected")
+    assert len(v["causes"]) == 1
+
+
+def test_udp_no_listener_is_refused_by_an_icmp_port_unreachable(capsys, pair):
+    v = why(capsys, pair, f"{pair.addr_b}:{PORT}", "-u", "-n", "2", "--timeout", "1")
+    assert [a["outcome"] for a in v["attempts"]] == ["refused", "refused"]
+    assert v["causes"] == [
+        f"refused: no listener on {pair.addr_b}:{PORT} (an ICMP port unreachable back, sent "
+        f"in netns {pair.b} on {pair.dev_b}; 2 of 2 attempts)"
+    ]
+    # each datagram's own hops: the ICMP error sent about it, then its drop
+    sent = [p for p in v["packets"] if p["summary"].startswith(f"{pair.addr_a}:")]
+    assert len(sent) == 2
+    for p in sent:
+        hooks = [h["hook"] for h in p["hops"]]
+        assert hooks[-2:] == ["icmp_send", "drop"], hooks
+        assert p["hops"][-2]["what"] == "ICMP error sent about it (type 3 code 3)"
+
+
+def test_udp_an_answering_service_is_reachable(capsys, pair):
+    ready = threading.Event()
+
+    def echo() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((pair.addr_b, PORT))
+            s.settimeout(10)
+            ready.set()
+            for _ in range(2):
+                data, peer = s.recvfrom(2048)
+                s.sendto(data, peer)
+
+    server = threading.Thread(target=namespaces.run_in_netns, args=(pair.path(pair.b), echo))
+    server.start()
+    ready.wait(5)
+    v = why(capsys, pair, f"{pair.addr_b}:{PORT}", "-u", "-n", "2", "--timeout", "1")
+    server.join()
+    assert [a["outcome"] for a in v["attempts"]] == ["answered", "answered"]
+    assert len(v["causes"]) == 1 and v["causes"][0].startswith(
+        "reachable: 2 of 2 attempts answered"
+    )

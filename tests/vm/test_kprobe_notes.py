@@ -93,7 +93,7 @@ def test_neigh_kprobes_count_failures_and_resolutions(env):
             got = {
                 r["event"]: r["value"]
                 for r in probe.rows()
-                if r["netns"] == ns_a and r["device"] == dev
+                if r["metric"] == "neigh_events_total" and r["netns"] == ns_a and r["device"] == dev
             }
     assert got.get("failed") == len(absent)
     assert got.get("resolved") == 1

@@ -10,7 +10,8 @@ the shared headers and the compiler; loaded with ctypes, no extension
 module. No compiler, another architecture than x86 (ringbuf.available), or
 PYPROBE_NATIVE=off: there is none and the Python path stays. The C side
 hands back to Python what it does not handle (NEW_NETNS: a namespace to
-name; HAND_BACK: one record).
+name; NEW_CGROUP: a cgroup to name, its path, container and pod as one
+JSON fragment; HAND_BACK: one record).
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from ..load import cache, ringbuf
 from ..paths import bpf_dir
 from .eventcode import MONO_TO_WALL_NS, STATES, Output
 from .events import Header, Layout
+from .text import quoted
 
 RUNTIME = Path(__file__).with_name("native_c") / "ndjson_runtime.h"
 NATIVE_ENV = "PYPROBE_NATIVE"
-_CAUGHT_UP, _OUT_FULL, _HAND_BACK, _NEW_NETNS = 0, 1, 2, 3
+_CAUGHT_UP, _OUT_FULL, _HAND_BACK, _NEW_NETNS, _NEW_CGROUP = 0, 1, 2, 3, 4
 _OUT = 1 << 20  # bytes formatted per call: ~2,900 lines
 _PROT_READ, _MAP_SHARED = 0x1, 0x01
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -44,7 +46,10 @@ _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _LOADED: list[ctypes.CDLL] = []
 # decoders the generated C has: the rest stay in Python
 C_DECODERS = ("num", "wall_time", "hex", "comm", "flag", "family", "addr", "tcp_state", "ms",
-              "netns_name")  # fmt: skip
+              "netns_name", "cgroup_path", "container", "pod")  # fmt: skip
+# A cgroup's three texts, one after the other from one id: written as one
+# fragment Python renders once per cgroup (CGROUP_KEYS in that order).
+CGROUP_KEYS = ("cgroup_path", "container", "pod")
 
 
 def supported(outs: Sequence[Output]) -> bool:
@@ -53,7 +58,30 @@ def supported(outs: Sequence[Output]) -> bool:
         all(o.decoder in C_DECODERS and o.when is None for o in outs)
         and all(len(o.args) == 1 for o in names)  # an inode, not an id to look up
         and len(names) <= 1
+        and _cgroup_run(outs) is not False
     )
+
+
+def _cgroup_run(outs: Sequence[Output]) -> int | bool | None:
+    """Where the cgroup trio starts (None: no cgroup text at all; False: not
+    the three together, in order, of one field, keyed by their names)."""
+    at = [i for i, o in enumerate(outs) if o.decoder in CGROUP_KEYS]
+    if not at:
+        return None
+    trio = outs[at[0] : at[0] + 3]
+    if (
+        len(at) != 3
+        or tuple(o.decoder for o in trio) != CGROUP_KEYS
+        or tuple(o.key for o in trio) != CGROUP_KEYS
+        or len({o.args for o in trio}) != 1
+    ):
+        return False
+    return at[0]
+
+
+def cgroup_fragment(texts: Sequence[str]) -> str:
+    """The JSON a cgroup's three texts make, as json_lines writes them."""
+    return ",".join(f'"{k}":{quoted(t)}' for k, t in zip(CGROUP_KEYS, texts, strict=True))
 
 
 def source(outs: Sequence[Output], layout: Layout, header: Header) -> str:
@@ -74,7 +102,16 @@ def source(outs: Sequence[Output], layout: Layout, header: Header) -> str:
     def put(text: str) -> None:
         body.append(f'o = put(o, "{text}");')
 
+    cgroup = None
     for o in outs:
+        if o.decoder in ("container", "pod"):
+            continue  # in cgroup_path's fragment
+        if o.decoder == "cgroup_path":
+            cgroup = o.args[0]
+            put("{" if first else ",")
+            first = False
+            body.append("memcpy(o, cg_json[cg], cg_len);\n\t\to += cg_len;")
+            continue
         a, k = o.args, key(o.key)
         flag = None
         at = {"num": 1, "ms": 1, "family": 1, "addr": 2}.get(o.decoder)
@@ -147,6 +184,27 @@ def source(outs: Sequence[Output], layout: Layout, header: Header) -> str:
 		size_t ns_len = strlen(ns_json[ns]);"""
     else:
         lookup = "size_t ns_len = 0;"
+    if cgroup is not None:
+        lookup += f"""
+		int cg = -1;
+		if (last_cg >= 0 && cg_ids[last_cg] == e->{cgroup}) {{
+			cg = last_cg;
+		}} else {{
+			for (int i = 0; i < n_cg; i++)
+				if (cg_ids[i] == e->{cgroup}) {{
+					cg = i;
+					break;
+				}}
+		}}
+		if (cg < 0) {{
+			*why = NEW_CGROUP;
+			*cgroup = e->{cgroup};
+			break;
+		}}
+		last_cg = cg;
+		size_t cg_len = strlen(cg_json[cg]);"""
+    else:
+        lookup += "\n\t\tsize_t cg_len = 0;"
     declared = "".join(f", {t} = {{0}}" for t in texts)
     steps = "\n\t\t".join(body)
     checks = "\n\t\t".join(prep)
@@ -158,16 +216,22 @@ def source(outs: Sequence[Output], layout: Layout, header: Header) -> str:
 long pyprobe_{layout.name}_ndjson(const char *prod_page, const char *data, uint64_t mask,
 		uint64_t *cons, uint64_t mono_to_wall_ns, const char *const *states,
 		const uint32_t *ns_ids, const char *const *ns_json, int n_ns,
-		char *out, long cap, int *why, uint32_t *inode)
+		char *out, long cap, int *why, uint32_t *inode,
+		const uint64_t *cg_ids, const char *const *cg_json, int n_cg, uint64_t *cgroup)
 {{
 	uint64_t at = *cons;
 	uint64_t prod = __atomic_load_n((const uint64_t *)prod_page, __ATOMIC_ACQUIRE);
 	long used = 0;
-	int last_ns = -1;
+	int last_ns = -1, last_cg = -1;
 	struct text unused = {{0}}{declared};
 	(void)unused;
 	(void)states;
 	(void)last_ns;
+	(void)last_cg;
+	(void)cg_ids;
+	(void)cg_json;
+	(void)n_cg;
+	(void)cgroup;
 
 	*why = CAUGHT_UP;
 	while (at < prod) {{
@@ -187,7 +251,7 @@ long pyprobe_{layout.name}_ndjson(const char *prod_page, const char *data, uint6
 		}}
 		const struct {layout.name} *e = (const void *)(rec + HDR);
 		{lookup}
-		if (cap - used < (long)(1024 + ns_len)) {{
+		if (cap - used < (long)(1024 + ns_len + cg_len)) {{
 			*why = OUT_FULL;
 			break;
 		}}
@@ -273,6 +337,7 @@ def library(outs: Sequence[Output], layout: Layout, header: Header) -> Any:
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
         ctypes.c_void_p, ctypes.c_long, ctypes.POINTER(ctypes.c_int),
         ctypes.POINTER(ctypes.c_uint32),
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_uint64),
     ]  # fmt: skip
     _LOADED.append(lib)  # the function's library, for as long as the process runs
     return fn
@@ -288,10 +353,11 @@ class NativeJson:
         reader: ringbuf.RingReader,
         netns_json: Callable[[int], str],
         slow: Callable[[bytes], str],
+        cgroup_json: Callable[[int], str] = lambda _id: "",
     ) -> None:
         self._fn = fn
         self._reader = reader
-        self._netns_json, self._slow = netns_json, slow
+        self._netns_json, self._slow, self._cgroup_json = netns_json, slow, cgroup_json
         self._states_keep = [s.encode() for s in STATES]
         self._states = (ctypes.c_char_p * len(STATES))(*self._states_keep)
         length = mmap.PAGESIZE + 2 * reader.size
@@ -303,6 +369,7 @@ class NativeJson:
         self._cons = ctypes.addressof(reader.consumer)
         self._out = ctypes.create_string_buffer(_OUT)
         self._why, self._inode = ctypes.c_int(), ctypes.c_uint32()
+        self._cgroup = ctypes.c_uint64()
         self.chunks: list[bytes] = []
         reader.take_over(self.consume)
 
@@ -312,12 +379,16 @@ class NativeJson:
         ids: list[int] = []
         names: list[bytes] = []
         table: tuple = ((ctypes.c_uint32 * 1)(), (ctypes.c_char_p * 1)())
+        cg_ids: list[int] = []
+        cg_texts: list[bytes] = []
+        cg_table: tuple = ((ctypes.c_uint64 * 1)(), (ctypes.c_char_p * 1)())
         handed = 0
         while True:
             n = self._fn(
                 self._map, self._map + mmap.PAGESIZE, reader.mask, self._cons,
                 MONO_TO_WALL_NS, self._states, table[0], table[1], len(ids), self._out, _OUT,
                 ctypes.byref(self._why), ctypes.byref(self._inode),
+                cg_table[0], cg_table[1], len(cg_ids), ctypes.byref(self._cgroup),
             )  # fmt: skip
             if n:
                 self.chunks.append(ctypes.string_at(self._out, n))
@@ -327,6 +398,13 @@ class NativeJson:
                 ids.append(self._inode.value)
                 names.append(self._netns_json(self._inode.value).encode())
                 table = ((ctypes.c_uint32 * len(ids))(*ids), (ctypes.c_char_p * len(names))(*names))
+            elif why == _NEW_CGROUP:
+                cg_ids.append(self._cgroup.value)
+                cg_texts.append(self._cgroup_json(self._cgroup.value).encode())
+                cg_table = (
+                    (ctypes.c_uint64 * len(cg_ids))(*cg_ids),
+                    (ctypes.c_char_p * len(cg_texts))(*cg_texts),
+                )
             elif why == _HAND_BACK:
                 raw = reader.take_one()
                 if raw is not None:

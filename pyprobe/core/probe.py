@@ -382,7 +382,11 @@ class Probe:
             rows = [(len(raw), *row.unpack_from(raw))] if len(raw) >= row.size else []
             return self.json_lines(rows, netns_json)
 
-        formatter = self._native = native.NativeJson(lib, reader, netns_json, slow)
+        def cgroup_json(cgroup_id: int) -> str:  # a cgroup C has not named yet
+            texts = [self.decoders.cgroup_text(cgroup_id, k) for k in native.CGROUP_KEYS]
+            return native.cgroup_fragment(texts)
+
+        formatter = self._native = native.NativeJson(lib, reader, netns_json, slow, cgroup_json)
 
         def read(timeout_ms: int) -> bytes:
             self._attached().poll(timeout_ms)

@@ -20,6 +20,20 @@ from pyprobe.core.text import quoted
 from pyprobe.probes import default
 
 PROBE = default().create("tcpstates", env=fake_env())
+
+
+def cgroup_text(cgroup_id: int, what: str) -> str:
+    """A cgroup table without the host's: a few containers, a quote to escape."""
+    if cgroup_id % 3 == 0:
+        return "" if what != "cgroup_path" else str(cgroup_id)
+    return {
+        "cgroup_path": f'/machine.slice/libpod-{cgroup_id:064x}.scope/"x"',
+        "container": f"podman:{cgroup_id:012x}",
+        "pod": "" if cgroup_id % 2 else f"default/web-{cgroup_id}",
+    }[what]
+
+
+PROBE.decoders.cgroup_text = cgroup_text  # type: ignore[method-assign]
 LAYOUT, OUTPUTS = PROBE._event
 _EVENT = LAYOUT.record
 F = header().constants
@@ -99,20 +113,29 @@ def drain(ring: FakeRing) -> bytes:
         pytest.skip("no C compiler here: the Python path is the one in use")
     states = (ctypes.c_char_p * 256)(*[s.encode() for s in STATES])
     out = ctypes.create_string_buffer(1 << 16)
-    why, inode = ctypes.c_int(), ctypes.c_uint32()
+    why, inode, cgroup = ctypes.c_int(), ctypes.c_uint32(), ctypes.c_uint64()
     ids: list[int] = []
     names: list[bytes] = []
+    cg_ids: list[int] = []
+    cg_texts: list[bytes] = []
     text = b""
     base = ctypes.addressof(ring.mem)
     for _ in range(10_000):
         n = fn(base, base + PAGE, SIZE - 1, ctypes.addressof(ring.cons), MONO_TO_WALL_NS, states,
                (ctypes.c_uint32 * max(1, len(ids)))(*ids),
                (ctypes.c_char_p * max(1, len(names)))(*names), len(ids), out, len(out),
-               ctypes.byref(why), ctypes.byref(inode))  # fmt: skip
+               ctypes.byref(why), ctypes.byref(inode),
+               (ctypes.c_uint64 * max(1, len(cg_ids)))(*cg_ids),
+               (ctypes.c_char_p * max(1, len(cg_texts)))(*cg_texts), len(cg_ids),
+               ctypes.byref(cgroup))  # fmt: skip
         text += out.raw[:n]
         if why.value == 3:
             ids.append(inode.value)
             names.append(netns_json(inode.value).encode())
+        elif why.value == 4:
+            cg_ids.append(cgroup.value)
+            texts = [cgroup_text(cgroup.value, k) for k in native.CGROUP_KEYS]
+            cg_texts.append(native.cgroup_fragment(texts).encode())
         elif why.value == 2:
             raw = ring.take_one()
             if raw is not None and len(raw) == _EVENT.size:
@@ -129,7 +152,10 @@ def test_same_bytes_as_python_over_a_wrapping_ring():
         ring.put(s)
         samples.append(s)
         if i % 50 == 0:
-            assert drain(ring) == python_lines(samples)
+            text = drain(ring)
+            assert text == python_lines(samples)
+            # every line names its socket's cgroup, container and pod (C's table)
+            assert b'"container":"podman:' in text and b'/\\"x\\""' in text
             samples = []
     assert drain(ring) == python_lines(samples)
     assert ring.cons.value == ring.prod

@@ -29,7 +29,7 @@
 #define DISCARD (1u << 30)
 #define HDR 8
 
-enum stop { CAUGHT_UP = 0, OUT_FULL = 1, HAND_BACK = 2, NEW_NETNS = 3 };
+enum stop { CAUGHT_UP = 0, OUT_FULL = 1, HAND_BACK = 2, NEW_NETNS = 3, NEW_CGROUP = 4 };
 
 /* Appenders: printf parses its format and does locale work per call, which
  * at 16 fields a line cost more than the rest of the line. */

@@ -34,7 +34,8 @@ def lab() -> None:
     show_default=True,
     type=click.Choice(topo.TOPOLOGIES),
     help="veth: h1-h2; bridge: h1,h2,h3 on br0; vxlan: two bridges joined over VXLAN "
-    "42/4789; nat: h1 behind router rt (masquerade, port 8080 forwarded to h1:80) from h2.",
+    "42/4789; nat: h1 behind router rt (masquerade, port 8080 forwarded to h1:80) from h2; "
+    "tun: a user-space UDP tunnel between h1's and h2's tun0.",
 )
 @click.option("--stp", is_flag=True, help="Spanning tree on the bridges.")
 @click.option(

@@ -6,6 +6,9 @@ that route nowhere else, and torn down completely.
   bridge  h1, h2, h3 -> br0 in sw (STP on or off)          10.231.2.0/24
   vxlan   h1 -> br0+vxlan42 in sw1 <-underlay veth-> sw2 -> h2
           overlay 10.231.4.0/24, underlay 10.231.3.0/30, UDP 4789
+  tun     h1 <-veth-> h2 (10.231.8.0/24), and a tunnel over it: tun0 in each
+          (10.231.9.0/24), relayed as UDP 4000 by a user-space process
+          (lab/tunrelay.py): what TUN is, a device whose wire is a program
   nat     h1 (inside, 10.231.5.1) <-> rt <-> h2 (outside, 10.231.6.2)
           rt masquerades what leaves by wan (dynamic NAT with ports: PAT)
           and forwards its TCP port 8080 to h1:80 (DNAT, a port forward)
@@ -21,7 +24,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +41,8 @@ from ..paths import bpf_dir
 
 PREFIX = "pplab"
 STATE = Path("/run/pyprobe-lab.json")
-TOPOLOGIES = ("veth", "bridge", "vxlan", "nat")
+TOPOLOGIES = ("veth", "bridge", "vxlan", "nat", "tun")
+RELAY_PID = Path("/run/pyprobe-lab-relay.pid")
 VNI, VXLAN_PORT = 42, 4789
 ETH_P_IP = 0x0800
 STP_FORWARD_DELAY_CS = 200  # centiseconds
@@ -203,6 +210,27 @@ class Lab:
         _in("rt", _nat_router)
         self.hosts["rt"] = {"netns": ns_name("rt"), "dev": "wan", "addr": NAT_ROUTER_WAN}
 
+    def _up_tun(self) -> None:
+        self._ns("h1")
+        self._ns("h2")
+        _veth("h1", "eth0", "h2", "eth0")
+        for n in (1, 2):
+            _in(f"h{n}", functools.partial(_tun, f"10.231.9.{n}"))
+            self._host(f"h{n}", "eth0", f"10.231.8.{n}")
+        # the tunnel's ends: the hosts' tun0 addresses are what h1 and h2 use
+        ends = [f"{ns_name(f'h{n}')}:10.231.8.{n}:10.231.8.{3 - n}" for n in (1, 2)]
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "pyprobe.lab.tunrelay", *ends],
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # not in the terminal's group: Ctrl-C there leaves it
+        )
+        RELAY_PID.write_text(str(relay.pid))
+        if relay.stdout is None or relay.stdout.readline().strip() != "ready":
+            raise PyprobeError("the tun lab's relay did not start")
+        for n in (1, 2):
+            self.hosts[f"h{n}"]["tun"] = f"10.231.9.{n}"
+
     def _impairments(self) -> None:
         h1, h2 = self.hosts["h1"]["dev"], self.hosts["h2"]["dev"]
         if self.loss:
@@ -269,6 +297,13 @@ table ip pyprobe_lab_nat {{
   }}
 }}
 """
+
+
+def _tun(addr: str) -> None:
+    """Inside a namespace: a persistent tun0 (the relay opens it), up, addressed."""
+    with _ipr() as ipr:
+        ipr.link("add", ifname="tun0", kind="tuntap", mode="tun")
+    _configure("tun0", addr)
 
 
 def _default_route(gateway: str) -> None:
@@ -381,11 +416,27 @@ def active() -> dict[str, Any] | None:
 def down() -> list[str]:
     """Remove every lab namespace (and so every device in them); idempotent."""
     removed = []
+    _stop_relay()  # its sockets would keep the namespaces alive
     for entry in sorted(NETNS_RUN_DIR.glob(f"{PREFIX}-*")) if NETNS_RUN_DIR.is_dir() else ():
         rtnl.remove_netns(entry.name)
         removed.append(entry.name)
     STATE.unlink(missing_ok=True)
     return removed
+
+
+def _stop_relay() -> None:
+    try:
+        pid = int(RELAY_PID.read_text())
+    except (OSError, ValueError):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):  # ours: reaped by Popen's owner, or gone
+            os.kill(pid, 0)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.01)
+    RELAY_PID.unlink(missing_ok=True)
 
 
 def status() -> list[dict[str, Any]]:

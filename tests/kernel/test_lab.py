@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -272,3 +273,50 @@ def test_lab_traffic_says_which_workload_failed_and_why():
     assert proc.stderr.count("did not start") == 2  # churn's server, bulk's sink
     assert "churn: failed: server on" in proc.stderr and "bulk: failed: listener on" in proc.stderr
     assert "refused: 0 connects" in proc.stdout and "3 of 3 got no RST" in proc.stdout
+
+
+def test_tun_lab_tunnels_each_packet_through_its_relay(env):
+    """h1 pings h2's tun0 address: each echo leaves by h1's tun0 into the
+    relay, crosses eth0 as one UDP datagram, and enters h2 by its tun0 — the
+    devices' own counters (netdev) and h2's UdpInDatagrams agree."""
+    n = 5
+    netdev = registry.create("netdev", env=env)
+    with topology.Lab("tun") as built, netdev:
+        netdev.attach()
+
+        def packets(ns: str, dev: str, way: str) -> float:
+            return sum(
+                r["value"]
+                for r in netdev.rows()
+                if r["metric"] == f"netdev_{way}_packets_total"
+                and r["netns_name"] == topology.ns_name(ns)
+                and r["device"] == dev
+            )
+
+        def udp_in() -> int:
+            def read() -> int:
+                lines = [
+                    ln.split()
+                    for ln in Path("/proc/thread-self/net/snmp").read_text().splitlines()
+                    if ln.startswith("Udp:")
+                ]
+                return dict(zip(lines[0][1:], map(int, lines[1][1:]), strict=True))["InDatagrams"]
+
+            return namespaces.run_in_netns(topology.ns_path("h2"), read)
+
+        before = (packets("h1", "tun0", "transmit"), packets("h2", "tun0", "receive"), udp_in())
+        out = subprocess.run(
+            ["ip", "netns", "exec", topology.ns_name("h1"), "ping", "-c", str(n), "-i", "0.2",
+             "-W", "2", built.hosts["h2"]["tun"]],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert f"{n} received" in out.stdout, out.stdout
+        time.sleep(0.1)
+        sent = packets("h1", "tun0", "transmit") - before[0]
+        came = packets("h2", "tun0", "receive") - before[1]
+        assert sent == came == udp_in() - before[2] == n
+        pid = int(topology.RELAY_PID.read_text())
+    assert not topology.RELAY_PID.exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert lab_namespaces() == []

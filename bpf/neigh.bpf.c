@@ -105,7 +105,8 @@ int on_timer(struct bpf_raw_tracepoint_args *ctx)
 	const void *n = (const void *)ctx->args[0];
 	u8 state = nud_state(n);
 	if (state == NUD_FAILED)
-		return neigh_event_of(n, PYPROBE_NEIGH_FAILED, NUD_INCOMPLETE, state);
+		/* INCOMPLETE or PROBE before: not kept, so not said */
+		return neigh_event_of(n, PYPROBE_NEIGH_FAILED, PYPROBE_NUD_NONE, state);
 	return 0;
 }
 
@@ -119,7 +120,8 @@ int on_update(struct bpf_raw_tracepoint_args *ctx)
 int on_kprobe_invalidate(struct pt_regs *ctx)
 {
 	const void *n = (const void *)PT_REGS_PARM1(ctx);
-	return neigh_event_of(n, PYPROBE_NEIGH_FAILED, nud_state(n), NUD_FAILED);
+	/* the state is FAILED already here: the one before is not known */
+	return neigh_event_of(n, PYPROBE_NEIGH_FAILED, PYPROBE_NUD_NONE, NUD_FAILED);
 }
 
 int on_kprobe_update(struct pt_regs *ctx)

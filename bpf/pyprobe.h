@@ -157,7 +157,7 @@ struct trace_event {
 };
 
 /* neigh_event.kind */
-#define PYPROBE_NEIGH_CREATED 1  /* an entry made (INCOMPLETE: resolution starts) */
+#define PYPROBE_NEIGH_CREATED 1  /* an entry made (to resolve, or learned from an ARP/NDISC packet) */
 #define PYPROBE_NEIGH_FAILED 2   /* resolution failed: no answer after the probes */
 #define PYPROBE_NEIGH_RESOLVED 3 /* an INCOMPLETE entry got its link-layer address */
 

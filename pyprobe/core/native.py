@@ -50,6 +50,7 @@ C_DECODERS = ("num", "wall_time", "hex", "comm", "flag", "family", "addr", "tcp_
 # A cgroup's three texts, one after the other from one id: written as one
 # fragment Python renders once per cgroup (CGROUP_KEYS in that order).
 CGROUP_KEYS = ("cgroup_path", "container", "pod")
+MAX_CGROUPS = 4096  # named in C's table per consume; the rest go through Python
 
 
 def supported(outs: Sequence[Output]) -> bool:
@@ -353,7 +354,7 @@ class NativeJson:
         reader: ringbuf.RingReader,
         netns_json: Callable[[int], str],
         slow: Callable[[bytes], str],
-        cgroup_json: Callable[[int], str] = lambda _id: "",
+        cgroup_json: Callable[[int], tuple[str, bool]] = lambda _id: ("", True),
     ) -> None:
         self._fn = fn
         self._reader = reader
@@ -399,8 +400,18 @@ class NativeJson:
                 names.append(self._netns_json(self._inode.value).encode())
                 table = ((ctypes.c_uint32 * len(ids))(*ids), (ctypes.c_char_p * len(names))(*names))
             elif why == _NEW_CGROUP:
+                fragment, known = self._cgroup_json(self._cgroup.value)
+                if not known or len(cg_ids) >= MAX_CGROUPS:
+                    # Not named yet (a container started since the cgroup
+                    # table's last walk), or too many to keep: this record
+                    # through Python, which names it once it can.
+                    raw = reader.take_one()
+                    if raw is not None:
+                        self.chunks.append(self._slow(raw).encode())
+                    handed += 1
+                    continue
                 cg_ids.append(self._cgroup.value)
-                cg_texts.append(self._cgroup_json(self._cgroup.value).encode())
+                cg_texts.append(fragment.encode())
                 cg_table = (
                     (ctypes.c_uint64 * len(cg_ids))(*cg_ids),
                     (ctypes.c_char_p * len(cg_texts))(*cg_texts),

@@ -382,9 +382,10 @@ class Probe:
             rows = [(len(raw), *row.unpack_from(raw))] if len(raw) >= row.size else []
             return self.json_lines(rows, netns_json)
 
-        def cgroup_json(cgroup_id: int) -> str:  # a cgroup C has not named yet
+        def cgroup_json(cgroup_id: int) -> tuple[str, bool]:  # one C has not named yet
             texts = [self.decoders.cgroup_text(cgroup_id, k) for k in native.CGROUP_KEYS]
-            return native.cgroup_fragment(texts)
+            known = not cgroup_id or self.decoders.cgroups.get(cgroup_id) is not None
+            return native.cgroup_fragment(texts), known
 
         formatter = self._native = native.NativeJson(lib, reader, netns_json, slow, cgroup_json)
 

@@ -153,7 +153,6 @@ ROUTE_TABLES = {253: "default", 254: "main", 255: "local"}
 ROUTE_RESULTS = {
     -errno.EAGAIN: "no_route",
     -errno.EHOSTUNREACH: "unreachable",
-    -errno.ENETUNREACH: "unreachable",
     -errno.EACCES: "prohibit",
     -errno.EINVAL: "blackhole",
 }

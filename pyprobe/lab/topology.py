@@ -25,6 +25,7 @@ import contextlib
 import functools
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -226,8 +227,12 @@ class Lab:
             start_new_session=True,  # not in the terminal's group: Ctrl-C there leaves it
         )
         RELAY_PID.write_text(str(relay.pid))
-        if relay.stdout is None or relay.stdout.readline().strip() != "ready":
-            raise PyprobeError("the tun lab's relay did not start")
+        assert relay.stdout is not None
+        said, _, _ = select.select([relay.stdout], [], [], 10)
+        if not said or relay.stdout.readline().strip() != "ready":
+            relay.kill()
+            relay.wait()
+            raise PyprobeError("the tun lab's relay did not start (tun0 or UDP port 4000)")
         for n in (1, 2):
             self.hosts[f"h{n}"]["tun"] = f"10.231.9.{n}"
 
@@ -301,8 +306,11 @@ table ip pyprobe_lab_nat {{
 
 def _tun(addr: str) -> None:
     """Inside a namespace: a persistent tun0 (the relay opens it), up, addressed."""
-    with _ipr() as ipr:
-        ipr.link("add", ifname="tun0", kind="tuntap", mode="tun")
+    try:
+        with _ipr() as ipr:
+            ipr.link("add", ifname="tun0", kind="tuntap", mode="tun")
+    except Exception as e:  # no tun driver: pyroute2's NetlinkError
+        raise PyprobeError(f"the tun topology needs the tun driver: {e}") from None
     _configure("tun0", addr)
 
 
@@ -429,13 +437,18 @@ def _stop_relay() -> None:
         pid = int(RELAY_PID.read_text())
     except (OSError, ValueError):
         return
+    try:  # a stale file's pid may be another process's now: only ours is stopped
+        ours = b"pyprobe.lab.tunrelay" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        ours = False
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(100):  # ours: reaped by Popen's owner, or gone
-            os.kill(pid, 0)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.01)
+        for sig in (signal.SIGTERM, signal.SIGKILL) if ours else ():
+            os.kill(pid, sig)
+            for _ in range(100):  # our child: reaped here; else init reaps it
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+                os.kill(pid, 0)
+                time.sleep(0.01)
     RELAY_PID.unlink(missing_ok=True)
 
 

@@ -35,9 +35,13 @@ def open_tun(name: str) -> int:
 
 def relay(local: str, peer: str, ready: threading.Barrier) -> None:
     """In the thread's namespace: tun0 <-> UDP to the peer, forever."""
-    tun = open_tun("tun0")
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind((local, PORT))
+    try:
+        tun = open_tun("tun0")
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind((local, PORT))
+    except OSError:
+        ready.abort()  # the main thread stops waiting: the process ends, the lab says why
+        raise
     ready.wait()
     while True:
         readable, _, _ = select.select([tun, udp.fileno()], [], [])
@@ -49,10 +53,13 @@ def relay(local: str, peer: str, ready: threading.Barrier) -> None:
 
 def main(argv: list[str]) -> None:
     ends = [arg.split(":") for arg in argv]
-    ready = threading.Barrier(len(ends) + 1)
+    ready = threading.Barrier(len(ends) + 1, timeout=5)
     for netns, local, peer in ends:
         start_in_netns(NETNS_RUN_DIR / netns, functools.partial(relay, local, peer, ready))
-    ready.wait()
+    try:
+        ready.wait()
+    except threading.BrokenBarrierError:
+        sys.exit(1)  # an end could not open its tun0 or its port
     print("ready", flush=True)  # the lab waits for this line before it returns
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
 

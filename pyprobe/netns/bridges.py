@@ -49,8 +49,9 @@ def fdb() -> list[dict[str, Any]]:
     out = []
     for e in entries:
         port = known.get(e["ifindex"])
-        if port is None:
-            continue  # not a bridge's (a vxlan's own table)
+        if port is None or (e.get_attr("NDA_MASTER") is None and port["bridge"] is not None):
+            # not a bridge's: a port's own table (a vxlan's remote VTEPs, NTF_SELF)
+            continue
         bridge = port["bridge"] or port["name"]
         state = e["state"]
         cache = e.get_attr("NDA_CACHEINFO") or {}

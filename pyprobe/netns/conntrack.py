@@ -9,9 +9,11 @@ too. No hook: the kernel keeps all of it."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
-from pyroute2 import NFCTSocket
+from ..errors import PyprobeError
+from . import rtnl
 
 # include/uapi/linux/netfilter/nf_conntrack_common.h: enum ip_conntrack_status
 IPS_SRC_NAT, IPS_DST_NAT = 1 << 4, 1 << 5
@@ -71,6 +73,11 @@ def entry(msg: Any) -> dict[str, Any]:
 def connections(nat_only: bool = True) -> list[dict[str, Any]]:
     """The calling thread's namespace's connections (only the NATed ones:
     a rewritten source or destination)."""
-    with NFCTSocket() as ct:
-        found = [entry(m) for m in ct.dump()]
+    try:
+        # both families: IPv6 NAT (NPTv6, masquerade) too
+        with rtnl.module().NFCTSocket(nfgen_family=socket.AF_UNSPEC) as ct:
+            found = [entry(m) for m in ct.dump()]
+    except (OSError, rtnl.module("pyroute2.netlink.exceptions").NetlinkError) as e:
+        # not root (ctnetlink needs CAP_NET_ADMIN), or no conntrack in the kernel
+        raise PyprobeError(f"conntrack over netlink: {e}") from None
     return [e for e in found if e["nat"] or not nat_only]

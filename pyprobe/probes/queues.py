@@ -283,6 +283,8 @@ def rtt_metrics(stats: dict[int, snapshot.Summary], names: dict[int, str]) -> It
     for inode, summary in stats.items():
         if isinstance(summary.rtts, Exception):
             raise summary.rtts
+        if not summary.rtts:
+            continue  # no established socket: no 34 series of zeros
         ns = [str(inode), names.get(inode, "")]
         seconds = [srtt / 1e6 for srtt, _, _ in summary.rtts]
         windows = [float(w) for _, _, w in summary.rtts]

@@ -31,6 +31,7 @@ FAMILIES = {
     "doctor": "inspect",
     "compile": "inspect",
     "dashboard": "inspect",
+    "rules": "inspect",
     "tcpstates": "tcpstates",
     "tcplife": "tcpstates",
     "queues": "queues",

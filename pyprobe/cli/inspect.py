@@ -1,8 +1,9 @@
-"""What pyprobe can do here: `list`, `doctor`, `compile`, `dashboard`."""
+"""What pyprobe can do here: `list`, `doctor`, `compile`, `dashboard`, `rules`."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -12,7 +13,8 @@ from ..core.sizes import RINGBUF_PAGES_ENV
 from ..errors import PyprobeError
 from ..kernel.env import DISABLE_HOOKS_ENV
 from ..load.compilers import CompilerLoader
-from ..paths import dashboards_dir, rules_file
+from ..paths import dashboards_dir, rules_config, rules_file
+from ..views import rules as rules_view
 from ..views.dashboard import render
 from .common import CONTEXT, ENVIRONMENT, LOADING, Documented, context, host_path_options
 from .doctor import report
@@ -118,4 +120,40 @@ def dashboard() -> None:
     click.echo(render(context().registry), nl=False)
 
 
-COMMANDS = (list_probes, doctor, compile_programs, dashboard)
+@click.command(
+    cls=Documented,
+    context_settings=CONTEXT,
+    files=(
+        (rules_config, "The default config: copy it to tune the rules for a fleet."),
+        (rules_file, "The rules this config makes, as installed."),
+    ),
+)
+@click.option(
+    "-c",
+    "--config",
+    "config",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Selector, labels kept, rate window, and each alert's threshold, for: and "
+    "severity (YAML; default: the installed config.yml).",
+)
+def rules(config: str | None) -> None:
+    """Print Prometheus recording and alerting rules, generated from a config.
+
+    Mixin-style: every series is read with the config's selector (job="pyprobe"),
+    alerts keep its aggregate_by labels (cluster, job, instance), and each
+    threshold, `for:` and severity is the config's. Every alert has a summary, a
+    description and a runbook_url (docs/runbooks.md). The installed rules file
+    is this command's output with the default config.
+
+    \b
+    Examples:
+      pyprobe rules > pyprobe.rules.yml
+      pyprobe rules --config fleet.yml > /etc/prometheus/rules/pyprobe.rules.yml
+      pyprobe rules -c fleet.yml | promtool check rules /dev/stdin
+    """
+    path = Path(config) if config else rules_config()
+    cfg = rules_view.load_config(path.read_text(), str(path))
+    click.echo(rules_view.render(cfg), nl=False)
+
+
+COMMANDS = (list_probes, doctor, compile_programs, dashboard, rules)

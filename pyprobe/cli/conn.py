@@ -18,8 +18,8 @@ from .common import (
     LOADING,
     Documented,
     attached_many,
+    format_option,
     interval_args,
-    json_option,
     top_option,
 )
 
@@ -27,7 +27,7 @@ STREAMS = ("tcpretrans", "drops", "tcpstates")
 
 
 @click.command(cls=Documented, context_settings=CONTEXT, environment=(*LOADING, RINGBUF_PAGES_ENV))
-@json_option
+@format_option
 @top_option
 @interval_args
 def conn(as_json: bool, top: int, interval: float | None, count: int | None) -> None:

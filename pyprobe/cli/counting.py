@@ -30,8 +30,8 @@ from .common import (
     cgroup_filter,
     cgroup_options,
     counts_take_no_stream_options,
+    format_option,
     interval_args,
-    json_option,
     netns_option,
     stream_options,
     stream_takes_no_interval,
@@ -132,7 +132,7 @@ def probe_command(registry: Registry, name: str) -> click.Command:
     command: Callable[..., None] = run
     command = interval_args(command)
     command = top_option(command)
-    command = json_option(command)
+    command = format_option(command)
     for option in reversed(cls.OPTIONS):
         if option.flag:
             command = click.option(option.name, option.dest, is_flag=True, help=option.help)(

@@ -11,7 +11,7 @@ from ..core.text import json_line
 from ..netns import conntrack
 from ..netns.namespaces import each_netns, named_netns, resolve_netns
 from ..views.tables import print_tables
-from .common import CONTEXT, Documented, json_option, netns_option
+from .common import CONTEXT, Documented, format_option, netns_option
 
 
 def _endpoint(addr: str, port: int) -> str:
@@ -20,7 +20,7 @@ def _endpoint(addr: str, port: int) -> str:
 
 @click.command(cls=Documented, context_settings=CONTEXT)
 @netns_option
-@json_option
+@format_option
 @click.option("-a", "--all", "every", is_flag=True, help="Every tracked connection, NATed or not.")
 def nat(netns: str | None, as_json: bool, every: bool) -> None:
     """NAT mappings: each NATed connection's original and reply tuples, per netns.

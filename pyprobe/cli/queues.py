@@ -16,8 +16,8 @@ from .common import (
     LOADING,
     Documented,
     attached,
+    format_option,
     interval_args,
-    json_option,
     netns_option,
     top_option,
 )
@@ -25,7 +25,7 @@ from .common import (
 
 @click.command(cls=Documented, context_settings=CONTEXT, environment=LOADING)
 @netns_option
-@json_option
+@format_option
 @top_option(default=10, help="Sockets and listeners shown.")
 @click.option(
     "--rtt",

@@ -44,6 +44,8 @@ FAMILIES = {
     "export": "export",
     "lab": "lab",
     "demo": "demo",
+    "completion": "manual",
+    "man": "manual",
 }
 
 

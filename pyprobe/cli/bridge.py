@@ -32,6 +32,11 @@ def bridge(
     entries by default (-a: the permanent ones too), with how long since each
     was last used, and the STP state of its port (a blocking port learns
     nothing). Every INTERVAL seconds with INTERVAL; once without.
+
+    \b
+    Examples:
+      pyprobe bridge                     # every bridge's learned addresses, once
+      pyprobe bridge -a 2                # with permanent entries, every 2 s
     """
     only = resolve_netns(netns) if netns else None
 

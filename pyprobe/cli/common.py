@@ -128,6 +128,18 @@ def context() -> Context:
     return obj if obj is not None else Context()
 
 
+def complete_probes(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of --probe: the probes, NAME.FEATURE and NAME.all."""
+    obj = ctx.find_object(Context)
+    registry = obj.registry if obj is not None else Context().registry
+    names = []
+    for name in registry.names():
+        features = registry.manifests[name].features
+        names += [name, *(f"{name}.{f.name}" for f in features)]
+        names += [f"{name}.all"] if features else []
+    return [n for n in names if n.startswith(incomplete)]
+
+
 @contextmanager
 def attached(
     name: str,

@@ -18,7 +18,13 @@ from .common import CONTEXT, LOADING, Documented, context
     help="Connections per workload.",
 )
 def demo(connections: int) -> None:
-    """Two namespaces joined by a veth pair, bounded TCP traffic, and what tcpstates sees."""
+    """Two namespaces joined by a veth pair, bounded TCP traffic, and what tcpstates sees.
+
+    \b
+    Examples:
+      pyprobe demo                       # as `make demo` runs it
+      pyprobe demo --connections 200
+    """
     ctx = context()
     run(ctx.env(), connections, ctx.registry, ctx.loader)
 

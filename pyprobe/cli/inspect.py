@@ -16,7 +16,15 @@ from ..load.compilers import CompilerLoader
 from ..paths import dashboards_dir, rules_config, rules_file
 from ..views import rules as rules_view
 from ..views.dashboard import render
-from .common import CONTEXT, ENVIRONMENT, LOADING, Documented, context, host_path_options
+from .common import (
+    CONTEXT,
+    ENVIRONMENT,
+    LOADING,
+    Documented,
+    complete_probes,
+    context,
+    host_path_options,
+)
 from .doctor import report
 
 
@@ -28,7 +36,13 @@ def list_probes() -> None:
 
     Costs: from the last `make bench` on this kind of machine, the share of
     the CPUs the programs took under connection churn and small UDP on every
-    CPU ("-": not measured, or no hook: the kernel's own counters)."""
+    CPU ("-": not measured, or no hook: the kernel's own counters).
+
+    \b
+    Examples:
+      pyprobe list                       # every probe and feature, one line each
+      pyprobe list | grep unavailable    # what this kernel cannot run
+    """
     ctx = context()
     env = ctx.env()
     rows = []
@@ -60,6 +74,11 @@ def doctor() -> None:
     sees the host's processes (hostPID) and network namespace (hostNetwork),
     and for each missing piece the podman flag and the Kubernetes field that
     bring it in. Exits 0 when at least one probe can run here, 2 otherwise.
+
+    \b
+    Examples:
+      pyprobe doctor
+      pyprobe doctor --path.procfs /host/proc --path.sysfs /host/sys --path.rootfs /host
     """
     ctx = context()
     ok = report(ctx.env(), ctx.registry, click.echo)
@@ -70,7 +89,11 @@ def doctor() -> None:
     "compile", cls=Documented, context_settings=CONTEXT, environment=(*LOADING, RINGBUF_PAGES_ENV)
 )
 @click.option(
-    "--probe", "include", multiple=True, help="Only this probe (repeatable; default: every one)."
+    "--probe",
+    "include",
+    multiple=True,
+    shell_complete=complete_probes,
+    help="Only this probe (repeatable; default: every one).",
 )
 def compile_programs(include: tuple[str, ...]) -> None:
     """Compile the programs (the exporter's, the streams') into the program cache.
@@ -81,6 +104,11 @@ def compile_programs(include: tuple[str, ...]) -> None:
     from a wheel, run it again. Each missing one is loaded, attached and
     detached once: the kernel's verifier has passed it. Exits 1 when a probe
     failed to compile here.
+
+    \b
+    Examples:
+      pyprobe compile                    # after a kernel upgrade
+      pyprobe compile --probe drops --probe tcpstates
     """
     ctx = context()
     ctx.registry.check(include)
@@ -116,7 +144,13 @@ def compile_programs(include: tuple[str, ...]) -> None:
     ),
 )
 def dashboard() -> None:
-    """Print the Grafana dashboard of these probes (JSON, to import or provision)."""
+    """Print the Grafana dashboard of these probes (JSON, to import or provision).
+
+    \b
+    Examples:
+      pyprobe dashboard > pyprobe-overview.json
+      pyprobe dashboard | jq '.panels | length'   # panels these probes make
+    """
     click.echo(render(context().registry), nl=False)
 
 

@@ -31,7 +31,14 @@ def nat(netns: str | None, as_json: bool, every: bool) -> None:
     masqueraded connection the reply goes to the router's own address and
     port; for a port forward it comes from the inside host. `pyprobe
     conntrack` counts the tables (entries against the limit, drops, insert
-    failures)."""
+    failures).
+
+    \b
+    Examples:
+      pyprobe nat                        # every namespace's NAT mappings
+      pyprobe nat --netns rt -a          # everything rt's conntrack tracks
+      pyprobe nat -j | jq -r .reply_src   # NDJSON, a mapping a line
+    """
     only = resolve_netns(netns) if netns else None
     found = each_netns(lambda: conntrack.connections(nat_only=not every), only=only)
     names = named_netns()

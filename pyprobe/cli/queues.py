@@ -49,6 +49,12 @@ def queues(
     for listeners, connections waiting to be accepted and the limit. Qdiscs
     from tc stats. Overflows (receive queue full, memory limits) are counted
     in the kernel since the start. Without INTERVAL: one report now.
+
+    \b
+    Examples:
+      pyprobe queues                     # once: deepest sockets, backlogs, qdiscs
+      pyprobe queues --netns blue --rtt 5
+      pyprobe queues -n 50 --format plain | sort -k5 -n
     """
     inode = resolve_netns(netns) if netns else None
     with attached("queues", features=["rtt"] if rtt else ()) as probe:

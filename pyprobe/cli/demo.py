@@ -22,7 +22,7 @@ def demo(connections: int) -> None:
 
     \b
     Examples:
-      pyprobe demo                       # as `make demo` runs it
+      pyprobe demo                       # the lab, five workloads, what each probe sees
       pyprobe demo --connections 200
     """
     ctx = context()

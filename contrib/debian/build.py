@@ -132,7 +132,7 @@ def stage_python(root: Path, meta: dict) -> None:
     dist_info = site / f"{info['name']}-{info['version']}.dist-info"
     dist_info.mkdir(parents=True)
     # No Requires-Dist: Debian's Depends say what is needed, at versions
-    # checked against pyprobe (README), some older than pyproject's floors.
+    # checked against pyprobe (docs/deploy.md), some older than pyproject's floors.
     (dist_info / "METADATA").write_text(
         "Metadata-Version: 2.1\n"
         f"Name: {info['name']}\n"
@@ -165,6 +165,8 @@ def stage_rest(root: Path) -> None:
     _copy(HERE / "copyright", root / DOC / "copyright")
     _gzip((HERE / "changelog").read_bytes(), root / DOC / "changelog.gz")
     _gzip((REPO / "README.md").read_bytes(), root / DOC / "README.md.gz")
+    for page in sorted((REPO / "docs").glob("*.md")):  # what README's quick start links to
+        _gzip(page.read_bytes(), root / DOC / f"{page.name}.gz")
 
 
 def stage_man(root: Path, pages: Path | None) -> None:

@@ -119,6 +119,8 @@ def test_files_where_debian_looks(deb):
         "usr/share/pyprobe/dashboards/rules/pyprobe.rules.yml",
         "usr/share/doc/pyprobe/copyright",
         "usr/share/doc/pyprobe/changelog.gz",
+        "usr/share/doc/pyprobe/exporter.md.gz",
+        "usr/share/doc/pyprobe/runbooks.md.gz",
         "usr/share/man/man1/pyprobe.1.gz",
         "usr/share/man/man1/pyprobe-drops.1.gz",
         "usr/share/man/man1/pyprobe-lab-up.1.gz",

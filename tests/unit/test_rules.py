@@ -120,3 +120,66 @@ def test_promtool_accepts_the_rules_and_a_tuned_config(tmp_path):
     for path in (RULES, tuned):
         check = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True)
         assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_alerts_fire_above_the_configs_threshold_per_target(tmp_path):
+    """promtool test rules: drops at 3/s fire with threshold 2 and not with
+    threshold 4, one alert per cluster and instance, its annotations filled."""
+    series = (
+        'pyprobe_drops_total{job="pyprobe",cluster="eu",instance="a:9977",'
+        'reason="NO_SOCKET",device="%s"}'
+    )
+
+    def fires(threshold):
+        cfg = config()
+        cfg["alerts"]["PyprobePacketDrops"].update(threshold=threshold)
+        cfg["alerts"]["PyprobePacketDrops"]["for"] = "1m"
+        (tmp_path / "rules.yml").write_text(rules.render(rules.load_config(yaml.safe_dump(cfg))))
+        expected = [
+            {
+                "exp_labels": {
+                    "severity": "warning",
+                    "cluster": "eu",
+                    "job": "pyprobe",
+                    "instance": "a:9977",
+                    "reason": "NO_SOCKET",
+                },
+                "exp_annotations": {
+                    "summary": "a:9977 drops 3 packets/s: NO_SOCKET",
+                    "description": "Packets freed by the kernel as dropped for reason NO_SOCKET "
+                    f"at 3/s over 5m (alert above {threshold}/s; reasons configured as benign "
+                    "are left out).",
+                    "runbook_url": cfg["runbook_base"] + "#pyprobepacketdrops",
+                },
+            }
+        ]
+        test = {
+            "rule_files": ["rules.yml"],
+            "evaluation_interval": "1m",
+            "tests": [
+                {
+                    "interval": "1m",
+                    # two devices of one target: 90 + 90 packets a minute = 3/s, one alert
+                    "input_series": [
+                        {"series": series % "eth0", "values": "0+90x20"},
+                        {"series": series % "eth1", "values": "0+90x20"},
+                    ],
+                    "alert_rule_test": [
+                        {
+                            "eval_time": "15m",
+                            "alertname": "PyprobePacketDrops",
+                            "exp_alerts": expected if threshold < 3 else [],
+                        }
+                    ],
+                }
+            ],
+        }
+        (tmp_path / "test.yml").write_text(yaml.safe_dump(test))
+        run = subprocess.run(
+            ["promtool", "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+
+    fires(2)
+    fires(4)

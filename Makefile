@@ -9,7 +9,7 @@ AS_ROOT = if [ "$$(id -u)" != 0 ]; then \
 	echo "make $@ needs root: log in as root (this machine has no sudo) and run: make $@" >&2; \
 	exit 2; fi
 
-.PHONY: setup demo test test-unit test-faults soak vm-test bench check fmt deb image
+.PHONY: setup demo test test-unit test-faults soak vm-test bench check fmt deb image man
 
 setup:
 	@$(AS_ROOT); ./vagrant/provision.sh
@@ -47,10 +47,14 @@ soak:
 test-unit:
 	$(PYTEST) -ra tests/unit
 
+# build/man/*.1: a manual page per command, from the command tree (pyprobe man).
+man:
+	rm -rf build/man && $(VENV)/bin/pyprobe man build/man >/dev/null
+
 # dist/pyprobe_<version>_all.deb for Debian 12, from this checkout alone
-# (contrib/debian/build.py: dpkg-deb, no network, no root).
-deb:
-	/usr/bin/python3 contrib/debian/build.py --out dist
+# (contrib/debian/build.py: dpkg-deb, no network, no root), with the manual pages.
+deb: man
+	/usr/bin/python3 contrib/debian/build.py --out dist --man build/man
 
 # The exporter's OCI image, localhost/pyprobe:<version>, built offline from the
 # Debian archive with the package above (deploy/image/build.sh; cached in

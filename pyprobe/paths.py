@@ -46,6 +46,12 @@ def rules_file() -> Path:
     return (data_dir("dashboards/rules") / RULES).resolve()
 
 
+def rules_config() -> Path:
+    """What the rules are generated from (`pyprobe rules --config`): the
+    selector, the labels kept, thresholds and durations."""
+    return (data_dir("dashboards/rules") / "config.yml").resolve()
+
+
 def systemd_unit() -> Path:
     """The exporter's unit: the Debian package's (a link to the unit systemd
     reads), or a copy to install."""

@@ -9,10 +9,14 @@ package data (pyproject's force-include table, the wheel's own list), a
 to other programs goes where they look: the unit in /lib/systemd/system,
 the dashboards and rules in /usr/share/pyprobe; links from the package data
 lead there, so pyprobe.paths names those places. The web config the unit
-reads is a conffile in /etc/pyprobe. No .pyc: postinst byte-compiles
+reads is a conffile in /etc/pyprobe. The manual pages `make man` wrote
+(build/man: made from the command tree by `pyprobe man`, which needs
+pyprobe's dependencies, so not here) go to /usr/share/man/man1, gzipped;
+without them the package has none. No .pyc: postinst byte-compiles
 (py3compile), prerm cleans up (py3clean), as dh_python3's scripts do.
 
-    python3 contrib/debian/build.py [--out DIR]    (default: dist/)
+    python3 contrib/debian/build.py [--out DIR] [--man DIR]
+        (default: dist/, and build/man/ where `make man` wrote it)
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ DOC = Path("usr/share/doc/pyprobe")
 # where the package puts them instead of the package data.
 SHARE = Path("usr/share/pyprobe")
 UNITS = Path("lib/systemd/system")
+MAN = Path("usr/share/man/man1")
 CONFFILES = {Path("etc/pyprobe/web.yml"): HERE / "web.yml"}
 
 ENTRY = """#!/usr/bin/python3
@@ -127,7 +132,7 @@ def stage_python(root: Path, meta: dict) -> None:
     dist_info = site / f"{info['name']}-{info['version']}.dist-info"
     dist_info.mkdir(parents=True)
     # No Requires-Dist: Debian's Depends say what is needed, at versions
-    # checked against pyprobe (README), some older than pyproject's floors.
+    # checked against pyprobe (docs/deploy.md), some older than pyproject's floors.
     (dist_info / "METADATA").write_text(
         "Metadata-Version: 2.1\n"
         f"Name: {info['name']}\n"
@@ -160,6 +165,16 @@ def stage_rest(root: Path) -> None:
     _copy(HERE / "copyright", root / DOC / "copyright")
     _gzip((HERE / "changelog").read_bytes(), root / DOC / "changelog.gz")
     _gzip((REPO / "README.md").read_bytes(), root / DOC / "README.md.gz")
+    for page in sorted((REPO / "docs").glob("*.md")):  # what README's quick start links to
+        _gzip(page.read_bytes(), root / DOC / f"{page.name}.gz")
+
+
+def stage_man(root: Path, pages: Path | None) -> None:
+    """pages/*.1 as Debian keeps manual pages: gzipped, in man1."""
+    if pages is None or not pages.is_dir():
+        return
+    for page in sorted(pages.glob("*.1")):
+        _gzip(page.read_bytes(), root / MAN / f"{page.name}.gz")
 
 
 def stage_control(root: Path, version: str) -> None:
@@ -202,7 +217,7 @@ def normalize(root: Path, mtime: int) -> None:
         os.utime(p, (mtime, mtime), follow_symlinks=False)
 
 
-def build(out: Path) -> Path:
+def build(out: Path, man: Path | None = None) -> Path:
     meta = project()
     version, mtime = changelog_version((HERE / "changelog").read_text())
     if version != meta["project"]["version"]:
@@ -219,6 +234,7 @@ def build(out: Path) -> Path:
         root.mkdir()
         stage_python(root, meta)
         stage_rest(root)
+        stage_man(root, man)
         stage_control(root, version)
         normalize(root, mtime)
         env = {**os.environ, "SOURCE_DATE_EPOCH": str(mtime)}
@@ -236,9 +252,12 @@ def build(out: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "dist", help="default: dist/")
+    parser.add_argument(
+        "--man", type=Path, default=REPO / "build/man", help="manual pages (default: build/man/)"
+    )
     args = parser.parse_args()
     try:
-        deb = build(args.out)
+        deb = build(args.out, args.man)
     except Refused as e:
         print(f"make deb: {e}", file=sys.stderr)
         sys.exit(2)

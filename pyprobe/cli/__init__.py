@@ -31,6 +31,7 @@ FAMILIES = {
     "doctor": "inspect",
     "compile": "inspect",
     "dashboard": "inspect",
+    "rules": "inspect",
     "tcpstates": "tcpstates",
     "tcplife": "tcpstates",
     "queues": "queues",
@@ -43,6 +44,8 @@ FAMILIES = {
     "export": "export",
     "lab": "lab",
     "demo": "demo",
+    "completion": "manual",
+    "man": "manual",
 }
 
 

@@ -14,12 +14,12 @@ from ..netns import bridges
 from ..netns.namespaces import each_netns, named_netns, resolve_netns
 from ..views.tables import print_tables
 from ..views.watch import intervals
-from .common import CONTEXT, Documented, interval_args, json_option, netns_option
+from .common import CONTEXT, Documented, format_option, interval_args, netns_option
 
 
 @click.command(cls=Documented, context_settings=CONTEXT)
 @netns_option
-@json_option
+@format_option
 @click.option("-a", "--all", "every", is_flag=True, help="Permanent entries too (the ports' own).")
 @interval_args
 def bridge(
@@ -32,6 +32,11 @@ def bridge(
     entries by default (-a: the permanent ones too), with how long since each
     was last used, and the STP state of its port (a blocking port learns
     nothing). Every INTERVAL seconds with INTERVAL; once without.
+
+    \b
+    Examples:
+      pyprobe bridge                     # every bridge's learned addresses, once
+      pyprobe bridge -a 2                # with permanent entries, every 2 s
     """
     only = resolve_netns(netns) if netns else None
 

@@ -5,6 +5,7 @@ command loader, and the checks of options that do not go together."""
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -28,6 +29,7 @@ from ..load.cache import DEFAULT_DIR, PROGRAM_CACHE_ENV
 from ..load.compilers import CompilerLoader
 from ..load.program import BatchLoader
 from ..probes import Registry, default
+from ..views import tables
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 MAX_SECONDS = 31 * 86400  # intervals and durations: a month is already absurd
@@ -124,6 +126,18 @@ class Context:
 def context() -> Context:
     obj = click.get_current_context().find_object(Context)
     return obj if obj is not None else Context()
+
+
+def complete_probes(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of --probe: the probes, NAME.FEATURE and NAME.all."""
+    obj = ctx.find_object(Context)
+    registry = obj.registry if obj is not None else Context().registry
+    names = []
+    for name in registry.names():
+        features = registry.manifests[name].features
+        names += [name, *(f"{name}.{f.name}" for f in features)]
+        names += [f"{name}.all"] if features else []
+    return [n for n in names if n.startswith(incomplete)]
 
 
 @contextmanager
@@ -270,6 +284,32 @@ def json_option(f: Any) -> Any:
     return click.option("-j", "--json", "as_json", is_flag=True, help="NDJSON output.")(f)
 
 
+FORMATS = ("table", "plain", "json")
+
+
+def format_option(f: Any) -> Any:
+    """--format table|plain|json for a command that prints tables, -j/--json
+    an alias of --format json. The command still takes as_json; tables print
+    box-drawn on a terminal and as plain columns when piped, unless --format
+    says which (views/tables.STYLE, for the process)."""
+
+    @functools.wraps(f)
+    def command(*args: Any, output_format: str | None = None, **kwargs: Any) -> Any:
+        tables.STYLE = output_format if output_format in tables.STYLES else "auto"
+        return f(*args, as_json=output_format == "json", **kwargs)
+
+    command = click.option(
+        "-j", "--json", "output_format", flag_value="json", help="NDJSON: --format json."
+    )(command)
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(FORMATS),
+        help="table: box-drawn (the default on a terminal); plain: aligned columns, "
+        "one line per row (the default when piped); json: NDJSON, a line per report.",
+    )(command)
+
+
 def netns_option(f: Any) -> Any:
     return click.option(
         "--netns", help="Only this network namespace: inode or name under /run/netns."
@@ -364,13 +404,14 @@ def counts_take_no_stream_options(
         raise PyprobeError(f"{', '.join(given)}: only with {stream} (counts take INTERVAL COUNT)")
 
 
-def socket_filters(ports: Callable[..., Any]) -> Callable[[Any], Any]:
+def socket_filters(ports: Callable[..., Any], formats: bool = False) -> Callable[[Any], Any]:
     """The filters bcc's tcpstates and tcplife take, compiled into the
-    program; ports(ctx, param, text) parses a port list."""
-    return lambda f: _socket_filters(f, ports)
+    program; ports(ctx, param, text) parses a port list. formats: the
+    command also prints tables (--format, -j its alias), not only a stream."""
+    return lambda f: _socket_filters(f, ports, formats)
 
 
-def _socket_filters(f: Any, ports: Callable[..., Any]) -> Any:
+def _socket_filters(f: Any, ports: Callable[..., Any], formats: bool) -> Any:
     options: list[Callable[[Any], Any]] = [
         click.option(
             "-p",
@@ -392,7 +433,11 @@ def _socket_filters(f: Any, ports: Callable[..., Any]) -> Any:
         click.option("-6", "--ipv6", "family", flag_value=socket.AF_INET6, help="Only IPv6."),
         netns_option,
         cgroup_options,
-        click.option("-j", "--json", "as_json", is_flag=True, help="NDJSON, one object per line."),
+        format_option
+        if formats
+        else click.option(
+            "-j", "--json", "as_json", is_flag=True, help="NDJSON, one object per line."
+        ),
         click.option("-T", "--timestamp", is_flag=True, help="Prefix each line with HH:MM:SS."),
     ]
     for option in reversed(options):

@@ -18,8 +18,8 @@ from .common import (
     LOADING,
     Documented,
     attached_many,
+    format_option,
     interval_args,
-    json_option,
     top_option,
 )
 
@@ -27,7 +27,7 @@ STREAMS = ("tcpretrans", "drops", "tcpstates")
 
 
 @click.command(cls=Documented, context_settings=CONTEXT, environment=(*LOADING, RINGBUF_PAGES_ENV))
-@json_option
+@format_option
 @top_option
 @interval_args
 def conn(as_json: bool, top: int, interval: float | None, count: int | None) -> None:
@@ -38,6 +38,12 @@ def conn(as_json: bool, top: int, interval: float | None, count: int | None) -> 
     endpoints (both directions, both namespaces of a local connection), with
     its current state and owning process. Every INTERVAL seconds (default: at
     Ctrl-C), the connections with the most failures.
+
+    \b
+    Examples:
+      pyprobe conn                       # until Ctrl-C, then the connections in trouble
+      pyprobe conn 5 12                  # every 5 s for a minute
+      pyprobe conn -j 10 1 | jq .        # one report after 10 s, as JSON
     """
     view = ConnView()
     with attached_many(list(STREAMS), streams=STREAMS) as probes:

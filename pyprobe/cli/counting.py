@@ -30,8 +30,8 @@ from .common import (
     cgroup_filter,
     cgroup_options,
     counts_take_no_stream_options,
+    format_option,
     interval_args,
-    json_option,
     netns_option,
     stream_options,
     stream_takes_no_interval,
@@ -98,6 +98,27 @@ def watch_stream(
     stream(probe, as_json, timestamp, duration, keep, what=what)
 
 
+def examples(registry: Registry, name: str) -> list[str]:
+    """A probe command's examples, from what its manifest offers (features,
+    a stream, the cgroup label), each with what it does."""
+    manifest = registry.manifests[name]
+    lines = [
+        (f"pyprobe {name}", "count until Ctrl-C, then the totals"),
+        (f"pyprobe {name} 5 12", "every 5 s for a minute"),
+        (f"pyprobe {name} --netns blue -n 5 1 1", "one second in namespace blue, top 5"),
+        (f"pyprobe {name} -j 10 1 | jq .", "ten seconds' counts as JSON"),
+    ]
+    plain = [f for f in manifest.features if not f.label]
+    if plain:
+        lines.append((f"pyprobe {name} -F {plain[0].name} 5", plain[0].help))
+    if any(f.label and f.name == "cgroup" for f in manifest.features):
+        lines.append((f"pyprobe {name} --container 3f2a 5", "only one container's sockets"))
+    if manifest.event is not None:
+        lines.append((f"pyprobe {name} --stream -T -d 10", "each event for ten seconds"))
+    width = max(len(cmd) for cmd, _ in lines)
+    return [f"{cmd:<{width}}  # {what}" for cmd, what in lines]
+
+
 def probe_command(registry: Registry, name: str) -> click.Command:
     """`pyprobe NAME`, made from the probe's manifest and plug-in."""
     manifest = registry.manifests[name]
@@ -132,7 +153,7 @@ def probe_command(registry: Registry, name: str) -> click.Command:
     command: Callable[..., None] = run
     command = interval_args(command)
     command = top_option(command)
-    command = json_option(command)
+    command = format_option(command)
     for option in reversed(cls.OPTIONS):
         if option.flag:
             command = click.option(option.name, option.dest, is_flag=True, help=option.help)(
@@ -163,6 +184,7 @@ def probe_command(registry: Registry, name: str) -> click.Command:
     )
     if has_stream:
         more += "\n--stream: one line per event (-j: NDJSON), until Ctrl-C or -d."
+    more += "\n\n\b\nExamples:\n" + "\n".join(f"  {line}" for line in examples(registry, name))
     return click.command(
         name,
         cls=Documented,

@@ -18,7 +18,13 @@ from .common import CONTEXT, LOADING, Documented, context
     help="Connections per workload.",
 )
 def demo(connections: int) -> None:
-    """Two namespaces joined by a veth pair, bounded TCP traffic, and what tcpstates sees."""
+    """Two namespaces joined by a veth pair, bounded TCP traffic, and what tcpstates sees.
+
+    \b
+    Examples:
+      pyprobe demo                       # the lab, five workloads, what each probe sees
+      pyprobe demo --connections 200
+    """
     ctx = context()
     run(ctx.env(), connections, ctx.registry, ctx.loader)
 

@@ -12,7 +12,15 @@ from ..load.cache import DEFAULT_DIR
 from ..logs import FORMATS, LEVELS
 from ..logs import setup as setup_logging
 from ..paths import rules_file, systemd_unit
-from .common import CONTEXT, LOADING, Documented, Terminated, context, host_path_options
+from .common import (
+    CONTEXT,
+    LOADING,
+    Documented,
+    Terminated,
+    complete_probes,
+    context,
+    host_path_options,
+)
 
 
 @click.command(
@@ -54,11 +62,18 @@ from .common import CONTEXT, LOADING, Documented, Terminated, context, host_path
     "include",
     multiple=True,
     metavar="NAME[.FEATURE]",
+    shell_complete=complete_probes,
     help="Only this probe (repeat); NAME.FEATURE also turns on one of its features, "
     "NAME.all every one, *.all every probe's (`pyprobe list` shows them and their cost). "
     "Default: every probe, with the features that cost nothing measurable.",
 )
-@click.option("--no-probe", "exclude", multiple=True, help="Not this probe (repeat).")
+@click.option(
+    "--no-probe",
+    "exclude",
+    multiple=True,
+    shell_complete=complete_probes,
+    help="Not this probe (repeat).",
+)
 @click.option("--strict", is_flag=True, help="A probe that cannot attach is fatal.")
 @click.option(
     "--label-cap",
@@ -133,6 +148,13 @@ def export_cmd(
     In a container, with the host's trees mounted at other paths:
       pyprobe export --path.procfs /host/proc --path.sysfs /host/sys --path.rootfs /host
     (`pyprobe doctor` with the same flags says what the container lacks).
+
+    \b
+    Examples:
+      pyprobe export                                  # 127.0.0.1:9977/metrics
+      pyprobe export --web.listen-address 0.0.0.0:9977 --web.config.file /etc/pyprobe/web.yml
+      pyprobe export --probe drops --probe tcpstates --label cgroup
+      pyprobe export --no-probe softirqs --bpf-stats --log.format json
     """
     setup_logging(log_level, log_format)
     opts = Options(

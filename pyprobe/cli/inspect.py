@@ -1,8 +1,9 @@
-"""What pyprobe can do here: `list`, `doctor`, `compile`, `dashboard`."""
+"""What pyprobe can do here: `list`, `doctor`, `compile`, `dashboard`, `rules`."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -12,9 +13,18 @@ from ..core.sizes import RINGBUF_PAGES_ENV
 from ..errors import PyprobeError
 from ..kernel.env import DISABLE_HOOKS_ENV
 from ..load.compilers import CompilerLoader
-from ..paths import dashboards_dir, rules_file
+from ..paths import dashboards_dir, rules_config, rules_file
+from ..views import rules as rules_view
 from ..views.dashboard import render
-from .common import CONTEXT, ENVIRONMENT, LOADING, Documented, context, host_path_options
+from .common import (
+    CONTEXT,
+    ENVIRONMENT,
+    LOADING,
+    Documented,
+    complete_probes,
+    context,
+    host_path_options,
+)
 from .doctor import report
 
 
@@ -26,7 +36,13 @@ def list_probes() -> None:
 
     Costs: from the last `make bench` on this kind of machine, the share of
     the CPUs the programs took under connection churn and small UDP on every
-    CPU ("-": not measured, or no hook: the kernel's own counters)."""
+    CPU ("-": not measured, or no hook: the kernel's own counters).
+
+    \b
+    Examples:
+      pyprobe list                       # every probe and feature, one line each
+      pyprobe list | grep unavailable    # what this kernel cannot run
+    """
     ctx = context()
     env = ctx.env()
     rows = []
@@ -58,6 +74,11 @@ def doctor() -> None:
     sees the host's processes (hostPID) and network namespace (hostNetwork),
     and for each missing piece the podman flag and the Kubernetes field that
     bring it in. Exits 0 when at least one probe can run here, 2 otherwise.
+
+    \b
+    Examples:
+      pyprobe doctor
+      pyprobe doctor --path.procfs /host/proc --path.sysfs /host/sys --path.rootfs /host
     """
     ctx = context()
     ok = report(ctx.env(), ctx.registry, click.echo)
@@ -68,7 +89,11 @@ def doctor() -> None:
     "compile", cls=Documented, context_settings=CONTEXT, environment=(*LOADING, RINGBUF_PAGES_ENV)
 )
 @click.option(
-    "--probe", "include", multiple=True, help="Only this probe (repeatable; default: every one)."
+    "--probe",
+    "include",
+    multiple=True,
+    shell_complete=complete_probes,
+    help="Only this probe (repeatable; default: every one).",
 )
 def compile_programs(include: tuple[str, ...]) -> None:
     """Compile the programs (the exporter's, the streams') into the program cache.
@@ -79,6 +104,11 @@ def compile_programs(include: tuple[str, ...]) -> None:
     from a wheel, run it again. Each missing one is loaded, attached and
     detached once: the kernel's verifier has passed it. Exits 1 when a probe
     failed to compile here.
+
+    \b
+    Examples:
+      pyprobe compile                    # after a kernel upgrade
+      pyprobe compile --probe drops --probe tcpstates
     """
     ctx = context()
     ctx.registry.check(include)
@@ -114,8 +144,50 @@ def compile_programs(include: tuple[str, ...]) -> None:
     ),
 )
 def dashboard() -> None:
-    """Print the Grafana dashboard of these probes (JSON, to import or provision)."""
+    """Print the Grafana dashboard of these probes (JSON, to import or provision).
+
+    \b
+    Examples:
+      pyprobe dashboard > pyprobe-overview.json
+      pyprobe dashboard | jq '.panels | length'   # panels these probes make
+    """
     click.echo(render(context().registry), nl=False)
 
 
-COMMANDS = (list_probes, doctor, compile_programs, dashboard)
+@click.command(
+    cls=Documented,
+    context_settings=CONTEXT,
+    files=(
+        (rules_config, "The default config: copy it to tune the rules for a fleet."),
+        (rules_file, "The rules this config makes, as installed."),
+    ),
+)
+@click.option(
+    "-c",
+    "--config",
+    "config",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Selector, labels kept, rate window, and each alert's threshold, for: and "
+    "severity (YAML; default: the installed config.yml).",
+)
+def rules(config: str | None) -> None:
+    """Print Prometheus recording and alerting rules, generated from a config.
+
+    Mixin-style: every series is read with the config's selector (job="pyprobe"),
+    alerts keep its aggregate_by labels (cluster, job, instance), and each
+    threshold, `for:` and severity is the config's. Every alert has a summary, a
+    description and a runbook_url (docs/runbooks.md). The installed rules file
+    is this command's output with the default config.
+
+    \b
+    Examples:
+      pyprobe rules > pyprobe.rules.yml
+      pyprobe rules --config fleet.yml > /etc/prometheus/rules/pyprobe.rules.yml
+      pyprobe rules -c fleet.yml | promtool check rules /dev/stdin
+    """
+    path = Path(config) if config else rules_config()
+    cfg = rules_view.load_config(path.read_text(), str(path))
+    click.echo(rules_view.render(cfg), nl=False)
+
+
+COMMANDS = (list_probes, doctor, compile_programs, dashboard, rules)

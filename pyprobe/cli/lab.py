@@ -23,6 +23,11 @@ def lab() -> None:
     \b
     Built with netlink (pyroute2) on 10.231.0.0/16 addresses that route
     nowhere else; `pyprobe lab down` removes every namespace it made.
+
+    \b
+    Examples:
+      pyprobe lab up -t bridge && pyprobe lab traffic churn && pyprobe lab down
+      pyprobe lab scenario backlog
     """
 
 
@@ -52,7 +57,14 @@ def lab() -> None:
 )
 @click.option("--rate", help="Limit h1's egress (tbf), e.g. 10mbit.")
 def lab_up(topology: str, stp: bool, loss: float, delay: float, rate: str | None) -> None:
-    """Bring a lab topology up."""
+    """Bring a lab topology up.
+
+    \b
+    Examples:
+      pyprobe lab up                     # h1-h2 over a veth pair
+      pyprobe lab up -t vxlan --loss 2   # two bridges over VXLAN, 2% loss into h2
+      pyprobe lab up -t nat --delay 20 --rate 10mbit
+    """
     built = topo.Lab(topology, stp=stp, loss=loss, delay_ms=delay, rate=rate).up()
     hosts = ", ".join(f"{h['netns']} {h['addr']}" for h in built.hosts.values())
     click.echo(f"lab up: {topology} — {hosts}")
@@ -60,7 +72,12 @@ def lab_up(topology: str, stp: bool, loss: float, delay: float, rate: str | None
 
 @lab.command("down")
 def lab_down() -> None:
-    """Remove every lab namespace (and so every device in it)."""
+    """Remove every lab namespace (and so every device in it).
+
+    \b
+    Examples:
+      pyprobe lab down
+    """
     removed = topo.down()
     click.echo(f"lab down: removed {', '.join(removed) if removed else 'nothing'}")
 
@@ -68,7 +85,13 @@ def lab_down() -> None:
 @lab.command("status")
 @json_option
 def lab_status(as_json: bool) -> None:
-    """What is up: namespaces, devices, addresses, bridges."""
+    """What is up: namespaces, devices, addresses, bridges.
+
+    \b
+    Examples:
+      pyprobe lab status
+      pyprobe lab status -j | jq .
+    """
     state, found = topo.active(), topo.status()
     if as_json:
         click.echo(json_line({"lab": state, "namespaces": found}))
@@ -98,7 +121,13 @@ def lab_status(as_json: bool) -> None:
 )
 @click.option("--connections", default=100, show_default=True, type=click.IntRange(1, 100000))
 def lab_traffic(workloads: tuple[str, ...], connections: int) -> None:
-    """Run bounded workloads from h1 to h2 (all of them by default)."""
+    """Run bounded workloads from h1 to h2 (all of them by default).
+
+    \b
+    Examples:
+      pyprobe lab traffic                # every workload
+      pyprobe lab traffic churn refused --connections 500
+    """
     hosts = Hosts.from_lab()
     failed = 0
     for name in workloads or tuple(WORKLOADS):
@@ -154,6 +183,11 @@ def lab_scenario(name: str, as_json: bool) -> None:
 
     The verdict is one line built from the probes' series and events alone;
     exit 1 when they do not show the cause. The lab is removed at the end.
+
+    \b
+    Examples:
+      pyprobe lab scenario closed-port
+      pyprobe lab scenario stp-loop -j
     """
     verdict, _evidence = run_scenario(name)
     if as_json:

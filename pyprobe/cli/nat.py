@@ -11,7 +11,7 @@ from ..core.text import json_line
 from ..netns import conntrack
 from ..netns.namespaces import each_netns, named_netns, resolve_netns
 from ..views.tables import print_tables
-from .common import CONTEXT, Documented, json_option, netns_option
+from .common import CONTEXT, Documented, format_option, netns_option
 
 
 def _endpoint(addr: str, port: int) -> str:
@@ -20,7 +20,7 @@ def _endpoint(addr: str, port: int) -> str:
 
 @click.command(cls=Documented, context_settings=CONTEXT)
 @netns_option
-@json_option
+@format_option
 @click.option("-a", "--all", "every", is_flag=True, help="Every tracked connection, NATed or not.")
 def nat(netns: str | None, as_json: bool, every: bool) -> None:
     """NAT mappings: each NATed connection's original and reply tuples, per netns.
@@ -31,7 +31,14 @@ def nat(netns: str | None, as_json: bool, every: bool) -> None:
     masqueraded connection the reply goes to the router's own address and
     port; for a port forward it comes from the inside host. `pyprobe
     conntrack` counts the tables (entries against the limit, drops, insert
-    failures)."""
+    failures).
+
+    \b
+    Examples:
+      pyprobe nat                        # every namespace's NAT mappings
+      pyprobe nat --netns rt -a          # everything rt's conntrack tracks
+      pyprobe nat -j | jq -r .reply_src   # NDJSON, a mapping a line
+    """
     only = resolve_netns(netns) if netns else None
     found = each_netns(lambda: conntrack.connections(nat_only=not every), only=only)
     names = named_netns()

@@ -16,8 +16,8 @@ from .common import (
     LOADING,
     Documented,
     attached,
+    format_option,
     interval_args,
-    json_option,
     netns_option,
     top_option,
 )
@@ -25,7 +25,7 @@ from .common import (
 
 @click.command(cls=Documented, context_settings=CONTEXT, environment=LOADING)
 @netns_option
-@json_option
+@format_option
 @top_option(default=10, help="Sockets and listeners shown.")
 @click.option(
     "--rtt",
@@ -49,6 +49,12 @@ def queues(
     for listeners, connections waiting to be accepted and the limit. Qdiscs
     from tc stats. Overflows (receive queue full, memory limits) are counted
     in the kernel since the start. Without INTERVAL: one report now.
+
+    \b
+    Examples:
+      pyprobe queues                     # once: deepest sockets, backlogs, qdiscs
+      pyprobe queues --netns blue --rtt 5
+      pyprobe queues -n 50 --format plain | sort -k5 -n
     """
     inode = resolve_netns(netns) if netns else None
     with attached("queues", features=["rtt"] if rtt else ()) as probe:

@@ -68,7 +68,7 @@ def _stream(
 
 
 @click.command(cls=Documented, context_settings=CONTEXT, environment=STREAMING)
-@socket_filters(ports=_ports)
+@socket_filters(ports=_ports, formats=True)
 @click.option(
     "-s",
     "--summary",

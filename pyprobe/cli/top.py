@@ -11,7 +11,16 @@ from rich.live import Live
 from ..errors import PyprobeError
 from ..views.top import TopView, keypresses, quit_pressed
 from ..views.watch import intervals
-from .common import CONTEXT, COUNT, LOADING, Documented, Seconds, attached_many, context
+from .common import (
+    CONTEXT,
+    COUNT,
+    LOADING,
+    Documented,
+    Seconds,
+    attached_many,
+    complete_probes,
+    context,
+)
 
 
 @click.command("top", cls=Documented, context_settings=CONTEXT, environment=LOADING)
@@ -28,6 +37,7 @@ from .common import CONTEXT, COUNT, LOADING, Documented, Seconds, attached_many,
     "--probe",
     "only",
     multiple=True,
+    shell_complete=complete_probes,
     help="Only these probes (repeat); NAME.FEATURE turns a feature on (NAME.all: every "
     "one); default: every probe that can run here, with its default features.",
 )
@@ -37,6 +47,12 @@ def top(interval: float, count: int | None, only: tuple[str, ...]) -> None:
     \b
     Full-screen on a terminal (q or Ctrl-C to quit); printed frame after frame
     when the output is not a terminal.
+
+    \b
+    Examples:
+      pyprobe top                        # every probe this kernel allows
+      pyprobe top --probe drops --probe tcpretrans -i 2
+      pyprobe top --probe netdev.sizes -c 30
     """
     ctx = context()
     chosen = ctx.registry.select(only)

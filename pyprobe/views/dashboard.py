@@ -20,13 +20,19 @@ from ..probes import Registry
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 # What a manifest's expressions say, and what they stand for here.
+# $netns holds namespace names (netns_name: those under /run/netns, and
+# pods' where the exporter knows them): what a user recognises, not inodes.
 SELECTORS = {
     "SEL": 'instance=~"$instance"',
-    "NS": 'instance=~"$instance", netns=~"$netns"',
-    "DEV": 'instance=~"$instance", netns=~"$netns", device=~"$device"',
+    "NS": 'instance=~"$instance", netns_name=~"$netns"',
+    "DEV": 'instance=~"$instance", netns_name=~"$netns", device=~"$device"',
     "RATE": "$__rate_interval",
 }
 _PLACEHOLDER = re.compile(r"\$(SEL|NS|DEV|RATE)\b")
+# Labels a probe's series may carry (a label feature, `--label cgroup`): a
+# variable each on the dashboard, and the matcher added to that probe's
+# panels only. A series without the label matches the variable's "All" (.*).
+OPTIONAL_LABELS = (("cgroup", "Cgroup"), ("pod", "Pod"))
 
 HEALTH = (
     "Exporter health",
@@ -59,8 +65,21 @@ HEALTH = (
 )
 
 
-def expand(expr: str) -> str:
-    return _PLACEHOLDER.sub(lambda m: SELECTORS[m.group(1)], expr)
+def expand(expr: str, extra: tuple[str, ...] = ()) -> str:
+    """A manifest's expression with the dashboard's selectors; extra: the
+    optional labels (OPTIONAL_LABELS) this probe's series carry."""
+    more = "".join(f', {name}=~"${name}"' for name in extra)
+
+    def sub(m: re.Match[str]) -> str:
+        key = m.group(1)
+        return SELECTORS[key] + (more if key != "RATE" else "")
+
+    return _PLACEHOLDER.sub(sub, expr)
+
+
+def optional_labels(manifest: Manifest) -> tuple[str, ...]:
+    names = {lb.name for m in manifest.metrics for lb in m.labels}
+    return tuple(name for name, _ in OPTIONAL_LABELS if name in names)
 
 
 def generated(metric: Metric) -> Panel:
@@ -86,20 +105,64 @@ def generated(metric: Metric) -> Panel:
     return Panel(metric.name, "short", (Target(legend, f"sum by ({by}) ({name}{{{selector}}})"),))
 
 
-def rows(registry: Registry) -> list[tuple[str, tuple[Panel, ...]]]:
+Row = tuple[str, tuple[Panel, ...], tuple[str, ...]]  # title, panels, optional labels
+
+
+def rows(registry: Registry) -> list[Row]:
     out = []
-    probes = [registry.manifests[n] for n in registry.names()]
-    for manifest in sorted(probes, key=lambda m: (m.rank, m.name)):
+    for manifest in _manifests(registry):
         out.append(_row(manifest))
-    out.append(HEALTH)
+    out.append((*HEALTH, ()))
     return out
 
 
-def _row(manifest: Manifest) -> tuple[str, tuple[Panel, ...]]:
+def _manifests(registry: Registry) -> list[Manifest]:
+    probes = [registry.manifests[n] for n in registry.names()]
+    return sorted(probes, key=lambda m: (m.rank, m.name))
+
+
+def _row(manifest: Manifest) -> Row:
     dashboard = manifest.dashboard
     title = dashboard.title if dashboard else manifest.summary
     panels = dashboard.panels if dashboard and dashboard.panels else ()
-    return title, panels or tuple(generated(m) for m in manifest.metrics)
+    return (
+        title,
+        panels or tuple(generated(m) for m in manifest.metrics),
+        optional_labels(manifest),
+    )
+
+
+def variables(registry: Registry) -> list[dict]:
+    """instance, netns (by name), device; cgroup and pod where a probe's
+    series can carry them (read from the first metric that has the label)."""
+    out = [
+        variable("instance", "label_values(pyprobe_build_info, instance)", "Instance"),
+        variable(
+            "netns",
+            'label_values(pyprobe_tcp_sockets{instance=~"$instance"}, netns_name)',
+            "Network namespace",
+        ),
+        variable(
+            "device",
+            'label_values(pyprobe_netdev_receive_packets_total{instance=~"$instance"}, device)',
+            "Device",
+        ),
+    ]
+    for label, title in OPTIONAL_LABELS:
+        metric = next(
+            (
+                m
+                for manifest in _manifests(registry)
+                for m in manifest.metrics
+                if label in {lb.name for lb in m.labels}
+            ),
+            None,
+        )
+        if metric is not None:
+            series = PREFIX + metric.name
+            query = f'label_values({series}{{instance=~"$instance"}}, {label})'
+            out.append(variable(label, query, title))
+    return out
 
 
 def variable(name: str, query: str, label: str) -> dict:
@@ -122,7 +185,7 @@ def variable(name: str, query: str, label: str) -> dict:
 def build(registry: Registry) -> dict[str, Any]:
     panels: list[dict[str, Any]] = []
     pid, y = 1, 0
-    for row_title, row_panels in rows(registry):
+    for row_title, row_panels, extra in rows(registry):
         panels.append({"id": pid, "type": "row", "title": row_title, "collapsed": False,
                        "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})  # fmt: skip
         pid, y = pid + 1, y + 1
@@ -143,7 +206,7 @@ def build(registry: Registry) -> dict[str, Any]:
                         {
                             "refId": chr(65 + n),
                             "datasource": DS,
-                            "expr": expand(t.expr),
+                            "expr": expand(t.expr, extra),
                             "legendFormat": t.legend,
                         }
                         for n, t in enumerate(panel.targets)
@@ -170,18 +233,7 @@ def build(registry: Registry) -> dict[str, Any]:
                     "query": "prometheus",
                     "current": {},
                 },
-                variable("instance", "label_values(pyprobe_build_info, instance)", "Instance"),
-                variable(
-                    "netns",
-                    'label_values(pyprobe_tcp_sockets{instance=~"$instance"}, netns)',
-                    "Network namespace",
-                ),
-                variable(
-                    "device",
-                    "label_values(pyprobe_netdev_receive_packets_total"
-                    '{instance=~"$instance"}, device)',
-                    "Device",
-                ),
+                *variables(registry),
             ]
         },
         "panels": panels,

@@ -1,5 +1,6 @@
 """Rich tables: the counting commands' (a table per metric), tcpstates'
-summary, the queues and the conn views."""
+summary, the queues and the conn views; printed box-drawn on a terminal, as
+plain columns elsewhere (--format: cli/common.format_option sets STYLE)."""
 
 from __future__ import annotations
 
@@ -56,14 +57,51 @@ def rtt_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     return table
 
 
+# How print_tables prints: "table" (box-drawn), "plain" (aligned columns:
+# a title line, a header line, one line per row, as bcc's tools print, for
+# awk and grep), or "auto": table on a terminal, plain when piped. The
+# command's --format sets it for the process (one command per process).
+STYLES = ("table", "plain")
+STYLE = "auto"
+
+
 def print_tables(
-    tables: Iterable[Table], out: TextIO | None = None, width: int | None = None
+    tables: Iterable[Table],
+    out: TextIO | None = None,
+    width: int | None = None,
+    style: str | None = None,
 ) -> None:
     console = Console(file=out, width=width, color_system=None if out else "auto", highlight=False)
+    style = style or STYLE
+    if style == "auto":
+        style = "table" if console.is_terminal else "plain"
+    if style == "plain":
+        for i, t in enumerate(tables):
+            console.file.write(("\n" if i else "") + plain(t))
+        console.file.flush()
+        return
     if width is None and not console.is_terminal:
         console.width = 200  # piped: whole rows, not ellipses
     for t in tables:
         console.print(t)
+
+
+def plain(table: Table) -> str:
+    """A table as plain columns: its title, the header, the rows (an empty
+    cell is "-", so every line has as many fields as the header), then its
+    caption. Columns are two spaces apart, aligned as the table aligns them."""
+    columns = [[str(c.header), *(str(cell) or "-" for cell in c.cells)] for c in table.columns]
+    widths = [max(len(v) for v in col) for col in columns]
+    lines = [str(table.title)] if table.title else []
+    for n in range(len(columns[0]) if columns else 0):
+        cells = []
+        for col, w, spec in zip(columns, widths, table.columns, strict=True):
+            value = col[n]
+            cells.append(value.rjust(w) if spec.justify == "right" else value.ljust(w))
+        lines.append("  ".join(cells).rstrip())
+    if table.caption:
+        lines.append(str(table.caption))
+    return "".join(line + "\n" for line in lines)
 
 
 _HIDDEN = {"metric", "value", "delta", "count", "sum", "buckets", "p50", "p99", "netns_name"}

@@ -181,6 +181,8 @@ def panel_queries() -> list[tuple[str, str]]:
                 ("$__rate_interval", "30s"),
                 ("$instance", ".*"),
                 ("$netns", ".*"),
+                ("$cgroup", ".*"),
+                ("$pod", ".*"),
                 ("$device", ".*"),
             ):
                 expr = expr.replace(var, value)

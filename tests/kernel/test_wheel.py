@@ -50,6 +50,7 @@ def test_wheel_carries_what_an_install_needs(wheel):
         "dashboards/provisioning/dashboards/pyprobe.yml",
         "dashboards/provisioning/datasources/pyprobe.yml",
         "dashboards/rules/pyprobe.rules.yml",
+        "dashboards/rules/config.yml",  # pyprobe rules' default config
         "contrib/systemd/pyprobe-exporter.service",
     }
     assert {f"pyprobe/_data/{d}" for d in data} <= names

@@ -125,13 +125,50 @@ def test_summary_table(fake, capsys, monkeypatch):
         "pyprobe.probes.tcpstates.TcpStates.live_sockets",
         staticmethod(lambda netns=None: {4026531840: {"LISTEN": 2, "TIME_WAIT": 3}}),
     )
-    code, out, _ = run(capsys, "tcpstates", "--summary", "0.01", "1")
+    code, out, _ = run(capsys, "tcpstates", "--summary", "--format", "table", "0.01", "1")
     assert code == 0
     assert re.search(r"│ CLOSE +│ SYN_SENT +│ +5 │ +5 │", out)
     assert re.search(r"│ SYN_SENT +│ CLOSE +│ +1 │ +1 │", out)
     assert re.search(r"NETNS +┃ TIME_WAIT +┃ LISTEN +┃ TOTAL", out)
     assert re.search(r"│ 4026531840 │ +3 │ +2 │ +5 │", out)
     assert "-DSTREAM" not in fake.programs[0].cflags  # counters only: the cheap program
+
+
+def test_summary_piped_is_plain_columns(fake, capsys, monkeypatch):
+    """Not a terminal: no box drawing, a header line and a line per row with
+    as many fields as the header (awk-able); --format plain says the same."""
+    monkeypatch.setattr(
+        "pyprobe.probes.tcpstates.TcpStates.live_sockets",
+        staticmethod(lambda netns=None: {4026531840: {"LISTEN": 2, "TIME_WAIT": 3}}),
+    )
+    for extra in ([], ["--format", "plain"]):
+        code, out, _ = run(capsys, "tcpstates", "--summary", *extra, "0.01", "1")
+        assert code == 0
+        assert not re.search("[│┃━─]", out)
+        lines = out.splitlines()
+        header = lines.index("OLDSTATE  NEWSTATE     COUNT  TOTAL")
+        assert lines[header + 1].split() == ["CLOSE", "SYN_SENT", "5", "5"]
+        assert "NETNS       TIME_WAIT  LISTEN  TOTAL" in lines
+        assert "4026531840          3       2      5" in lines
+
+
+@pytest.mark.parametrize("flag", [["-j"], ["--json"], ["--format", "json"]])
+def test_counts_json_by_format_or_its_alias(fake, capsys, flag):
+    code, out, _ = run(capsys, "tcpstates", "--summary", *flag, "0.01", "1")
+    assert code == 0
+    (report,) = [json.loads(line) for line in out.splitlines()]
+    assert report
+
+
+def test_probe_command_formats(fake, capsys):
+    """A command made from a manifest (softirqs: kernel counters) takes
+    --format too; a table only where asked for."""
+    code, out, _ = run(capsys, "softirqs", "--format", "plain", "0.01", "1")
+    assert code == 0 and not re.search("[│┃]", out)
+    code, boxed, _ = run(capsys, "softirqs", "--format", "table", "0.01", "1")
+    assert code == 0 and re.search("[│┃]", boxed)
+    code, _, err = run(capsys, "softirqs", "--format", "csv")
+    assert code == 2 and "'csv' is not one of 'table', 'plain', 'json'" in err
 
 
 @pytest.mark.parametrize(

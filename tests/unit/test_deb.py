@@ -42,9 +42,19 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+MAN = {}  # the manual pages `make man` writes, made once for the module
+
+
 def build(out: Path) -> Path:
+    if "dir" not in MAN:
+        MAN["dir"] = out.parent / "man"
+        make_man = f"from pyprobe.cli import main; main(['man', {str(MAN['dir'])!r}])"
+        subprocess.run([sys.executable, "-c", make_man], check=True, capture_output=True)
     run = subprocess.run(
-        [sys.executable, BUILD, "--out", out], capture_output=True, text=True, check=True
+        [sys.executable, BUILD, "--out", out, "--man", MAN["dir"]],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     deb = Path(run.stdout.strip())
     assert deb == out / f"pyprobe_{VERSION}_all.deb"
@@ -109,6 +119,11 @@ def test_files_where_debian_looks(deb):
         "usr/share/pyprobe/dashboards/rules/pyprobe.rules.yml",
         "usr/share/doc/pyprobe/copyright",
         "usr/share/doc/pyprobe/changelog.gz",
+        "usr/share/doc/pyprobe/exporter.md.gz",
+        "usr/share/doc/pyprobe/runbooks.md.gz",
+        "usr/share/man/man1/pyprobe.1.gz",
+        "usr/share/man/man1/pyprobe-drops.1.gz",
+        "usr/share/man/man1/pyprobe-lab-up.1.gz",
         f"{SITE}/pyprobe-{VERSION}.dist-info/METADATA",
     ):
         assert files.get(path, ("",))[0].startswith("-rw-r--r--"), path

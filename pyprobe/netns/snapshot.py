@@ -297,6 +297,11 @@ def snapshot(
     return _SNAPSHOTS.get(max_age)
 
 
+def expire() -> None:
+    """The next request takes a new pass, however fresh the last one is."""
+    _SNAPSHOTS.expire()
+
+
 def state_counts_by_netns(only: int | None = None) -> dict[int, dict[str, int]]:
     """inode -> {state name: sockets}, like `netstat -n | awk` per namespace."""
     return {

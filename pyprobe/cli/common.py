@@ -158,11 +158,14 @@ def attached_many(
     names: list[str] | Mapping[str, frozenset[str] | None],
     streams: tuple[str, ...] = (),
     skip_unavailable: bool = False,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Iterator[dict[str, Probe]]:
     """Several probes loaded together, like the exporter's (kept programs
     from the program cache, the rest compiled two at a time); detached at the
     block's end. skip_unavailable: a probe this kernel cannot run is left
-    out (`top`: it shows what the kernel allows; doctor says why not)."""
+    out (`top`: it shows what the kernel allows; doctor says why not).
+    options: a probe's plug-in options, given before it is loaded (trace's
+    filter)."""
     ctx = context()
     env = ctx.env()
     with ExitStack() as stack:
@@ -172,6 +175,8 @@ def attached_many(
             chosen = names if isinstance(names, Mapping) else dict.fromkeys(names)
             for name, features in chosen.items():
                 probe = stack.enter_context(ctx.registry.create(name, env, loader, features))
+                if options and name in options:
+                    probe.configure(**options[name])
                 if skip_unavailable and probe.runs_here(name in streams)[0] is None:
                     continue
                 probes[name] = probe

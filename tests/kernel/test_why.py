@@ -1,6 +1,7 @@
 """`pyprobe why` on the real kernel: a veth pair made here, and each failure
 a destination can have, named first in the verdict: no listener, an nft
-drop, no ARP answer, no route; and a reachable one."""
+drop, no ARP answer, no route; and a reachable one. (The lab's failure
+scenarios: test_why_scenarios.py.)"""
 
 from __future__ import annotations
 
@@ -69,16 +70,19 @@ def test_no_arp_answer_is_the_neighbour_layer(capsys, pair):
     nobody = pair.addr_b.rsplit(".", 1)[0] + ".9"
     v = why(capsys, pair, f"{nobody}:{PORT}", "-n", "1", "--timeout", "5")
     assert [a["outcome"] for a in v["attempts"]] == ["unreachable"]
-    assert v["causes"][0].startswith(
-        f"dropped by the neighbour layer: no ARP/NDP answer in netns {pair.a} on {pair.dev_a}: "
-        "NEIGH_FAILED"
-    )
+    # the trace's NEIGH_FAILED drop, told by neigh: the address that failed
+    assert v["causes"] == [
+        f"no ARP reply from {nobody} on {pair.dev_a} in {pair.a}: resolution failed (neigh), "
+        "1 packets dropped NEIGH_FAILED (drops)"
+    ]
 
 
 def test_no_route_fails_at_once_with_no_packet(capsys, pair):
     v = why(capsys, pair, f"10.231.199.9:{PORT}", "-n", "1", "--timeout", "1")
+    # connect's own error, told by routes: the lookup that failed, and where
     assert v["causes"] == [
-        f"no route to 10.231.199.9:{PORT}: connect failed at once, no packet sent (1 of 1 attempts)"
+        f"no route to 10.231.199.0/24 in {pair.a} (table main): 1 lookups failed (routes), "
+        f"IpOutNoRoutes +1; connect failed at once, no packet sent (1 of 1 attempts)"
     ]
     assert v["packets"] == []
 

@@ -116,12 +116,16 @@ def why(
     \b
     Connects to TARGET (HOST:PORT) a few times (-u: sends it datagrams and
     waits for an answer), from --netns or this namespace, while `pyprobe
-    trace` follows the packets and the ICMP errors about them; then ranks
-    the causes the evidence shows: dropped (by netfilter, tc, the
-    neighbour layer, routing: where and with the kernel's reason), refused
-    (no listener: a reset or an ICMP port unreachable back, and from which
-    namespace), ICMP unreachable (and who said so), no answer (where the
-    request was last seen), no route, or reachable.
+    trace` follows the packets and the ICMP errors about them, and drops,
+    neigh, routes (lookups), icmp, tcpretrans, queues and conntrack watch
+    beside it; then ranks the causes the evidence shows, in the namespaces
+    the packets crossed: dropped (by netfilter, tc, the neighbour layer,
+    routing: where and with the kernel's reason), no ARP reply (the
+    address), no route (the prefix and table), refused (no listener: the
+    SYNs no socket took and the resets, or an ICMP port unreachable, and
+    from which namespace), a full accept queue (listen overflows), STP
+    blocking a port, conntrack drops, ICMP unreachable (and who said so),
+    no answer (where the request was last seen), or reachable.
 
     \b
     Examples:

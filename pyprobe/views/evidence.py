@@ -118,9 +118,10 @@ def refused(ev: Evidence, port: int | None, netns: str | None = None) -> Cause |
     ]
     if not syns:
         return None
-    where = syns[0].get("netns_name") or str(syns[0].get("netns"))
-    syns = [e for e in syns if (e.get("netns_name") or str(e.get("netns"))) == where]
-    resets = ev.total("tcpretrans", "tcp_resets_sent_total", netns_name=where)
+    name = syns[0].get("netns_name") or ""
+    where = name or f"netns {syns[0].get('netns')}"
+    syns = [e for e in syns if (e.get("netns_name") or "") == name]
+    resets = ev.total("tcpretrans", "tcp_resets_sent_total", netns_name=name)
     if not resets:
         return None
     return Cause(

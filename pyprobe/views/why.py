@@ -214,8 +214,8 @@ def _joined(
             replace(f"dropped by {_BY['NEIGH_FAILED']} in netns {ns}", cause)
             explained.add("NEIGH_FAILED")
         if outcomes["unreachable"] and (cause := ev_.no_route(ev, ns)):
-            said = next((c.text for c in out if c.text.startswith("no route to ")), "")
-            tail = said[said.find(": ") :] if ": " in said else ""
+            before = next((c.text for c in out if c.text.startswith("no route to ")), "")
+            tail = before[before.find(": ") :] if ": " in before else ""
             replace("no route to ", Cause(cause.weight, cause.text + tail.replace(": ", "; ", 1)))
         if not udp and (cause := ev_.accept_queue_full(ev, ns, host, port)):
             # the timeouts' cause: their SYNs were turned away
@@ -230,9 +230,9 @@ def _joined(
         cause = ev_.refused(ev, port) or next(
             filter(None, (ev_.refused(ev, None, ns) for ns in named)), None
         )
-        said = next((c for c in out if c.text.startswith("connect refused: ")), None)
-        if cause and said:
-            back = said.text[said.text.find(" (") :] if " (" in said.text else ""
+        told = next((c for c in out if c.text.startswith("connect refused: ")), None)
+        if cause and told:
+            back = told.text[told.text.find(" (") :] if " (" in told.text else ""
             replace("connect refused: ", Cause(0, cause.text + back))
     traced = {(d["drop_reason"], d.get("netns_name") or "") for p in packets if (d := p.dropped)}
     family = "IPv6" if ":" in host else "IPv4"

@@ -106,7 +106,7 @@ def causes(
     packets = list(packets)
     outcomes = Counter(a.outcome for a in attempts)
     n = len(attempts)
-    found = _drops(packets, refused=bool(outcomes["refused"]))
+    found = _drops(packets, refused=bool(outcomes["refused"]), ev=evidence)
     host, _, port = target.rpartition(":")
     host = host.strip("[]")
 
@@ -290,9 +290,10 @@ def _other_icmp(ev: Evidence, places: set[str], host: str, packets: list[Packet]
     ]
 
 
-def _drops(packets: list[Packet], refused: bool) -> list[Cause]:
-    """A cause per (reason, place, function) packets were dropped at."""
-    drops: Counter[tuple[str, str, str]] = Counter()
+def _drops(packets: list[Packet], refused: bool, ev: Evidence | None = None) -> list[Cause]:
+    """A cause per (reason, place, function) packets were dropped at; with
+    the drops probe's count of that reason in that namespace beside it."""
+    drops: Counter[tuple[str, str, str, str]] = Counter()
     for p in packets:
         d = p.dropped
         # a request no socket took is the refusal, said once
@@ -302,15 +303,20 @@ def _drops(packets: list[Packet], refused: bool) -> list[Cause]:
             or (d["drop_reason"] == "NO_SOCKET" and refused)
         ):
             continue
-        drops[(d["drop_reason"], place(d), d["location"].partition("+")[0])] += 1
-    return [
-        Cause(
-            count * 2,
-            f"dropped by {_BY.get(reason, f'the kernel ({reason})')} in {where}: {reason} at "
-            f"{function} ({count} packets)",
+        ns = d.get("netns_name") or ""
+        drops[(d["drop_reason"], place(d), d["location"].partition("+")[0], ns)] += 1
+    out = []
+    for (reason, where, function, ns), count in drops.most_common():
+        counted = ev.total("drops", "drops_total", netns_name=ns, reason=reason) if ev else 0
+        also = f"; drops counted {counted:.0f} {reason} there (drops)" if counted else ""
+        out.append(
+            Cause(
+                count * 2,
+                f"dropped by {_BY.get(reason, f'the kernel ({reason})')} in {where}: {reason} "
+                f"at {function} ({count} packets{also})",
+            )
         )
-        for (reason, where, function), count in drops.most_common()
-    ]
+    return out
 
 
 _KNOWN = ("connected", "answered", "refused", "timeout", "unreachable")

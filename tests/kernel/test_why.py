@@ -62,8 +62,12 @@ def test_an_nft_drop_is_named_with_its_netns_and_device(capsys, pair):
     assert v["causes"][0].startswith(
         f"dropped by netfilter (a firewall rule) in netns {pair.b} on {pair.dev_b}: NETFILTER_DROP"
     )
-    # each attempt's SYN and its retransmits, each dropped
-    assert all(p["end"] == "dropped" for p in v["packets"]) and len(v["packets"]) >= 2
+    # each attempt's SYN and its retransmits, each dropped, each counted by drops too
+    n = len(v["packets"])
+    assert all(p["end"] == "dropped" for p in v["packets"]) and n >= 2
+    assert v["causes"][0].endswith(
+        f"({n} packets; drops counted {n} NETFILTER_DROP there (drops))"
+    ), v["causes"]
 
 
 def test_no_arp_answer_is_the_neighbour_layer(capsys, pair):

@@ -230,10 +230,11 @@ def _joined(
         cause = ev_.refused(ev, port) or next(
             filter(None, (ev_.refused(ev, None, ns) for ns in named)), None
         )
-        told = next((c for c in out if c.text.startswith("connect refused: ")), None)
-        if cause and told:
-            back = told.text[told.text.find(" (") :] if " (" in told.text else ""
-            replace("connect refused: ", Cause(0, cause.text + back))
+        if cause and any(c.text.startswith("connect refused: ") for c in out):
+            # (where the trace first saw the reset may be a NAT's: this names the listener's)
+            n = sum(outcomes.values())
+            tail = f" ({outcomes['refused']} of {n} attempts)"
+            replace("connect refused: ", Cause(0, cause.text + tail))
     traced = {(d["drop_reason"], d.get("netns_name") or "") for p in packets if (d := p.dropped)}
     family = "IPv6" if ":" in host else "IPv4"
     said = traced | {(r, ns) for r in explained for ns in places}

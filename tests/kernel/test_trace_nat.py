@@ -9,12 +9,14 @@ many packets are traced as the hosts' devices sent (their own counters)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
 
 import pytest
 
+from pyprobe import cli
 from pyprobe.lab import topology, traffic
 from pyprobe.netns import devices
 from pyprobe.netns.namespaces import NETNS_RUN_DIR
@@ -114,3 +116,24 @@ def test_a_forwarded_tcp_request_every_packet_sent_traced_once_through_rt(env, l
     data = next(p for p in inward if "P" in p.headers().tcp_flags)
     read = [h for h in data.hops if h["hook"] == "copy"]
     assert read and read[0]["netns_name"] == H1 and read[0]["pid"] == os.getpid()
+
+
+def test_why_behind_the_dnat_names_the_inside_port_nobody_listens_on(capsys, lab):
+    """No server on h1:80: h2's connects to rt:8080 are forwarded and reset
+    by h1. The reset is traced from where its address is rt's again (rt's
+    wan); the verdict names the listener that is missing, inside."""
+    with pytest.raises(SystemExit) as e:
+        cli.main(["why", "-j", "--netns", H2, "-n", "2", "--timeout", "1", "10.231.6.254:8080"])
+        raise SystemExit(0)
+    assert e.value.code == 0
+    v = json.loads(capsys.readouterr().out)
+    assert [a["outcome"] for a in v["attempts"]] == ["refused", "refused"]
+    assert v["causes"] == [
+        f"connect refused: no listener on 10.231.5.1:80 in {H1}: 2 SYNs dropped NO_SOCKET "
+        "(drops), 2 resets sent (tcpretrans) (2 of 2 attempts)"
+    ]
+    syns = [p for p in v["packets"] if p["summary"].startswith("10.231.6.2:")]
+    assert len(syns) == 2
+    for p in syns:  # each SYN through rt to h1, where no socket took it
+        assert [h["netns_name"] for h in p["hops"] if h["hook"] == "queue"] == [H2, RT]
+        assert (p["end"], p["hops"][-1]["netns_name"]) == ("dropped", H1)

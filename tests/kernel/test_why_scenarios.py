@@ -96,10 +96,9 @@ def test_closed_port_refused_syns_and_resets(capsys, scenario):
     v = why(capsys, "h1", target, "-n", "3", "--timeout", "1")
     resets = netstat("h2")["TcpOutRsts"] - before
     assert [a["outcome"] for a in v["attempts"]] == ["refused"] * 3 and resets == 3
-    assert v["causes"][0].startswith(
+    assert v["causes"][0] == (
         f"connect refused: no listener on {target} in {H2}: 3 SYNs dropped NO_SOCKET (drops), "
-        f"{resets} resets sent (tcpretrans) (a TCP reset back, sent in netns {H2} on eth0; "
-        "3 of 3 attempts)"
+        f"{resets} resets sent (tcpretrans) (3 of 3 attempts)"
     )
     assert len(v["causes"]) == 1
 

@@ -160,7 +160,8 @@ static __always_inline u32 mix(u32 h, u32 w)
 /* The packet's identity: what stays the same along its path (not TTL,
  * checksum, MAC addresses) and differs from the next packet of its flow.
  * *nat: the part of an IPv4 packet's identity NAT does not rewrite (its IP
- * ID and protocol, the TCP sequence or the ICMP echo's id and sequence):
+ * ID and protocol, the TCP sequence, the UDP length or the ICMP echo's
+ * id and sequence):
  * a marked skb forwarded through a NAT keeps it (0: none). */
 static __always_inline u32 identity(const u8 *P_, const struct view *v, u32 *nat)
 {
@@ -190,8 +191,9 @@ static __always_inline u32 identity(const u8 *P_, const struct view *v, u32 *nat
 	if (l4 + 8 <= caplen) {
 		h = mix(h, PF_LD32(l4));     /* ports; ICMP type, code, checksum */
 		h = mix(h, PF_LD32(l4 + 4)); /* TCP sequence; UDP length, checksum; ICMP id, seq */
+		/* (a UDP checksum covers the addresses: its length alone) */
 		if (n)
-			n = mix(n, PF_LD32(l4 + 4));
+			n = mix(n, PF_LD8(o + 9) == 17 ? PF_LD16(l4 + 4) : PF_LD32(l4 + 4));
 	}
 	*nat = n;
 	return h ? h : 1;

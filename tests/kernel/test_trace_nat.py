@@ -79,6 +79,27 @@ def test_a_masqueraded_ping_crosses_rt_lan_then_wan(env, lab):
         assert p.headers().src == "10.231.5.1"  # as the filter first saw it, in h1
 
 
+def test_masqueraded_datagrams_each_traced_once_to_their_drop_in_h2(env, lab):
+    """UDP to a port nobody has in h2: each datagram masqueraded by rt (its
+    checksum rewritten with the address) and dropped NO_SOCKET in h2."""
+    ping(1)
+    sent = []
+
+    def send() -> None:
+        before = devices.link_stats(topology.ns_path("h1"))["eth0"]["tx_packets"]
+        traffic.udp_blast(topology.ns_path("h1"), "10.231.6.2", 9999, N)
+        time.sleep(0.2)
+        sent.append(devices.link_stats(topology.ns_path("h1"))["eth0"]["tx_packets"] - before)
+
+    packets, _, lost = traced(env, None, "udp and dst port 9999", send)
+    assert lost == 0 and len(packets) == N == sent[0]
+    for p in packets:
+        assert hops(p) == OUTWARD
+        assert rewritten(p) == [(RT, "wan", "queue")]
+        end = p.ordered[-1]
+        assert (end["hook"], end["drop_reason"], end["netns_name"]) == ("drop", "NO_SOCKET", H2)
+
+
 def test_a_forwarded_tcp_request_every_packet_sent_traced_once_through_rt(env, lab):
     srv = traffic.Server(topology.ns_path("h1"), "10.231.5.1", topology.NAT_INSIDE_PORT)
     counts: list[int] = []

@@ -154,6 +154,7 @@ def why(
         streams=STREAMS,
         skip_unavailable=True,
         options={"trace": {"expression": compiled}},
+        optional=tuple(BESIDE),
     ) as probes:
         if "trace" not in probes:
             raise PyprobeError("why: the trace probe cannot run here (see `pyprobe doctor`)")
@@ -180,6 +181,7 @@ def why(
             "target": hostport,
             "causes": [c.text for c in found],
             "attempts": [{"outcome": a.outcome, "ms": a.ms} for a in made],
+            "beside": sorted(seen.rows),
             "packets": [p.record() for p in packets],
         }
         print(json_line(record))

@@ -140,3 +140,17 @@ def test_udp_an_answering_service_is_reachable(capsys, pair):
     assert len(v["causes"]) == 1 and v["causes"][0].startswith(
         "reachable: 2 of 2 attempts answered"
     )
+
+
+def test_a_probe_beside_the_trace_that_cannot_run_is_left_out(capsys, pair, monkeypatch):
+    """neigh's tracepoints disabled (and no kprobes here): why runs without
+    it, and the trace's own evidence still names the neighbour layer."""
+    points = "neigh_create+neigh_timer_handler+neigh_update"
+    monkeypatch.setenv("PYPROBE_DISABLE_HOOKS", f"tp_btf:{points},raw_tracepoint:{points}")
+    nobody = pair.addr_b.rsplit(".", 1)[0] + ".9"
+    v = why(capsys, pair, f"{nobody}:{PORT}", "-n", "1", "--timeout", "5")
+    assert "neigh" not in v["beside"] and "drops" in v["beside"]
+    assert v["causes"][0].startswith(
+        f"dropped by the neighbour layer: no ARP/NDP answer in netns {pair.a} on {pair.dev_a}: "
+        "NEIGH_FAILED"
+    )

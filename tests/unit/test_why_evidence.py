@@ -81,3 +81,22 @@ def test_a_drop_off_the_traced_packets_is_added_and_other_families_are_not():
     assert "dropped by a tc filter (ingress) in netns h2 on eth0 (drops TC_INGRESS at f, 1 " \
         "packets)" in [c.text for c in found]  # fmt: skip
     assert not any("IPV6DISABLED" in c.text for c in found)
+
+
+def test_conntrack_trouble_in_a_crossed_namespace_is_a_cause():
+    ev = Evidence(
+        rows={"conntrack": [
+            {"metric": "conntrack_drops_total", "netns_name": "rt", "value": 3},
+            {"metric": "conntrack_insert_failed_total", "netns_name": "rt", "value": 1},
+            {"metric": "conntrack_entries", "netns_name": "rt", "value": 64},
+            {"metric": "conntrack_max_entries", "netns_name": "rt", "value": 64},
+        ]},
+        events={},
+    )  # fmt: skip
+    syn = tcp_packet(1, "S", "10.0.0.1", 40000, "10.0.0.2", 80, "xmit")
+    syn.hops[-1]["netns_name"] = "rt"
+    found = why.causes("10.0.0.2:80", [why.Attempt("timeout", 2000)], [syn], evidence=ev,
+                       source="h1")  # fmt: skip
+    assert "conntrack in rt: 3 drops, 1 insert failed (conntrack; table 64/64)" in [
+        c.text for c in found
+    ]

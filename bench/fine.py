@@ -27,7 +27,11 @@ the command itself, `pyprobe tcpstates -j` to /dev/null, run in the helper's
 process: its consumer works while the programs are attached and sleeps
 while they are not, so its cost is in the ratio.
 
-As a helper (`python -m bench.fine core|every|floor|stream`, run from the
+The trace arm is `pyprobe trace`'s program with a filter that matches
+nothing (TRACE_NOTHING), streaming as the command attaches it: the cost of
+having it attached while no packet is traced.
+
+As a helper (`python -m bench.fine default|all|floor|stream|trace`, run from the
 repo root, as measure() runs it): attaches the
 arm's programs, finds its links in /proc/self/fdinfo and closes them (the
 programs and maps stay loaded), prints "ready N" (N attach points), then
@@ -52,10 +56,14 @@ from typing import TextIO
 
 ROOT = Path(__file__).resolve().parents[1]  # where `python -m bench.fine` finds the package
 
-ARMS = ("default", "all", "floor", "stream")
+ARMS = ("default", "all", "floor", "stream", "trace")
 # what each exporter arm turns on, as --probe would (Registry.select)
 SELECT = {"default": (), "all": ("*.all",)}
 STREAM = ("tcpstates", "-j")  # the stream arm's command (pyprobe ...), as arms.py runs it
+# The trace arm's filter: an address the workloads never use, so the filter
+# runs where each packet enters a device's path and matches nothing (the
+# issue's "attached with a filter that matches nothing").
+TRACE_NOTHING = "host 10.99.99.99"
 _KEEP: list[object] = []  # what owns the loaded programs, alive until exit
 
 
@@ -99,9 +107,14 @@ def _attach(arm: str) -> None:
     from pyprobe.probes import default
 
     registry = default()
-    for name, features in registry.select(SELECT[arm]).items():
+    chosen = {"trace": None} if arm == "trace" else registry.select(SELECT[arm])
+    for name, features in chosen.items():
         probe = registry.create(name, None, BccLoader(), features)
-        probe.attach()
+        if arm == "trace":  # as `pyprobe trace` attaches it: the filter in, streaming
+            probe.configure(expression=TRACE_NOTHING)
+            probe.attach(stream=True)
+        else:
+            probe.attach()
         _KEEP.append(probe)
         if probe.hook is None:
             continue  # the kernel's own counters: nothing to toggle

@@ -19,6 +19,7 @@ FINE_ARMS = {
     "all": "pyprobe exporter, every probe and feature",
     "floor": FLOOR,
     "stream": "pyprobe tcpstates -j (stream)",
+    "trace": "pyprobe trace, a filter matching nothing",
 }
 # Each workload's figures come from one run of it, interval by interval
 # (fine.Intervals; the programs toggled as each ends), not from slices that
@@ -41,10 +42,12 @@ def fine_slices(work: Workloads, quick: bool) -> dict[str, fine.Intervals]:
     }
 
 
-def run(work: Workloads, quick: bool, started: float) -> dict[str, dict]:
-    """fine.measure for each of FINE_ARMS, by its short name."""
+def run(
+    work: Workloads, quick: bool, started: float, only: tuple[str, ...] = ()
+) -> dict[str, dict]:
+    """fine.measure for each of FINE_ARMS (or those in only), by its short name."""
     fine_ab: dict[str, dict] = {}
-    for which in FINE_ARMS:
+    for which in only or tuple(FINE_ARMS):
         print(
             f"[{time.monotonic() - started:5.0f}s] fine A/B: {FINE_ARMS[which]}",
             file=sys.stderr,

@@ -5,6 +5,7 @@ workload, and each figure is the median of the repetitions with its spread.
 Writes bench/results.json and bench/RESULTS.md (date and machine included).
 
     .venv/bin/python -m bench [--reps 3] [--seconds 2] [--quick]
+    .venv/bin/python -m bench --fine-arm trace   # one arm's fine A/B alone
 
 The phases, in the order main() runs them: the whole-tool repetitions
 (throughput.py; the arms in arms.py, the workloads in workloads.py, each
@@ -60,6 +61,32 @@ def machine() -> dict[str, str]:
     }
 
 
+def fine_only(arms: tuple[str, ...], quick: bool) -> None:
+    """The fine A/B phase alone, for these arms: each workload's median
+    on/off ratio [quartiles] and pairs on stderr, the whole result as JSON
+    on stdout."""
+    started = time.monotonic()
+    subprocess.run(["gcc", "-O2", "-o", str(CHURN), str(HERE / "churn.c")], check=True)
+    with VethPair(prefix="ppbench", net=95) as pair:
+        work = Workloads(pair, 1.0)
+        try:
+            fine_ab = fine_phase.run(work, quick, started, only=arms)
+        finally:
+            work.close()
+    for arm, res in fine_ab.items():
+        for workload, r in res.items():
+            if isinstance(r, dict) and "ratio" in r:
+                print(
+                    f"{arm}: {workload}: {r['ratio']:.3f} [{r['q1']:.3f}-{r['q3']:.3f}] "
+                    f"({r['pairs']} pairs)",
+                    file=sys.stderr,
+                )
+            else:
+                print(f"{arm}: {workload}: {r}", file=sys.stderr)
+    print(json.dumps({"date": dt.datetime.now(dt.timezone.utc).isoformat(), "machine": machine(),
+                      "fine": fine_ab}))  # fmt: skip
+
+
 def main() -> None:
     # Started in the background by a non-interactive shell, we inherit SIGINT
     # ignored, and so would every tool we start: Ctrl-C (how the arms are
@@ -75,9 +102,19 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--quick", action="store_true", help="1 rep, 1 s, 1k/10k sockets (a smoke run)")
     ap.add_argument("--report", action="store_true", help="re-render RESULTS.md from results.json")
+    ap.add_argument(
+        "--fine-arm",
+        choices=list(fine_phase.FINE_ARMS),
+        action="append",
+        help="only the fine A/B phase, of this arm (repeat): printed as JSON, "
+        "results.json and RESULTS.md left as they are",
+    )
     args = ap.parse_args()
     if args.report:
         (HERE / "RESULTS.md").write_text(markdown(json.loads((HERE / "results.json").read_text())))
+        return
+    if args.fine_arm:
+        fine_only(tuple(args.fine_arm), args.quick)
         return
     if args.quick:
         args.reps, args.seconds = 1, 1.0

@@ -83,6 +83,13 @@ def targets(r: dict) -> list[tuple[str, str, bool]]:
             bool(within) and min(within) >= 0.98,
         )
     )
+    # Issue 32: `pyprobe trace` attached with a filter that matches nothing
+    # costs at most 3% of churn (fine A/B alone: it has no whole-tool arm).
+    t = fine_ab.get("trace", {})
+    if all("ratio" in t.get(w, {}) for w in churn):
+        t_r = [t[w]["ratio"] for w in churn]
+        out.append(("trace, a filter matching nothing: churn ≥ 0.97", f"fine A/B {ratios(t_r)}",
+                    min(t_r) >= 0.97))  # fmt: skip
     # Counters only add to a per-CPU slot; the others keep state between
     # events (a softirq's start time, a socket's owner) or read more of it.
     stateful = {

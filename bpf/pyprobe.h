@@ -133,6 +133,7 @@ struct icmp_event {
 #define PYPROBE_F_ENCAP 0x80    /* its identity changed here: encapsulated */
 #define PYPROBE_F_DECAP 0x100   /* back to the identity it had before: decapsulated */
 #define PYPROBE_F_CLONE 0x200   /* another skb with the packet's identity: a clone (raw socket, tap) */
+#define PYPROBE_F_NAT 0x400     /* its addresses or ports rewritten here: NAT */
 #define PYPROBE_TRACE_SNAP 256  /* bytes of a packet kept (PF_WINDOW, bpf/trace_filter.h) */
 
 /* One hop of a traced packet. Hops are sent without data[] (the record

@@ -23,7 +23,10 @@
  * with the mark's. Encapsulation inside a transmit of the marked skb (VXLAN:
  * the outer packet queued on the underlay from within the vxlan device's
  * transmit) updates the identity and keeps the inner one, which a
- * decapsulated packet then matches. A clone of a marked packet (a raw
+ * decapsulated packet then matches. A packet forwarded through a NAT
+ * (its addresses or ports rewritten: a masquerade, a DNAT) keeps the part
+ * of its identity NAT leaves (IP ID, protocol, TCP sequence or ICMP echo
+ * id and sequence): the mark takes its new identity. A clone of a marked packet (a raw
  * socket's copy, a tap's) is another skb with its identity: found through
  * `idents` where such skbs end (a drop, a free, a read), once anything was
  * traced, and marked when it is read so its free follows.
@@ -49,6 +52,8 @@ struct mark {
 	u64 pkt;   /* the packet's id */
 	u32 ident; /* its identity as last seen */
 	u32 alt;   /* its identity before its latest encapsulation */
+	u32 nat;   /* what NAT leaves of it (IPv4: IP ID, protocol, L4 bytes 4..7) */
+	u32 _pad;
 };
 BPF_TABLE("lru_hash", u64, struct mark, marks, MAX_marks);
 BPF_ARRAY(armed, u64, 1);           /* 1 once anything was marked */
@@ -153,14 +158,20 @@ static __always_inline u32 mix(u32 h, u32 w)
 }
 
 /* The packet's identity: what stays the same along its path (not TTL,
- * checksum, MAC addresses) and differs from the next packet of its flow. */
-static __always_inline u32 identity(const u8 *P_, const struct view *v)
+ * checksum, MAC addresses) and differs from the next packet of its flow.
+ * *nat: the part of an IPv4 packet's identity NAT does not rewrite (its IP
+ * ID and protocol, the TCP sequence, the UDP length or the ICMP echo's
+ * id and sequence):
+ * a marked skb forwarded through a NAT keeps it (0: none). */
+static __always_inline u32 identity(const u8 *P_, const struct view *v, u32 *nat)
 {
-	u32 caplen = v->caplen, o = v->ipoff & 63, l4, h = 0x811c9dc5;
+	u32 caplen = v->caplen, o = v->ipoff & 63, l4, h = 0x811c9dc5, n = 0;
+	*nat = 0;
 	if (o + 20 > caplen)
 		return 0;
 	u32 first = PF_LD8(o);
 	if ((first >> 4) == 4) {
+		n = mix(h, (PF_LD16(o + 4) << 8) | PF_LD8(o + 9));
 		h = mix(h, PF_LD32(o + 12));
 		h = mix(h, PF_LD32(o + 16));
 		h = mix(h, (PF_LD16(o + 4) << 8) | PF_LD8(o + 9)); /* IP ID, protocol */
@@ -180,16 +191,21 @@ static __always_inline u32 identity(const u8 *P_, const struct view *v)
 	if (l4 + 8 <= caplen) {
 		h = mix(h, PF_LD32(l4));     /* ports; ICMP type, code, checksum */
 		h = mix(h, PF_LD32(l4 + 4)); /* TCP sequence; UDP length, checksum; ICMP id, seq */
+		/* (a UDP checksum covers the addresses: its length alone) */
+		if (n)
+			n = mix(n, PF_LD8(o + 9) == 17 ? PF_LD16(l4 + 4) : PF_LD32(l4 + 4));
 	}
+	*nat = n;
 	return h ? h : 1;
 }
 
-static __always_inline u32 identity_of(const void *skb, struct view *v)
+static __always_inline u32 identity_of(const void *skb, struct view *v, u32 *nat)
 {
 	const u8 *buf;
+	*nat = 0;
 	if (!view_of(skb, v) || !(buf = copy_in(v)))
 		return 0;
-	return identity(buf, v);
+	return identity(buf, v, nat);
 }
 
 /* The device's ifindex and namespace inode (else the socket's namespace). */
@@ -290,7 +306,8 @@ static __always_inline struct mark *marked(const void *skb)
 static __always_inline int still(const void *skb, struct mark *m, struct hop *h)
 {
 	struct view v = {};
-	u32 id = identity_of(skb, &v);
+	u32 nat = 0;
+	u32 id = identity_of(skb, &v, &nat);
 	/* A packet without an identity (not IP: ARP...) cannot be told from
 	 * the next one: trusted. A packet with one is not an skb without one
 	 * (TCP frees ACKs silently; a netlink message may get their address). */
@@ -300,6 +317,16 @@ static __always_inline int still(const void *skb, struct mark *m, struct hop *h)
 		m->alt = m->ident;
 		m->ident = id;
 		h->flags |= PYPROBE_F_DECAP;
+		return 1;
+	}
+	if (id && m->nat && nat == m->nat) {
+		/* its addresses or ports rewritten on the way: NAT (an outer
+		 * packet of a tunnel has an IP ID of its own: not this) */
+		if (m->alt == m->ident)
+			m->alt = id;
+		m->ident = id;
+		h->flags |= PYPROBE_F_NAT;
+		idents.update(&id, &m->pkt); /* its clones from here on carry this */
 		return 1;
 	}
 	u64 key = (u64)skb;
@@ -322,14 +349,15 @@ static __always_inline void judge(const void *skb, struct hop *h)
 	if (!verdict)
 		return;
 	stat(STAT_MATCHES);
-	u32 zero = 0;
+	u32 zero = 0, nat = 0;
 	u64 *n = ids.lookup(&zero);
 	if (!n)
 		return;
 	struct mark m = {
 		.pkt = ((u64)(bpf_get_smp_processor_id() + 1) << 40) | ++(*n),
-		.ident = identity(buf, &v),
+		.ident = identity(buf, &v, &nat),
 	};
+	m.nat = nat;
 	m.alt = m.ident;
 	if (h->hook != PYPROBE_HOP_DROP) {
 		u64 key = (u64)skb;
@@ -369,7 +397,8 @@ static __always_inline int entry_tx(const void *skb)
 		/* queued again from within its own transmit: encapsulated (the
 		 * outer packet of a tunnel), or a lower device's queue */
 		struct view v = {};
-		u32 id = identity_of(skb, &v);
+		u32 nat = 0;
+		u32 id = identity_of(skb, &v, &nat);
 		if (id && id != m->ident) {
 			m->alt = m->ident;
 			m->ident = id;
@@ -418,7 +447,8 @@ static __always_inline u64 clone_of(const void *skb, u32 *id)
 	if (!on || !*on)
 		return 0;
 	struct view v = {};
-	*id = identity_of(skb, &v);
+	u32 nat = 0;
+	*id = identity_of(skb, &v, &nat);
 	if (!*id)
 		return 0;
 	u64 *pkt = idents.lookup(id);

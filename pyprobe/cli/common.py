@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,11 +172,16 @@ def attached_many(
     names: list[str] | Mapping[str, frozenset[str] | None],
     streams: tuple[str, ...] = (),
     skip_unavailable: bool = False,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    optional: Collection[str] = (),
 ) -> Iterator[dict[str, Probe]]:
     """Several probes loaded together, like the exporter's (kept programs
     from the program cache, the rest compiled two at a time); detached at the
     block's end. skip_unavailable: a probe this kernel cannot run is left
-    out (`top`: it shows what the kernel allows; doctor says why not)."""
+    out (`top`: it shows what the kernel allows; doctor says why not).
+    options: a probe's plug-in options, given before it is loaded (trace's
+    filter). optional: probes that are left out when they fail to attach
+    (`why`'s evidence beside the trace), not an error."""
     ctx = context()
     env = ctx.env()
     with ExitStack() as stack:
@@ -186,12 +191,16 @@ def attached_many(
             chosen = names if isinstance(names, Mapping) else dict.fromkeys(names)
             for name, features in chosen.items():
                 probe = stack.enter_context(ctx.registry.create(name, env, loader, features))
+                if options and name in options:
+                    probe.configure(**options[name])
                 if skip_unavailable and probe.runs_here(name in streams)[0] is None:
                     continue
                 probes[name] = probe
             errors = attach_together(probes, loader, streams=streams)
         finally:
             loader.close()
+        for name in [n for n in errors if n in optional]:
+            del errors[name], probes[name]
         if errors:
             raise next(iter(errors.values()))
         yield probes

@@ -15,11 +15,24 @@ from ..core.pcapfilter import compile_filter
 from ..core.text import json_line
 from ..errors import PyprobeError
 from ..netns import namespaces
+from ..views import evidence
 from ..views import trace as view
 from ..views import why as verdict
-from .common import CONTEXT, LOADING, SECONDS, Documented, attached, json_option, netns_option
+from .common import CONTEXT, LOADING, SECONDS, Documented, attached_many, json_option, netns_option
 
 _UNREACHABLE = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL)
+# The probes attached beside the trace (with their features), and the streams
+# read: the evidence views/evidence.py names causes from.
+BESIDE: dict[str, tuple[str, ...]] = {
+    "drops": (),
+    "neigh": (),
+    "routes": ("lookups",),
+    "icmp": (),
+    "tcpretrans": (),
+    "queues": (),
+    "conntrack": (),
+}
+STREAMS = ("trace", "drops", "neigh", "icmp", "tcpretrans")
 
 
 def target_of(text: str) -> tuple[str, int]:
@@ -103,12 +116,16 @@ def why(
     \b
     Connects to TARGET (HOST:PORT) a few times (-u: sends it datagrams and
     waits for an answer), from --netns or this namespace, while `pyprobe
-    trace` follows the packets and the ICMP errors about them; then ranks
-    the causes the evidence shows: dropped (by netfilter, tc, the
-    neighbour layer, routing: where and with the kernel's reason), refused
-    (no listener: a reset or an ICMP port unreachable back, and from which
-    namespace), ICMP unreachable (and who said so), no answer (where the
-    request was last seen), no route, or reachable.
+    trace` follows the packets and the ICMP errors about them, and drops,
+    neigh, routes (lookups), icmp, tcpretrans, queues and conntrack watch
+    beside it; then ranks the causes the evidence shows, in the namespaces
+    the packets crossed: dropped (by netfilter, tc, the neighbour layer,
+    routing: where and with the kernel's reason), no ARP reply (the
+    address), no route (the prefix and table), refused (no listener: the
+    SYNs no socket took and the resets, or an ICMP port unreachable, and
+    from which namespace), a full accept queue (listen overflows), STP
+    blocking a port, conntrack drops, ICMP unreachable (and who said so),
+    no answer (where the request was last seen), or reachable.
 
     \b
     Examples:
@@ -131,25 +148,45 @@ def why(
         once = datagram if udp else attempt
         return [once(addr, port, timeout) for _ in range(attempts)]
 
-    with attached("trace", options={"expression": compiled}, stream=True) as probe:
+    chosen = {name: frozenset(features) for name, features in BESIDE.items()}
+    with attached_many(
+        {"trace": None, **chosen},
+        streams=STREAMS,
+        skip_unavailable=True,
+        options={"trace": {"expression": compiled}},
+        optional=tuple(BESIDE),
+    ) as probes:
+        if "trace" not in probes:
+            raise PyprobeError("why: the trace probe cannot run here (see `pyprobe doctor`)")
         if not as_json:
             click.echo(
-                f"Probing {hostport} ({attempts} attempts), tracing its packets...", err=True
+                f"Probing {hostport} ({attempts} attempts), tracing its packets "
+                f"({', '.join(n for n in probes if n != 'trace')} beside)...",
+                err=True,
             )
+        before = {n: p.rows() for n, p in probes.items() if n != "trace"}
         made = probe_all() if path is None else namespaces.run_in_netns(path, probe_all)
         time.sleep(0.2)  # the last packets' hops reach the ring
-        packets = tracker.feed(probe.events(timeout_ms=100)) + tracker.flush()
+        packets = tracker.feed(probes["trace"].events(timeout_ms=100)) + tracker.flush()
+        seen = evidence.Evidence(
+            rows={n: evidence.changed(rows, probes[n].rows()) for n, rows in before.items()},
+            events={
+                n: probes[n].events(timeout_ms=100) for n in STREAMS if n in probes and n != "trace"
+            },
+        )
+    source = namespaces.netns_label(namespaces.resolve_netns(netns)) if netns else None
     if as_json:
-        found = verdict.causes(hostport, made, packets, udp)
+        found = verdict.causes(hostport, made, packets, udp, seen, source)
         record = {
             "target": hostport,
             "causes": [c.text for c in found],
             "attempts": [{"outcome": a.outcome, "ms": a.ms} for a in made],
+            "beside": sorted(seen.rows),
             "packets": [p.record() for p in packets],
         }
         print(json_line(record))
     else:
-        print("\n".join(verdict.report(hostport, made, packets, udp)))
+        print("\n".join(verdict.report(hostport, made, packets, udp, seen, source)))
     sys.stdout.flush()
 
 

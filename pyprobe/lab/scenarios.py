@@ -23,35 +23,16 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ..netns import bridges, rtnl, sockdiag
+from ..netns import rtnl
 from ..netns.namespaces import run_in_netns
+from ..views import evidence
+from ..views.evidence import Evidence
 from . import topology, traffic
 
 H1, H2 = "10.231.1.1", "10.231.1.2"
 ABSENT = "10.231.1.77"  # on h1's link, nobody's
 CLOSED_PORT, BACKLOG_PORT = 8083, 8084
-LISTEN = 10
-
-
-@dataclass
-class Evidence:
-    """What the probes saw: each probe's rows (totals since attach) and
-    stream events, by probe name."""
-
-    rows: dict[str, list[dict[str, Any]]]
-    events: dict[str, list[dict[str, Any]]]
-
-    def of(self, probe: str, metric: str, **labels: str) -> list[dict[str, Any]]:
-        return [
-            r
-            for r in self.rows.get(probe, [])
-            if r.get("metric") == metric and all(r.get(k) == v for k, v in labels.items())
-        ]
-
-    def total(self, probe: str, metric: str, **labels: str) -> float:
-        return sum(float(r.get("value") or 0) for r in self.of(probe, metric, **labels))
 
 
 @dataclass(frozen=True)
@@ -79,6 +60,10 @@ def _sysctl(short: str, **values: str) -> None:
     run_in_netns(_ns(short), write)
 
 
+def _text(cause: evidence.Cause | None) -> str | None:
+    return None if cause is None else cause.text
+
+
 def _nothing() -> None:
     return None
 
@@ -97,18 +82,7 @@ def _neighbour_drive() -> None:
 
 
 def _neighbour_verdict(ev: Evidence) -> str | None:
-    h1 = topology.ns_name("h1")
-    failed = [
-        e for e in ev.events.get("neigh", []) if e["kind"] == "failed" and e["netns_name"] == h1
-    ]
-    if not failed:
-        return None
-    dropped = ev.total("drops", "drops_total", netns_name=h1, reason="NEIGH_FAILED")
-    e = failed[0]
-    return (
-        f"no ARP reply from {e['addr']} on {e['device']} in {h1}: resolution failed "
-        f"(neigh), {dropped:.0f} packets dropped NEIGH_FAILED (drops)"
-    )
+    return _text(evidence.neighbour_failed(ev, topology.ns_name("h1")))
 
 
 # -- no-route -------------------------------------------------------------------------
@@ -133,35 +107,12 @@ def _failed_connects(short: str, addr: str, port: int, n: int) -> None:
 
 
 def _no_route_verdict(ev: Evidence) -> str | None:
-    h1 = topology.ns_name("h1")
-    rows = ev.of("routes", "route_lookups_failed_total", netns_name=h1, result="no_route")
-    sent = ev.total("routes", "route_out_no_routes_total", netns_name=h1, family="IPv4")
-    if not rows or not sent:
-        return None
-    worst = max(rows, key=lambda r: r["value"])
-    return (
-        f"no route to {worst['destination']} in {h1} (table {worst['table']}): "
-        f"{worst['value']:.0f} lookups failed (routes), IpOutNoRoutes +{sent:.0f}"
-    )
+    return _text(evidence.no_route(ev, topology.ns_name("h1")))
 
 
 # -- closed-port ----------------------------------------------------------------------
 def _closed_port_verdict(ev: Evidence) -> str | None:
-    h2 = topology.ns_name("h2")
-    refused = [
-        e
-        for e in ev.events.get("drops", [])
-        if e.get("reason") == "NO_SOCKET"
-        and e.get("netns_name") == h2
-        and e.get("dport") == CLOSED_PORT
-    ]
-    resets = ev.total("tcpretrans", "tcp_resets_sent_total", netns_name=h2)
-    if not refused or not resets:
-        return None
-    return (
-        f"connect refused: no listener on {refused[0]['daddr']}:{CLOSED_PORT} in {h2}: "
-        f"{len(refused)} SYNs dropped NO_SOCKET (drops), {resets:.0f} resets sent (tcpretrans)"
-    )
+    return _text(evidence.refused(ev, CLOSED_PORT, topology.ns_name("h2")))
 
 
 # -- backlog --------------------------------------------------------------------------
@@ -190,24 +141,7 @@ def _syns(short: str, addr: str, port: int, n: int) -> None:
 
 
 def _backlog_verdict(ev: Evidence) -> str | None:
-    h2 = topology.ns_name("h2")
-    # (a SYN to a full accept queue is consumed, not freed as a drop: the
-    # kernel's ListenOverflows counts it, which queues reads)
-    dropped = ev.total("queues", "tcp_listen_overflows_total", netns_name=h2)
-    if not dropped:
-        return None
-    # the listener as `ss -lnt` shows it: Recv-Q waiting, Send-Q the limit
-    listeners = [
-        s
-        for s in run_in_netns(_ns("h2"), sockdiag.tcp_sockets)
-        if s.state == LISTEN and s.sport == BACKLOG_PORT
-    ]
-    queue = f" (accept queue {listeners[0].recv_q}/{listeners[0].send_q})" if listeners else ""
-    return (
-        f"accept queue full on {H2}:{BACKLOG_PORT} in {h2}{queue}: {dropped:.0f} "
-        f"listen overflows (queues: TcpExtListenOverflows): the application does not "
-        f"accept, or its backlog is too small"
-    )
+    return _text(evidence.accept_queue_full(ev, topology.ns_name("h2"), H2, BACKLOG_PORT))
 
 
 def _stop_listeners() -> None:
@@ -247,23 +181,7 @@ def _arp_flood(addr: str) -> None:
 
 
 def _loop_verdict(ev: Evidence) -> str | None:
-    sw = topology.ns_name("sw")
-    rows = [
-        r
-        for r in ev.of("drops", "drops_total", netns_name=sw, reason="BRIDGE_INGRESS_STP_STATE")
-        if r["value"]
-    ]
-    if not rows:
-        return None
-    ports = run_in_netns(_ns("sw"), bridges.ports)
-    blocking = sorted(p["name"] for p in ports.values() if p["stp_state"] == "blocking")
-    where = ", ".join(blocking) or rows[0]["device"]
-    dropped = sum(r["value"] for r in rows)
-    return (
-        f"STP blocks {where} on br0 in {sw}: a loop; {dropped:.0f} frames dropped "
-        f"BRIDGE_INGRESS_STP_STATE at {rows[0]['device']} (drops), `pyprobe bridge` "
-        f"shows the port blocking"
-    )
+    return _text(evidence.stp_blocks(ev, topology.ns_name("sw")))
 
 
 SCENARIOS: dict[str, Scenario] = {

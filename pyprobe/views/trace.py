@@ -48,8 +48,9 @@ WHAT = {
 ENDS = ("drop", "consume")  # hooks after which the skb is gone
 
 # trace_event.flags, as bpf/pyprobe.h defines them
-F_FIRST, F_ETHERNET, F_ENCAP, F_DECAP, F_CLONE = (
-    header().constant(f"F_{name}") for name in ("FIRST", "ETHERNET", "ENCAP", "DECAP", "CLONE")
+F_FIRST, F_ETHERNET, F_ENCAP, F_DECAP, F_CLONE, F_NAT = (
+    header().constant(f"F_{name}")
+    for name in ("FIRST", "ETHERNET", "ENCAP", "DECAP", "CLONE", "NAT")
 )
 
 KindOf = Callable[[int, int], str]  # (netns inode, ifindex) -> kind ("" when none)
@@ -180,6 +181,8 @@ def what(h: Mapping[str, Any]) -> str:
         text += " (decapsulated)"
     if h["flags"] & F_CLONE:
         text += " (a clone)"
+    if h["flags"] & F_NAT:
+        text += " (NAT: addresses or ports rewritten)"
     return text
 
 

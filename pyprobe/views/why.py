@@ -15,6 +15,17 @@ Evidence, and what it says:
   attempts that failed    no route (connect's own error, no packet sent)
   at once
   attempts that connected reachable
+
+And, from the probes attached beside the trace (views/evidence.py, the
+same findings `pyprobe lab scenario` names), in the namespaces the
+packets crossed and the one the probe ran from:
+  neigh                   the address whose resolution failed
+  routes                  the lookups that found no route, by destination
+  drops + tcpretrans      the SYNs no socket took, the resets sent back
+  queues                  SYNs turned away by a full accept queue
+  drops (a bridge's)      frames STP blocked at a port: a loop
+  conntrack               connections dropped or not inserted
+  drops, icmp             drops and ICMP errors off the traced packets
 """
 
 from __future__ import annotations
@@ -25,6 +36,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import evidence as ev_
+from .evidence import Cause, Evidence
 from .trace import Packet, what
 
 # drop reasons (without SKB_DROP_REASON_) -> who drops, in words
@@ -71,12 +84,6 @@ class Attempt:
     ms: float
 
 
-@dataclass(frozen=True)
-class Cause:
-    weight: float  # the evidence's count, for ranking
-    text: str
-
-
 def place(h: dict[str, Any]) -> str:
     netns = h.get("netns_name") or str(h.get("netns") or "?")
     dev = h.get("device")
@@ -84,15 +91,22 @@ def place(h: dict[str, Any]) -> str:
 
 
 def causes(
-    target: str, attempts: Sequence[Attempt], packets: Iterable[Packet], udp: bool = False
+    target: str,
+    attempts: Sequence[Attempt],
+    packets: Iterable[Packet],
+    udp: bool = False,
+    evidence: Evidence | None = None,
+    source: str | None = None,
 ) -> list[Cause]:
     """The causes the evidence shows, the best supported first. udp: the
     attempts were datagrams (answered, refused by an ICMP port
-    unreachable, or unanswered), not connects."""
+    unreachable, or unanswered), not connects. evidence: what the other
+    probes saw meanwhile; source: the namespace the attempts were made
+    from (its name; None: this one)."""
     packets = list(packets)
     outcomes = Counter(a.outcome for a in attempts)
     n = len(attempts)
-    found = _drops(packets, refused=bool(outcomes["refused"]))
+    found = _drops(packets, refused=bool(outcomes["refused"]), ev=evidence)
     host, _, port = target.rpartition(":")
     host = host.strip("[]")
 
@@ -149,7 +163,7 @@ def causes(
         ms = statistics.median(a.ms for a in attempts if a.outcome in ("connected", "answered"))
         found.append(
             Cause(
-                0.5 * done,
+                0.1 * done,
                 f"reachable: {done} of {n} attempts {'answered' if udp else 'connected'} "
                 f"(median {ms:.2f} ms)",
             )
@@ -157,12 +171,130 @@ def causes(
     for outcome, count in outcomes.items():
         if outcome not in _KNOWN:
             found.append(Cause(count, f"failed: {outcome} ({count} of {n} attempts)"))
+    if evidence is not None:
+        found = _joined(found, evidence, host, int(port), packets, outcomes, udp, source)
     return sorted(found, key=lambda c: -c.weight)
 
 
-def _drops(packets: list[Packet], refused: bool) -> list[Cause]:
-    """A cause per (reason, place, function) packets were dropped at."""
-    drops: Counter[tuple[str, str, str]] = Counter()
+def crossed(packets: Iterable[Packet], source: str | None) -> list[str]:
+    """The namespaces (names) the packets' hops were in, the source's first
+    ("": this one, where the probe ran from it; a hop whose namespace is not
+    known adds none)."""
+    names = [source or ""] + [h.get("netns_name") or "" for p in packets for h in p.hops]
+    return [n for n in dict.fromkeys(names) if n or source is None]
+
+
+def _joined(
+    found: list[Cause],
+    ev: Evidence,
+    host: str,
+    port: int,
+    packets: list[Packet],
+    outcomes: Counter[str],
+    udp: bool,
+    source: str | None,
+) -> list[Cause]:
+    """The trace's causes with what the other probes saw, in the namespaces
+    the packets crossed: a finding that says more of a cause replaces it
+    (the neighbour that failed for a NEIGH_FAILED drop, the route lookups
+    for a connect that failed at once, the SYNs and resets for a refusal)."""
+    places = crossed(packets, source)
+    named = [p for p in places if p]
+    out = list(found)
+    explained = {"NO_SOCKET"} if outcomes["refused"] else set()
+
+    def replace(prefix: str, cause: Cause) -> None:
+        nonlocal out
+        old = [c for c in out if c.text.startswith(prefix)]
+        out = [c for c in out if c not in old]
+        out.append(Cause(max([cause.weight] + [c.weight for c in old]), cause.text))
+
+    for ns in named:
+        if cause := ev_.neighbour_failed(ev, ns, host) or ev_.neighbour_failed(ev, ns):
+            replace(f"dropped by {_BY['NEIGH_FAILED']} in netns {ns}", cause)
+            explained.add("NEIGH_FAILED")
+        if outcomes["unreachable"] and (cause := ev_.no_route(ev, ns)):
+            before = next((c.text for c in out if c.text.startswith("no route to ")), "")
+            tail = before[before.find(": ") :] if ": " in before else ""
+            replace("no route to ", Cause(cause.weight, cause.text + tail.replace(": ", "; ", 1)))
+        if not udp and (cause := ev_.accept_queue_full(ev, ns, host, port)):
+            # the timeouts' cause: their SYNs were turned away
+            replace("no answer from ", Cause(cause.weight, cause.text + _timed_out(outcomes)))
+        if cause := ev_.stp_blocks(ev, ns):
+            out.append(cause)
+            explained.add("BRIDGE_INGRESS_STP_STATE")
+        if cause := ev_.conntrack_trouble(ev, ns):
+            out.append(cause)
+    if outcomes["refused"] and not udp:
+        # (behind a DNAT the SYN no socket took has the port it was mapped to)
+        cause = ev_.refused(ev, port) or next(
+            filter(None, (ev_.refused(ev, None, ns) for ns in named)), None
+        )
+        if cause and any(c.text.startswith("connect refused: ") for c in out):
+            # (where the trace first saw the reset may be a NAT's: this names the listener's)
+            n = sum(outcomes.values())
+            tail = f" ({outcomes['refused']} of {n} attempts)"
+            replace("connect refused: ", Cause(0, cause.text + tail))
+    traced = {(d["drop_reason"], d.get("netns_name") or "") for p in packets if (d := p.dropped)}
+    family = "IPv6" if ":" in host else "IPv4"
+    said = traced | {(r, ns) for r in explained for ns in places}
+    out += _other_drops(ev, set(places), said, family)
+    # (a neighbour that failed tells its sender with a host unreachable: said)
+    quiet = set(places) if "NEIGH_FAILED" in explained else set()
+    out += _other_icmp(ev, set(places) - quiet, host, packets)
+    return out
+
+
+def _timed_out(outcomes: Counter[str]) -> str:
+    n = sum(outcomes.values())
+    return f"; {outcomes['timeout']} of {n} attempts timed out" if outcomes["timeout"] else ""
+
+
+def _other_drops(
+    ev: Evidence, places: set[str], said: set[tuple[str, str]], family: str
+) -> list[Cause]:
+    """Drops the drops probe saw in those namespaces that no cause above
+    tells of (not the traced packets': a frame ARP sent, a packet the filter
+    did not match), of the destination's family (or ARP, or not IP)."""
+    other = {"IPv4", "IPv6"} - {family}
+    drops: Counter[tuple[str, str, str, str]] = Counter()
+    for e in ev.stream("drops"):
+        ns, reason = e.get("netns_name") or "", e.get("reason") or ""
+        if ns not in places or reason in _BENIGN or (reason, ns) in said:
+            continue
+        if e.get("protocol") in other:
+            continue
+        drops[(reason, ns, e.get("device") or "-", str(e.get("location")).partition("+")[0])] += 1
+    return [
+        Cause(
+            count,
+            f"dropped by {_BY.get(reason, f'the kernel ({reason})')} in "
+            f"{place({'netns_name': ns, 'device': dev})} (drops {reason} at {fn}, "
+            f"{count} packets)",
+        )
+        for (reason, ns, dev, fn), count in drops.most_common()
+    ]
+
+
+def _other_icmp(ev: Evidence, places: set[str], host: str, packets: list[Packet]) -> list[Cause]:
+    """ICMP errors about the destination the icmp probe saw sent and the
+    trace did not (one a host sends itself: a neighbour that failed)."""
+    if any(p.headers().l4 == 1 for p in packets):
+        return []
+    sent: Counter[tuple[str, Any, str]] = Counter()
+    for e in ev.stream("icmp"):
+        if (e.get("netns_name") or "") in places and e.get("daddr") == host:
+            sent[(str(e.get("type")), e.get("code"), place(e))] += 1
+    return [
+        Cause(count, f"ICMP {kind} (code {code}) about {host} sent in {where} (icmp, {count})")
+        for (kind, code, where), count in sent.most_common()
+    ]
+
+
+def _drops(packets: list[Packet], refused: bool, ev: Evidence | None = None) -> list[Cause]:
+    """A cause per (reason, place, function) packets were dropped at; with
+    the drops probe's count of that reason in that namespace beside it."""
+    drops: Counter[tuple[str, str, str, str]] = Counter()
     for p in packets:
         d = p.dropped
         # a request no socket took is the refusal, said once
@@ -172,15 +304,20 @@ def _drops(packets: list[Packet], refused: bool) -> list[Cause]:
             or (d["drop_reason"] == "NO_SOCKET" and refused)
         ):
             continue
-        drops[(d["drop_reason"], place(d), d["location"].partition("+")[0])] += 1
-    return [
-        Cause(
-            count * 2,
-            f"dropped by {_BY.get(reason, f'the kernel ({reason})')} in {where}: {reason} at "
-            f"{function} ({count} packets)",
+        ns = d.get("netns_name") or ""
+        drops[(d["drop_reason"], place(d), d["location"].partition("+")[0], ns)] += 1
+    out = []
+    for (reason, where, function, ns), count in drops.most_common():
+        counted = ev.total("drops", "drops_total", netns_name=ns, reason=reason) if ev else 0
+        also = f"; drops counted {counted:.0f} {reason} there (drops)" if counted else ""
+        out.append(
+            Cause(
+                count * 2,
+                f"dropped by {_BY.get(reason, f'the kernel ({reason})')} in {where}: {reason} "
+                f"at {function} ({count} packets{also})",
+            )
         )
-        for (reason, where, function), count in drops.most_common()
-    ]
+    return out
 
 
 _KNOWN = ("connected", "answered", "refused", "timeout", "unreachable")
@@ -192,16 +329,25 @@ def _last(packets: list[Packet]) -> str:
 
 
 def report(
-    target: str, attempts: Sequence[Attempt], packets: Sequence[Packet], udp: bool = False
+    target: str,
+    attempts: Sequence[Attempt],
+    packets: Sequence[Packet],
+    udp: bool = False,
+    evidence: Evidence | None = None,
+    source: str | None = None,
 ) -> list[str]:
     """The verdict's text: the causes, best first, then the evidence counted."""
-    found = causes(target, attempts, packets, udp)
+    found = causes(target, attempts, packets, udp, evidence, source)
     lines = [f"why {target}:"]
     if not found:
         lines.append("  nothing seen: no attempt made, no packet traced")
     lines += [f"  {i}. {c.text}" for i, c in enumerate(found, 1)]
     dropped = sum(1 for p in packets if p.dropped)
+    beside = ""
+    if evidence is not None:
+        beside = f"; beside: {', '.join(sorted(evidence.rows))}"
     lines.append(
-        f"  (evidence: {len(attempts)} attempts, {len(packets)} packets traced, {dropped} dropped)"
+        f"  (evidence: {len(attempts)} attempts, {len(packets)} packets traced, {dropped} dropped"
+        f"{beside})"
     )
     return lines

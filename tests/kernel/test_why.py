@@ -1,6 +1,7 @@
 """`pyprobe why` on the real kernel: a veth pair made here, and each failure
 a destination can have, named first in the verdict: no listener, an nft
-drop, no ARP answer, no route; and a reachable one."""
+drop, no ARP answer, no route; and a reachable one. (The lab's failure
+scenarios: test_why_scenarios.py.)"""
 
 from __future__ import annotations
 
@@ -39,8 +40,10 @@ def why(capsys, pair: VethPair, target: str, *options: str) -> dict:
 def test_no_listener_is_a_refusal_from_the_namespace_that_reset(capsys, pair):
     v = why(capsys, pair, f"{pair.addr_b}:{PORT}", "-n", "2", "--timeout", "1")
     assert [a["outcome"] for a in v["attempts"]] == ["refused", "refused"]
-    assert v["causes"][0].startswith(f"connect refused: no listener on {pair.addr_b}:{PORT}")
-    assert f"sent in netns {pair.b} on {pair.dev_b}" in v["causes"][0]
+    assert v["causes"][0] == (
+        f"connect refused: no listener on {pair.addr_b}:{PORT} in {pair.b}: 2 SYNs dropped "
+        "NO_SOCKET (drops), 2 resets sent (tcpretrans) (2 of 2 attempts)"
+    )
     assert len(v["causes"]) == 1  # the SYN's NO_SOCKET drop is that refusal, not another cause
 
 
@@ -61,24 +64,31 @@ def test_an_nft_drop_is_named_with_its_netns_and_device(capsys, pair):
     assert v["causes"][0].startswith(
         f"dropped by netfilter (a firewall rule) in netns {pair.b} on {pair.dev_b}: NETFILTER_DROP"
     )
-    # each attempt's SYN and its retransmits, each dropped
-    assert all(p["end"] == "dropped" for p in v["packets"]) and len(v["packets"]) >= 2
+    # each attempt's SYN and its retransmits, each dropped, each counted by drops too
+    n = len(v["packets"])
+    assert all(p["end"] == "dropped" for p in v["packets"]) and n >= 2
+    assert v["causes"][0].endswith(
+        f"({n} packets; drops counted {n} NETFILTER_DROP there (drops))"
+    ), v["causes"]
 
 
 def test_no_arp_answer_is_the_neighbour_layer(capsys, pair):
     nobody = pair.addr_b.rsplit(".", 1)[0] + ".9"
     v = why(capsys, pair, f"{nobody}:{PORT}", "-n", "1", "--timeout", "5")
     assert [a["outcome"] for a in v["attempts"]] == ["unreachable"]
-    assert v["causes"][0].startswith(
-        f"dropped by the neighbour layer: no ARP/NDP answer in netns {pair.a} on {pair.dev_a}: "
-        "NEIGH_FAILED"
-    )
+    # the trace's NEIGH_FAILED drop, told by neigh: the address that failed
+    assert v["causes"] == [
+        f"no ARP reply from {nobody} on {pair.dev_a} in {pair.a}: resolution failed (neigh), "
+        "1 packets dropped NEIGH_FAILED (drops)"
+    ]
 
 
 def test_no_route_fails_at_once_with_no_packet(capsys, pair):
     v = why(capsys, pair, f"10.231.199.9:{PORT}", "-n", "1", "--timeout", "1")
+    # connect's own error, told by routes: the lookup that failed, and where
     assert v["causes"] == [
-        f"no route to 10.231.199.9:{PORT}: connect failed at once, no packet sent (1 of 1 attempts)"
+        f"no route to 10.231.199.0/24 in {pair.a} (table main): 1 lookups failed (routes), "
+        f"IpOutNoRoutes +1; connect failed at once, no packet sent (1 of 1 attempts)"
     ]
     assert v["packets"] == []
 
@@ -129,4 +139,18 @@ def test_udp_an_answering_service_is_reachable(capsys, pair):
     assert [a["outcome"] for a in v["attempts"]] == ["answered", "answered"]
     assert len(v["causes"]) == 1 and v["causes"][0].startswith(
         "reachable: 2 of 2 attempts answered"
+    )
+
+
+def test_a_probe_beside_the_trace_that_cannot_run_is_left_out(capsys, pair, monkeypatch):
+    """neigh's tracepoints disabled (and no kprobes here): why runs without
+    it, and the trace's own evidence still names the neighbour layer."""
+    points = "neigh_create+neigh_timer_handler+neigh_update"
+    monkeypatch.setenv("PYPROBE_DISABLE_HOOKS", f"tp_btf:{points},raw_tracepoint:{points}")
+    nobody = pair.addr_b.rsplit(".", 1)[0] + ".9"
+    v = why(capsys, pair, f"{nobody}:{PORT}", "-n", "1", "--timeout", "5")
+    assert "neigh" not in v["beside"] and "drops" in v["beside"]
+    assert v["causes"][0].startswith(
+        f"dropped by the neighbour layer: no ARP/NDP answer in netns {pair.a} on {pair.dev_a}: "
+        "NEIGH_FAILED"
     )

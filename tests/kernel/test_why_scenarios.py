@@ -1,0 +1,137 @@
+"""`pyprobe why` on each failure of `pyprobe lab scenario`: the lab built and
+broken by the scenario's own functions (not its drive), then `why` aimed at
+the scenario's destination from the namespace that suffers, every probe
+attached beside the trace. Its first cause names what broke (stp-loop:
+among two, beside the refusal of the port it probes), with the kernel's own
+counts where it has them (nstat's counters, read in the namespace before
+and after)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pyprobe import cli
+from pyprobe.lab import scenarios, topology
+from pyprobe.netns.namespaces import NETNS_RUN_DIR, run_in_netns
+
+pytestmark = [pytest.mark.root, pytest.mark.kernel]
+
+
+def netstat(short: str) -> dict[str, int]:
+    """The namespace's /proc/net/snmp and netstat counters, as nstat names them."""
+
+    def read() -> dict[str, int]:
+        out: dict[str, int] = {}
+        for f in ("snmp", "netstat"):
+            lines = Path(f"/proc/thread-self/net/{f}").read_text().splitlines()
+            for names, values in zip(lines[::2], lines[1::2], strict=True):
+                prefix, _, keys = names.partition(": ")
+                for k, v in zip(keys.split(), values.split()[1:], strict=True):
+                    out[prefix + k] = int(v)
+        return out
+
+    return run_in_netns(topology.ns_path(short), read)
+
+
+@pytest.fixture
+def scenario(request):
+    """The scenario's lab, up and broken; down (and its servers stopped) after."""
+    if topology.active() is not None or list(NETNS_RUN_DIR.glob(f"{topology.PREFIX}-*")):
+        pytest.skip("a lab is up or coming up (another test's)")
+    s = scenarios.SCENARIOS[request.param]
+    lab = topology.Lab(s.topology, stp=s.stp).up()
+    try:
+        s.breaks()
+        yield s, lab
+    finally:
+        scenarios.cleanup()
+        lab.down()
+
+
+def why(capsys, short: str, target: str, *options: str) -> dict:
+    with pytest.raises(SystemExit) as e:
+        cli.main(["why", "-j", "--netns", topology.ns_name(short), *options, target])
+        raise SystemExit(0)
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    return json.loads(out)
+
+
+H1, H2 = topology.ns_name("h1"), topology.ns_name("h2")
+
+
+@pytest.mark.parametrize("scenario", ["neighbour"], indirect=True)
+def test_neighbour_no_arp_reply(capsys, scenario):
+    v = why(capsys, "h1", f"{scenarios.ABSENT}:80", "-n", "2", "--timeout", "3")
+    assert [a["outcome"] for a in v["attempts"]] == ["unreachable"] * 2
+    # each attempt's SYN waited for ARP, which failed: dropped, one each
+    assert v["causes"][0] == (
+        f"no ARP reply from {scenarios.ABSENT} on eth0 in {H1}: resolution failed (neigh), "
+        "2 packets dropped NEIGH_FAILED (drops)"
+    )
+    assert len(v["causes"]) == 1, v["causes"]  # its ICMP host unreachable to h1 is that
+
+
+@pytest.mark.parametrize("scenario", ["no-route"], indirect=True)
+def test_no_route_lookups_and_ipoutnoroutes(capsys, scenario):
+    before = netstat("h1")["IpOutNoRoutes"]
+    v = why(capsys, "h1", f"{scenarios.H2}:8080", "-n", "3", "--timeout", "1")
+    sent = netstat("h1")["IpOutNoRoutes"] - before
+    assert [a["outcome"] for a in v["attempts"]] == ["unreachable"] * 3 and v["packets"] == []
+    assert sent == 3
+    assert v["causes"][0] == (
+        f"no route to 10.231.1.0/24 in {H1} (table main): 3 lookups failed (routes), "
+        f"IpOutNoRoutes +{sent}; connect failed at once, no packet sent (3 of 3 attempts)"
+    )
+    assert len(v["causes"]) == 1
+
+
+@pytest.mark.parametrize("scenario", ["closed-port"], indirect=True)
+def test_closed_port_refused_syns_and_resets(capsys, scenario):
+    before = netstat("h2")["TcpOutRsts"]
+    target = f"{scenarios.H2}:{scenarios.CLOSED_PORT}"
+    v = why(capsys, "h1", target, "-n", "3", "--timeout", "1")
+    resets = netstat("h2")["TcpOutRsts"] - before
+    assert [a["outcome"] for a in v["attempts"]] == ["refused"] * 3 and resets == 3
+    assert v["causes"][0] == (
+        f"connect refused: no listener on {target} in {H2}: 3 SYNs dropped NO_SOCKET (drops), "
+        f"{resets} resets sent (tcpretrans) (3 of 3 attempts)"
+    )
+    assert len(v["causes"]) == 1
+
+
+@pytest.mark.parametrize("scenario", ["backlog"], indirect=True)
+def test_backlog_accept_queue_full(capsys, scenario):
+    """backlog 1 takes two connections (the queue is full past its limit),
+    the next attempts' SYNs (and their retransmits) are turned away."""
+    before = netstat("h2")["TcpExtListenOverflows"]
+    target = f"{scenarios.H2}:{scenarios.BACKLOG_PORT}"
+    v = why(capsys, "h1", target, "-n", "4", "--timeout", "1.5")
+    overflows = netstat("h2")["TcpExtListenOverflows"] - before
+    assert [a["outcome"] for a in v["attempts"]] == ["connected"] * 2 + ["timeout"] * 2
+    assert overflows >= 2
+    assert v["causes"][0] == (
+        f"accept queue full on {target} in {H2} (accept queue 2/1): {overflows} listen "
+        "overflows (queues: TcpExtListenOverflows): the application does not accept, or its "
+        "backlog is too small; 2 of 4 attempts timed out"
+    )
+    assert v["causes"][1].startswith("reachable: 2 of 4 attempts connected")
+
+
+@pytest.mark.parametrize("scenario", ["stp-loop"], indirect=True)
+def test_stp_loop_blocked_port(capsys, scenario):
+    """h1's first datagram to h2 needs ARP: its broadcast, flooded by br0 to
+    the loop's forwarding end, arrives at the blocking end and is dropped."""
+    v = why(capsys, "h1", "10.231.2.2:9", "-u", "-n", "1", "--timeout", "3")
+    stp = [c for c in v["causes"] if c.startswith("STP blocks")]
+    assert stp, v
+    assert stp[0].startswith(f"STP blocks loopb on br0 in {topology.ns_name('sw')}: ")
+    assert "BRIDGE_INGRESS_STP_STATE at loopb (drops)" in stp[0]
+    # and the datagram itself: h2 has no listener on 9 (its ICMP port unreachable)
+    refused = [c for c in v["causes"] if c.startswith("refused: no listener on 10.231.2.2:9 ")]
+    assert refused, v["causes"]
+    # nothing else: the lab's IPv6 chatter (dropped where IPv6 is off) is not this
+    assert len(v["causes"]) == 2, v["causes"]

@@ -38,6 +38,7 @@ FAMILIES = {
     "conn": "conn",
     "nat": "nat",
     "bridge": "bridge",
+    "route-changes": "routechanges",
     "trace": "trace",
     "why": "why",
     "top": "top",

@@ -13,6 +13,7 @@ from ..lab import scenarios
 from ..lab import topology as topo
 from ..lab.workloads import WORKLOADS, Hosts
 from ..load.cache import PROGRAM_CACHE_ENV
+from ..netns import snapshot
 from .common import CONTEXT, LOADING, Documented, attached_many, json_option
 
 
@@ -158,6 +159,7 @@ def run_scenario(name: str) -> tuple[str | None, scenarios.Evidence]:
             scenario.breaks()
             scenario.drive()
             time.sleep(0.2)  # the last packets through the softirq
+            snapshot.expire()  # the kernel's counters as they are now, not a pass shared before
             evidence = scenarios.Evidence(
                 rows={n: list(p.rows()) for n, p in probes.items()},
                 events={n: probes[n].events(timeout_ms=100) for n in scenario.streams},

@@ -14,7 +14,7 @@ import click
 from ..core.pcapfilter import compile_filter
 from ..core.text import json_line
 from ..errors import PyprobeError
-from ..netns import namespaces
+from ..netns import namespaces, snapshot
 from ..views import evidence
 from ..views import trace as view
 from ..views import why as verdict
@@ -164,9 +164,11 @@ def why(
                 f"({', '.join(n for n in probes if n != 'trace')} beside)...",
                 err=True,
             )
+        snapshot.expire()  # the kernel's counters read now, before and after
         before = {n: p.rows() for n, p in probes.items() if n != "trace"}
         made = probe_all() if path is None else namespaces.run_in_netns(path, probe_all)
         time.sleep(0.2)  # the last packets' hops reach the ring
+        snapshot.expire()  # not the pass `before` took (a scrape shares one for 0.5 s)
         packets = tracker.feed(probes["trace"].events(timeout_ms=100)) + tracker.flush()
         seen = evidence.Evidence(
             rows={n: evidence.changed(rows, probes[n].rows()) for n, rows in before.items()},

@@ -76,6 +76,41 @@ def no_routes(max_age: float = SHARED_AGE) -> list[Row]:
     return out
 
 
+# ICMPv6 errors by type, as the namespace's snmp6 counts them (no
+# tracepoint for ICMPv6: icmp:icmp_send is IPv4's).
+ICMP6_ERRORS = {
+    "DEST_UNREACH": "Icmp6OutDestUnreachs",
+    "PKT_TOO_BIG": "Icmp6OutPktTooBigs",
+    "TIME_EXCEED": "Icmp6OutTimeExcds",
+    "PARAMPROB": "Icmp6OutParmProblems",
+}
+
+
+def icmp6_errors(max_age: float = SHARED_AGE) -> list[Row]:
+    """Every namespace's ICMPv6 errors sent, by type (nstat Icmp6Out*), and
+    those the rate limit kept back (Icmp6OutRateLimitHost) as type
+    RATELIMITED. No rows with IPv6 off."""
+    names = named_netns()
+    out: list[Row] = []
+    for inode, summary in snapshot.snapshot(max_age, mibs=True).items():
+        if isinstance(summary.mibs, Exception):
+            raise summary.mibs
+        if "Icmp6OutMsgs" not in summary.mibs:
+            continue
+        counts = {t: summary.mibs.get(k, 0) for t, k in ICMP6_ERRORS.items()}
+        counts["RATELIMITED"] = summary.mibs.get("Icmp6OutRateLimitHost", 0)
+        for kind, value in counts.items():
+            out.append(
+                {
+                    "netns": str(inode),
+                    "netns_name": names.get(inode, ""),
+                    "type": kind,
+                    "value": value,
+                }
+            )
+    return out
+
+
 def listen_overflows(max_age: float = SHARED_AGE) -> list[Row]:
     """Every namespace's listeners' overflows: SYNs and handshakes dropped
     because an accept queue was full (TcpExtListenOverflows), and every
@@ -123,6 +158,7 @@ SOURCES: dict[str, Callable[[float], list[Row]]] = {
     "softnet": _now(procfs.softnet),  # /proc/net/softnet_stat: cpu, processed, dropped, squeezes
     "neigh_tables": _now(procfs.neigh_tables),  # /proc/net/stat/*_cache: family, entries...
     "no_routes": no_routes,  # every namespace's: netns, netns_name, family, out_/in_no_routes
+    "icmp6_errors": icmp6_errors,  # every namespace's: netns, netns_name, type, value
     "listen_overflows": listen_overflows,  # every namespace's: overflows, drops
     "conntrack": conntrack,  # every namespace's: netns, netns_name, entries, drop...
     "devices": devices,  # every namespace's devices: netns, netns_name, device, rx_packets...

@@ -22,7 +22,7 @@ from pyprobe.kernel.names import print_symbolic
 from pyprobe.lab import traffic
 from pyprobe.lab.pair import VethPair
 from pyprobe.load import bcc
-from pyprobe.netns import devices, namespaces
+from pyprobe.netns import devices, namespaces, snapshot
 from tests.support import ping_overflow, registry
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
@@ -639,3 +639,45 @@ def test_neighbour_failures_and_resolutions_equal_the_tables_counts(pair, env):
     } == {(pair.dev_a, "IPv4", "failed")}
     [resolved] = [e for e in events if e["kind"] == "resolved"]
     assert (resolved["addr"], resolved["old_state"]) == (pair.addr_b, "incomplete")
+
+
+def test_icmp6_errors_are_the_namespaces_own_counts(pair, env):
+    """UDP to a closed port over IPv6 (loopback in b): each answered with a
+    destination unreachable, which snmp6 counts and the probe serves."""
+    n = 9
+
+    def icmp6() -> int:
+        def read() -> int:
+            for line in Path("/proc/thread-self/net/snmp6").read_text().splitlines():
+                if line.startswith("Icmp6OutDestUnreachs "):
+                    return int(line.split()[1])
+            return 0
+
+        return namespaces.run_in_netns(pair.path(pair.b), read)
+
+    def sent() -> int:
+        def run() -> int:
+            with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+                for _ in range(n):
+                    s.sendto(b"x", ("::1", 9))
+            return n
+
+        return namespaces.run_in_netns(pair.path(pair.b), run)
+
+    sh(pair.b, "sysctl -qw net.ipv6.conf.lo.disable_ipv6=0 net.ipv6.icmp.ratelimit=0")
+    probe = registry.create("icmp", env=env)
+    with probe:
+        probe.attach()
+        before = icmp6()
+        assert sent() == n
+        time.sleep(0.1)
+        after = icmp6()
+        ns_b = str(pair.inode(pair.b))
+        snapshot.expire()  # (a pass an earlier test took is not this one's)
+        counted = {
+            r["type"]: r["value"]
+            for r in rows(probe, "icmp6_errors_sent_total")
+            if r["netns"] == ns_b
+        }
+    assert after - before == n
+    assert counted["DEST_UNREACH"] == after

@@ -181,6 +181,7 @@ def lab_scenario(name: str, as_json: bool) -> None:
     no-route     h1's route to its link deleted: connects fail
     closed-port  h1 connects to a port nobody listens on in h2
     backlog      a listener that never accepts (backlog 1) gets 8 SYNs
+    enslaved-ip  an address left on a bridge's port: its neighbours never resolve
     stp-loop     a loop on a bridge: STP blocks one end
 
     The verdict is one line built from the probes' series and events alone;

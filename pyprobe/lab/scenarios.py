@@ -8,6 +8,7 @@ in one line.
   no-route    h1's route to its link is deleted: connects fail
   closed-port h1 connects to a port nobody listens on in h2
   backlog     a listener that never accepts, backlog 1, gets 8 SYNs
+  enslaved-ip an address left on a bridge's port: its neighbours never resolve
   stp-loop    a loop on the bridge (a veth with both ends in br0): STP
               blocks one end, frames arriving there are dropped
 
@@ -33,6 +34,7 @@ from . import topology, traffic
 H1, H2 = "10.231.1.1", "10.231.1.2"
 ABSENT = "10.231.1.77"  # on h1's link, nobody's
 CLOSED_PORT, BACKLOG_PORT = 8083, 8084
+ENSLAVED_ADDR = "10.231.2.254"  # left on a bridge's port
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,30 @@ def _loop_verdict(ev: Evidence) -> str | None:
     return _text(evidence.stp_blocks(ev, topology.ns_name("sw")))
 
 
+# -- enslaved-ip ----------------------------------------------------------------------
+def _enslaved_break() -> None:
+    """An address left on port1 after it joined br0 (the notes' mistake)."""
+
+    def address() -> None:
+        with rtnl.iproute() as ipr:
+            idx = ipr.link_lookup(ifname="port1")[0]
+            ipr.addr("add", index=idx, address=ENSLAVED_ADDR, prefixlen=24)
+
+    run_in_netns(_ns("sw"), address)
+    _sysctl(
+        "sw", **{"ipv4.neigh.port1.retrans_time_ms": "100", "ipv4.neigh.port1.mcast_solicit": "2"}
+    )
+
+
+def _enslaved_drive() -> None:
+    traffic.udp_blast(_ns("sw"), "10.231.2.2", 9, 2)
+    time.sleep(0.6)
+
+
+def _enslaved_verdict(ev: Evidence) -> str | None:
+    return _text(evidence.enslaved_address(ev, topology.ns_name("sw")))
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -226,6 +252,16 @@ SCENARIOS: dict[str, Scenario] = {
             _backlog_break,
             functools.partial(_syns, "h1", H2, BACKLOG_PORT, 8),
             _backlog_verdict,
+        ),
+        Scenario(
+            "enslaved-ip",
+            "bridge",
+            f"sw keeps {ENSLAVED_ADDR} on port1, a port of br0, and sends to h2",
+            {"neigh": ()},
+            ("neigh",),
+            _enslaved_break,
+            _enslaved_drive,
+            _enslaved_verdict,
         ),
         Scenario(
             "stp-loop",

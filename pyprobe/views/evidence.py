@@ -91,6 +91,29 @@ def neighbour_failed(ev: Evidence, netns: str, addr: str | None = None) -> Cause
     )
 
 
+def enslaved_address(ev: Evidence, netns: str) -> Cause | None:
+    """Resolutions that failed on a bridge's port: an address left on an
+    enslaved device. Its ARP requests go out of that one port, and the
+    answers, taken by the bridge, arrive on the bridge device: the port's
+    entries never resolve."""
+    failed = ev.stream("neigh", kind="failed", netns_name=netns)
+    if not failed:
+        return None
+    ports = run_in_netns(NETNS_RUN_DIR / netns, bridges.ports)
+    enslaved = {p["name"]: p["bridge"] for p in ports.values() if p["bridge"]}
+    on_ports = [e for e in failed if e["device"] in enslaved]
+    if not on_ports:
+        return None
+    e = on_ports[0]
+    return Cause(
+        3 * len(on_ports),  # above a plain failed resolution: it says why
+        f"an address on {e['device']}, a port of {enslaved[e['device']]} in {netns}: ARP for "
+        f"{e['addr']} went out of that port alone and its answers arrive on "
+        f"{enslaved[e['device']]} — {len(on_ports)} resolutions failed on it (neigh); the "
+        f"address belongs on {enslaved[e['device']]}",
+    )
+
+
 def no_route(ev: Evidence, netns: str) -> Cause | None:
     """Route lookups that found nothing in netns, and the packets the kernel
     counted as sent nowhere (IpOutNoRoutes)."""

@@ -220,6 +220,8 @@ def _joined(
         if not udp and (cause := ev_.accept_queue_full(ev, ns, host, port)):
             # the timeouts' cause: their SYNs were turned away
             replace("no answer from ", Cause(cause.weight, cause.text + _timed_out(outcomes)))
+        if cause := ev_.enslaved_address(ev, ns):  # why those resolutions fail
+            out.append(cause)
         if cause := ev_.stp_blocks(ev, ns):
             out.append(cause)
             explained.add("BRIDGE_INGRESS_STP_STATE")

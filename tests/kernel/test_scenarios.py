@@ -32,6 +32,10 @@ EXPECTED = {
         "drops",
     ),
     "backlog": (["accept queue full on 10.231.1.2:8084 in pplab-h2", "listen overflows"], "queues"),
+    "enslaved-ip": (
+        ["an address on port1, a port of br0 in pplab-sw", "ARP for 10.231.2.2", "on br0"],
+        "neigh",
+    ),
     "stp-loop": (["STP blocks loop", "on br0 in pplab-sw", "BRIDGE_INGRESS_STP_STATE"], "drops"),
 }
 

@@ -135,3 +135,13 @@ def test_stp_loop_blocked_port(capsys, scenario):
     assert refused, v["causes"]
     # nothing else: the lab's IPv6 chatter (dropped where IPv6 is off) is not this
     assert len(v["causes"]) == 2, v["causes"]
+
+
+@pytest.mark.parametrize("scenario", ["enslaved-ip"], indirect=True)
+def test_enslaved_ip_names_the_port(capsys, scenario):
+    """sw sends from the address left on port1: its ARP goes out of port1
+    alone, the answer arrives on br0, port1's entry fails."""
+    v = why(capsys, "sw", "10.231.2.2:9", "-u", "-n", "1", "--timeout", "3")
+    assert v["causes"][0].startswith(
+        f"an address on port1, a port of br0 in {topology.ns_name('sw')}: ARP for 10.231.2.2"
+    ), v["causes"]

@@ -99,7 +99,10 @@ def enslaved_address(ev: Evidence, netns: str) -> Cause | None:
     failed = ev.stream("neigh", kind="failed", netns_name=netns)
     if not failed:
         return None
-    ports = run_in_netns(NETNS_RUN_DIR / netns, bridges.ports)
+    try:
+        ports = run_in_netns(NETNS_RUN_DIR / netns, bridges.ports)
+    except OSError:  # not a named namespace (or gone): no ports to tell
+        return None
     enslaved = {p["name"]: p["bridge"] for p in ports.values() if p["bridge"]}
     on_ports = [e for e in failed if e["device"] in enslaved]
     if not on_ports:
@@ -187,7 +190,10 @@ def stp_blocks(ev: Evidence, netns: str) -> Cause | None:
     ]
     if not rows:
         return None
-    ports = run_in_netns(NETNS_RUN_DIR / netns, bridges.ports)
+    try:
+        ports = run_in_netns(NETNS_RUN_DIR / netns, bridges.ports)
+    except OSError:  # not a named namespace (or gone): no ports to tell
+        return None
     blocking = sorted(p["name"] for p in ports.values() if p["stp_state"] == "blocking")
     bridge = next((p["bridge"] for p in ports.values() if p["stp_state"] == "blocking"), None)
     where = ", ".join(blocking) or rows[0]["device"]

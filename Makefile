@@ -36,6 +36,14 @@ vm-test:
 vagrant-box:
 	@$(AS_ROOT); ./vagrant/vagrant-box.sh $(BOXES)
 
+# The Vagrant path for real, on those boxes: libvirtd (and virtlogd) started
+# here when nothing runs them, vagrant up under TCG (never KVM) on an isolated
+# network, provision.sh, the tests inside (PYPROBE_VAGRANT_SUITE=vm|default|full),
+# vagrant destroy; what it started is stopped. Not part of `make test`: it
+# takes long (vagrant/README.md). MACHINES=bookworm: just one.
+vagrant-test:
+	@$(AS_ROOT); ./vagrant/vagrant-test.sh $(MACHINES)
+
 # Side by side with the bcc tools and bpftrace; writes bench/RESULTS.md.
 bench:
 	@$(AS_ROOT); ./vagrant/provision.sh && $(VENV)/bin/python -m bench

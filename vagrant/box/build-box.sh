@@ -141,7 +141,8 @@ in_root apt-get install -y -q --no-install-recommends "${KERNEL_PKGS[@]}" "${BOX
   || { tail -30 "$buildlog" >&2; exit 1; }
 KREL=""
 for d in "$mnt"/lib/modules/*/; do KREL=$(basename "$d"); done
-[ -e "$mnt/lib/modules/$KREL/build/include" ] || { log "no headers for $KREL in the box"; exit 1; }
+# (build is an absolute link into the tree's /usr/src: look from inside)
+in_root test -e "/lib/modules/$KREL/build/include" || { log "no headers for $KREL in the box"; exit 1; }
 log "kernel $KREL with its headers"
 
 # Boot: GRUB on the first disk; the kernel on the serial console too (the

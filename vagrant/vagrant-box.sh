@@ -33,8 +33,8 @@ for b in "${boxes[@]}"; do
     echo "$recipe" >"$PV_CACHE/boxes/$b.recipe"
   fi
   version=$(sed -n 's/.*"version": "\([^"]*\)".*/\1/p' "$PV_CACHE/boxes/$b.json")
-  if vagrant box list --machine-readable 2>/dev/null | grep -q "box-version,$version\$" &&
-     vagrant box list 2>/dev/null | grep -q "^pyprobe/$b .*$version"; then
+  if vagrant box list --machine-readable 2>/dev/null | grep "box-version,$version\$" >/dev/null &&
+     vagrant box list 2>/dev/null | grep "^pyprobe/$b .*$version" >/dev/null; then
     echo "$PV_TAG: pyprobe/$b $version already added" >&2
     continue
   fi

@@ -52,10 +52,13 @@ case "$SUITE" in full) test_timeout=${PYPROBE_VAGRANT_TEST_TIMEOUT:-43200} ;; *)
 
 pv_install vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients qemu-system-x86 \
   qemu-utils dnsmasq-base iptables rsync openssh-client python3-pip
-vagrant plugin list 2>/dev/null | grep -q vagrant-libvirt ||
+vagrant plugin list 2>/dev/null | grep vagrant-libvirt >/dev/null ||
   pv_die2 "vagrant has no vagrant-libvirt plugin: apt-get install vagrant-libvirt"
 
 mkdir -p "$PV_CACHE/logs" "$PV_CACHE/pool"
+# One run at a time: two would share the network, the daemons and the machines.
+exec 9>"$PV_CACHE/vagrant-test.lock"
+flock -n 9 || pv_die2 "another make vagrant-test is running (lock $PV_CACHE/vagrant-test.lock): wait for it or stop it"
 export VAGRANT_CWD="$HERE" PYPROBE_VAGRANT_CACHE="$PV_CACHE" PYPROBE_VAGRANT_ACCEL=tcg
 export PYPROBE_VAGRANT_SUITE="$SUITE" PYPROBE_VAGRANT_CPUS="$cpus" PYPROBE_VAGRANT_MEMORY="$memory"
 export VAGRANT_DEFAULT_PROVIDER=libvirt VAGRANT_CHECKPOINT_DISABLE=1 LIBVIRT_DEFAULT_URI=qemu:///system
@@ -108,6 +111,13 @@ cleanup() {
     kill -TERM "$pid"
   fi
   [ -z "$started_libvirtd" ] || stop_pid "$started_libvirtd" libvirtd
+  # A domain the stopped libvirtd still had (vagrant interrupted while it
+  # started one): its qemu outlives the daemon, so it is stopped here.
+  if [ -n "$started_libvirtd" ]; then
+    for pid in $(pgrep -f "^/usr/bin/qemu-system-x86_64 -name guest=pyprobe-" || true); do
+      stop_pid "$pid" "qemu of a pyprobe domain"
+    done
+  fi
   [ -z "$started_virtlogd" ] || stop_pid "$started_virtlogd" virtlogd
   local left
   left=$(pgrep -a -f "qemu-system-x86_64 .*guest=pyprobe-|dnsmasq .*/$NET.conf" || true)
@@ -128,14 +138,14 @@ if ! virsh uri >/dev/null 2>&1; then
   else
     pid=$(cat /run/virtlogd.pid 2>/dev/null || true)
     if ! alive "$pid"; then
-      virtlogd -d || pv_die2 "virtlogd -d failed: is libvirt-daemon-system installed?"
+      virtlogd -d 9>&- || pv_die2 "virtlogd -d failed: is libvirt-daemon-system installed?"
       started_virtlogd=$(cat /run/virtlogd.pid)
     fi
     # In a mount namespace of its own where /dev/kvm is /dev/null: neither
     # libvirtd's capability probes nor any qemu it starts can open KVM, even
     # by mistake (a domain of type kvm then fails to start).
     unshare --mount --propagation private sh -c \
-      '[ ! -e /dev/kvm ] || mount --bind /dev/null /dev/kvm || exit 3; exec libvirtd -d' ||
+      '[ ! -e /dev/kvm ] || mount --bind /dev/null /dev/kvm || exit 3; exec libvirtd -d' 9>&- ||
       pv_die2 "libvirtd -d failed: is libvirt-daemon-system installed? (run libvirtd in the foreground to see why)"
     for _ in $(seq 60); do virsh uri >/dev/null 2>&1 && break; sleep 0.5; done
     started_libvirtd=$(cat /run/libvirtd.pid 2>/dev/null || true)
@@ -152,7 +162,9 @@ if ! virsh uri >/dev/null 2>&1; then
     done
   fi
 fi
-virsh capabilities | grep -q "<domain type='qemu'" ||
+# (read whole: grep -q may close the pipe first, and pipefail counts virsh's SIGPIPE)
+caps=$(virsh capabilities 2>/dev/null || true)
+grep -q "<domain type='qemu'" <<<"$caps" ||
   pv_die2 "libvirt offers no <domain type='qemu'> (TCG): apt-get install qemu-system-x86"
 if ! virsh pool-info "$POOL" >/dev/null 2>&1; then
   # Transient: gone with the daemon; its volumes (the uploaded box images)

@@ -12,7 +12,7 @@
 #                                   in this VM's kernel (PYPROBE_VM_IN_PLACE=1)
 #                                   instead of a qemu VM inside this one
 #
-# Under software emulation each bcc compile takes about a minute, and the
+# Under software emulation each bcc compile takes tens of seconds, and the
 # whole `make test` compiles hundreds of programs: see vagrant/README.md for
 # how long each suite takes. The last line says what ran and how it ended.
 set -euo pipefail

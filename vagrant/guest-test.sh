@@ -16,7 +16,7 @@
 # whole `make test` compiles hundreds of programs: see vagrant/README.md for
 # how long each suite takes. The last line says what ran and how it ended.
 set -euo pipefail
-SUITE=${1:-default}
+SUITE=${1:-vm}
 cd "$(dirname "$0")/.."
 KERNEL_TESTS=${PYPROBE_VAGRANT_KERNEL_TESTS:-tests/kernel/test_tcpstates.py}
 echo "guest-test: $(tr '\n' ' ' </etc/pyprobe-vagrant-box 2>/dev/null)running kernel $(uname -r), suite $SUITE"

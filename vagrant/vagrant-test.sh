@@ -11,7 +11,7 @@
 #
 #   vagrant/vagrant-test.sh [MACHINE...]   bookworm, oldkernel (default: both)
 #   PYPROBE_VAGRANT_SUITE=vm|default|full  what runs inside (vagrant/guest-test.sh;
-#                                          default: default)
+#                                          default: vm)
 #   PYPROBE_VAGRANT_CPUS=2 PYPROBE_VAGRANT_MEMORY=2048
 #   PYPROBE_VAGRANT_TEST_TIMEOUT=seconds   per machine, for the tests (default:
 #                                          2 h; full: 12 h)
@@ -31,7 +31,7 @@ log() { echo "$PV_TAG: $*" >&2; }
 accel=${PYPROBE_VAGRANT_ACCEL:-tcg}
 [ "$accel" = tcg ] || pv_die2 "PYPROBE_VAGRANT_ACCEL=$accel: make vagrant-test runs on software emulation only (KVM crashed this kind of host); unset PYPROBE_VAGRANT_ACCEL (on a laptop with KVM: cd vagrant && PYPROBE_VAGRANT_ACCEL=kvm vagrant up)"
 pv_need_root
-SUITE=${PYPROBE_VAGRANT_SUITE:-default}
+SUITE=${PYPROBE_VAGRANT_SUITE:-vm}
 case "$SUITE" in vm|default|full) ;; *) pv_die2 "PYPROBE_VAGRANT_SUITE=$SUITE: use vm, default or full" ;; esac
 machines=("$@")
 [ ${#machines[@]} -gt 0 ] || machines=(bookworm oldkernel)

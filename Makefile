@@ -9,7 +9,7 @@ AS_ROOT = if [ "$$(id -u)" != 0 ]; then \
 	echo "make $@ needs root: log in as root (this machine has no sudo) and run: make $@" >&2; \
 	exit 2; fi
 
-.PHONY: setup demo test test-unit test-faults soak vm-test bench check fmt deb image man
+.PHONY: setup demo test test-unit test-faults soak vm-test vagrant-box vagrant-test bench check fmt deb image man
 
 setup:
 	@$(AS_ROOT); ./vagrant/provision.sh
@@ -29,6 +29,20 @@ test:
 # the image is built once and cached in /var/cache/pyprobe-vm.
 vm-test:
 	@$(AS_ROOT); ./vagrant/provision.sh && ./vagrant/qemu/run-tests.sh
+
+# Vagrant boxes for libvirt built here from Debian packages (debootstrap),
+# cached in /var/cache/pyprobe-vagrant and registered with `vagrant box add`:
+# pyprobe/bookworm (6.1) and pyprobe/bookworm-5.10. BOXES=bookworm: just one.
+vagrant-box:
+	@$(AS_ROOT); ./vagrant/vagrant-box.sh $(BOXES)
+
+# The Vagrant path for real, on those boxes: libvirtd (and virtlogd) started
+# here when nothing runs them, vagrant up under TCG (never KVM) on an isolated
+# network, provision.sh, the tests inside (PYPROBE_VAGRANT_SUITE=vm|default|full),
+# vagrant destroy; what it started is stopped. Not part of `make test`: it
+# takes long (vagrant/README.md). MACHINES=bookworm: just one.
+vagrant-test:
+	@$(AS_ROOT); ./vagrant/vagrant-test.sh $(MACHINES)
 
 # Side by side with the bcc tools and bpftrace; writes bench/RESULTS.md.
 bench:

@@ -64,7 +64,9 @@ static __always_inline int poll(const void *napi_struct, int work, int budget)
 	u32 slot = hist_slot(work);
 	if (slot > WORK_SLOTS - 2)
 		slot = WORK_SLOTS - 2;
-	v->work[slot]++;
+	/* (the mask: a bound the 6.1 verifier sees, where the clamp above,
+	 * compiled to a conditional move, left it "unbounded") */
+	v->work[slot & (WORK_SLOTS - 1)]++;
 	v->work[WORK_SLOTS - 1] += work;
 	return 0;
 }

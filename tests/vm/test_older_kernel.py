@@ -67,3 +67,22 @@ def test_fallbacks_chosen_for_an_older_kernel_count_right():
     # Before 6.10, tcp_send_reset fires only for a reset sent by a socket; the
     # resets a closed port answers with (no socket) are not traced there.
     assert sent == 0
+
+
+def test_every_probe_attaches_with_the_hook_it_chose():
+    """Each probe with hooks, with nothing disabled: the hook chosen before
+    loading is one this kernel's verifier takes (napi's tp_btf was refused
+    by 6.1's: an index bound it could not see)."""
+    env = KernelEnv.detect()
+    env.disabled_hooks = frozenset()
+    refused = {}
+    for name in registry.names():
+        probe = registry.create(name, env=env)
+        if not probe.manifest.hooks:
+            continue  # the kernel's counters alone
+        with probe:
+            try:
+                probe.attach()
+            except Exception as e:  # what it was is the finding
+                refused[name] = str(e)[-300:]
+    assert not refused, refused

@@ -64,8 +64,11 @@ static __always_inline int poll(const void *napi_struct, int work, int budget)
 	u32 slot = hist_slot(work);
 	if (slot > WORK_SLOTS - 2)
 		slot = WORK_SLOTS - 2;
-	/* (the mask: a bound the 6.1 verifier sees, where the clamp above,
-	 * compiled to a conditional move, left it "unbounded") */
+	/* The clamp above compiles to a conditional move whose bound 6.1's
+	 * verifier loses ("R2 unbounded memory access"); clang drops a mask it
+	 * can prove redundant, so the barrier hides slot's range from it and
+	 * the mask, kept, is a bound every verifier sees. */
+	asm volatile("" : "+r"(slot));
 	v->work[slot & (WORK_SLOTS - 1)]++;
 	v->work[WORK_SLOTS - 1] += work;
 	return 0;

@@ -29,15 +29,27 @@ def attach_each(
             requests[name] = probe.load_request(stream=name in streams)
         except PyprobeError as e:
             yield name, e
-    names = list(requests)
-    # closed with this generator: a caller that stops early stops the compiling
-    with contextlib.closing(loader.load_each(list(requests.values()))) as results:
-        for i, result in results:
-            if isinstance(result, PyprobeError):
-                yield names[i], result
-            else:
-                probes[names[i]].adopt(result, stream=names[i] in streams)
-                yield names[i], None
+    for _ in range(2):  # a second round for those whose tp_btf the verifier refused
+        names = list(requests)
+        again: dict[str, LoadRequest] = {}
+        # closed with this generator: a caller that stops early stops the compiling
+        with contextlib.closing(loader.load_each(list(requests.values()))) as results:
+            for i, result in results:
+                name = names[i]
+                if isinstance(result, PyprobeError):
+                    if probes[name].refused_by_verifier(result):
+                        try:
+                            again[name] = probes[name].load_request(stream=name in streams)
+                            continue
+                        except PyprobeError as e:
+                            result = e
+                    yield name, result
+                else:
+                    probes[name].adopt(result, stream=name in streams)
+                    yield name, None
+        if not again:
+            return
+        requests = again
 
 
 def attach_together(

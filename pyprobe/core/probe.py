@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,6 +30,7 @@ from ..errors import PyprobeError
 from ..kernel.env import KernelEnv
 from ..kernel.points import Hook
 from ..load.program import STREAM_FLAG, Exports, Loader, LoadRequest, Program
+from ..logs import kv
 from ..netns.links import netns_name
 from . import eventcode, native
 from .decoders import Decoders
@@ -37,6 +39,8 @@ from .hooks import Choice, choose, usable_points
 from .manifest import Manifest
 from .series import Series
 from .sizes import bpf_atomics, map_entries, netns_cookies, ringbuf_pages
+
+log = logging.getLogger("pyprobe")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +167,27 @@ class Probe:
 
     # -- lifecycle -------------------------------------------------------------
     def available(self) -> Choice:
-        return choose(self.manifest, self.env)
+        env = self.env
+        if self.refused_kinds:  # what this kernel's verifier refused: the next variant
+            env = dataclasses.replace(env, disabled_hooks=env.disabled_hooks | self.refused_kinds)
+        return choose(self.manifest, env)
+
+    refused_kinds: frozenset[str] = frozenset()
+
+    def refused_by_verifier(self, error: Exception) -> bool:
+        """Whether error is this kernel's verifier refusing the tp_btf variant
+        (an older verifier, a bound it cannot see: napi's on 6.1): if so, that
+        kind is left out from now on and the next variant is the choice —
+        the caller loads again."""
+        hook = self.available().hook
+        if hook is None or hook.kind != "tp_btf" or "cannot load as tp_btf" not in str(error):
+            return False
+        log.warning(
+            "verifier refused a variant: the next one instead",
+            extra=kv(probe=self.name, hook=hook.label, error=str(error)[-200:]),
+        )
+        self.refused_kinds = self.refused_kinds | {"tp_btf"}
+        return True
 
     def runs_here(self, stream: bool = False) -> tuple[str | None, str]:
         """(what it would read with here: a hook's label, or the kernel's
@@ -183,7 +207,13 @@ class Probe:
             return
         if self.loader is None:
             raise PyprobeError(f"{self.name}: no loader to attach with")
-        self.adopt(self.loader.load(self.load_request(stream, cflags)), stream)
+        try:
+            program = self.loader.load(self.load_request(stream, cflags))
+        except PyprobeError as e:
+            if not self.refused_by_verifier(e):
+                raise
+            program = self.loader.load(self.load_request(stream, cflags))
+        self.adopt(program, stream)
 
     def load_request(self, stream: bool = False, cflags: Sequence[str] = ()) -> LoadRequest:
         """What the loader is to compile and attach: program, hook, flags, and

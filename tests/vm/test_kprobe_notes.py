@@ -66,7 +66,9 @@ def test_icmp_kprobe_counts_each_port_unreachable(env):
             counted = sum(
                 r["value"]
                 for r in probe.rows()
-                if r["netns"] == ns_b and (r["type"], r["code"]) == ("DEST_UNREACH", "PORT_UNREACH")
+                if r["metric"] == "icmp_errors_sent_total"
+                and r["netns"] == ns_b
+                and (r["type"], r["code"]) == ("DEST_UNREACH", "PORT_UNREACH")
             )
     assert sent == counted == N
 

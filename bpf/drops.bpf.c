@@ -48,7 +48,6 @@ static __always_inline void stream(const void *skb, const void *sk, struct drop_
 	struct drop_event *e = event_reserve(sizeof(struct drop_event));
 	if (!e)
 		return;
-	struct tuple t = {};
 	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_ns = bpf_ktime_get_ns();
 	e->location = k->location;
@@ -62,16 +61,7 @@ static __always_inline void stream(const void *skb, const void *sk, struct drop_
 	e->ifindex = k->ifindex;
 	e->reason = k->reason;
 	e->protocol = k->protocol;
-	skb_tuple(skb, &t);
-	if (t.family) {
-		__builtin_memcpy(e->saddr, t.saddr, 16);
-		__builtin_memcpy(e->daddr, t.daddr, 16);
-		e->sport = t.sport;
-		e->dport = t.dport;
-		e->family = t.family;
-		e->l4proto = t.l4proto;
-		e->flags |= PYPROBE_F_HAS_TUPLE;
-	}
+	EVENT_TUPLE(e, skb);
 	e->flags |= owner_of(sk, &e->pid, e->comm);
 	event_submit(e);
 }

@@ -36,23 +36,13 @@ static __always_inline int icmp(const void *skb, int type, int code)
 	struct icmp_event *e = event_reserve(sizeof(struct icmp_event));
 	if (!e)
 		return 0;
-	struct tuple t = {};
 	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_ns = bpf_ktime_get_ns();
 	e->netns = k.netns;
 	e->ifindex = k.ifindex;
 	e->type = k.type;
 	e->code = k.code;
-	skb_tuple(skb, &t);
-	if (t.family) {
-		__builtin_memcpy(e->saddr, t.saddr, 16);
-		__builtin_memcpy(e->daddr, t.daddr, 16);
-		e->sport = t.sport;
-		e->dport = t.dport;
-		e->family = t.family;
-		e->l4proto = t.l4proto;
-		e->flags = PYPROBE_F_HAS_TUPLE;
-	}
+	EVENT_TUPLE(e, skb);
 	event_submit(e);
 #endif
 	return 0;

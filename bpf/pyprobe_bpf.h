@@ -468,6 +468,23 @@ static __always_inline void skb_tuple(const void *skb, struct tuple *t)
 	t->sport = __builtin_bswap16(ports[0]);
 	t->dport = __builtin_bswap16(ports[1]);
 }
+
+/* An event's 5-tuple from the skb's headers, and PYPROBE_F_HAS_TUPLE in its
+ * flags, where skb_tuple found one (the events' members share these names). */
+#define EVENT_TUPLE(e, skb)                                       \
+	do {                                                      \
+		struct tuple t_ = {};                             \
+		skb_tuple(skb, &t_);                              \
+		if (t_.family) {                                  \
+			__builtin_memcpy((e)->saddr, t_.saddr, 16); \
+			__builtin_memcpy((e)->daddr, t_.daddr, 16); \
+			(e)->sport = t_.sport;                    \
+			(e)->dport = t_.dport;                    \
+			(e)->family = t_.family;                  \
+			(e)->l4proto = t_.l4proto;                \
+			(e)->flags |= PYPROBE_F_HAS_TUPLE;        \
+		}                                                 \
+	} while (0)
 #endif
 
 #endif /* PYPROBE_BPF_H */

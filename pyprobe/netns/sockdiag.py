@@ -132,21 +132,25 @@ def tcp_records(
                 if counted is not None:
                     counted.clear()
         for seq, family in enumerate(families, 2):
-            nl.send(
-                _REQ.pack(
-                    _REQ.size,
-                    SOCK_DIAG_BY_FAMILY,
-                    NLM_F_REQUEST | NLM_F_DUMP,
-                    seq,
-                    0,
-                    family,
-                    socket.IPPROTO_TCP,
-                    0,
-                    ALL_STATES,
-                )
-            )
+            nl.send(_dump_request(seq, family))
             _read(nl, out, fmt, SOCK_DIAG_BY_FAMILY, each_buffer)
     return out
+
+
+def _dump_request(seq: int, family: int, ext: int = 0, states: int = ALL_STATES) -> bytes:
+    """A SOCK_DIAG_BY_FAMILY dump request for TCP sockets of one family, in
+    these states, with these extensions (INET_DIAG_* bits)."""
+    return _REQ.pack(
+        _REQ.size,
+        SOCK_DIAG_BY_FAMILY,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        0,
+        family,
+        socket.IPPROTO_TCP,
+        ext,
+        states,
+    )
 
 
 def _read(
@@ -231,19 +235,7 @@ def tcp_rtts() -> list[tuple[int, int, int]]:
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as nl:
         nl.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 2):
-            nl.send(
-                _REQ.pack(
-                    _REQ.size,
-                    SOCK_DIAG_BY_FAMILY,
-                    NLM_F_REQUEST | NLM_F_DUMP,
-                    seq,
-                    0,
-                    family,
-                    socket.IPPROTO_TCP,
-                    1 << (INET_DIAG_INFO - 1),
-                    1 << TCP_ESTABLISHED,
-                )
-            )
+            nl.send(_dump_request(seq, family, 1 << (INET_DIAG_INFO - 1), 1 << TCP_ESTABLISHED))
             while not _rtts_of(nl.recv(1 << 17), out):
                 pass
     return out

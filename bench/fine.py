@@ -28,7 +28,9 @@ process: its consumer works while the programs are attached and sleeps
 while they are not, so its cost is in the ratio.
 
 The trace arm is `pyprobe trace`'s program with a filter that matches
-nothing (TRACE_NOTHING), streaming as the command attaches it: the cost of
+nothing (TRACE_NOTHING), streaming as the command attaches it, at rest as
+the command is once nothing has matched for --rest-after seconds (only the
+entries where the filter runs attached: probes/trace.py): the cost of
 having it attached while no packet is traced.
 
 As a helper (`python -m bench.fine default|all|floor|stream|trace`, run from the
@@ -113,6 +115,7 @@ def _attach(arm: str) -> None:
         if arm == "trace":  # as `pyprobe trace` attaches it: the filter in, streaming
             probe.configure(expression=TRACE_NOTHING)
             probe.attach(stream=True)
+            probe.rest()  # as it is once nothing has matched for --rest-after seconds
         else:
             probe.attach()
         _KEEP.append(probe)

@@ -61,6 +61,11 @@ BPF_ARRAY(armed, u64, 1);           /* 1 once anything was marked */
  * copy, a tap's) are other skbs, found by the identity they carry */
 BPF_TABLE("lru_hash", u32, u64, idents, MAX_idents);
 BPF_PERCPU_ARRAY(xmitting, u64, 1); /* the skb this CPU's driver is transmitting */
+/* the skb this CPU queued last, taken by the netif_rx that follows when a
+ * device hands its own transmit to its peer: tells that receive from a new
+ * packet's while net_dev_start_xmit/net_dev_xmit (which keep `xmitting`)
+ * are not attached (nothing followed: only the entries are, see on_queue) */
+BPF_PERCPU_ARRAY(queued, u64, 1);
 BPF_PERCPU_ARRAY(ids, u64, 1);      /* packet ids: (cpu + 1) << 40 | n */
 BPF_PERCPU_ARRAY(stats, u64, STAT_SLOTS);
 struct pktbuf {
@@ -274,9 +279,11 @@ static __always_inline void emit(const void *skb, u64 pkt, const struct hop *h)
 	event_submit(e);
 }
 
-/* A first hop: with the packet's bytes. */
+/* A first hop: with the packet's bytes. wake: the reader is woken for it
+ * (the first match since nothing was marked: user space attaches the hooks
+ * that follow it then, probes/trace.py, and should not wait for its poll). */
 static __always_inline void emit_first(const void *skb, u64 pkt, struct hop *h,
-				       const struct view *v, const u8 *buf)
+				       const struct view *v, const u8 *buf, int wake)
 {
 	struct trace_event *e = event_reserve(sizeof(struct trace_event));
 	if (!e)
@@ -287,7 +294,10 @@ static __always_inline void emit_first(const void *skb, u64 pkt, struct hop *h,
 	e->wirelen = v->wirelen;
 	__builtin_memcpy(e->data, buf, PYPROBE_TRACE_SNAP);
 	stat(STAT_HOPS);
-	event_submit(e);
+	if (wake)
+		events.ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	else
+		event_submit(e);
 }
 
 static __always_inline struct mark *marked(const void *skb)
@@ -359,17 +369,20 @@ static __always_inline void judge(const void *skb, struct hop *h)
 	};
 	m.nat = nat;
 	m.alt = m.ident;
+	int arming = 0;
 	if (h->hook != PYPROBE_HOP_DROP) {
 		u64 key = (u64)skb;
 		if (marks.update(&key, &m))
 			map_full(MAP_ID_marks);
 		u64 *on = armed.lookup(&zero);
-		if (on && !*on)
+		if (on && !*on) {
 			*on = 1;
+			arming = 1;
+		}
 		if (m.ident)
 			idents.update(&m.ident, &m.pkt);
 	}
-	emit_first(skb, m.pkt, h, &v, buf);
+	emit_first(skb, m.pkt, h, &v, buf, arming);
 }
 
 static __always_inline int in_own_xmit(const void *skb)
@@ -377,6 +390,30 @@ static __always_inline int in_own_xmit(const void *skb)
 	u32 zero = 0;
 	u64 *x = xmitting.lookup(&zero);
 	return x && *x == (u64)skb;
+}
+
+/* A receive of the skb this CPU is transmitting (its device's peer takes
+ * it), or of the one it queued last: judged at that queue already. */
+static __always_inline int inherited(const void *skb)
+{
+	u32 zero = 0;
+	u64 *q = queued.lookup(&zero);
+	if (q && *q == (u64)skb) {
+		/* taken once, whichever way this is known: the same skb comes
+		 * back decapsulated (VXLAN) as another packet; an address is
+		 * reused once freed */
+		*q = 0;
+		return 1;
+	}
+	return in_own_xmit(skb);
+}
+
+static __always_inline void queue_seen(const void *skb)
+{
+	u32 zero = 0;
+	u64 *q = queued.lookup(&zero);
+	if (q)
+		*q = (u64)skb;
 }
 
 /* Follow-only hooks: a marked skb's hop, nothing else. */
@@ -392,6 +429,7 @@ static __always_inline int follow(const void *skb, struct hop *h)
 static __always_inline int entry_tx(const void *skb)
 {
 	struct hop h = {.hook = PYPROBE_HOP_QUEUE};
+	queue_seen(skb);
 	struct mark *m = marked(skb);
 	if (m && in_own_xmit(skb)) {
 		/* queued again from within its own transmit: encapsulated (the
@@ -420,7 +458,7 @@ static __always_inline int entry_rx(const void *skb, u8 hook)
 {
 	struct hop h = {.hook = hook};
 	struct mark *m = marked(skb);
-	if (in_own_xmit(skb)) {
+	if (inherited(skb)) {
 		/* a device handing its own transmit to its peer: judged at its queue */
 		stat(STAT_INHERITED);
 		if (m)

@@ -21,7 +21,7 @@ ARCH=$(dpkg --print-architecture)
 # not needed: buildah commits the image straight into podman's storage.
 PKGS=(python3-bpfcc bpfcc-tools bpftool iproute2 python3-venv python3-pip
       procps iputils-ping nftables iperf3 ethtool gcc libc6-dev
-      prometheus openssl
+      prometheus openssl libpcap0.8
       podman buildah runc catatonit debootstrap)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

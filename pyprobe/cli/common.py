@@ -261,21 +261,27 @@ class Seconds(click.ParamType):
 
     name = "seconds"
 
-    def __init__(self, minimum: float = 0.0) -> None:
+    def __init__(self, minimum: float = 0.0, zero: bool = False) -> None:
         self.minimum = minimum
+        self.zero = zero  # 0 allowed too (a setting whose 0 means "never")
 
     def convert(self, value: Any, param: Any, ctx: Any) -> float:
         try:
             n = float(value)
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a number of seconds", param, ctx)
-        if not (self.minimum < n <= MAX_SECONDS or (self.minimum and n == self.minimum)):
+        if not (
+            self.minimum < n <= MAX_SECONDS
+            or (self.minimum and n == self.minimum)
+            or (self.zero and n == 0)
+        ):
             low = f"at least {self.minimum:g}" if self.minimum else "above 0"
             self.fail(f"{value!r} is out of range: {low} and at most {MAX_SECONDS}", param, ctx)
         return n
 
 
 SECONDS = Seconds()
+SECONDS_OR_NEVER = Seconds(zero=True)  # 0: never
 COUNT = click.IntRange(1, 10**9)
 
 

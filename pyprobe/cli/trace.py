@@ -19,6 +19,7 @@ from .common import (
     COUNT,
     LOADING,
     SECONDS,
+    SECONDS_OR_NEVER,
     Documented,
     attached,
     buffer_pages_option,
@@ -39,6 +40,15 @@ from .common import (
     help="Show a packet that was neither freed nor dropped after this long without a hop.",
 )
 @click.option(
+    "--rest-after",
+    type=SECONDS_OR_NEVER,
+    default=10.0,
+    show_default=True,
+    help="After this long with no packet matching, detach the hooks that only follow "
+    "a packet (the filter still runs where packets enter); the next match attaches "
+    "them again in a few ms, and that packet is followed from then on. 0: never.",
+)
+@click.option(
     "-w",
     "--pcap",
     type=click.Path(dir_okay=False, writable=True),
@@ -51,6 +61,7 @@ def trace(
     count: int | None,
     duration: float | None,
     idle: float,
+    rest_after: float,
     pcap: str | None,
     buffer_pages: int | None,
 ) -> None:
@@ -85,7 +96,7 @@ def trace(
                 writer = pcapng.Writer(files.enter_context(open(pcap, "wb")))
             except OSError as e:
                 raise PyprobeError(f"--pcap {pcap}: {e.strerror}") from None
-        _trace(text, compiled, tracker, as_json, count, duration, buffer_pages, writer)
+        _trace(text, compiled, tracker, as_json, count, duration, buffer_pages, writer, rest_after)
 
 
 def _trace(
@@ -97,10 +108,12 @@ def _trace(
     duration: float | None,
     buffer_pages: int | None,
     writer: pcapng.Writer | None,
+    rest_after: float,
 ) -> None:
     with attached(
         "trace", buffer_pages=buffer_pages, options={"expression": compiled}, stream=True
     ) as probe:
+        probe.rest_after = rest_after or None
         if not as_json:
             click.echo(f"Tracing packets matching {text!r}... Ctrl-C to end", err=True)
         with ctrl_c_ends() as end:

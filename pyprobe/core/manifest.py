@@ -364,11 +364,20 @@ def parse(text: str, path: Path, bpf_dir: Path) -> Manifest:
 
 def _points(h: _Reader) -> tuple[Point, ...]:
     if "attach" not in h.table:
-        return (_point(h),)
-    points = tuple(_point(p) for p in h.tables("attach"))
+        points: tuple[Point, ...] = (_point(h),)
+    else:
+        points = tuple(_point(p) for p in h.tables("attach"))
     if not points:
         raise h._fail("attach", "at least one attach point is required")
+    kind = h.table.get("kind")
+    deferred = [p for p in points if p.deferred and (p.kind or kind) not in ATTACHED_BY_FD]
+    if deferred:
+        # a deferred point is attached later from its program's fd alone
+        raise h._fail("deferred", f"{deferred[0].target}: only tp_btf or raw_tracepoint defer")
     return points
+
+
+ATTACHED_BY_FD = ("tp_btf", "raw_tracepoint")  # a link from the program's fd (+ name)
 
 
 def _point(p: _Reader) -> Point:
@@ -381,6 +390,7 @@ def _point(p: _Reader) -> Point:
         p.choice("kind", HOOK_KINDS) if "kind" in p.table else "",
         p.get("optional", bool, False),
         feature=p.get("feature", str, ""),
+        deferred=p.get("deferred", bool, False),
     )
 
 

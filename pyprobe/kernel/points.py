@@ -24,6 +24,9 @@ class Point:
     optional: bool = False  # skipped where this kernel lacks it, instead of ruling out the hook
     btf_id: int = 0  # tp_btf: the tracepoint's btf_trace_* type id, filled in before load
     feature: str = ""  # attached only with this feature of its probe on ("": always)
+    # loaded, not attached: its probe's plug-in attaches it when it needs it
+    # (trace: the hooks that only follow a packet, while one is followed)
+    deferred: bool = False
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,10 @@ class BccProgram(RingOwner):
 
     def attach_tp_btf(self, function: str, target: str, btf_id: int) -> None:
         """Load bcc's compiled function as a tp_btf program and attach it."""
+        self._links.append(programs.attach(self.load_tp_btf(function, target, btf_id)))
+
+    def load_tp_btf(self, function: str, target: str, btf_id: int) -> int:
+        """Load bcc's compiled function as a tp_btf program: its fd."""
         if not btf_id:
             raise PyprobeError(f"{target}: no btf_trace_{target} in this kernel's BTF")
         if function in self._tracing:
@@ -220,7 +224,7 @@ class BccProgram(RingOwner):
             raise PyprobeError(f"{function}: a tp_btf function attaches to one tracepoint only")
         fd = programs.load_tp_btf(self.bpf.dump_func(function.encode()), function, btf_id)
         self._tracing[function] = fd
-        self._links.append(programs.attach(fd))
+        return fd
 
     def map_usage(self, names: list[str]) -> list[tuple[str, int, int]]:
         """(map, entries in use, capacity) of these (hash) maps."""
@@ -351,7 +355,12 @@ def _attach(program: BccProgram, hook: Hook) -> None:
     bpf = program.bpf
     for p in hook.points:
         target, fn, kind = p.target.encode(), p.function.encode(), p.kind or hook.kind
-        if kind == "tp_btf":
+        if p.deferred:  # loaded only: its plug-in attaches it (by fd) when it needs it
+            if kind == "tp_btf":
+                program.load_tp_btf(p.function, p.target, p.btf_id)
+            else:
+                bpf.load_func(fn, _bcc().BPF.RAW_TRACEPOINT)
+        elif kind == "tp_btf":
             program.attach_tp_btf(p.function, p.target, p.btf_id)
         elif kind == "raw_tracepoint":
             bpf.attach_raw_tracepoint(tp=target, fn_name=fn)

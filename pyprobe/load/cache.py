@@ -218,6 +218,7 @@ def _spec(exported: Exported, by_fd: MapNames, dump: Instructions) -> dict | Non
                 "kind": p.kind or exported.hook.kind,
                 "target": p.target,
                 "btf_id": p.btf_id,
+                "deferred": p.deferred,
                 "insns": base64.b64encode(insns).decode(),
                 "relocs": relocs,
             }
@@ -321,6 +322,8 @@ def _create(spec: dict, hook: Hook, opened: list[int]) -> tuple[Exported, list[i
             else:
                 loaded[fn] = programs.load_raw_tracepoint(bytes(insns), fn)
             opened.append(loaded[fn])
+        if p.get("deferred"):
+            continue  # loaded only: its plug-in attaches it
         target = None if p["kind"] == "tp_btf" else p["target"]
         links.append(programs.attach(loaded[fn], target))
         opened.append(links[-1])

@@ -8,26 +8,51 @@ What a manifest cannot say: the filter, given before attach(); records of
 two sizes (a hop is sent without the packet's bytes, which only the first
 hop and a drop carry), so every record is read one by one and padded to the
 full struct before it is decoded, never through the fixed-size batch path;
-and the program's own counters (stats()).
+the program's own counters (stats()); and when its deferred points are
+attached.
+
+Most of its hooks only follow a packet the filter matched (a mark looked
+up, nothing else): with nothing followed they still cost a program run
+each, about five per packet on a loopback or veth path, which is most of
+what a filter that matches nothing costs. So while nothing has matched for
+`rest_after` seconds only the entries (where the filter runs: net_dev_queue,
+the receives, kfree_skb) stay attached, and the next match attaches the
+rest (`follow()`: a few ms). That packet, and any other whose first hop
+came before they were back, is followed from then on only: its hops are
+marked `resumed_ms` (how long after its first hop the rest were attached).
+`pyprobe trace` calls tick() to rest; `why` and the demo never do.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
+from ..core.events import header
 from ..core.pcapfilter import Filter, compile_filter
 from ..core.probe import Probe, plugin
 from ..errors import PyprobeError
+from ..kernel import programs
 from ..load.program import LoadRequest, Program
 
 # stats[] slots, as bpf/trace.bpf.c numbers them
 STATS = ("filter_runs", "matches", "inherited", "hops", "stale")
 
 
+F_FIRST = header().constant("F_FIRST")  # trace_event.flags: a packet's first hop
+
+
 @plugin("trace")
 class Trace(Probe):
     filter: Filter | None = None
+    # seconds without a match before only the entries stay attached; None: never
+    rest_after: float | None = None
+    _links: list[int]  # the deferred points' attachments, while following
+    _last_match = 0.0  # monotonic seconds of the newest first hop
+    _paused_ns = 0  # monotonic ns: when the deferred points were last detached
+    _resumed_ns = 0  # ... and attached again
 
     def configure(self, expression: str | Filter | None = None, **_: Any) -> None:
         """The pcap-filter expression, or it compiled (a one-line
@@ -47,8 +72,66 @@ class Trace(Probe):
         # Not Probe.adopt's ring: its batch path reads one record size only.
         super().adopt(program, stream=False)
         self.streaming = stream
-        if stream and program is not None and self.manifest.event is not None:
+        self._links = []
+        if program is None:
+            return
+        if stream and self.manifest.event is not None:
             program.open_ringbuf(self.manifest.event.ringbuf, self._on_event)
+        self.follow()
+
+    @property
+    def following(self) -> bool:
+        """Whether the deferred points are attached (or there are none)."""
+        return bool(self._links) or not self._deferred()
+
+    def _deferred(self) -> list[tuple[int, str | None]]:
+        """Each deferred point's program fd, and the name a raw tracepoint
+        attaches by (a tp_btf program knows its own)."""
+        hook, fds = self.hook, self.program_fds()
+        if hook is None:
+            return []
+        return [
+            (fds[p.function], p.target if (p.kind or hook.kind) == "raw_tracepoint" else None)
+            for p in hook.points
+            if p.deferred and p.function in fds
+        ]
+
+    def follow(self) -> None:
+        """Attach the deferred points (again)."""
+        if self._links or self.program is None:
+            return
+        try:
+            for fd, target in self._deferred():
+                self._links.append(programs.attach(fd, target))
+        except BaseException:
+            self.rest()
+            raise
+        if self._paused_ns:  # after a rest (not the first attach)
+            self._resumed_ns = time.monotonic_ns()
+        self._last_match = time.monotonic()
+
+    def rest(self) -> None:
+        """Detach the deferred points and forget that anything was marked:
+        the entries then run the filter and nothing else. (A match in the
+        moment between is seen at its first hop, which attaches them again;
+        that packet alone may lose its hops until the next match re-arms.)"""
+        links, self._links = self._links, []
+        for fd in links:
+            os.close(fd)
+        if links and self.program is not None:
+            self._paused_ns = time.monotonic_ns()
+            self.program.delete_keys("armed", [0])  # an array's: zeroed
+
+    def tick(self, now: float | None = None) -> None:
+        """Rest once nothing has matched for rest_after seconds."""
+        now = time.monotonic() if now is None else now
+        idle = now - self._last_match
+        if self.rest_after is not None and self._links and idle >= self.rest_after:
+            self.rest()
+
+    def detach(self) -> None:
+        self.rest()  # before the programs go
+        super().detach()
 
     def decode(self, raw: bytes) -> dict[str, Any]:
         size = self.event_row.size
@@ -56,7 +139,14 @@ class Trace(Probe):
         return self.decode_row((len(raw), *self.event_row.unpack_from(whole)))
 
     def _on_event(self, raw: bytes) -> None:
-        self._pending.append(self.decode(raw))
+        hop = self.decode(raw)
+        if hop["flags"] & F_FIRST:
+            self._last_match = time.monotonic()
+            if not self._links:
+                self.follow()
+            if self._paused_ns < hop["ts_ns"] < self._resumed_ns:
+                hop["resumed_ms"] = (self._resumed_ns - hop["ts_ns"]) / 1e6
+        self._pending.append(hop)
 
     def stats(self) -> dict[str, int]:
         """What the program did: filter runs, matches, hops sent, marks found stale."""

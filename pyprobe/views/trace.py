@@ -78,6 +78,13 @@ class Packet:
         return any(h["hook"] in ENDS for h in self.hops)
 
     @property
+    def resumed_ms(self) -> float | None:
+        """When its first hop came while the follow-only hooks were
+        detached (probes/trace.py): how long after it they were back; its
+        hops before then are not shown."""
+        return next((h["resumed_ms"] for h in self.hops if "resumed_ms" in h), None)
+
+    @property
     def dropped(self) -> dict[str, Any] | None:
         """Its last hop, when that is a drop: how it ended."""
         last = self.ordered[-1]
@@ -141,6 +148,7 @@ class Packet:
             "end": self.end,
             "drop_reason": drop["drop_reason"] if drop else None,
             "drop_location": drop["location"] if drop else None,
+            "resumed_ms": self.resumed_ms,
             "hops": [
                 {
                     "ms": (h["ts_ns"] - t0) / 1e6,
@@ -197,6 +205,9 @@ def lines(p: Packet, number: int) -> list[str]:
     hops = p.ordered
     t0 = hops[0]["ts_ns"]
     out = [f"#{number} {p.summary()}"]
+    if p.resumed_ms is not None:
+        out[0] += f"  (followed only from +{p.resumed_ms:.3f} ms: the trace was resting)"
+
     for h in hops:
         ms = (h["ts_ns"] - t0) / 1e6
         out.append(
@@ -420,5 +431,6 @@ def run(
         wait = 100 if left is None else max(0, min(100, int(left * 1000)))
         if show(tracker.feed(probe.events(timeout_ms=wait))):
             return shown
+        probe.tick()  # rest its follow-only hooks while nothing matches
     show(tracker.feed(probe.events(timeout_ms=0)) + tracker.flush())
     return shown

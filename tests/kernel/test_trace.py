@@ -6,11 +6,13 @@ reason; a filter that matches nothing traces nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -198,18 +200,14 @@ def test_a_tcp_request_every_packet_sent_traced_once_and_read_by_its_process(env
     traced packet; the request's data is read by this process, in b."""
     port = 7940
 
-    def sent() -> int:
-        a = devices.link_stats(pair.path(pair.a))[pair.dev_a]["tx_packets"]
-        return a + devices.link_stats(pair.path(pair.b))[pair.dev_b]["tx_packets"]
-
     srv = traffic.Server(pair.path(pair.b), pair.addr_b, port)
     counts = []
 
     def request() -> None:
-        counts.append(sent())
+        counts.append(sent(pair))
         assert traffic.churn(pair.path(pair.a), pair.addr_b, port, 1) == 1
         time.sleep(0.2)
-        counts.append(sent())
+        counts.append(sent(pair))
 
     try:
         packets, _, lost = traced(env, pair, f"tcp port {port}", request)
@@ -282,3 +280,80 @@ def test_pings_across_the_lab_topologies_show_every_device_in_order(env, name):
             assert {h["kind"] for h in p.hops} == {"veth", "vxlan"}
             flags = [h["flags"] for h in p.ordered if h["hook"] in ("queue", "gro")]
             assert flags[2] & view.F_ENCAP and flags[3] & view.F_DECAP  # underlay, vxlan42
+
+
+def sent(pair: VethPair) -> int:
+    """Packets both ends of the pair have sent (their own tx counters)."""
+    a = devices.link_stats(pair.path(pair.a))[pair.dev_a]["tx_packets"]
+    return a + devices.link_stats(pair.path(pair.b))[pair.dev_b]["tx_packets"]
+
+
+def _links() -> int:
+    """BPF links this process holds (each attached point is one)."""
+    n = 0
+    for fd in os.listdir("/proc/self/fdinfo"):
+        with contextlib.suppress(OSError):
+            n += "link_type:" in Path(f"/proc/self/fdinfo/{fd}").read_text()
+    return n
+
+
+def test_at_rest_only_the_entries_stay_attached_and_a_match_resumes_following(env, pair):
+    """While nothing matches, the follow-only hooks are detached (resting):
+    the veth's receive still inherits its queue's verdict (no second filter
+    run) without net_dev_start_xmit. The first match attaches them again:
+    that packet is marked as followed only from then on, and every later
+    one has its whole path."""
+    a, b, da, db = pair.a, pair.b, pair.dev_a, pair.dev_b
+    probe = registry.create("trace", env=env)
+    probe.configure(expression=f"icmp[icmptype] == icmp-echo and dst host {pair.addr_b}")
+    probe.rest_after = 0.5
+    tracker = view.Tracker(view.DeviceKinds())
+    with probe:
+        before = _links()
+        probe.attach(stream=True)
+        everything = _links() - before
+        deferred = [p for p in probe.hook.points if p.deferred]
+        probe.tick(time.monotonic() + 0.4)
+        assert probe.following
+        probe.tick(time.monotonic() + 0.6)
+        assert not probe.following and _links() - before == everything - len(deferred) > 0
+        # at rest, each packet the veths send (pings not matching, ARP) is
+        # judged once, at its queue, and its receive inherits that verdict
+        stats0, sent0 = probe.stats(), sent(pair)
+        subprocess.run(
+            ["ip", "netns", "exec", b, "ping", "-n", "-q", "-c", "3", "-i", "0.2", pair.addr_a],
+            capture_output=True,
+            timeout=30,
+        )
+        stats1, sent1 = probe.stats(), sent(pair)
+        # and the 3 replies again where ping_rcv drops them (NO_SOCKET: ping
+        # reads a raw socket's clone). The counters are the machine's: what
+        # other namespaces send at the same time adds to both.
+        assert stats1["filter_runs"] - stats0["filter_runs"] >= sent1 - sent0 + 3
+        assert stats1["inherited"] - stats0["inherited"] >= sent1 - sent0 >= 6
+        assert not probe.following
+        packets: list[view.Packet] = []
+        ping(pair, 1)  # the first match: it wakes us, and we attach the rest
+        deadline = time.monotonic() + 10
+        while not probe.following and time.monotonic() < deadline:
+            packets += tracker.feed(probe.events(50))
+        assert probe.following and _links() - before == everything
+        ping(pair)
+        time.sleep(0.3)
+        packets += tracker.feed(probe.events(200)) + tracker.flush()
+    assert len(packets) == 1 + N
+    # (shown as each ended: the first, not followed to its end, went quiet last)
+    first, *rest = sorted(packets, key=lambda p: p.first["ts_ns"])
+    # back within milliseconds on an idle machine; the bound is for a busy one
+    assert first.resumed_ms is not None and 0 < first.resumed_ms < 2000
+    assert path(first)[0] == ("queue", a, da) and "(followed only from" in view.lines(first, 1)[0]
+    for p in rest:
+        assert p.resumed_ms is None
+        assert path(p) == [
+            ("queue", a, da),
+            ("start_xmit", a, da),
+            ("netif_rx", b, db),
+            ("xmit", a, da),
+            ("receive", b, db),
+            ("consume", b, db),
+        ]

@@ -93,6 +93,10 @@ def test_good_manifest():
             "demo.toml: probe.name 'other' must match the file stem 'demo'",
         ),
         (lambda t: t + "\n[[[", "demo.toml: not valid TOML"),
+        (
+            lambda t: t.replace('function = "f"', 'function = "f"\ndeferred = true'),
+            "demo.toml: hooks[0].deferred: a:b: only tp_btf or raw_tracepoint defer",
+        ),
         (lambda t: t.split("[[hooks]]")[0], "demo.toml: hooks: at least one hook is required"),
         (
             lambda t: t.replace('target = "a:b"', 'target = "a:b"\nneeds = ["magic"]'),

@@ -183,6 +183,7 @@ def lab_scenario(name: str, as_json: bool) -> None:
     backlog      a listener that never accepts (backlog 1) gets 8 SYNs
     enslaved-ip  an address left on a bridge's port: its neighbours never resolve
     stp-loop     a loop on a bridge: STP blocks one end
+    vxlan-mtu    overlay MTU 1500 over a 1500 underlay, ICMP frag-needed dropped
 
     The verdict is one line built from the probes' series and events alone;
     exit 1 when they do not show the cause. The lab is removed at the end.

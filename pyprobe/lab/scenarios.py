@@ -11,6 +11,10 @@ in one line.
   enslaved-ip an address left on a bridge's port: its neighbours never resolve
   stp-loop    a loop on the bridge (a veth with both ends in br0): STP
               blocks one end, frames arriving there are dropped
+  vxlan-mtu   the VXLAN MTU black hole: the hosts' MTU raised to the
+              underlay's (no room for the 50 bytes of encapsulation) and
+              h1 drops ICMP fragmentation needed (a firewall): big
+              segments vanish, small ones pass
 
 Each verdict reads only the probes' rows and events (the evidence): with
 the signal removed, there is no verdict (the tests check both).
@@ -18,8 +22,11 @@ the signal removed, there is no verdict (the tests check both).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import socket
+import struct
+import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -35,6 +42,17 @@ H1, H2 = "10.231.1.1", "10.231.1.2"
 ABSENT = "10.231.1.77"  # on h1's link, nobody's
 CLOSED_PORT, BACKLOG_PORT = 8083, 8084
 ENSLAVED_ADDR = "10.231.2.254"  # left on a bridge's port
+VX_H2, MTU_PORT = "10.231.4.2", 8085
+# h1's firewall drops the ICMP that would tell it the path's MTU (the
+# field's black hole: ICMP filtered on the way back); the table goes with h1
+ICMP_FILTER = """
+table ip pyprobe_lab_icmp {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    icmp type destination-unreachable icmp code frag-needed counter drop
+  }
+}
+"""
 
 
 @dataclass(frozen=True)
@@ -210,6 +228,51 @@ def _enslaved_verdict(ev: Evidence) -> str | None:
     return _text(evidence.enslaved_address(ev, topology.ns_name("sw")))
 
 
+# -- vxlan-mtu ------------------------------------------------------------------------
+def _nft(short: str, rules: str) -> None:
+    def load() -> None:
+        subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True,
+                       capture_output=True)  # fmt: skip
+
+    run_in_netns(_ns(short), load)
+
+
+def _mtu_break() -> None:
+    """The hosts' MTU 1500, the underlay's: a full-size frame plus VXLAN's 50
+    bytes does not fit. The vxlan device answers such a DF packet with an
+    ICMP fragmentation needed of its own, which h1's firewall drops."""
+
+    def raise_mtu() -> None:
+        with rtnl.iproute() as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="eth0")[0], mtu=1500)
+
+    for short in ("h1", "h2"):
+        run_in_netns(_ns(short), raise_mtu)
+    _nft("h1", ICMP_FILTER)
+    # a sink that accepts and never reads: the kernel acknowledges what fits
+    _LISTENERS.append(traffic.Listener(_ns("h2"), VX_H2, MTU_PORT, read=False))
+
+
+def _big_write(addr: str, port: int, nbytes: int, wait: float) -> None:
+    """Connect (small segments: they pass), write nbytes at once (full-size
+    segments: they vanish), give TCP `wait` seconds to retransmit, then reset
+    (a close would leave the data retransmitting after us)."""
+    with socket.create_connection((addr, port), timeout=2) as s:
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):  # what the buffer takes is enough
+            s.send(b"m" * nbytes)
+        time.sleep(wait)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def _mtu_drive() -> None:
+    run_in_netns(_ns("h1"), functools.partial(_big_write, VX_H2, MTU_PORT, 65536, 1.5))
+
+
+def _mtu_verdict(ev: Evidence) -> str | None:
+    return _text(evidence.mtu_black_hole(ev, topology.ns_name("h1")))
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -273,6 +336,17 @@ SCENARIOS: dict[str, Scenario] = {
             _loop_drive,
             _loop_verdict,
             stp=True,
+        ),
+        Scenario(
+            "vxlan-mtu",
+            "vxlan",
+            "the hosts' MTU raised to the underlay's, and h1 drops ICMP fragmentation needed: "
+            f"h1 writes 64 KB to h2:{MTU_PORT}",
+            {"drops": (), "tcpretrans": ()},
+            ("drops", "tcpretrans"),
+            _mtu_break,
+            _mtu_drive,
+            _mtu_verdict,
         ),
     )
 }

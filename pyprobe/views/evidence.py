@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..netns import bridges, sockdiag
+from ..netns import bridges, rtnl, sockdiag
 from ..netns.namespaces import NETNS_RUN_DIR, run_in_netns
 
 LISTEN = 10
@@ -220,4 +220,55 @@ def conntrack_trouble(ev: Evidence, netns: str) -> Cause | None:
     return Cause(
         2 * sum(counts.values()),
         f"conntrack in {netns}: {said} (conntrack; table {entries:.0f}/{limit:.0f})",
+    )
+
+
+def _mtu(netns: str, device: str) -> int | None:
+    """device's MTU in netns (a name under /run/netns), None when not found."""
+
+    def read() -> int | None:
+        with rtnl.iproute() as ipr:
+            found = ipr.link("get", ifname=device)
+        return int(found[0].get_attr("IFLA_MTU")) if found else None
+
+    try:
+        return run_in_netns(NETNS_RUN_DIR / netns, read)
+    except Exception:  # gone, or no such device (pyroute2's NetlinkError): not said
+        return None
+
+
+def mtu_black_hole(ev: Evidence, netns: str) -> Cause | None:
+    """A path MTU black hole seen from the sender in netns: ICMP errors from
+    a peer dropped by netfilter there (a firewall that drops ICMP), while
+    TCP segments to that peer are retransmitted. The ICMP is the path's
+    "fragmentation needed" (a bridged VXLAN answers an oversize DF packet
+    with it itself, built by the tunnel: no icmp_send, so the icmp probe
+    does not see it); the sender never lowers its MTU and resends packets
+    that can never pass."""
+    dropped = [
+        e
+        for e in ev.stream("drops", reason="NETFILTER_DROP", netns_name=netns)
+        if e.get("l4") in ("ICMP", "icmp", 1)
+    ]
+    retransmitted = [
+        e for e in ev.stream("tcpretrans", kind="retransmit", netns_name=netns) if e.get("daddr")
+    ]
+    peers = {e["saddr"] for e in dropped} & {e["daddr"] for e in retransmitted}
+    if not peers:
+        return None
+    peer = max(peers, key=lambda p: sum(e["saddr"] == p for e in dropped))
+    icmp = [e for e in dropped if e["saddr"] == peer]
+    segs = [e for e in retransmitted if e["daddr"] == peer]
+    n = sum(int(e.get("segs") or 1) for e in segs)
+    device = icmp[0].get("device") or "-"
+    mtu = _mtu(netns, device) if device != "-" else None
+    said = (
+        f" ({device}'s MTU {mtu}: what the sender still believes the path carries)" if mtu else ""
+    )
+    return Cause(
+        2 * (len(icmp) + n),
+        f"MTU black hole from {netns} to {peer}: {len(icmp)} ICMP errors from {peer} dropped "
+        f"by netfilter on {device} in {netns} (drops NETFILTER_DROP), {n} segments to "
+        f"{peer}:{segs[0]['dport']} retransmitted (tcpretrans): packets too big for the path "
+        f"vanish and the ICMP fragmentation needed that says so never arrives{said}",
     )

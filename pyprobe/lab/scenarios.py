@@ -15,6 +15,12 @@ in one line.
               underlay's (no room for the 50 bytes of encapsulation) and
               h1 drops ICMP fragmentation needed (a firewall): big
               segments vanish, small ones pass
+  conntrack-full  rt's conntrack table full: the host's nf_conntrack_max
+              lowered to 64 for the scenario (only when no namespace holds
+              more than half of that: the limit is the host's, each
+              namespace's count is its own; put back at the end and by
+              `lab down`), 64 TCP connections through rt fill it, and new
+              flows (UDP datagrams h1 -> h2) are dropped
 
 Each verdict reads only the probes' rows and events (the evidence): with
 the signal removed, there is no verdict (the tests check both).
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import socket
 import struct
 import subprocess
@@ -32,8 +39,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import PyprobeError
 from ..netns import rtnl
-from ..netns.namespaces import run_in_netns
+from ..netns.namespaces import each_netns, netns_label, run_in_netns, self_netns
 from ..views import evidence
 from ..views.evidence import Evidence
 from . import topology, traffic
@@ -273,6 +281,87 @@ def _mtu_verdict(ev: Evidence) -> str | None:
     return _text(evidence.mtu_black_hole(ev, topology.ns_name("h1")))
 
 
+# -- conntrack-full -------------------------------------------------------------------
+CT_LIMIT = 64  # the host's nf_conntrack_max while the scenario runs
+CT_COUNT = Path("/proc/sys/net/netfilter/nf_conntrack_count")  # the reader's namespace's
+NAT_H2, CT_PORT, CT_FLOWS = "10.231.6.2", 8086, 16
+_CT_RESTORE: list[int] = []
+_CLIENTS: list[socket.socket] = []
+
+
+def _ct_count() -> int:
+    try:
+        return int(CT_COUNT.read_text())
+    except FileNotFoundError:  # no conntrack in this namespace (nor module)
+        return 0
+
+
+def _ct_counts() -> dict[int, int]:
+    """Every namespace's conntrack count (inode -> entries), this process's
+    (the host's) included; PyprobeError when one cannot be entered."""
+    denied: list[str] = []
+    counts = each_netns(_ct_count, denied=denied)
+    if denied:
+        raise PyprobeError(f"conntrack-full: {denied[0]} cannot be entered: its count unknown")
+    counts[self_netns()] = _ct_count()
+    return counts
+
+
+def _lower_conntrack_max() -> None:
+    """nf_conntrack_max to CT_LIMIT, the old value kept to be put back. The
+    limit is the host's but each namespace compares its own count with it:
+    refused when any namespace holds more than half the new limit (its
+    connections would be dropped too)."""
+    busy = {ns: n for ns, n in _ct_counts().items() if n > CT_LIMIT // 2}
+    if busy:
+        ns, n = max(busy.items(), key=lambda kv: kv[1])
+        raise PyprobeError(
+            f"conntrack-full: {netns_label(ns)} tracks {n} connections: lowering the host's "
+            f"nf_conntrack_max to {CT_LIMIT} would drop its new ones; not run"
+        )
+    if not os.access(topology.CONNTRACK_MAX, os.W_OK):  # read-only but in the host's
+        raise PyprobeError("conntrack-full: nf_conntrack_max is read-only in this namespace")
+    old = int(topology.CONNTRACK_MAX.read_text())
+    if old <= CT_LIMIT:
+        raise PyprobeError(f"conntrack-full: nf_conntrack_max is {old} already; not run")
+    topology.remember("conntrack_max", old)  # `lab down` puts it back should we not
+    _CT_RESTORE.append(old)
+    topology.CONNTRACK_MAX.write_text(str(CT_LIMIT))
+
+
+def _restore_conntrack_max() -> None:
+    while _CT_RESTORE:
+        topology.restore_conntrack_max(_CT_RESTORE.pop())
+
+
+def _ct_full_break() -> None:
+    """rt's table filled: CT_LIMIT TCP connections from h1 to a sink on h2,
+    through rt's masquerade. Established, so assured: neither early drop
+    nor conntrack's garbage collector evicts them to make room."""
+    _LISTENERS.append(traffic.Listener(_ns("h2"), NAT_H2, CT_PORT, read=False))
+    _lower_conntrack_max()
+    _CLIENTS.extend(traffic.connect_only(_ns("h1"), NAT_H2, CT_PORT, CT_LIMIT))
+
+
+def _new_flows(addr: str, port: int, n: int) -> None:
+    """n new UDP flows (one datagram each, from n source ports)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.sendto(b"f", (addr, port))
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _ct_full_drive() -> None:
+    run_in_netns(_ns("h1"), functools.partial(_new_flows, NAT_H2, 9, CT_FLOWS))
+
+
+def _ct_full_verdict(ev: Evidence) -> str | None:
+    return _text(evidence.conntrack_full(ev, topology.ns_name("rt")))
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -348,6 +437,17 @@ SCENARIOS: dict[str, Scenario] = {
             _mtu_drive,
             _mtu_verdict,
         ),
+        Scenario(
+            "conntrack-full",
+            "nat",
+            f"nf_conntrack_max lowered to {CT_LIMIT}, {CT_LIMIT} connections through rt fill its "
+            f"table, then {CT_FLOWS} new UDP flows from h1 to h2",
+            {"conntrack": (), "drops": ()},
+            (),
+            _ct_full_break,
+            _ct_full_drive,
+            _ct_full_verdict,
+        ),
     )
 }
 
@@ -357,5 +457,9 @@ def names() -> Iterable[str]:
 
 
 def cleanup() -> None:
-    """What a scenario left running besides the lab (its servers)."""
+    """What a scenario left besides the lab: its clients and servers, and the
+    host's conntrack limit (put back first: it is the host's)."""
+    _restore_conntrack_max()
+    while _CLIENTS:
+        _CLIENTS.pop().close()
     _stop_listeners()

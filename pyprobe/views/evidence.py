@@ -223,6 +223,27 @@ def conntrack_trouble(ev: Evidence, netns: str) -> Cause | None:
     )
 
 
+def conntrack_full(ev: Evidence, netns: str) -> Cause | None:
+    """A full conntrack table in netns: its entries at the limit and new
+    connections dropped for want of one (conntrack's drop), with the
+    packets the drops probe saw netfilter drop there."""
+    entries = ev.total("conntrack", "conntrack_entries", netns_name=netns)
+    limit = ev.total("conntrack", "conntrack_max_entries", netns_name=netns)
+    dropped = ev.total("conntrack", "conntrack_drops_total", netns_name=netns)
+    if not limit or entries < limit or not dropped:
+        return None
+    early = ev.total("conntrack", "conntrack_early_drops_total", netns_name=netns)
+    evicted = f", {early:.0f} evicted early" if early else ""
+    packets = ev.total("drops", "drops_total", netns_name=netns, reason="NETFILTER_DROP")
+    seen = f", {packets:.0f} packets dropped NETFILTER_DROP there (drops)" if packets else ""
+    return Cause(
+        3 * dropped,  # above conntrack_trouble's: it says why
+        f"conntrack table full in {netns}: {entries:.0f}/{limit:.0f} entries "
+        f"(nf_conntrack_max), {dropped:.0f} new connections dropped{evicted} (conntrack)"
+        f"{seen}",
+    )
+
+
 def _mtu(netns: str, device: str) -> int | None:
     """device's MTU in netns (a name under /run/netns), None when not found."""
 

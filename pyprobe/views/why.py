@@ -26,7 +26,8 @@ packets crossed and the one the probe ran from:
   drops + tcpretrans      the SYNs no socket took, the resets sent back
   queues                  SYNs turned away by a full accept queue
   drops (a bridge's)      frames STP blocked at a port: a loop
-  conntrack               connections dropped or not inserted
+  conntrack               connections dropped or not inserted; a full
+                          table (entries at the limit, new ones dropped)
   drops + tcpretrans      ICMP from the destination dropped by netfilter
                           while segments to it are retransmitted: an MTU
                           black hole
@@ -238,7 +239,10 @@ def _joined(
         if cause := ev_.stp_blocks(ev, ns):
             out.append(cause)
             explained.add("BRIDGE_INGRESS_STP_STATE")
-        if cause := ev_.conntrack_trouble(ev, ns):
+        if cause := ev_.conntrack_full(ev, ns):
+            # why netfilter dropped the packets there: no room for their entry
+            replace(f"dropped by {_BY['NETFILTER_DROP']} in netns {ns}", cause)
+        elif cause := ev_.conntrack_trouble(ev, ns):
             out.append(cause)
         if not udp and (cause := ev_.mtu_black_hole(ev, ns)):
             out.append(cause)

@@ -41,6 +41,10 @@ EXPECTED = {
         ["MTU black hole from pplab-h1 to 10.231.4.2", "dropped by netfilter on eth0", "MTU 1500"],
         "drops",
     ),
+    "conntrack-full": (
+        ["conntrack table full in pplab-rt: 64/64 entries", "new connections dropped"],
+        "conntrack",
+    ),
 }
 
 

@@ -183,3 +183,23 @@ def test_vxlan_mtu_black_hole(capsys, scenario):
         f"stalled: connected to {target}, but the data written was not acknowledged (1 of 1 "
         "attempts): small packets pass, big ones do not"
     ) in v["causes"]
+
+
+@pytest.mark.parametrize("scenario", ["conntrack-full"], indirect=True)
+def test_conntrack_full_table(capsys, scenario):
+    """rt's table holds 64 established connections, the limit: each datagram
+    why sends from h1 is a new flow rt has no room for, dropped there."""
+    from tests.kernel.test_scenarios_counted import conntrack_stat
+
+    before = conntrack_stat("rt")
+    v = why(capsys, "h1", f"{scenarios.NAT_H2}:9", "-u", "-n", "2", "--timeout", "0.5")
+    after = conntrack_stat("rt")
+    dropped = after["drop"] - before["drop"]
+    assert [a["outcome"] for a in v["attempts"]] == ["timeout"] * 2
+    assert dropped == 2 and after["entries"] == after["count"] == scenarios.CT_LIMIT
+    # the trace's netfilter drop in rt, said with why: no room for an entry
+    assert v["causes"] == [
+        f"conntrack table full in {topology.ns_name('rt')}: 64/64 entries (nf_conntrack_max), "
+        f"{dropped} new connections dropped (conntrack), 2 packets dropped NETFILTER_DROP "
+        "there (drops)"
+    ]

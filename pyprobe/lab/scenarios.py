@@ -41,7 +41,7 @@ from pathlib import Path
 
 from ..errors import PyprobeError
 from ..netns import rtnl
-from ..netns.namespaces import each_netns, netns_label, run_in_netns, self_netns
+from ..netns.namespaces import each_netns, netns_label, run_in_netns
 from ..views import evidence
 from ..views.evidence import Evidence
 from . import topology, traffic
@@ -303,7 +303,6 @@ def _ct_counts() -> dict[int, int]:
     counts = each_netns(_ct_count, denied=denied)
     if denied:
         raise PyprobeError(f"conntrack-full: {denied[0]} cannot be entered: its count unknown")
-    counts[self_netns()] = _ct_count()
     return counts
 
 

@@ -233,7 +233,9 @@ def conntrack_full(ev: Evidence, netns: str) -> Cause | None:
     if not limit or entries < limit or not dropped:
         return None
     early = ev.total("conntrack", "conntrack_early_drops_total", netns_name=netns)
+    failed = ev.total("conntrack", "conntrack_insert_failed_total", netns_name=netns)
     evicted = f", {early:.0f} evicted early" if early else ""
+    evicted += f", {failed:.0f} insert failed" if failed else ""
     packets = ev.total("drops", "drops_total", netns_name=netns, reason="NETFILTER_DROP")
     seen = f", {packets:.0f} packets dropped NETFILTER_DROP there (drops)" if packets else ""
     return Cause(
@@ -261,11 +263,12 @@ def _mtu(netns: str, device: str) -> int | None:
 def mtu_black_hole(ev: Evidence, netns: str) -> Cause | None:
     """A path MTU black hole seen from the sender in netns: ICMP errors from
     a peer dropped by netfilter there (a firewall that drops ICMP), while
-    TCP segments to that peer are retransmitted. The ICMP is the path's
-    "fragmentation needed" (a bridged VXLAN answers an oversize DF packet
-    with it itself, built by the tunnel: no icmp_send, so the icmp probe
-    does not see it); the sender never lowers its MTU and resends packets
-    that can never pass."""
+    TCP segments to that peer are retransmitted. That the ICMP is the
+    path's "fragmentation needed" is inferred (drops does not read its type;
+    `why -s` traces it): a bridged VXLAN answers an oversize DF packet with
+    one of its own, from the inner destination's address, built by the
+    tunnel (no icmp_send: the icmp probe does not see it). Without it the
+    sender never lowers its MTU and resends packets that can never pass."""
     dropped = [
         e
         for e in ev.stream("drops", reason="NETFILTER_DROP", netns_name=netns)
@@ -291,5 +294,5 @@ def mtu_black_hole(ev: Evidence, netns: str) -> Cause | None:
         f"MTU black hole from {netns} to {peer}: {len(icmp)} ICMP errors from {peer} dropped "
         f"by netfilter on {device} in {netns} (drops NETFILTER_DROP), {n} segments to "
         f"{peer}:{segs[0]['dport']} retransmitted (tcpretrans): packets too big for the path "
-        f"vanish and the ICMP fragmentation needed that says so never arrives{said}",
+        f"vanish and the ICMP that would say so (fragmentation needed) never arrives{said}",
     )

@@ -16,7 +16,7 @@ Evidence, and what it says:
   at once
   attempts that connected reachable
   data not acknowledged   (--size) connected, but what was written after
-                          stalled: small packets pass, big ones do not
+                          stalled: the handshake passed, the data did not
 
 And, from the probes attached beside the trace (views/evidence.py, the
 same findings `pyprobe lab scenario` names), in the namespaces the
@@ -169,7 +169,7 @@ def causes(
             Cause(
                 outcomes["stalled"] * 2,
                 f"stalled: connected to {target}, but the data written was not acknowledged "
-                f"({outcomes['stalled']} of {n} attempts): small packets pass, big ones do not",
+                f"({outcomes['stalled']} of {n} attempts): the handshake passed, the data did not",
             )
         )
     done = outcomes["connected"] + outcomes["answered"]

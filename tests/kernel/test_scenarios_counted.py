@@ -76,8 +76,8 @@ def test_vxlan_mtu_icmp_dropped_and_retransmits_as_the_kernel_counts(monkeypatch
         f"MTU black hole from pplab-h1 to 10.231.4.2: {dropped} ICMP errors from 10.231.4.2 "
         "dropped by netfilter on eth0 in pplab-h1 (drops NETFILTER_DROP), "
         f"{retransmitted} segments to 10.231.4.2:8085 retransmitted (tcpretrans): packets too "
-        "big for the path vanish and the ICMP fragmentation needed that says so never arrives "
-        "(eth0's MTU 1500: what the sender still believes the path carries)"
+        "big for the path vanish and the ICMP that would say so (fragmentation needed) never "
+        "arrives (eth0's MTU 1500: what the sender still believes the path carries)"
     )
 
 

@@ -166,7 +166,7 @@ def test_vxlan_mtu_black_hole(capsys, scenario):
         f"MTU black hole from {H1} to {scenarios.VX_H2}: {dropped} ICMP errors from "
         f"{scenarios.VX_H2} dropped by netfilter on eth0 in {H1} (drops NETFILTER_DROP), "
         f"{retransmitted} segments to {target} retransmitted (tcpretrans): packets too big "
-        "for the path vanish and the ICMP fragmentation needed that says so never arrives "
+        "for the path vanish and the ICMP that would say so (fragmentation needed) never arrives "
         "(eth0's MTU 1500: what the sender still believes the path carries)"
     )
     # the ICMP itself, as the trace saw it leave the tunnel's switch
@@ -181,7 +181,7 @@ def test_vxlan_mtu_black_hole(capsys, scenario):
     ) in v["causes"]
     assert (
         f"stalled: connected to {target}, but the data written was not acknowledged (1 of 1 "
-        "attempts): small packets pass, big ones do not"
+        "attempts): the handshake passed, the data did not"
     ) in v["causes"]
 
 

@@ -73,7 +73,8 @@ def lab_up(topology: str, stp: bool, loss: float, delay: float, rate: str | None
 
 @lab.command("down")
 def lab_down() -> None:
-    """Remove every lab namespace (and so every device in it).
+    """Remove every lab namespace (and so every device in it), and put back
+    the host's nf_conntrack_max should a scenario have left it lowered.
 
     \b
     Examples:
@@ -183,6 +184,9 @@ def lab_scenario(name: str, as_json: bool) -> None:
     backlog      a listener that never accepts (backlog 1) gets 8 SYNs
     enslaved-ip  an address left on a bridge's port: its neighbours never resolve
     stp-loop     a loop on a bridge: STP blocks one end
+    vxlan-mtu    overlay MTU 1500 over a 1500 underlay, ICMP frag-needed dropped
+    conntrack-full  rt's conntrack table full (the host's limit lowered to 64
+                 for a second, put back): new flows dropped
 
     The verdict is one line built from the probes' series and events alone;
     exit 1 when they do not show the cause. The lab is removed at the end.

@@ -22,7 +22,11 @@ def _endpoint(addr: str, port: int) -> str:
 @netns_option
 @format_option
 @click.option("-a", "--all", "every", is_flag=True, help="Every tracked connection, NATed or not.")
-def nat(netns: str | None, as_json: bool, every: bool) -> None:
+@click.option(
+    "-z", "--zones", is_flag=True,
+    help="Count every tracked connection by netns and conntrack zone instead (one table dump).",
+)  # fmt: skip
+def nat(netns: str | None, as_json: bool, every: bool, zones: bool) -> None:
     """NAT mappings: each NATed connection's original and reply tuples, per netns.
 
     \b
@@ -38,8 +42,12 @@ def nat(netns: str | None, as_json: bool, every: bool) -> None:
       pyprobe nat                        # every namespace's NAT mappings
       pyprobe nat --netns rt -a          # everything rt's conntrack tracks
       pyprobe nat -j | jq -r .reply_src   # NDJSON, a mapping a line
+      pyprobe nat -z                     # connections per netns and zone
     """
     only = resolve_netns(netns) if netns else None
+    if zones:
+        _zones(only, as_json)
+        return
     found = each_netns(lambda: conntrack.connections(nat_only=not every), only=only)
     names = named_netns()
     if as_json:
@@ -63,6 +71,24 @@ def nat(netns: str | None, as_json: bool, every: bool) -> None:
                 f"{_endpoint(c['reply_dst'], c['reply_dport'])}",
                 f"{c['timeout']} s",
             )
+    print_tables([table])
+
+
+def _zones(only: int | None, as_json: bool) -> None:
+    """Tracked connections per namespace and zone (namespaces tracking none left out)."""
+    found = each_netns(conntrack.zones, only=only)
+    names = named_netns()
+    rows = [(inode, zone, n) for inode, counts in found.items() for zone, n in counts.items()]
+    if as_json:
+        for inode, zone, n in rows:
+            record = {"netns": inode, "netns_name": names.get(inode, ""), "zone": zone}
+            print(json_line({**record, "entries": n}))
+        return
+    table = Table(title="Conntrack entries by zone", title_justify="left")
+    for column in ("NETNS", "ZONE", "ENTRIES"):
+        table.add_column(column, justify="left" if column == "NETNS" else "right")
+    for inode, zone, n in rows:
+        table.add_row(names.get(inode) or str(inode), str(zone), str(n))
     print_tables([table])
 
 

@@ -3,9 +3,13 @@ and a verdict on why it fails (views/why.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import socket
+import struct
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -48,7 +52,27 @@ def target_of(text: str) -> tuple[str, int]:
     return str(found[0][4][0]), int(port)
 
 
-def attempt(addr: str, port: int, timeout: float) -> verdict.Attempt:
+def acknowledged(s: socket.socket, size: int, deadline: float) -> bool:
+    """Write size bytes and wait until the peer has acknowledged them all
+    (nothing left in the send queue, SIOCOUTQ) or the deadline passes; then
+    reset the connection, so that nothing is left retransmitting after us."""
+    s.setblocking(False)
+    with contextlib.suppress(BlockingIOError):  # what the send buffer takes: enough
+        s.send(b"w" * size)
+    try:
+        while time.monotonic() < deadline:
+            left = struct.unpack("i", fcntl.ioctl(s, termios.TIOCOUTQ, b"\0" * 4))[0]
+            if left == 0:
+                return True
+            time.sleep(0.01)
+        return False
+    finally:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def attempt(addr: str, port: int, timeout: float, size: int = 0) -> verdict.Attempt:
+    """One connect; with size, then size bytes written: "stalled" when they
+    are not all acknowledged within the timeout."""
     family = socket.AF_INET6 if ":" in addr else socket.AF_INET
     start = time.monotonic()
     with socket.socket(family, socket.SOCK_STREAM) as s:
@@ -56,6 +80,8 @@ def attempt(addr: str, port: int, timeout: float) -> verdict.Attempt:
         try:
             s.connect((addr, port))
             outcome = "connected"
+            if size and not acknowledged(s, size, start + timeout):
+                outcome = "stalled"
         except ConnectionRefusedError:
             outcome = "refused"
         except TimeoutError:
@@ -107,9 +133,20 @@ def netns_path(spec: str | None) -> Path | None:
     "--timeout", type=SECONDS, default=2.0, show_default=True, help="Seconds an attempt may take."
 )
 @click.option("-u", "--udp", is_flag=True, help="A UDP destination: datagrams, not connects.")
+@click.option(
+    "-s", "--size", type=click.IntRange(0, 1 << 20), default=0, show_default=True,
+    help="After each connect, write this many bytes and wait for them to be acknowledged "
+    "(big segments: a path MTU black hole stalls them). TCP only.",
+)  # fmt: skip
 @json_option
 def why(
-    target: str, netns: str | None, attempts: int, timeout: float, udp: bool, as_json: bool
+    target: str,
+    netns: str | None,
+    attempts: int,
+    timeout: float,
+    udp: bool,
+    size: int,
+    as_json: bool,
 ) -> None:
     """Why a TCP (or UDP) destination cannot be reached: probe it, trace it, say why.
 
@@ -125,14 +162,19 @@ def why(
     SYNs no socket took and the resets, or an ICMP port unreachable, and
     from which namespace), a full accept queue (listen overflows), STP
     blocking a port, conntrack drops, ICMP unreachable (and who said so),
-    no answer (where the request was last seen), or reachable.
+    an MTU black hole (with --size: data written after the connect is not
+    acknowledged, the ICMP that would say why is dropped), no answer (where
+    the request was last seen), or reachable.
 
     \b
     Examples:
       pyprobe why 10.231.1.2:8080
       pyprobe why --netns h1 -n 5 10.231.4.2:80
       pyprobe why -u 10.231.1.2:53
+      pyprobe why --netns h1 -s 65536 10.231.4.2:8085   # an MTU black hole
     """
+    if size and udp:
+        raise PyprobeError("--size: TCP only (a datagram's size is not a stream's)")
     addr, port = target_of(target)
     path = netns_path(netns)
     hostport = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
@@ -145,8 +187,9 @@ def why(
     tracker = view.Tracker(view.DeviceKinds(), idle=0.5)
 
     def probe_all() -> list[verdict.Attempt]:
-        once = datagram if udp else attempt
-        return [once(addr, port, timeout) for _ in range(attempts)]
+        if udp:
+            return [datagram(addr, port, timeout) for _ in range(attempts)]
+        return [attempt(addr, port, timeout, size) for _ in range(attempts)]
 
     chosen = {name: frozenset(features) for name, features in BESIDE.items()}
     with attached_many(

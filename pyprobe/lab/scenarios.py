@@ -11,6 +11,16 @@ in one line.
   enslaved-ip an address left on a bridge's port: its neighbours never resolve
   stp-loop    a loop on the bridge (a veth with both ends in br0): STP
               blocks one end, frames arriving there are dropped
+  vxlan-mtu   the VXLAN MTU black hole: the hosts' MTU raised to the
+              underlay's (no room for the 50 bytes of encapsulation) and
+              h1 drops ICMP fragmentation needed (a firewall): big
+              segments vanish, small ones pass
+  conntrack-full  rt's conntrack table full: the host's nf_conntrack_max
+              lowered to 64 for the scenario (only when no namespace holds
+              more than half of that: the limit is the host's, each
+              namespace's count is its own; put back at the end and by
+              `lab down`), 64 TCP connections through rt fill it, and new
+              flows (UDP datagrams h1 -> h2) are dropped
 
 Each verdict reads only the probes' rows and events (the evidence): with
 the signal removed, there is no verdict (the tests check both).
@@ -18,15 +28,20 @@ the signal removed, there is no verdict (the tests check both).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import socket
+import struct
+import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import PyprobeError
 from ..netns import rtnl
-from ..netns.namespaces import run_in_netns
+from ..netns.namespaces import each_netns, netns_label, run_in_netns
 from ..views import evidence
 from ..views.evidence import Evidence
 from . import topology, traffic
@@ -35,6 +50,17 @@ H1, H2 = "10.231.1.1", "10.231.1.2"
 ABSENT = "10.231.1.77"  # on h1's link, nobody's
 CLOSED_PORT, BACKLOG_PORT = 8083, 8084
 ENSLAVED_ADDR = "10.231.2.254"  # left on a bridge's port
+VX_H2, MTU_PORT = "10.231.4.2", 8085
+# h1's firewall drops the ICMP that would tell it the path's MTU (the
+# field's black hole: ICMP filtered on the way back); the table goes with h1
+ICMP_FILTER = """
+table ip pyprobe_lab_icmp {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    icmp type destination-unreachable icmp code frag-needed counter drop
+  }
+}
+"""
 
 
 @dataclass(frozen=True)
@@ -210,6 +236,131 @@ def _enslaved_verdict(ev: Evidence) -> str | None:
     return _text(evidence.enslaved_address(ev, topology.ns_name("sw")))
 
 
+# -- vxlan-mtu ------------------------------------------------------------------------
+def _nft(short: str, rules: str) -> None:
+    def load() -> None:
+        subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True,
+                       capture_output=True)  # fmt: skip
+
+    run_in_netns(_ns(short), load)
+
+
+def _mtu_break() -> None:
+    """The hosts' MTU 1500, the underlay's: a full-size frame plus VXLAN's 50
+    bytes does not fit. The vxlan device answers such a DF packet with an
+    ICMP fragmentation needed of its own, which h1's firewall drops."""
+
+    def raise_mtu() -> None:
+        with rtnl.iproute() as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="eth0")[0], mtu=1500)
+
+    for short in ("h1", "h2"):
+        run_in_netns(_ns(short), raise_mtu)
+    _nft("h1", ICMP_FILTER)
+    # a sink that accepts and never reads: the kernel acknowledges what fits
+    _LISTENERS.append(traffic.Listener(_ns("h2"), VX_H2, MTU_PORT, read=False))
+
+
+def _big_write(addr: str, port: int, nbytes: int, wait: float) -> None:
+    """Connect (small segments: they pass), write nbytes at once (full-size
+    segments: they vanish), give TCP `wait` seconds to retransmit, then reset
+    (a close would leave the data retransmitting after us)."""
+    with socket.create_connection((addr, port), timeout=2) as s:
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):  # what the buffer takes is enough
+            s.send(b"m" * nbytes)
+        time.sleep(wait)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def _mtu_drive() -> None:
+    run_in_netns(_ns("h1"), functools.partial(_big_write, VX_H2, MTU_PORT, 65536, 1.5))
+
+
+def _mtu_verdict(ev: Evidence) -> str | None:
+    return _text(evidence.mtu_black_hole(ev, topology.ns_name("h1")))
+
+
+# -- conntrack-full -------------------------------------------------------------------
+CT_LIMIT = 64  # the host's nf_conntrack_max while the scenario runs
+CT_COUNT = Path("/proc/sys/net/netfilter/nf_conntrack_count")  # the reader's namespace's
+NAT_H2, CT_PORT, CT_FLOWS = "10.231.6.2", 8086, 16
+_CT_RESTORE: list[int] = []
+_CLIENTS: list[socket.socket] = []
+
+
+def _ct_count() -> int:
+    try:
+        return int(CT_COUNT.read_text())
+    except FileNotFoundError:  # no conntrack in this namespace (nor module)
+        return 0
+
+
+def _ct_counts() -> dict[int, int]:
+    """Every namespace's conntrack count (inode -> entries), this process's
+    (the host's) included; PyprobeError when one cannot be entered."""
+    denied: list[str] = []
+    counts = each_netns(_ct_count, denied=denied)
+    if denied:
+        raise PyprobeError(f"conntrack-full: {denied[0]} cannot be entered: its count unknown")
+    return counts
+
+
+def _lower_conntrack_max() -> None:
+    """nf_conntrack_max to CT_LIMIT, the old value kept to be put back. The
+    limit is the host's but each namespace compares its own count with it:
+    refused when any namespace holds more than half the new limit (its
+    connections would be dropped too)."""
+    busy = {ns: n for ns, n in _ct_counts().items() if n > CT_LIMIT // 2}
+    if busy:
+        ns, n = max(busy.items(), key=lambda kv: kv[1])
+        raise PyprobeError(
+            f"conntrack-full: {netns_label(ns)} tracks {n} connections: lowering the host's "
+            f"nf_conntrack_max to {CT_LIMIT} would drop its new ones; not run"
+        )
+    if not os.access(topology.CONNTRACK_MAX, os.W_OK):  # read-only but in the host's
+        raise PyprobeError("conntrack-full: nf_conntrack_max is read-only in this namespace")
+    old = int(topology.CONNTRACK_MAX.read_text())
+    if old <= CT_LIMIT:
+        raise PyprobeError(f"conntrack-full: nf_conntrack_max is {old} already; not run")
+    topology.remember("conntrack_max", old)  # `lab down` puts it back should we not
+    _CT_RESTORE.append(old)
+    topology.CONNTRACK_MAX.write_text(str(CT_LIMIT))
+
+
+def _restore_conntrack_max() -> None:
+    while _CT_RESTORE:
+        topology.restore_conntrack_max(_CT_RESTORE.pop())
+
+
+def _ct_full_break() -> None:
+    """rt's table filled: CT_LIMIT TCP connections from h1 to a sink on h2,
+    through rt's masquerade. Established, so assured: neither early drop
+    nor conntrack's garbage collector evicts them to make room."""
+    _LISTENERS.append(traffic.Listener(_ns("h2"), NAT_H2, CT_PORT, read=False))
+    _lower_conntrack_max()
+    _CLIENTS.extend(traffic.connect_only(_ns("h1"), NAT_H2, CT_PORT, CT_LIMIT))
+
+
+def _new_flows(addr: str, port: int, n: int) -> None:
+    """n new UDP flows (one datagram each, from n source ports)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.sendto(b"f", (addr, port))
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _ct_full_drive() -> None:
+    run_in_netns(_ns("h1"), functools.partial(_new_flows, NAT_H2, 9, CT_FLOWS))
+
+
+def _ct_full_verdict(ev: Evidence) -> str | None:
+    return _text(evidence.conntrack_full(ev, topology.ns_name("rt")))
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -274,6 +425,28 @@ SCENARIOS: dict[str, Scenario] = {
             _loop_verdict,
             stp=True,
         ),
+        Scenario(
+            "vxlan-mtu",
+            "vxlan",
+            "the hosts' MTU raised to the underlay's, and h1 drops ICMP fragmentation needed: "
+            f"h1 writes 64 KB to h2:{MTU_PORT}",
+            {"drops": (), "tcpretrans": ()},
+            ("drops", "tcpretrans"),
+            _mtu_break,
+            _mtu_drive,
+            _mtu_verdict,
+        ),
+        Scenario(
+            "conntrack-full",
+            "nat",
+            f"nf_conntrack_max lowered to {CT_LIMIT}, {CT_LIMIT} connections through rt fill its "
+            f"table, then {CT_FLOWS} new UDP flows from h1 to h2",
+            {"conntrack": (), "drops": ()},
+            (),
+            _ct_full_break,
+            _ct_full_drive,
+            _ct_full_verdict,
+        ),
     )
 }
 
@@ -283,5 +456,9 @@ def names() -> Iterable[str]:
 
 
 def cleanup() -> None:
-    """What a scenario left running besides the lab (its servers)."""
+    """What a scenario left besides the lab: its clients and servers, and the
+    host's conntrack limit (put back first: it is the host's)."""
+    _restore_conntrack_max()
+    while _CLIENTS:
+        _CLIENTS.pop().close()
     _stop_listeners()

@@ -421,9 +421,38 @@ def active() -> dict[str, Any] | None:
     return state
 
 
+# The host's conntrack limit as a scenario found it (lab/scenarios.py
+# conntrack-full lowers it for a while): kept in the lab's description so
+# that `lab down` puts it back should the scenario not have.
+# Written from this process's namespace: only the host's (the initial one)
+# may write it, elsewhere it is read-only.
+CONNTRACK_MAX = Path("/proc/sys/net/netfilter/nf_conntrack_max")
+
+
+def remember(key: str, value: Any) -> None:
+    """Add key to the saved description of the lab that is up."""
+    state = active()
+    if state is None:
+        raise PyprobeError("no lab is up")
+    state[key] = value
+    STATE.write_text(json.dumps(state, indent=2))
+
+
+def restore_conntrack_max(value: int) -> None:
+    """Put the host's nf_conntrack_max back to value (and forget it)."""
+    CONNTRACK_MAX.write_text(str(value))
+    state = active()
+    if state is not None and state.pop("conntrack_max", None) is not None:
+        STATE.write_text(json.dumps(state, indent=2))
+
+
 def down() -> list[str]:
-    """Remove every lab namespace (and so every device in them); idempotent."""
+    """Remove every lab namespace (and so every device in them), and put back
+    what a scenario changed on the host; idempotent."""
     removed = []
+    state = active()
+    if state is not None and "conntrack_max" in state:
+        restore_conntrack_max(int(state["conntrack_max"]))
     _stop_relay()  # its sockets would keep the namespaces alive
     for entry in sorted(NETNS_RUN_DIR.glob(f"{PREFIX}-*")) if NETNS_RUN_DIR.is_dir() else ():
         rtnl.remove_netns(entry.name)

@@ -10,6 +10,7 @@ too. No hook: the kernel keeps all of it."""
 from __future__ import annotations
 
 import socket
+from collections import Counter
 from typing import Any
 
 from ..errors import PyprobeError
@@ -81,3 +82,9 @@ def connections(nat_only: bool = True) -> list[dict[str, Any]]:
         # not root (ctnetlink needs CAP_NET_ADMIN), or no conntrack in the kernel
         raise PyprobeError(f"conntrack over netlink: {e}") from None
     return [e for e in found if e["nat"] or not nat_only]
+
+
+def zones() -> dict[int, int]:
+    """The calling thread's namespace's tracked connections counted by
+    conntrack zone (0: the default zone), from one ctnetlink dump."""
+    return dict(sorted(Counter(c["zone"] for c in connections(nat_only=False)).items()))

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..netns import bridges, sockdiag
+from ..netns import bridges, rtnl, sockdiag
 from ..netns.namespaces import NETNS_RUN_DIR, run_in_netns
 
 LISTEN = 10
@@ -220,4 +220,79 @@ def conntrack_trouble(ev: Evidence, netns: str) -> Cause | None:
     return Cause(
         2 * sum(counts.values()),
         f"conntrack in {netns}: {said} (conntrack; table {entries:.0f}/{limit:.0f})",
+    )
+
+
+def conntrack_full(ev: Evidence, netns: str) -> Cause | None:
+    """A full conntrack table in netns: its entries at the limit and new
+    connections dropped for want of one (conntrack's drop), with the
+    packets the drops probe saw netfilter drop there."""
+    entries = ev.total("conntrack", "conntrack_entries", netns_name=netns)
+    limit = ev.total("conntrack", "conntrack_max_entries", netns_name=netns)
+    dropped = ev.total("conntrack", "conntrack_drops_total", netns_name=netns)
+    if not limit or entries < limit or not dropped:
+        return None
+    early = ev.total("conntrack", "conntrack_early_drops_total", netns_name=netns)
+    failed = ev.total("conntrack", "conntrack_insert_failed_total", netns_name=netns)
+    evicted = f", {early:.0f} evicted early" if early else ""
+    evicted += f", {failed:.0f} insert failed" if failed else ""
+    packets = ev.total("drops", "drops_total", netns_name=netns, reason="NETFILTER_DROP")
+    seen = f", {packets:.0f} packets dropped NETFILTER_DROP there (drops)" if packets else ""
+    return Cause(
+        3 * dropped,  # above conntrack_trouble's: it says why
+        f"conntrack table full in {netns}: {entries:.0f}/{limit:.0f} entries "
+        f"(nf_conntrack_max), {dropped:.0f} new connections dropped{evicted} (conntrack)"
+        f"{seen}",
+    )
+
+
+def _mtu(netns: str, device: str) -> int | None:
+    """device's MTU in netns (a name under /run/netns), None when not found."""
+
+    def read() -> int | None:
+        with rtnl.iproute() as ipr:
+            found = ipr.link("get", ifname=device)
+        return int(found[0].get_attr("IFLA_MTU")) if found else None
+
+    try:
+        return run_in_netns(NETNS_RUN_DIR / netns, read)
+    except Exception:  # gone, or no such device (pyroute2's NetlinkError): not said
+        return None
+
+
+def mtu_black_hole(ev: Evidence, netns: str) -> Cause | None:
+    """A path MTU black hole seen from the sender in netns: ICMP errors from
+    a peer dropped by netfilter there (a firewall that drops ICMP), while
+    TCP segments to that peer are retransmitted. That the ICMP is the
+    path's "fragmentation needed" is inferred (drops does not read its type;
+    `why -s` traces it): a bridged VXLAN answers an oversize DF packet with
+    one of its own, from the inner destination's address, built by the
+    tunnel (no icmp_send: the icmp probe does not see it). Without it the
+    sender never lowers its MTU and resends packets that can never pass."""
+    dropped = [
+        e
+        for e in ev.stream("drops", reason="NETFILTER_DROP", netns_name=netns)
+        if e.get("l4") in ("ICMP", "icmp", 1)
+    ]
+    retransmitted = [
+        e for e in ev.stream("tcpretrans", kind="retransmit", netns_name=netns) if e.get("daddr")
+    ]
+    peers = {e["saddr"] for e in dropped} & {e["daddr"] for e in retransmitted}
+    if not peers:
+        return None
+    peer = max(peers, key=lambda p: sum(e["saddr"] == p for e in dropped))
+    icmp = [e for e in dropped if e["saddr"] == peer]
+    segs = [e for e in retransmitted if e["daddr"] == peer]
+    n = sum(int(e.get("segs") or 1) for e in segs)
+    device = icmp[0].get("device") or "-"
+    mtu = _mtu(netns, device) if device != "-" else None
+    said = (
+        f" ({device}'s MTU {mtu}: what the sender still believes the path carries)" if mtu else ""
+    )
+    return Cause(
+        2 * (len(icmp) + n),
+        f"MTU black hole from {netns} to {peer}: {len(icmp)} ICMP errors from {peer} dropped "
+        f"by netfilter on {device} in {netns} (drops NETFILTER_DROP), {n} segments to "
+        f"{peer}:{segs[0]['dport']} retransmitted (tcpretrans): packets too big for the path "
+        f"vanish and the ICMP that would say so (fragmentation needed) never arrives{said}",
     )

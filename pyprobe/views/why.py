@@ -15,6 +15,8 @@ Evidence, and what it says:
   attempts that failed    no route (connect's own error, no packet sent)
   at once
   attempts that connected reachable
+  data not acknowledged   (--size) connected, but what was written after
+                          stalled: the handshake passed, the data did not
 
 And, from the probes attached beside the trace (views/evidence.py, the
 same findings `pyprobe lab scenario` names), in the namespaces the
@@ -24,7 +26,11 @@ packets crossed and the one the probe ran from:
   drops + tcpretrans      the SYNs no socket took, the resets sent back
   queues                  SYNs turned away by a full accept queue
   drops (a bridge's)      frames STP blocked at a port: a loop
-  conntrack               connections dropped or not inserted
+  conntrack               connections dropped or not inserted; a full
+                          table (entries at the limit, new ones dropped)
+  drops + tcpretrans      ICMP from the destination dropped by netfilter
+                          while segments to it are retransmitted: an MTU
+                          black hole
   drops, icmp             drops and ICMP errors off the traced packets
 """
 
@@ -158,6 +164,14 @@ def causes(
                 f"and no drop was traced on this host{last}{quiet}",
             )
         )
+    if outcomes["stalled"]:
+        found.append(
+            Cause(
+                outcomes["stalled"] * 2,
+                f"stalled: connected to {target}, but the data written was not acknowledged "
+                f"({outcomes['stalled']} of {n} attempts): the handshake passed, the data did not",
+            )
+        )
     done = outcomes["connected"] + outcomes["answered"]
     if done:
         ms = statistics.median(a.ms for a in attempts if a.outcome in ("connected", "answered"))
@@ -225,7 +239,12 @@ def _joined(
         if cause := ev_.stp_blocks(ev, ns):
             out.append(cause)
             explained.add("BRIDGE_INGRESS_STP_STATE")
-        if cause := ev_.conntrack_trouble(ev, ns):
+        if cause := ev_.conntrack_full(ev, ns):
+            # why netfilter dropped the packets there: no room for their entry
+            replace(f"dropped by {_BY['NETFILTER_DROP']} in netns {ns}", cause)
+        elif cause := ev_.conntrack_trouble(ev, ns):
+            out.append(cause)
+        if not udp and (cause := ev_.mtu_black_hole(ev, ns)):
             out.append(cause)
     if outcomes["refused"] and not udp:
         # (behind a DNAT the SYN no socket took has the port it was mapped to)
@@ -322,7 +341,7 @@ def _drops(packets: list[Packet], refused: bool, ev: Evidence | None = None) -> 
     return out
 
 
-_KNOWN = ("connected", "answered", "refused", "timeout", "unreachable")
+_KNOWN = ("connected", "answered", "refused", "timeout", "unreachable", "stalled")
 
 
 def _last(packets: list[Packet]) -> str:

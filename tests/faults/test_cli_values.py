@@ -74,6 +74,9 @@ CASES = [
     ["lab", "traffic", "--connections", "0"],
     ["lab", "traffic", "--connections", "1000000"],
     ["lab", "traffic", "no-such-workload"],
+    ["why", "-u", "-s", "1000", "127.0.0.1:9"],
+    ["why", "-s", "-1", "127.0.0.1:9"],
+    ["lab", "scenario", "no-such-scenario"],
 ]
 ENV_CASES = [
     ({"PYPROBE_RINGBUF_PAGES": "abc"}, ["tcpstates", "-d", "1"]),

@@ -37,6 +37,14 @@ EXPECTED = {
         "neigh",
     ),
     "stp-loop": (["STP blocks loop", "on br0 in pplab-sw", "BRIDGE_INGRESS_STP_STATE"], "drops"),
+    "vxlan-mtu": (
+        ["MTU black hole from pplab-h1 to 10.231.4.2", "dropped by netfilter on eth0", "MTU 1500"],
+        "drops",
+    ),
+    "conntrack-full": (
+        ["conntrack table full in pplab-rt: 64/64 entries", "new connections dropped"],
+        "conntrack",
+    ),
 }
 
 

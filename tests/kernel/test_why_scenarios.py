@@ -145,3 +145,61 @@ def test_enslaved_ip_names_the_port(capsys, scenario):
     assert v["causes"][0].startswith(
         f"an address on port1, a port of br0 in {topology.ns_name('sw')}: ARP for 10.231.2.2"
     ), v["causes"]
+
+
+@pytest.mark.parametrize("scenario", ["vxlan-mtu"], indirect=True)
+def test_vxlan_mtu_black_hole(capsys, scenario):
+    """h1 connects (small segments pass) and writes 64 KB: its full-size
+    segments are answered by sw1's vxlan with ICMP fragmentation needed
+    (the trace sees it), which h1's nftables drops (its rule counter) while
+    TCP retransmits (nstat)."""
+    from tests.kernel.test_scenarios_counted import nft_counters
+
+    before = netstat("h1")["TcpRetransSegs"]
+    target = f"{scenarios.VX_H2}:{scenarios.MTU_PORT}"
+    v = why(capsys, "h1", target, "-n", "1", "--timeout", "1.5", "-s", "65536")
+    (dropped,) = nft_counters("h1")
+    retransmitted = netstat("h1")["TcpRetransSegs"] - before
+    assert [a["outcome"] for a in v["attempts"]] == ["stalled"]
+    assert dropped > 0 and retransmitted > 0
+    assert v["causes"][0] == (
+        f"MTU black hole from {H1} to {scenarios.VX_H2}: {dropped} ICMP errors from "
+        f"{scenarios.VX_H2} dropped by netfilter on eth0 in {H1} (drops NETFILTER_DROP), "
+        f"{retransmitted} segments to {target} retransmitted (tcpretrans): packets too big "
+        "for the path vanish and the ICMP that would say so (fragmentation needed) never arrives "
+        "(eth0's MTU 1500: what the sender still believes the path carries)"
+    )
+    # the ICMP itself, as the trace saw it leave the tunnel's switch
+    sw1 = topology.ns_name("sw1")
+    assert (
+        f"ICMP fragmentation needed unreachable from {scenarios.VX_H2}, sent in netns {sw1} "
+        "on port" in v["causes"]
+    ), v["causes"]
+    assert (
+        f"dropped by netfilter (a firewall rule) in netns {H1} on eth0: NETFILTER_DROP at "
+        f"nft_do_chain ({dropped} packets; drops counted {dropped} NETFILTER_DROP there (drops))"
+    ) in v["causes"]
+    assert (
+        f"stalled: connected to {target}, but the data written was not acknowledged (1 of 1 "
+        "attempts): the handshake passed, the data did not"
+    ) in v["causes"]
+
+
+@pytest.mark.parametrize("scenario", ["conntrack-full"], indirect=True)
+def test_conntrack_full_table(capsys, scenario):
+    """rt's table holds 64 established connections, the limit: each datagram
+    why sends from h1 is a new flow rt has no room for, dropped there."""
+    from tests.kernel.test_scenarios_counted import conntrack_stat
+
+    before = conntrack_stat("rt")
+    v = why(capsys, "h1", f"{scenarios.NAT_H2}:9", "-u", "-n", "2", "--timeout", "0.5")
+    after = conntrack_stat("rt")
+    dropped = after["drop"] - before["drop"]
+    assert [a["outcome"] for a in v["attempts"]] == ["timeout"] * 2
+    assert dropped == 2 and after["entries"] == after["count"] == scenarios.CT_LIMIT
+    # the trace's netfilter drop in rt, said with why: no room for an entry
+    assert v["causes"] == [
+        f"conntrack table full in {topology.ns_name('rt')}: 64/64 entries (nf_conntrack_max), "
+        f"{dropped} new connections dropped (conntrack), 2 packets dropped NETFILTER_DROP "
+        "there (drops)"
+    ]

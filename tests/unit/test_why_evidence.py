@@ -97,6 +97,26 @@ def test_conntrack_trouble_in_a_crossed_namespace_is_a_cause():
     syn.hops[-1]["netns_name"] = "rt"
     found = why.causes("10.0.0.2:80", [why.Attempt("timeout", 2000)], [syn], evidence=ev,
                        source="h1")  # fmt: skip
-    assert "conntrack in rt: 3 drops, 1 insert failed (conntrack; table 64/64)" in [
-        c.text for c in found
-    ]
+    # entries at the limit: a full table, said with every count
+    assert (
+        "conntrack table full in rt: 64/64 entries (nf_conntrack_max), 3 new connections "
+        "dropped, 1 insert failed (conntrack)"
+    ) in [c.text for c in found]
+
+
+def test_conntrack_trouble_below_the_limit_is_not_a_full_table():
+    ev = Evidence(
+        rows={"conntrack": [
+            {"metric": "conntrack_insert_failed_total", "netns_name": "rt", "value": 2},
+            {"metric": "conntrack_entries", "netns_name": "rt", "value": 10},
+            {"metric": "conntrack_max_entries", "netns_name": "rt", "value": 64},
+        ]},
+        events={},
+    )  # fmt: skip
+    syn = tcp_packet(1, "S", "10.0.0.1", 40000, "10.0.0.2", 80, "xmit")
+    syn.hops[-1]["netns_name"] = "rt"
+    found = why.causes("10.0.0.2:80", [why.Attempt("timeout", 2000)], [syn], evidence=ev,
+                       source="h1")  # fmt: skip
+    texts = [c.text for c in found]
+    assert "conntrack in rt: 2 insert failed (conntrack; table 10/64)" in texts
+    assert not any(t.startswith("conntrack table full") for t in texts)

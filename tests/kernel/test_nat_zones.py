@@ -41,7 +41,7 @@ def flows(port: int, n: int) -> None:
 
 def test_entries_counted_by_zone(capsys):
     if topology.active() is not None or list(NETNS_RUN_DIR.glob(f"{topology.PREFIX}-*")):
-        pytest.skip("a lab is up or coming up (another test's)")
+        pytest.fail("a lab is up: another test left it, or another run shares this machine")
     with topology.Lab("veth"):
         h2 = topology.ns_name("h2")
         subprocess.run(["ip", "netns", "exec", h2, "nft", "-f", "-"], input=ZONES, text=True,

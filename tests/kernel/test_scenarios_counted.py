@@ -26,9 +26,9 @@ pytestmark = [pytest.mark.root, pytest.mark.kernel]
 
 @pytest.fixture(autouse=True)
 def no_other_lab():
-    """Not while another lab is up or coming up: the scenario would take it down."""
+    """Never beside another lab (the scenario would take it down): refused, not skipped."""
     if topology.active() is not None or list(NETNS_RUN_DIR.glob(f"{topology.PREFIX}-*")):
-        pytest.skip("a lab is up or coming up (another test's)")
+        pytest.fail("a lab is up: another test left it, or another run shares this machine")
 
 
 def nft_counters(short: str) -> list[int]:

@@ -166,7 +166,7 @@ static __always_inline u32 mix(u32 h, u32 w)
  * checksum, MAC addresses) and differs from the next packet of its flow.
  * *nat: the part of an IPv4 packet's identity NAT does not rewrite (its IP
  * ID and protocol, the TCP sequence, the UDP length or the ICMP echo's
- * id and sequence):
+ * id and sequence), unless both IP ID and that are 0:
  * a marked skb forwarded through a NAT keeps it (0: none). */
 static __always_inline u32 identity(const u8 *P_, const struct view *v, u32 *nat)
 {
@@ -197,8 +197,14 @@ static __always_inline u32 identity(const u8 *P_, const struct view *v, u32 *nat
 		h = mix(h, PF_LD32(l4));     /* ports; ICMP type, code, checksum */
 		h = mix(h, PF_LD32(l4 + 4)); /* TCP sequence; UDP length, checksum; ICMP id, seq */
 		/* (a UDP checksum covers the addresses: its length alone) */
+		u32 kept = PF_LD8(o + 9) == 17 ? PF_LD16(l4 + 4) : PF_LD32(l4 + 4);
+		/* no IP ID (a SYN-ACK's, a reset's) and nothing there either (a
+		 * reset a SYN gets has sequence 0): every reset of a flood would
+		 * be the same: no NAT identity */
+		if (n && !PF_LD16(o + 4) && !kept)
+			n = 0;
 		if (n)
-			n = mix(n, PF_LD8(o + 9) == 17 ? PF_LD16(l4 + 4) : PF_LD32(l4 + 4));
+			n = mix(n, kept);
 	}
 	*nat = n;
 	return h ? h : 1;

@@ -22,6 +22,7 @@ from ..netns import namespaces, snapshot
 from ..views import evidence
 from ..views import trace as view
 from ..views import why as verdict
+from ..views.watch import ctrl_c_ends
 from .common import CONTEXT, LOADING, SECONDS, Documented, attached_many, json_option, netns_option
 
 _UNREACHABLE = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL)
@@ -138,6 +139,11 @@ def netns_path(spec: str | None) -> Path | None:
     help="After each connect, write this many bytes and wait for them to be acknowledged "
     "(big segments: a path MTU black hole stalls them). TCP only.",
 )  # fmt: skip
+@click.option(
+    "--watch", type=SECONDS, metavar="SECONDS",
+    help="Make no attempt: watch the real traffic to TARGET for this long (Ctrl-C ends it "
+    "sooner), its connections' outcomes read from their packets.",
+)  # fmt: skip
 @json_option
 def why(
     target: str,
@@ -146,6 +152,7 @@ def why(
     timeout: float,
     udp: bool,
     size: int,
+    watch: float | None,
     as_json: bool,
 ) -> None:
     """Why a TCP (or UDP) destination cannot be reached: probe it, trace it, say why.
@@ -172,9 +179,12 @@ def why(
       pyprobe why --netns h1 -n 5 10.231.4.2:80
       pyprobe why -u 10.231.1.2:53
       pyprobe why --netns h1 -s 65536 10.231.4.2:8085   # an MTU black hole
+      pyprobe why --watch 30 10.231.1.2:8080   # the clients' own connections, for 30 s
     """
     if size and udp:
         raise PyprobeError("--size: TCP only (a datagram's size is not a stream's)")
+    if watch is not None and (size or netns):
+        raise PyprobeError("--watch makes no attempt: it takes no --size or --netns")
     addr, port = target_of(target)
     path = netns_path(netns)
     hostport = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
@@ -201,24 +211,39 @@ def why(
     ) as probes:
         if "trace" not in probes:
             raise PyprobeError("why: the trace probe cannot run here (see `pyprobe doctor`)")
+        beside = ", ".join(n for n in probes if n != "trace")
         if not as_json:
-            click.echo(
-                f"Probing {hostport} ({attempts} attempts), tracing its packets "
-                f"({', '.join(n for n in probes if n != 'trace')} beside)...",
-                err=True,
+            doing = (
+                f"Watching the traffic to {hostport} for {watch:g} s"
+                if watch is not None
+                else f"Probing {hostport} ({attempts} attempts)"
             )
+            click.echo(f"{doing}, tracing its packets ({beside} beside)...", err=True)
         snapshot.expire()  # the kernel's counters read now, before and after
         before = {n: p.rows() for n, p in probes.items() if n != "trace"}
-        made = probe_all() if path is None else namespaces.run_in_netns(path, probe_all)
+        packets: list[view.Packet] = []
+        streamed: dict[str, list[dict]] = {n: [] for n in STREAMS if n in probes and n != "trace"}
+        if watch is not None:
+            with ctrl_c_ends() as end:
+                stop = time.monotonic() + watch
+                while time.monotonic() < stop and not end.is_set():
+                    # read as they come: a long watch would fill the rings
+                    packets += tracker.feed(probes["trace"].events(timeout_ms=100))
+                    for n, got in streamed.items():
+                        got += probes[n].events(timeout_ms=0)
+        else:
+            made = probe_all() if path is None else namespaces.run_in_netns(path, probe_all)
         time.sleep(0.2)  # the last packets' hops reach the ring
         snapshot.expire()  # not the pass `before` took (a scrape shares one for 0.5 s)
-        packets = tracker.feed(probes["trace"].events(timeout_ms=100)) + tracker.flush()
+        packets += tracker.feed(probes["trace"].events(timeout_ms=100)) + tracker.flush()
+        for n, got in streamed.items():
+            got += probes[n].events(timeout_ms=100)
         seen = evidence.Evidence(
             rows={n: evidence.changed(rows, probes[n].rows()) for n, rows in before.items()},
-            events={
-                n: probes[n].events(timeout_ms=100) for n in STREAMS if n in probes and n != "trace"
-            },
+            events=streamed,
         )
+    if watch is not None:
+        made = verdict.observed(packets, addr, port, udp)
     source = namespaces.netns_label(namespaces.resolve_netns(netns)) if netns else None
     if as_json:
         found = verdict.causes(hostport, made, packets, udp, seen, source)
@@ -226,12 +251,13 @@ def why(
             "target": hostport,
             "causes": [c.text for c in found],
             "attempts": [{"outcome": a.outcome, "ms": a.ms} for a in made],
+            "watched_s": watch,
             "beside": sorted(seen.rows),
             "packets": [p.record() for p in packets],
         }
         print(json_line(record))
     else:
-        print("\n".join(verdict.report(hostport, made, packets, udp, seen, source)))
+        print("\n".join(verdict.report(hostport, made, packets, udp, seen, source, watch)))
     sys.stdout.flush()
 
 

@@ -49,10 +49,13 @@ class Trace(Probe):
     filter: Filter | None = None
     # seconds without a match before only the entries stay attached; None: never
     rest_after: float | None = None
-    _links: list[int]  # the deferred points' attachments, while following
     _last_match = 0.0  # monotonic seconds of the newest first hop
     _paused_ns = 0  # monotonic ns: when the deferred points were last detached
     _resumed_ns = 0  # ... and attached again
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._links: list[int] = []  # the deferred points' attachments, while following
 
     def configure(self, expression: str | Filter | None = None, **_: Any) -> None:
         """The pcap-filter expression, or it compiled (a one-line

@@ -44,7 +44,7 @@ from typing import Any
 
 from . import evidence as ev_
 from .evidence import Cause, Evidence
-from .trace import Packet, what
+from .trace import F_ETHERNET, F_FIRST, Headers, Packet, headers, what
 
 # drop reasons (without SKB_DROP_REASON_) -> who drops, in words
 _BY = {
@@ -88,6 +88,56 @@ class Attempt:
 
     outcome: str
     ms: float
+
+
+def observed(packets: Iterable[Packet], host: str, port: int, udp: bool = False) -> list[Attempt]:
+    """What real traffic to host:port did (`why --watch`), as attempts:
+    each client's first SYN (UDP: first datagram) to it, ended by what came
+    back — a SYN-ACK connected it, a reset refused it (UDP: an answer, or an
+    ICMP port unreachable quoting it), another ICMP unreachable quoting it
+    made it unreachable — and nothing, a timeout. ms: from its first hop to
+    the answer's (0 for a timeout)."""
+    proto = 17 if udp else 6
+    started: dict[tuple[str, int], int] = {}
+    ended: dict[tuple[str, int], Attempt] = {}
+
+    def end(client: tuple[str, int], outcome: str, ts: int) -> None:
+        if client in started and client not in ended:
+            ended[client] = Attempt(outcome, (ts - started[client]) / 1e6)
+
+    for p in sorted(packets, key=lambda p: p.first["ts_ns"]):
+        h, ts = p.headers(), p.first["ts_ns"]
+        if h.l4 == proto and h.dst == host and h.dport == port:
+            if udp or ("S" in h.tcp_flags and "A" not in h.tcp_flags):
+                started.setdefault((h.src, h.sport), ts)
+        elif h.l4 == proto and h.src == host and h.sport == port:
+            flags = h.tcp_flags
+            if udp:
+                end((h.dst, h.dport), "answered", ts)
+            elif "R" in flags:
+                end((h.dst, h.dport), "refused", ts)
+            elif "S" in flags and "A" in flags:
+                end((h.dst, h.dport), "connected", ts)
+        elif h.l4 in (1, 58) and h.icmp_type in (3, 1):  # unreachable (ICMPv6: 1)
+            inner = quoted(p)
+            if inner.l4 == proto and inner.dst == host and inner.dport == port:
+                port_unreachable = h.icmp_code == (3 if h.l4 == 1 else 4)
+                outcome = "refused" if port_unreachable else "unreachable"
+                end((inner.src, inner.sport), outcome, ts)
+    return [ended.get(client, Attempt("timeout", 0.0)) for client in started]
+
+
+def quoted(p: Packet) -> Headers:
+    """The headers an ICMP error quotes (the packet it is about)."""
+    first = next((h for h in p.hops if h["flags"] & F_FIRST), None)
+    if first is None:
+        return Headers()
+    raw = bytes(first["data"])[: first["caplen"]]
+    at = 14 if first["flags"] & F_ETHERNET else 0
+    if len(raw) <= at:
+        return Headers()
+    ip_len = (raw[at] & 0xF) * 4 if raw[at] >> 4 == 4 else 40
+    return headers(raw[at + ip_len + 8 :], ethernet=False)
 
 
 def place(h: dict[str, Any]) -> str:
@@ -356,19 +406,24 @@ def report(
     udp: bool = False,
     evidence: Evidence | None = None,
     source: str | None = None,
+    watched: float | None = None,
 ) -> list[str]:
-    """The verdict's text: the causes, best first, then the evidence counted."""
+    """The verdict's text: the causes, best first, then the evidence
+    counted. watched: the attempts were real traffic, seen for that many
+    seconds (observed()), not made here."""
     found = causes(target, attempts, packets, udp, evidence, source)
     lines = [f"why {target}:"]
     if not found:
-        lines.append("  nothing seen: no attempt made, no packet traced")
+        made = "no attempt seen" if watched is not None else "no attempt made"
+        lines.append(f"  nothing seen: {made}, no packet traced")
     lines += [f"  {i}. {c.text}" for i, c in enumerate(found, 1)]
     dropped = sum(1 for p in packets if p.dropped)
     beside = ""
     if evidence is not None:
         beside = f"; beside: {', '.join(sorted(evidence.rows))}"
+    seen = f" seen in {watched:g} s of traffic" if watched is not None else ""
     lines.append(
-        f"  (evidence: {len(attempts)} attempts, {len(packets)} packets traced, {dropped} dropped"
-        f"{beside})"
+        f"  (evidence: {len(attempts)} attempts{seen}, {len(packets)} packets traced, "
+        f"{dropped} dropped{beside})"
     )
     return lines

@@ -6,10 +6,13 @@ scenarios: test_why_scenarios.py.)"""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -154,3 +157,70 @@ def test_a_probe_beside_the_trace_that_cannot_run_is_left_out(capsys, pair, monk
         f"dropped by the neighbour layer: no ARP/NDP answer in netns {pair.a} on {pair.dev_a}: "
         "NEIGH_FAILED"
     )
+
+
+def _active_opens(pair: VethPair) -> int:
+    def read() -> int:
+        lines = Path("/proc/thread-self/net/snmp").read_text().splitlines()
+        tcp = [ln.split() for ln in lines if ln.startswith("Tcp:")]
+        return int(tcp[1][tcp[0].index("ActiveOpens")])
+
+    return namespaces.run_in_netns(pair.path(pair.a), read)
+
+
+def watched(capsys, target: str, clients) -> tuple[dict, list]:
+    """`why --watch 25` while clients() runs, once it watches (its Ctrl-C
+    handler in place: the probes are attached); then Ctrl-C ends the watch.
+    What clients() returned."""
+    done = []
+    default = signal.getsignal(signal.SIGINT)
+
+    def drive() -> None:
+        deadline = time.monotonic() + 20
+        while signal.getsignal(signal.SIGINT) is default and time.monotonic() < deadline:
+            time.sleep(0.05)
+        try:
+            done.append(clients())
+        finally:
+            time.sleep(0.3)  # their last packets traced
+            os.kill(os.getpid(), signal.SIGINT)
+
+    t = threading.Thread(target=drive)
+    t.start()
+    try:
+        with pytest.raises(SystemExit) as e:
+            cli.main(["why", "-j", "--watch", "25", target])
+            raise SystemExit(0)
+    finally:
+        t.join()
+    assert e.value.code == 0
+    return json.loads(capsys.readouterr().out), done
+
+
+@pytest.mark.parametrize("listening", [True, False])
+def test_watch_reads_the_outcome_of_real_connections_from_their_packets(capsys, pair, listening):
+    """No attempt of its own: the connections another process makes (in a)
+    are the attempts, each one's outcome read from what came back: as many
+    as that namespace opened (TcpActiveOpens), connected or refused."""
+    srv = traffic.Server(pair.path(pair.b), pair.addr_b, PORT) if listening else None
+
+    def clients() -> int:
+        before = _active_opens(pair)
+        traffic.churn(pair.path(pair.a), pair.addr_b, PORT, 3, failures=[])
+        return _active_opens(pair) - before
+
+    try:
+        v, opened = watched(capsys, f"{pair.addr_b}:{PORT}", clients)
+    finally:
+        if srv:
+            srv.stop()
+    assert opened == [3]
+    outcome = "connected" if listening else "refused"
+    assert [a["outcome"] for a in v["attempts"]] == [outcome] * 3 and v["watched_s"] == 25
+    if listening:
+        assert v["causes"][0].startswith("reachable: 3 of 3 attempts connected (median ")
+    else:
+        assert v["causes"][0] == (
+            f"connect refused: no listener on {pair.addr_b}:{PORT} in {pair.b}: 3 SYNs dropped "
+            "NO_SOCKET (drops), 3 resets sent (tcpretrans) (3 of 3 attempts)"
+        )

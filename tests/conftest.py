@@ -60,6 +60,27 @@ def quiet_prog_count(within: float = 2.0) -> int:
     return last
 
 
+# Switches that change which hook every later probe picks: a module that
+# sets one and leaves it set silently moves the rest of the run to other hooks
+# (tests/vm/test_kprobe_path.py did: the tcpstates tests after it, run in the
+# same process, got the kprobe fallback). Each module must leave them as found.
+HOOK_SWITCHES = ("PYPROBE_DISABLE_HOOKS",)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def hook_switches_restored(request):
+    before = {k: os.environ.get(k) for k in HOOK_SWITCHES}
+    yield
+    after = {k: os.environ.get(k) for k in HOOK_SWITCHES}
+    if after != before:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        pytest.fail(f"{request.module.__name__} left {after} (found {before}): restored")
+
+
 @pytest.fixture
 def env() -> KernelEnv:
     return KernelEnv.detect()

@@ -40,6 +40,49 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# How long a child may take to say it started (attached, listening, ready).
+# Here that is seconds; under software emulation (TCG) each bcc compile takes
+# about a minute, so a Vagrant box's `make test` raises it.
+START_WITHIN = float(os.environ.get("PYPROBE_TEST_START_WITHIN", "60"))
+
+
+def lines_until(
+    proc: subprocess.Popen, pipe, done, within: float = START_WITHIN, what: str = "a line"
+) -> list[str]:
+    """Lines from a child's text pipe up to the first one done(line) accepts,
+    or to its end: waiting at most `within` seconds. A bare readline() on a
+    child that goes quiet (under TCG, a compile that takes minutes) blocked
+    the suite with no end; here the child is killed then (which ends the read,
+    unless a grandchild holds the pipe) and the test fails saying what it
+    waited for. The last line is the accepted one, if any."""
+    lines: list[str] = []
+    finished = threading.Event()
+
+    def read() -> None:
+        try:
+            for line in pipe:
+                lines.append(line)
+                if done(line):
+                    return
+        finally:
+            finished.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not finished.wait(within):
+        proc.kill()
+        raise AssertionError(
+            f"no {what} from {' '.join(map(str, proc.args))} within {within:.0f}s "
+            "(killed it; PYPROBE_TEST_START_WITHIN raises the bound):\n" + "".join(lines)
+        )
+    return lines
+
+
+def first_line(proc: subprocess.Popen, pipe, within: float = START_WITHIN, what="a line") -> str:
+    """The child's first line on pipe ('' at its end), waited for at most `within` s."""
+    lines = lines_until(proc, pipe, lambda _: True, within, what)
+    return lines[0] if lines else ""
+
+
 class Exporter:
     def __init__(
         self,
@@ -47,6 +90,7 @@ class Exporter:
         env: dict | None = None,
         prefix: list[str] | None = None,
         until: str = 'msg="start-up complete"',  # serving, every probe attached or failed
+        within: float = START_WITHIN,
     ):
         self.port = free_port()
         self.args = ["--web.listen-address", f"127.0.0.1:{self.port}", *args]
@@ -57,24 +101,34 @@ class Exporter:
             text=True,
             env={**os.environ, **(env or {})},
         )
+        # One reader for the daemon's life, into self.log: a full stderr pipe
+        # would block its logging. The wait for `until` is bounded: the old
+        # loop checked its deadline only between lines, then read stderr to
+        # its end, which a daemon still starting never reaches.
         self.log: list[str] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            self.log.append(line)
-            if until in line:
-                # keep reading: a full stderr pipe would block the daemon's logging
-                threading.Thread(target=self._drain, daemon=True).start()
-                return
-        raise AssertionError(
-            "exporter did not start:\n" + "".join(self.log) + self.proc.stderr.read()
-        )
+        self._started = threading.Event()
+        self._ended = threading.Event()
+        self._until = until
+        threading.Thread(target=self._drain, daemon=True).start()
+        self._started.wait(within)
+        if not any(until in line for line in self.log):
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self._ended.wait(5)
+            raise AssertionError(
+                f"exporter did not start within {within:.0f}s (PYPROBE_TEST_START_WITHIN):\n"
+                + "".join(self.log)
+            )
 
     def _drain(self) -> None:
-        for line in self.proc.stderr:
-            self.log.append(line)
+        try:
+            for line in self.proc.stderr:
+                self.log.append(line)
+                if self._until in line:
+                    self._started.set()
+        finally:
+            self._ended.set()
+            self._started.set()  # ended before `until`: no use waiting
 
     def url(self, path: str = "/metrics", scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{self.port}{path}"

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.faults.conftest import in_netns
-from tests.support import PYPROBE, Exporter, get
+from tests.support import PYPROBE, Exporter, first_line, get
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 CONNECTIONS = 50_000
@@ -43,7 +43,7 @@ def test_flood_from_an_unprivileged_user_is_received_or_counted_lost(pair, churn
             stderr=subprocess.PIPE,
             text=True,
         )
-        assert stream.stderr.readline().startswith("Tracing")
+        assert first_line(stream, stream.stderr, what="Tracing").startswith("Tracing")
 
         scrape_times: list[float] = []
         done = threading.Event()

@@ -15,7 +15,7 @@ import yaml
 
 from tests.conftest import bpf_prog_count, quiet_prog_count, settled_prog_count
 from tests.faults.conftest import fd_count
-from tests.support import PYPROBE, Exporter, free_port, get, sample
+from tests.support import PYPROBE, Exporter, first_line, free_port, get, lines_until, sample
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 CORE = ("--probe", "tcpstates", "--probe", "drops", "--probe", "softirqs")
@@ -38,11 +38,9 @@ def start_until(marker: str, *args: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
-    log = []
-    for line in proc.stderr:
-        log.append(line)
-        if marker in line:
-            return proc
+    log = lines_until(proc, proc.stderr, lambda line: marker in line, what=marker)
+    if log and marker in log[-1]:
+        return proc
     raise AssertionError("exporter ended early:\n" + "".join(log))
 
 
@@ -93,7 +91,7 @@ def test_sigkill_of_a_stream_leaves_nothing_behind():
     proc = subprocess.Popen(
         [PYPROBE, "drops", "--stream"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    assert proc.stderr.readline().startswith("Tracing")
+    assert first_line(proc, proc.stderr, what="Tracing").startswith("Tracing")
     proc.kill()
     proc.wait(5)
     assert settled_prog_count(before, within=1.0) == before

@@ -19,7 +19,7 @@ import pytest
 from pyprobe.lab import traffic
 from pyprobe.lab.pair import VethPair
 from tests.faults.conftest import rss_kib
-from tests.support import PYPROBE, Exporter, get
+from tests.support import PYPROBE, Exporter, first_line, get
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel, pytest.mark.slow]
 SECONDS = float(os.environ.get("PYPROBE_SOAK_SECONDS", "60"))
@@ -61,7 +61,7 @@ def test_soak(pair, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert stream.stderr.readline().startswith("Tracing")
+    assert first_line(stream, stream.stderr, what="Tracing").startswith("Tracing")
     stop, done = threading.Event(), {"connections": 0, "refused": 0, "datagrams": 0}
     load = threading.Thread(target=drive, args=(pair, stop, done))
     pid = exporter.proc.pid

@@ -26,7 +26,7 @@ N = 12
 
 def test_fallbacks_chosen_for_an_older_kernel_count_right():
     env = KernelEnv.detect()
-    env.disabled_hooks = frozenset()  # (the other module disables tracepoints)
+    env.disabled_hooks = frozenset()  # whatever PYPROBE_DISABLE_HOOKS says
     reasons = "reason" in env.tracepoint_fields("skb:kfree_skb")  # 5.17+
     drops = registry.create("drops", env=env)
     retrans = registry.create("tcpretrans", env=env)

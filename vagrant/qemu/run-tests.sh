@@ -3,11 +3,14 @@
 # emulation (TCG: never KVM, it crashed this kind of host), with this checkout
 # on a second disk, and run tests/vm inside (the kprobe fallbacks, attached
 # for real). Exit status: the tests'.
+#   PYPROBE_VM_TESTS="tests/vm tests/kernel/test_tcpstates.py"  other test
+#   paths (pytest's arguments) instead of tests/vm; PYPROBE_VM=1 either way.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 PROJECT=$(cd "$HERE/../.." && pwd)
 CACHE=${PYPROBE_VM_CACHE:-/var/cache/pyprobe-vm}
 TIMEOUT=${PYPROBE_VM_TIMEOUT:-1200}
+TESTS=${PYPROBE_VM_TESTS:-tests/vm}
 log() { echo "vm-test: $*" >&2; }
 # Already in a VM whose kernel has kprobes (a Vagrant box: `make test` inside
 # it, vagrant/guest-test.sh full): the VM suite runs here, in this kernel,
@@ -17,9 +20,10 @@ if [ "${PYPROBE_VM_IN_PLACE:-}" = 1 ]; then
     echo "vm-test: PYPROBE_VM_IN_PLACE=1 but this kernel has no kprobes: unset it to boot the qemu VM" >&2
     exit 2
   }
-  log "in place, kernel $(uname -r)"
+  log "in place, kernel $(uname -r): $TESTS"
   cd "$PROJECT"
-  PYPROBE_VM=1 exec .venv/bin/python -m pytest -p no:cacheprovider -ra tests/vm
+  # shellcheck disable=SC2086  # a list of paths
+  PYPROBE_VM=1 exec .venv/bin/python -m pytest -p no:cacheprovider -ra $TESTS
 fi
 "$HERE/build-image.sh" "$CACHE"
 
@@ -30,11 +34,14 @@ mkdir "$work/project"
 tar -C "$PROJECT" --exclude=.venv --exclude=.git --exclude='__pycache__' \
     --exclude='.pytest_cache' --exclude='.mypy_cache' --exclude='.ruff_cache' -cf - . \
   | tar -C "$work/project" -xf -
+# What guest-run.sh runs (the kernel command line would do, but has no room
+# to spare for a list of paths).
+printf '%s\n' "$TESTS" >"$work/project/.vm-tests"
 mkfs.ext4 -q -L pyprobe-project -d "$work/project" "$work/project.img" 256M
 # The root disk: a throwaway copy, so every run starts from the cached image.
 cp --sparse=always "$CACHE/rootfs.img" "$work/rootfs.img"
 
-log "booting (TCG, 2 vCPUs): bcc compiles take about a minute each under emulation"
+log "booting (TCG, 2 vCPUs) to run $TESTS: bcc compiles take about a minute each under emulation"
 start=$(date +%s)
 set +e
 timeout "$TIMEOUT" qemu-system-x86_64 \

@@ -74,9 +74,28 @@ struct srtt_slot {
 	u16 _pad;
 };
 BPF_TABLE("percpu_hash", struct srtt_slot, u64, ack_srtt, MAX_ack_srtt);
+#ifdef FRONT_ack_srtt
+/* Two updates per segment received: each in a front slot (pyprobe_bpf.h)
+ * where it has one, not the hash. */
+_Static_assert(sizeof(struct srtt_slot) == 8, "a front's key is 8 bytes");
+BPF_ARRAY(ack_srtt_fkeys, struct srtt_slot, FRONT_ack_srtt + 1);
+BPF_PERCPU_ARRAY(ack_srtt_front, u64, FRONT_ack_srtt + 1);
+#endif
 
 static __always_inline void add_srtt(struct srtt_slot *k, u64 v)
 {
+#ifdef FRONT_ack_srtt
+	u64 key = front_key(k);
+	u32 slot = front_index(key, FRONT_ack_srtt);
+	struct srtt_slot *held = ack_srtt_fkeys.lookup(&slot);
+	if (held && front_claim((u64 *)held, key)) {
+		u64 *f = ack_srtt_front.lookup(&slot);
+		if (f) {
+			*f += v;
+			return;
+		}
+	}
+#endif
 	u64 zero = 0, *c = ack_srtt.lookup_or_try_init(k, &zero);
 	if (c)
 		*c += v;

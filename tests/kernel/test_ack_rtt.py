@@ -10,7 +10,7 @@ the last skb of the backlog (TcpExtTCPBacklogCoalesce: one call for both) or
 dropped there (TcpExtTCPBacklogDrop). So between two readings taken while
 the connection is established (its handshake done before, its close after),
 the histogram's count must equal InSegs - BacklogCoalesce - BacklogDrop,
-exactly, at each end (without the coalesced ones, 351 against 367 here).
+exactly, at each end (InSegs alone was 367 against 351 counted, once).
 The RTT: the median's exp2 bucket against the srtt `ss -ti` prints for the
 socket (tcpi_rtt, srtt_us >> 3) after a ping-pong."""
 
@@ -102,7 +102,7 @@ def test_ack_rtt_counts_every_received_segment_and_its_srtt(disabled, hook, monk
             s.settimeout(10)  # a hang fails the test instead
         try:
             time.sleep(0.3)  # the handshake's last ACK processed: from here, ESTABLISHED only
-            insegs = {ns: reached(pair.path(ns)) for ns in ino}
+            start = {ns: reached(pair.path(ns)) for ns in ino}
             hist = {ns: histogram(probe, ino[ns]) for ns in ino}
 
             for _ in range(ROUNDS):  # ping-pong: each end's srtt settles on the path's RTT
@@ -110,8 +110,8 @@ def test_ack_rtt_counts_every_received_segment_and_its_srtt(disabled, hook, monk
                 assert conn.recv(1) == b"x"
                 conn.sendall(b"y")
                 assert cli.recv(1) == b"y"
-            # The last pong's ACK, now: delayed (40 ms), it would move h2's srtt
-            # by an eighth of that after every sample the histogram holds.
+            # The last pong's ACK, now: delayed (40 ms), it would move the
+            # server's srtt by an eighth of that after every sample the histogram holds.
             cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
             time.sleep(0.2)
             ss = {ns: sh(ns, "ss -tinH state established") for ns in ino}
@@ -124,14 +124,14 @@ def test_ack_rtt_counts_every_received_segment_and_its_srtt(disabled, hook, monk
             reader.join(timeout=30)
             assert not reader.is_alive()
             time.sleep(0.2)
-            end_segs = {ns: reached(pair.path(ns)) for ns in ino}
+            stop = {ns: reached(pair.path(ns)) for ns in ino}
             end = {ns: histogram(probe, ino[ns]) for ns in ino}
         finally:
             for s in (cli, conn, srv):
                 s.close()
 
     for ns in ino:
-        received = end_segs[ns] - insegs[ns]
+        received = stop[ns] - start[ns]
         counted = sum(end[ns]) - sum(hist[ns])
         assert counted == received, (ns, counted, received)
         assert received > ROUNDS  # every pong or ping at least

@@ -19,7 +19,7 @@ from .common import CONTEXT, LOADING, Documented, attached_many, json_option
 
 @click.group(context_settings=CONTEXT)
 def lab() -> None:
-    """Network namespaces wired like the notes: veth, bridge, VXLAN; bounded traffic.
+    """Network namespaces wired like the notes: veth, bridge, VXLAN, NAT, TUN, TAP; bounded traffic.
 
     \b
     Built with netlink (pyroute2) on 10.231.0.0/16 addresses that route
@@ -41,7 +41,8 @@ def lab() -> None:
     type=click.Choice(topo.TOPOLOGIES),
     help="veth: h1-h2; bridge: h1,h2,h3 on br0; vxlan: two bridges joined over VXLAN "
     "42/4789; nat: h1 behind router rt (masquerade, port 8080 forwarded to h1:80) from h2; "
-    "tun: a user-space UDP tunnel between h1's and h2's tun0.",
+    "tun: a user-space UDP tunnel between h1's and h2's tun0; tap: the same at layer 2 "
+    "between their tap0 (Ethernet frames, ARP included).",
 )
 @click.option("--stp", is_flag=True, help="Spanning tree on the bridges.")
 @click.option(
@@ -65,6 +66,7 @@ def lab_up(topology: str, stp: bool, loss: float, delay: float, rate: str | None
       pyprobe lab up                     # h1-h2 over a veth pair
       pyprobe lab up -t vxlan --loss 2   # two bridges over VXLAN, 2% loss into h2
       pyprobe lab up -t nat --delay 20 --rate 10mbit
+      pyprobe lab up -t tap              # h1-h2 over tap0, frames relayed as UDP
     """
     built = topo.Lab(topology, stp=stp, loss=loss, delay_ms=delay, rate=rate).up()
     hosts = ", ".join(f"{h['netns']} {h['addr']}" for h in built.hosts.values())

@@ -9,8 +9,9 @@ import click
 
 from ..core.text import json_line
 from ..netns.namespaces import resolve_netns
-from ..views.tables import print_tables, queue_tables, rtt_table
-from ..views.watch import intervals
+from ..probes.queues import ACK_RTT, ACK_RTT_TITLE
+from ..views.tables import metric_tables, print_tables, queue_tables, rtt_table
+from ..views.watch import intervals, row_key, with_deltas
 from .common import (
     CONTEXT,
     LOADING,
@@ -33,12 +34,19 @@ from .common import (
     help="Also each namespace's established sockets' smoothed RTT and congestion "
     "window (tcp_info, as ss -ti): count, p50, p99, max.",
 )
+@click.option(
+    "--ack-rtt",
+    is_flag=True,
+    help="Also the smoothed RTT at every segment established sockets receive, mostly ACKs "
+    "(the acks feature: a tcp:tcp_probe hook, a histogram per namespace since the start).",
+)
 @interval_args
 def queues(
     netns: str | None,
     as_json: bool,
     top: int,
     rtt: bool,
+    ack_rtt: bool,
     interval: float | None,
     count: int | None,
 ) -> None:
@@ -54,18 +62,26 @@ def queues(
     Examples:
       pyprobe queues                     # once: deepest sockets, backlogs, qdiscs
       pyprobe queues --netns blue --rtt 5
+      pyprobe queues --ack-rtt 1 5       # srtt seen at each ACK, 5 one-second reports
       pyprobe queues -n 50 --format plain | sort -k5 -n
     """
     inode = resolve_netns(netns) if netns else None
-    with attached("queues", features=["rtt"] if rtt else ()) as probe:
+    features = [f for f, on in (("rtt", rtt), ("acks", ack_rtt)) if on]
+    with attached("queues", features=features) as probe:
         probe.netns = inode
+
+        acks_before: dict[tuple, dict] = {}
 
         def report(n: int) -> None:
             snapshot = probe.top(top)
             overflows = probe.overflows()
             rtts = probe.rtt_rows() if rtt else None
+            acks = with_deltas(probe.ack_rtt_rows(), acks_before) if ack_rtt else None
+            acks_before.update((row_key(r), r) for r in acks or ())
             if as_json:
                 extra = {} if rtts is None else {"rtt": rtts}
+                if acks is not None:
+                    extra["ack_rtt"] = acks
                 print(
                     json_line({"time": time.time(), **snapshot, "overflows": overflows, **extra}),
                     flush=True,
@@ -74,6 +90,8 @@ def queues(
                 print_tables(queue_tables(snapshot, overflows))
                 if rtts is not None:
                     print_tables([rtt_table(rtts)])
+                if acks is not None:
+                    print_tables(metric_tables(acks, {ACK_RTT: ACK_RTT_TITLE}))
 
         intervals(report, interval, count, first_now=True)
 

@@ -9,6 +9,8 @@ that route nowhere else, and torn down completely.
   tun     h1 <-veth-> h2 (10.231.8.0/24), and a tunnel over it: tun0 in each
           (10.231.9.0/24), relayed as UDP 4000 by a user-space process
           (lab/tunrelay.py): what TUN is, a device whose wire is a program
+  tap     the same at layer 2: tap0 in each (10.231.10.0/24), Ethernet
+          frames relayed (ARP crosses it too); underlay 10.231.8.0/24
   nat     h1 (inside, 10.231.5.1) <-> rt <-> h2 (outside, 10.231.6.2)
           rt masquerades what leaves by wan (dynamic NAT with ports: PAT)
           and forwards its TCP port 8080 to h1:80 (DNAT, a port forward)
@@ -36,13 +38,14 @@ from typing import Any, TypeVar
 
 from ..errors import PyprobeError
 from ..load.classifier import tc_program
-from ..netns import rtnl
+from ..netns import devices, rtnl
 from ..netns.namespaces import NETNS_RUN_DIR, run_in_netns
 from ..paths import bpf_dir
+from . import tunrelay
 
 PREFIX = "pplab"
 STATE = Path("/run/pyprobe-lab.json")
-TOPOLOGIES = ("veth", "bridge", "vxlan", "nat", "tun")
+TOPOLOGIES = ("veth", "bridge", "vxlan", "nat", "tun", "tap")
 RELAY_PID = Path("/run/pyprobe-lab-relay.pid")
 VNI, VXLAN_PORT = 42, 4789
 ETH_P_IP = 0x0800
@@ -212,16 +215,24 @@ class Lab:
         self.hosts["rt"] = {"netns": ns_name("rt"), "dev": "wan", "addr": NAT_ROUTER_WAN}
 
     def _up_tun(self) -> None:
+        self._relayed("tun", 9)
+
+    def _up_tap(self) -> None:
+        self._relayed("tap", 10)
+
+    def _relayed(self, mode: str, net: int) -> None:
+        """h1 and h2 over a veth, and a tunnel between their tun0 or tap0
+        (10.231.NET.0/24) that a user-space relay carries over it as UDP."""
         self._ns("h1")
         self._ns("h2")
         _veth("h1", "eth0", "h2", "eth0")
         for n in (1, 2):
-            _in(f"h{n}", functools.partial(_tun, f"10.231.9.{n}"))
+            _in(f"h{n}", functools.partial(_tuntap, mode, f"10.231.{net}.{n}"))
             self._host(f"h{n}", "eth0", f"10.231.8.{n}")
-        # the tunnel's ends: the hosts' tun0 addresses are what h1 and h2 use
+        # the tunnel's ends: the hosts' tun0/tap0 addresses are what h1 and h2 use
         ends = [f"{ns_name(f'h{n}')}:10.231.8.{n}:10.231.8.{3 - n}" for n in (1, 2)]
         relay = subprocess.Popen(
-            [sys.executable, "-m", "pyprobe.lab.tunrelay", *ends],
+            [sys.executable, "-m", "pyprobe.lab.tunrelay", mode, *ends],
             stdout=subprocess.PIPE,
             text=True,
             start_new_session=True,  # not in the terminal's group: Ctrl-C there leaves it
@@ -232,9 +243,12 @@ class Lab:
         if not said or relay.stdout.readline().strip() != "ready":
             relay.kill()
             relay.wait()
-            raise PyprobeError("the tun lab's relay did not start (tun0 or UDP port 4000)")
+            raise PyprobeError(
+                f"the {mode} lab's relay did not start ({tunrelay.device(mode)} or UDP port "
+                f"{tunrelay.PORT})"
+            )
         for n in (1, 2):
-            self.hosts[f"h{n}"]["tun"] = f"10.231.9.{n}"
+            self.hosts[f"h{n}"][mode] = f"10.231.{net}.{n}"
 
     def _impairments(self) -> None:
         h1, h2 = self.hosts["h1"]["dev"], self.hosts["h2"]["dev"]
@@ -304,14 +318,20 @@ table ip pyprobe_lab_nat {{
 """
 
 
-def _tun(addr: str) -> None:
-    """Inside a namespace: a persistent tun0 (the relay opens it), up, addressed."""
+# A frame must fit one UDP datagram on the underlay's 1500: its IP and UDP
+# headers (28) and, for tap0, the frame's Ethernet header (14).
+TAP_MTU = 1500 - 28 - 14
+
+
+def _tuntap(mode: str, addr: str) -> None:
+    """Inside a namespace: a persistent tun0 or tap0 (the relay opens it), up,
+    addressed."""
     try:
         with _ipr() as ipr:
-            ipr.link("add", ifname="tun0", kind="tuntap", mode="tun")
+            ipr.link("add", ifname=tunrelay.device(mode), kind="tuntap", mode=mode)
     except Exception as e:  # no tun driver: pyroute2's NetlinkError
-        raise PyprobeError(f"the tun topology needs the tun driver: {e}") from None
-    _configure("tun0", addr)
+        raise PyprobeError(f"the {mode} topology needs the tun driver: {e}") from None
+    _configure(tunrelay.device(mode), addr, mtu=TAP_MTU if mode == "tap" else None)
 
 
 def _default_route(gateway: str) -> None:
@@ -408,11 +428,6 @@ def firewall(host: str, dev: str, udp_port: int, on: bool) -> None:
     run_in_netns(NETNS_RUN_DIR / host, apply)
 
 
-def _kind(msg: Any) -> str:
-    info = msg.get_attr("IFLA_LINKINFO")
-    return str(info.get_attr("IFLA_INFO_KIND")) if info is not None else ""
-
-
 def active() -> dict[str, Any] | None:
     try:
         state: dict[str, Any] = json.loads(STATE.read_text())
@@ -498,7 +513,7 @@ def status() -> list[dict[str, Any]]:
                 return [
                     {
                         "dev": m.get_attr("IFLA_IFNAME"),
-                        "kind": _kind(m),
+                        "kind": devices.link_kind(m),
                         "state": m.get_attr("IFLA_OPERSTATE"),
                         "master": names.get(m.get_attr("IFLA_MASTER") or 0, ""),
                         "addrs": addrs.get(m["index"], []),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from . import rtnl, tcstats
 from .namespaces import in_netns, netns_cookie
@@ -53,16 +54,27 @@ def link_stats(netns_path: str | Path | None = None) -> dict[str, dict[str, int]
     return in_netns(netns_path, get)
 
 
+IFF_TAP = 2  # IFLA_TUN_TYPE of a tap device (IFF_TUN, 1, for a tun one)
+
+
+def link_kind(msg: Any) -> str:
+    """A link message's kind (veth, bridge, vxlan, tun, tap...: netlink's
+    IFLA_INFO_KIND; "" for one without: lo, a NIC). The tun driver reports
+    "tun" for both of its modes: a tap is told apart by IFLA_TUN_TYPE."""
+    info = msg.get_attr("IFLA_LINKINFO")
+    kind = (info.get_attr("IFLA_INFO_KIND") if info is not None else None) or ""
+    if kind == "tun":
+        data = info.get_attr("IFLA_INFO_DATA")
+        if data is not None and data.get_attr("IFLA_TUN_TYPE") == IFF_TAP:
+            return "tap"
+    return str(kind)
+
+
 def link_kinds(netns_path: str | Path | None = None) -> dict[int, str]:
-    """ifindex -> the device's kind (veth, bridge, vxlan, tun...: netlink's
-    IFLA_INFO_KIND; "" for one without: lo, a NIC) in one namespace."""
+    """ifindex -> the device's kind (link_kind) in one namespace."""
 
     def get() -> dict[int, str]:
-        out = {}
         with rtnl.iproute() as ipr:
-            for m in ipr.get_links():
-                info = m.get_attr("IFLA_LINKINFO")
-                out[m["index"]] = (info.get_attr("IFLA_INFO_KIND") if info else None) or ""
-        return out
+            return {m["index"]: link_kind(m) for m in ipr.get_links()}
 
     return in_netns(netns_path, get)

@@ -28,6 +28,8 @@ from ..netns.sockdiag import RECV_Q, SEND_Q, STATE, Sock
 from ..netns.sockets import socket_owners
 
 LISTEN = TCP_STATE_NUMBERS["LISTEN"]
+ACK_RTT = "tcp_ack_rtt_seconds"  # the acks feature's histogram (probes/queues.toml)
+ACK_RTT_TITLE = "Smoothed RTT at each segment received, since the start (tcp:tcp_probe)"
 
 
 @plugin("queues")
@@ -116,6 +118,15 @@ class Queues(Probe):
                 }
             )
         return out
+
+    def ack_rtt_rows(self) -> list[dict[str, Any]]:
+        """The acks feature's histogram rows (count, sum, p50/p99 bounds in
+        seconds) of the namespace asked for, or of all."""
+        return [
+            r
+            for r in self.rows()
+            if r["metric"] == ACK_RTT and (self.netns is None or r["netns"] == str(self.netns))
+        ]
 
     def tables(self, n: int) -> list[Table]:
         """The deepest socket queues and accept queues, and the qdiscs with a

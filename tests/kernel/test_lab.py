@@ -283,6 +283,7 @@ def test_tun_lab_tunnels_each_packet_through_its_relay(env):
     netdev = registry.create("netdev", env=env)
     with topology.Lab("tun") as built, netdev:
         netdev.attach()
+        assert links("h1")["tun0"]["kind"] == "tun"  # not tap: IFLA_TUN_TYPE says IFF_TUN
 
         def packets(ns: str, dev: str, way: str) -> float:
             return sum(
@@ -315,6 +316,92 @@ def test_tun_lab_tunnels_each_packet_through_its_relay(env):
         sent = packets("h1", "tun0", "transmit") - before[0]
         came = packets("h2", "tun0", "receive") - before[1]
         assert sent == came == udp_in() - before[2] == n
+        pid = int(topology.RELAY_PID.read_text())
+    assert not topology.RELAY_PID.exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert lab_namespaces() == []
+
+
+def snmp(ns: str, group: str, counter: str) -> int:
+    """A host namespace's /proc/net/snmp counter (what nstat shows as GroupCounter)."""
+
+    def read() -> int:
+        lines = [
+            ln.split()
+            for ln in Path("/proc/thread-self/net/snmp").read_text().splitlines()
+            if ln.startswith(f"{group}:")
+        ]
+        return dict(zip(lines[0][1:], map(int, lines[1][1:]), strict=True))[counter]
+
+    return namespaces.run_in_netns(topology.ns_path(ns), read)
+
+
+def tap_state(ns: str) -> dict:
+    """tap0's MAC and counters and the namespace's neighbours on it, over netlink."""
+
+    def read() -> dict:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname="tap0")[0]
+            link = ipr.get_links(idx)[0]
+            return {
+                "mac": link.get_attr("IFLA_ADDRESS"),
+                "stats": dict(link.get_attr("IFLA_STATS64")),
+                "neighbours": {
+                    n.get_attr("NDA_DST"): n.get_attr("NDA_LLADDR")
+                    for n in ipr.get_neighbours(ifindex=idx)
+                },
+            }
+
+    return namespaces.run_in_netns(topology.ns_path(ns), read)
+
+
+def test_tap_lab_relays_each_frame_arp_included_and_shows_kind_tap():
+    """h1 pings h2's tap0 address. The first ping needs ARP: its request and
+    reply cross the relay as frames too (2 datagrams each way, and h1 learns
+    h2's tap0 MAC on tap0); after that, N pings are exactly N datagrams each
+    way (each host's UdpIn/OutDatagrams, the tap0s' own counters)."""
+    n = 5
+    with topology.Lab("tap") as built:
+        kinds = {ns: links(ns)["tap0"]["kind"] for ns in ("h1", "h2")}
+        assert kinds == {"h1": "tap", "h2": "tap"}
+        assert "eth0" in links("h1") and links("h1")["eth0"]["kind"] == "veth"
+        status = run_cli("lab", "status")
+        assert re.search(r"pplab-h1\s+tap0\s+tap\s", status.stdout), status.stdout
+
+        def ping(count: int) -> None:
+            out = subprocess.run(
+                ["ip", "netns", "exec", topology.ns_name("h1"), "ping", "-c", str(count),
+                 "-i", "0.2", "-W", "2", built.hosts["h2"]["tap"]],
+                capture_output=True, text=True,
+            )  # fmt: skip
+            assert f"{count} received" in out.stdout, out.stdout
+
+        def counters() -> tuple[int, ...]:
+            return (
+                snmp("h1", "Udp", "OutDatagrams"),
+                snmp("h2", "Udp", "InDatagrams"),
+                snmp("h2", "Udp", "OutDatagrams"),
+                snmp("h1", "Udp", "InDatagrams"),
+                tap_state("h1")["stats"]["tx_packets"],
+                tap_state("h2")["stats"]["rx_packets"],
+            )
+
+        h1, h2 = tap_state("h1"), tap_state("h2")
+        assert built.hosts["h2"]["tap"] not in h1["neighbours"]
+        start = counters()
+        ping(1)  # ARP request + echo request out, ARP reply + echo reply back
+        time.sleep(0.1)
+        first = counters()
+        assert [b - a for a, b in zip(start, first, strict=True)] == [2] * 6
+        assert tap_state("h1")["neighbours"][built.hosts["h2"]["tap"]] == h2["mac"]
+        assert tap_state("h2")["neighbours"][built.hosts["h1"]["tap"]] == h1["mac"]
+
+        ping(n)  # resolved: one frame per echo each way, nothing else
+        time.sleep(0.1)
+        assert [b - a for a, b in zip(first, counters(), strict=True)] == [n] * 6
         pid = int(topology.RELAY_PID.read_text())
     assert not topology.RELAY_PID.exists()
     with pytest.raises(ProcessLookupError):

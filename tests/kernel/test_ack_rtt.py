@@ -1,0 +1,192 @@
+"""queues' acks feature: tcp:tcp_probe's smoothed RTT at each segment an
+established socket receives, as an in-kernel histogram per netns.
+
+Ground truth for the count: each namespace's nstat counters. tcp_v4_rcv()
+counts every TCP segment (skb) it receives in TcpInSegs, once; in a
+namespace whose only TCP socket is one established connection, each of them
+reaches tcp_rcv_established(), which fires tcp_probe first thing — except
+one that arrives while the socket is owned by its reader and is merged into
+the last skb of the backlog (TcpExtTCPBacklogCoalesce: one call for both) or
+dropped there (TcpExtTCPBacklogDrop). So between two readings taken while
+the connection is established (its handshake done before, its close after),
+the histogram's count must equal InSegs - BacklogCoalesce - BacklogDrop,
+exactly, at each end (InSegs alone was 367 against 351 counted, once).
+The RTT: the median's exp2 bucket against the srtt `ss -ti` prints for the
+socket (tcpi_rtt, srtt_us >> 3) after a ping-pong."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pyprobe.kernel.env import KernelEnv
+from pyprobe.lab.pair import VethPair
+from pyprobe.netns import namespaces
+from tests.kernel.test_cli_kernel import PYPROBE
+from tests.kernel.test_probeset import sh
+from tests.support import registry
+
+pytestmark = [pytest.mark.root, pytest.mark.kernel]
+
+PORT, ROUNDS, BULK = 7930, 300, 4 << 20
+METRIC = "tcp_ack_rtt_seconds"
+
+
+def reached(path) -> int:
+    """Segments that reached tcp_rcv_established (or would have): the
+    namespace's TcpInSegs less those coalesced or dropped at the backlog."""
+
+    def read() -> dict[str, int]:
+        out: dict[str, int] = {}
+        for f in ("snmp", "netstat"):
+            lines = Path(f"/proc/thread-self/net/{f}").read_text().splitlines()
+            for names, values in zip(lines[::2], lines[1::2], strict=True):
+                prefix, _, keys = names.partition(": ")
+                for k, v in zip(keys.split(), values.split()[1:], strict=True):
+                    out[prefix + k] = int(v)
+        return out
+
+    c = namespaces.run_in_netns(path, read)
+    return c["TcpInSegs"] - c["TcpExtTCPBacklogCoalesce"] - c["TcpExtTCPBacklogDrop"]
+
+
+def slot(ns: float) -> int:
+    """The exp2 bucket of a value in nanoseconds, as bpf/pyprobe_bpf.h's hist_slot."""
+    return 0 if ns <= 1 else (int(ns) - 1).bit_length()
+
+
+def histogram(probe, inode: int) -> list[int]:
+    """The namespace's bucket counts (none yet: zeros)."""
+    rows = [r for r in probe.rows() if r["metric"] == METRIC and r["netns"] == str(inode)]
+    assert len(rows) <= 1
+    buckets = rows[0]["buckets"] if rows else []
+    return buckets + [0] * (64 - len(buckets))
+
+
+def median_slot(before: list[int], after: list[int]) -> int:
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    half, running = sum(delta) / 2, 0
+    for k, n in enumerate(delta):
+        running += n
+        if running >= half:
+            return k
+    raise AssertionError("no samples")
+
+
+@pytest.mark.parametrize(
+    ("disabled", "hook"),
+    [("", "tp_btf"), ("tp_btf", "raw_tracepoint"), ("raw_tracepoint", "tracepoint")],
+)
+def test_ack_rtt_counts_every_received_segment_and_its_srtt(disabled, hook, monkeypatch):
+    """Each hook: tcp_sock's srtt_us read at its BTF offset (tp_btf, raw), or
+    the tracepoint's own srtt field."""
+    monkeypatch.setenv("PYPROBE_DISABLE_HOOKS", disabled)
+    probe = registry.create("queues", env=KernelEnv.detect(), features=["acks"])
+    with VethPair(prefix=f"ak{time.monotonic_ns() % 100000}", net=93) as pair, probe:
+        probe.attach()
+        assert probe.hook is not None and probe.hook.kind == hook
+        a, b = pair.path(pair.a), pair.path(pair.b)
+        ino = {pair.a: pair.inode(pair.a), pair.b: pair.inode(pair.b)}
+
+        srv = namespaces.run_in_netns(b, lambda: socket.create_server((pair.addr_b, PORT)))
+        cli = namespaces.run_in_netns(a, lambda: socket.create_connection((pair.addr_b, PORT)))
+        conn, _ = srv.accept()
+        for s in (cli, conn):
+            s.settimeout(10)  # a hang fails the test instead
+        try:
+            time.sleep(0.3)  # the handshake's last ACK processed: from here, ESTABLISHED only
+            start = {ns: reached(pair.path(ns)) for ns in ino}
+            hist = {ns: histogram(probe, ino[ns]) for ns in ino}
+
+            for _ in range(ROUNDS):  # ping-pong: each end's srtt settles on the path's RTT
+                cli.sendall(b"x")
+                assert conn.recv(1) == b"x"
+                conn.sendall(b"y")
+                assert cli.recv(1) == b"y"
+            # The last pong's ACK, now: delayed (40 ms), it would move the
+            # server's srtt by an eighth of that after every sample the histogram holds.
+            cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+            time.sleep(0.2)
+            ss = {ns: sh(ns, "ss -tinH state established") for ns in ino}
+            mid = {ns: histogram(probe, ino[ns]) for ns in ino}
+
+            # then a bulk transfer, read as it comes: many more ACKs, and GSO-sized data
+            reader = threading.Thread(target=drain, args=(conn, BULK))
+            reader.start()
+            cli.sendall(b"z" * BULK)
+            reader.join(timeout=30)
+            assert not reader.is_alive()
+            time.sleep(0.2)
+            stop = {ns: reached(pair.path(ns)) for ns in ino}
+            end = {ns: histogram(probe, ino[ns]) for ns in ino}
+        finally:
+            for s in (cli, conn, srv):
+                s.close()
+
+    for ns in ino:
+        received = stop[ns] - start[ns]
+        counted = sum(end[ns]) - sum(hist[ns])
+        assert counted == received, (ns, counted, received)
+        assert received > ROUNDS  # every pong or ping at least
+
+        rtt_ms = [float(v) for v in re.findall(r"\brtt:([\d.]+)/", ss[ns])]
+        assert len(rtt_ms) == 1, ss[ns]
+        assert abs(median_slot(hist[ns], mid[ns]) - slot(rtt_ms[0] * 1e6)) <= 1, (ns, rtt_ms)
+
+
+def drain(conn: socket.socket, size: int) -> None:
+    got = 0
+    while got < size:
+        chunk = conn.recv(1 << 20)
+        assert chunk
+        got += len(chunk)
+
+
+def test_queues_ack_rtt_cli_reports_what_the_namespace_received():
+    """`pyprobe queues --ack-rtt -j`: its namespace's count since it started
+    equals the segments that reached tcp_rcv_established there. The
+    connection is made (and idle) before it starts, so nothing of the
+    handshake, and nothing between its start and the baseline, is counted."""
+    with VethPair(prefix=f"ac{time.monotonic_ns() % 100000}", net=94) as pair:
+        a, b = pair.path(pair.a), pair.path(pair.b)
+        inode = str(pair.inode(pair.a))
+        srv = namespaces.run_in_netns(b, lambda: socket.create_server((pair.addr_b, PORT)))
+        cli = namespaces.run_in_netns(a, lambda: socket.create_connection((pair.addr_b, PORT)))
+        conn, _ = srv.accept()
+        for s in (cli, conn):
+            s.settimeout(10)
+        proc = subprocess.Popen(
+            [PYPROBE, "queues", "--ack-rtt", "-j", "--netns", pair.a, "1", "3"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            first = json.loads(proc.stdout.readline())  # attached
+            baseline = reached(a)
+            for _ in range(50):
+                cli.sendall(b"x")
+                assert conn.recv(1) == b"x"
+                conn.sendall(b"y")
+                assert cli.recv(1) == b"y"
+            cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+            time.sleep(0.2)
+            received = reached(a) - baseline
+            *_, last = [json.loads(line) for line in proc.stdout]
+            assert proc.wait(10) == 0
+        finally:
+            proc.kill()
+            for s in (cli, conn, srv):
+                s.close()
+    assert first["ack_rtt"] == []
+    (row,) = last["ack_rtt"]
+    assert (row["netns"], row["netns_name"]) == (inode, pair.a)
+    assert row["count"] == received >= 50
+    assert 0 < row["p50"] <= row["p99"] < 0.1  # seconds: a veth's RTT, well under 100 ms

@@ -103,7 +103,7 @@ static __always_inline void add_srtt(struct srtt_slot *k, u64 v)
 		map_full(MAP_ID_ack_srtt);
 }
 
-/* srtt_us: the kernel's smoothed RTT in microseconds, shifted left by 3. */
+/* srtt_us: the kernel's smoothed RTT in microseconds (tcp_sock's srtt_us >> 3). */
 static __always_inline int count_srtt(u32 netns, u32 srtt_us)
 {
 	u64 ns = (u64)srtt_us * 1000;

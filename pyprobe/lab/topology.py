@@ -37,18 +37,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import PyprobeError
-from ..load.classifier import tc_program
 from ..netns import devices, rtnl
 from ..netns.namespaces import NETNS_RUN_DIR, run_in_netns
-from ..paths import bpf_dir
-from . import tunrelay
+from . import impair, tunrelay
 
 PREFIX = "pplab"
 STATE = Path("/run/pyprobe-lab.json")
 TOPOLOGIES = ("veth", "bridge", "vxlan", "nat", "tun", "tap")
 RELAY_PID = Path("/run/pyprobe-lab-relay.pid")
 VNI, VXLAN_PORT = 42, 4789
-ETH_P_IP = 0x0800
 STP_FORWARD_DELAY_CS = 200  # centiseconds
 T = TypeVar("T")
 
@@ -134,7 +131,7 @@ class Lab:
         if delay_ms < 0:
             raise PyprobeError(f"--delay {delay_ms}: milliseconds, 0 or more")
         if rate is not None:
-            _check_rate(rate)
+            impair.check_rate(rate)
         self.topology, self.stp, self.loss, self.delay_ms, self.rate = (
             topology,
             stp,
@@ -253,11 +250,11 @@ class Lab:
     def _impairments(self) -> None:
         h1, h2 = self.hosts["h1"]["dev"], self.hosts["h2"]["dev"]
         if self.loss:
-            _in("h2", functools.partial(_loss_filter, h2, self.loss))
+            _in("h2", functools.partial(impair.loss_filter, h2, self.loss))
         if self.delay_ms:
-            _in("h1", functools.partial(_netem_delay, h1, self.delay_ms))
+            _in("h1", functools.partial(impair.netem_delay, h1, self.delay_ms))
         if self.rate:
-            _in("h1", functools.partial(_tbf, h1, self.rate))
+            _in("h1", functools.partial(impair.tbf, h1, self.rate))
 
     def _save(self) -> None:
         STATE.write_text(
@@ -350,82 +347,6 @@ def _nat_router() -> None:
         raise PyprobeError("the nat topology needs nftables: apt-get install nftables") from None
     except subprocess.CalledProcessError as e:
         raise PyprobeError(f"nft refused the lab's NAT rules: {e.stderr.strip()}") from None
-
-
-def _tc_drop(dev: str, prio: int, cflags: list[str]) -> None:
-    """Inside a namespace: a cls_bpf direct-action filter on dev's ingress,
-    dropping what bpf/lab_tc.bpf.c is compiled to drop."""
-    with _ipr() as ipr, tc_program(bpf_dir() / "lab_tc.bpf.c", "lab_filter", cflags) as (fd, name):
-        idx = ipr.link_lookup(ifname=dev)[0]
-        with contextlib.suppress(Exception):  # the ingress qdisc may be there already
-            ipr.tc("add", "ingress", idx, "ffff:")
-        ipr.tc(
-            "add-filter",
-            "bpf",
-            idx,
-            ":1",
-            fd=fd,
-            name=name,
-            parent=0xFFFF0000,
-            prio=prio,
-            protocol=ETH_P_IP,
-            classid=1,
-            direct_action=True,
-        )
-
-
-def _loss_filter(dev: str, pct: float) -> None:
-    """Drop pct% of incoming IPv4 packets at random (netem's loss, without netem)."""
-    # In a million, not a thousand: --loss 0.05 was rounded to no loss at all.
-    _tc_drop(dev, 10, [f"-DLOSS_PPM={round(pct * 10_000)}"])
-
-
-def _netem_delay(dev: str, ms: float) -> None:
-    with _ipr() as ipr:
-        idx = ipr.link_lookup(ifname=dev)[0]
-        try:
-            ipr.tc("add", "netem", idx, "1:", delay=int(ms * 1000))
-        except Exception as e:
-            raise PyprobeError(
-                f"--delay needs netem, which this kernel lacks ({e}); --loss and --rate work"
-            ) from None
-
-
-def _check_rate(rate: str) -> None:
-    """A rate tc takes (pyroute2 parses it as tc does), and not zero: before
-    anything is built, not as a parser's exception once it is."""
-    try:
-        ok = rtnl.tc_rate(rate) > 0
-    except (ValueError, KeyError):
-        ok = False
-    if not ok:
-        units = ", ".join(rtnl.tc_rate_units())
-        raise PyprobeError(
-            f"--rate {rate!r}: a whole number above 0 and a unit ({units}), e.g. 10mbit"
-        )
-
-
-def _tbf(dev: str, rate: str) -> None:
-    with _ipr() as ipr:
-        idx = ipr.link_lookup(ifname=dev)[0]
-        try:
-            ipr.tc("add", "tbf", idx, "1:", rate=rate, burst=16384, latency=200000)
-        except Exception as e:
-            raise PyprobeError(f"--rate {rate!r}: {e}") from None
-
-
-def firewall(host: str, dev: str, udp_port: int, on: bool) -> None:
-    """A rule on a host's ingress that drops UDP to udp_port (a firewall drop)."""
-
-    def apply() -> None:
-        if on:
-            _tc_drop(dev, 20, [f"-DDROP_UDP_PORT={udp_port}"])
-            return
-        with _ipr() as ipr:
-            idx = ipr.link_lookup(ifname=dev)[0]
-            ipr.tc("del-filter", "bpf", idx, parent=0xFFFF0000, prio=20, protocol=ETH_P_IP)
-
-    run_in_netns(NETNS_RUN_DIR / host, apply)
 
 
 def active() -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import PyprobeError
 from ..netns.namespaces import NETNS_RUN_DIR
-from . import topology, traffic
+from . import impair, topology, traffic
 
 PORTS = {
     "churn": 8080,
@@ -105,12 +105,12 @@ def refused(h: Hosts, n: int = 20) -> str:
 
 
 def firewall(h: Hosts, n: int = 100) -> str:
-    topology.firewall(h.server_ns, h.server_dev, PORTS["firewall"], True)
+    impair.firewall(h.server_ns, h.server_dev, PORTS["firewall"], True)
     try:
         sent = traffic.udp_blast(h.client, h.server_addr, PORTS["firewall"], n)
         time.sleep(0.05)
     finally:
-        topology.firewall(h.server_ns, h.server_dev, PORTS["firewall"], False)
+        impair.firewall(h.server_ns, h.server_dev, PORTS["firewall"], False)
     return f"firewall: {sent} UDP datagrams into a drop rule on the server"
 
 

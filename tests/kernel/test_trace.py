@@ -125,11 +125,11 @@ def test_a_packet_an_nft_rule_drops_ends_at_the_drop_with_its_reason(env, pair):
 
 
 def test_a_packet_a_tc_filter_drops_ends_at_the_drop_on_that_device(env, pair):
-    from pyprobe.lab import topology
+    from pyprobe.lab import impair
     from pyprobe.netns import namespaces
 
     # the lab's cls_bpf classifier on b's ingress, dropping every IPv4 packet
-    drop_all = functools.partial(topology._tc_drop, pair.dev_b, 10, ["-DLOSS_PPM=1000000"])
+    drop_all = functools.partial(impair.tc_drop, pair.dev_b, 10, ["-DLOSS_PPM=1000000"])
     namespaces.run_in_netns(pair.path(pair.b), drop_all)
     packets, _, lost = traced(env, pair, f"icmp and host {pair.addr_b}", lambda: ping(pair))
     assert lost == 0 and len(packets) == N

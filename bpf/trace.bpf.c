@@ -31,6 +31,14 @@
  * `idents` where such skbs end (a drop, a free, a read), once anything was
  * traced, and marked when it is read so its free follows.
  *
+ * At rest (nothing matched for a while: pyprobe/probes/trace.py) only
+ * net_dev_queue, the NAPI and netif_receive_skb entries and kfree_skb are
+ * attached: one filter run per packet on a veth or loopback path, no
+ * other program. netif_rx is not among them: on those paths it is the
+ * peer's receive of a packet its queue judged, and a second program run
+ * per packet cost 1.6% of churn; what enters by it alone (AF_PACKET's
+ * qdisc bypass, pktgen) is not seen then.
+ *
  * Hooks: HOOK_RAW_TP (tp_btf with -DBTF_DIRECT, or raw tracepoints). */
 #include <uapi/linux/ptrace.h>
 #include "pyprobe.h"
@@ -61,11 +69,6 @@ BPF_ARRAY(armed, u64, 1);           /* 1 once anything was marked */
  * copy, a tap's) are other skbs, found by the identity they carry */
 BPF_TABLE("lru_hash", u32, u64, idents, MAX_idents);
 BPF_PERCPU_ARRAY(xmitting, u64, 1); /* the skb this CPU's driver is transmitting */
-/* the skb this CPU queued last, taken by the netif_rx that follows when a
- * device hands its own transmit to its peer: tells that receive from a new
- * packet's while net_dev_start_xmit/net_dev_xmit (which keep `xmitting`)
- * are not attached (nothing followed: only the entries are, see on_queue) */
-BPF_PERCPU_ARRAY(queued, u64, 1);
 BPF_PERCPU_ARRAY(ids, u64, 1);      /* packet ids: (cpu + 1) << 40 | n */
 BPF_PERCPU_ARRAY(stats, u64, STAT_SLOTS);
 struct pktbuf {
@@ -398,30 +401,6 @@ static __always_inline int in_own_xmit(const void *skb)
 	return x && *x == (u64)skb;
 }
 
-/* A receive of the skb this CPU is transmitting (its device's peer takes
- * it), or of the one it queued last: judged at that queue already. */
-static __always_inline int inherited(const void *skb)
-{
-	u32 zero = 0;
-	u64 *q = queued.lookup(&zero);
-	if (q && *q == (u64)skb) {
-		/* taken once, whichever way this is known: the same skb comes
-		 * back decapsulated (VXLAN) as another packet; an address is
-		 * reused once freed */
-		*q = 0;
-		return 1;
-	}
-	return in_own_xmit(skb);
-}
-
-static __always_inline void queue_seen(const void *skb)
-{
-	u32 zero = 0;
-	u64 *q = queued.lookup(&zero);
-	if (q)
-		*q = (u64)skb;
-}
-
 /* Follow-only hooks: a marked skb's hop, nothing else. */
 static __always_inline int follow(const void *skb, struct hop *h)
 {
@@ -435,7 +414,6 @@ static __always_inline int follow(const void *skb, struct hop *h)
 static __always_inline int entry_tx(const void *skb)
 {
 	struct hop h = {.hook = PYPROBE_HOP_QUEUE};
-	queue_seen(skb);
 	struct mark *m = marked(skb);
 	if (m && in_own_xmit(skb)) {
 		/* queued again from within its own transmit: encapsulated (the
@@ -464,7 +442,7 @@ static __always_inline int entry_rx(const void *skb, u8 hook)
 {
 	struct hop h = {.hook = hook};
 	struct mark *m = marked(skb);
-	if (inherited(skb)) {
+	if (in_own_xmit(skb)) {
 		/* a device handing its own transmit to its peer: judged at its queue */
 		stat(STAT_INHERITED);
 		if (m)

@@ -13,11 +13,14 @@ attached.
 
 Most of its hooks only follow a packet the filter matched (a mark looked
 up, nothing else): with nothing followed they still cost a program run
-each, about five per packet on a loopback or veth path, which is most of
+each, about six per packet on a loopback or veth path, which is most of
 what a filter that matches nothing costs. So while nothing has matched for
-`rest_after` seconds only the entries (where the filter runs: net_dev_queue,
-the receives, kfree_skb) stay attached, and the next match attaches the
-rest (`follow()`: a few ms). That packet, and any other whose first hop
+`rest_after` seconds only the entries where the filter runs stay attached
+(net_dev_queue, the NAPI and netif_receive_skb entries, kfree_skb: one run
+per packet on those paths; netif_rx, there the peer's receive of what its
+queue judged, is deferred too: a packet that enters by it alone, AF_PACKET's
+qdisc bypass or pktgen, is not seen at rest), and the next match attaches
+the rest (`follow()`: ~1.5 ms). That packet, and any other whose first hop
 came before they were back, is followed from then on only: its hops are
 marked `resumed_ms` (how long after its first hop the rest were attached).
 `pyprobe trace` calls tick() to rest; `why` and the demo never do.

@@ -154,8 +154,20 @@ class Choice:
         return "; ".join(f"{v.hook.label}: {v.reason}" for v in self.verdicts)
 
 
-def choose(manifest: Manifest, env: KernelEnv) -> Choice:
+def choose(manifest: Manifest, env: KernelEnv, features: frozenset[str] | None = None) -> Choice:
+    """The first usable hook. features: those on; a point of a feature that
+    is off does not rule its hook out (None, or none of a hook's points on:
+    every point counts)."""
     offsets = resolve_offsets(manifest, env)
-    verdicts = [judge(h, env, offsets) for h in manifest.hooks]
+    hooks = manifest.hooks
+    if features is not None:
+        hooks = tuple(_of_features(h, features) for h in hooks)
+    verdicts = [judge(h, env, offsets) for h in hooks]
     hook = next((v.hook for v in verdicts if v.usable), None)
     return Choice(hook, verdicts, offsets)
+
+
+def _of_features(hook: Hook, features: frozenset[str]) -> Hook:
+    """The hook with only its points that are always on or of a feature on."""
+    points = tuple(p for p in hook.points if not p.feature or p.feature in features)
+    return dataclasses.replace(hook, points=points) if points else hook

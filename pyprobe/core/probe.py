@@ -170,7 +170,7 @@ class Probe:
         env = self.env
         if self.refused_kinds:  # what this kernel's verifier refused: the next variant
             env = dataclasses.replace(env, disabled_hooks=env.disabled_hooks | self.refused_kinds)
-        return choose(self.manifest, env)
+        return choose(self.manifest, env, self.features)
 
     refused_kinds: frozenset[str] = frozenset()
 

@@ -117,3 +117,21 @@ def test_manifest_program_pairs_by_stem():
     m = tcpstates()
     assert m.program.name == "tcpstates.bpf.c" and m.program.is_file()
     assert Path(m.path).stem == m.name
+
+
+def test_a_point_of_a_feature_that_is_off_does_not_rule_its_hook_out():
+    """queues' tracepoint hook on a kernel whose tcp:tcp_probe has no skaddr
+    (6.1): usable without acks, ruled out with it, the field named."""
+    tps = {"sock:sock_rcvqueue_full", "sock:sock_exceed_buf_limit", "tcp:tcp_probe"}
+    env = fake_env(
+        fake_btf=None,  # no raw tracepoints, no offsets from BTF: the tracepoint hook or none
+        tracepoints=frozenset(tps),
+        fields={"tcp:tcp_probe": {"srtt", "saddr", "daddr"}},
+        headers_release="6.18.0-test",  # headers that match: the offsets it needs
+    )
+    manifest = registry.manifests["queues"]
+    plain = choose(manifest, env, frozenset())
+    assert plain.hook is not None and plain.hook.kind == "tracepoint"
+    acks = choose(manifest, env, frozenset({"acks"}))
+    assert acks.hook is None
+    assert "tracepoint tcp:tcp_probe has no field skaddr here" in acks.verdicts[-1].reason

@@ -2,11 +2,12 @@
 # Build (once; cached) a Debian bookworm root filesystem image for the VM
 # tests: Debian's cloud kernel (kprobes on, matching headers, BTF), bcc from
 # python3-bpfcc, and pyprobe's Python dependencies from Debian; bpftool, which
-# tests/conftest.py counts programs with (tests/kernel, run by PYPROBE_VM_TESTS).
+# tests/conftest.py counts programs with (tests/kernel, run by PYPROBE_VM_TESTS);
+# libpcap and nftables, for trace's filter and its tests.
 #   vagrant/qemu/build-image.sh [CACHE_DIR]   -> CACHE_DIR/rootfs.img, vmlinuz, initrd.img
 set -euo pipefail
 CACHE=${1:-/var/cache/pyprobe-vm}
-STAMP="$CACHE/image-v3.done"  # v2: init runs the project's guest-run.sh; v3: bpftool
+STAMP="$CACHE/image-v4.done"  # v2: init runs guest-run.sh; v3: bpftool; v4: libpcap, nft
 log() { echo "vm-image: $*" >&2; }
 if [ -f "$STAMP" ]; then log "cached: $CACHE"; exit 0; fi
 [ "$(id -u)" = 0 ] || { echo "vm-image: needs root" >&2; exit 2; }
@@ -26,7 +27,7 @@ rm -rf "$ROOT"
 # installed with apt inside the tree (with /proc and /dev mounted).
 BASE=linux-image-cloud-amd64,linux-headers-cloud-amd64,python3-bpfcc,iproute2,kmod,procps
 MORE="python3-click python3-rich python3-pyroute2 python3-prometheus-client python3-yaml
-      python3-bcrypt python3-pytest iputils-ping ethtool bpftool"
+      python3-bcrypt python3-pytest iputils-ping ethtool bpftool libpcap0.8 nftables"
 log "debootstrap bookworm from $MIRROR (a few minutes)"
 start=$(date +%s)
 debootstrap --variant=minbase --include="$BASE" bookworm "$ROOT" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \

@@ -641,10 +641,14 @@ int on_drop(struct bpf_raw_tracepoint_args *ctx)
 	return dropped((const void *)ctx->args[0], ctx->args[1], (u32)ctx->args[2]);
 }
 
-/* consume_skb(skb, location) */
+/* consume_skb(skb, location); before 6.3, consume_skb(skb): no location
+ * (CONSUME_LOCATION: probes/trace.py asks BTF) */
 int on_consume(struct bpf_raw_tracepoint_args *ctx)
 {
-	struct hop h = {.hook = PYPROBE_HOP_CONSUME, .location = ctx->args[1]};
+	struct hop h = {.hook = PYPROBE_HOP_CONSUME};
+#ifdef CONSUME_LOCATION
+	h.location = ctx->args[1];
+#endif
 	return checked((const void *)ctx->args[0], &h, 1);
 }
 

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..core.events import header
+from ..core.hooks import Choice
 from ..core.pcapfilter import Filter, compile_filter
 from ..core.probe import Probe, plugin
 from ..errors import PyprobeError
@@ -73,6 +74,12 @@ class Trace(Probe):
         if self.filter is None:
             raise PyprobeError("trace: no filter (the program is built around one)")
         return super().load_request(stream=stream, cflags=(*self.filter.cflags(), *cflags))
+
+    def cflags(self, choice: Choice, stream: bool = False) -> list[str]:
+        flags = super().cflags(choice, stream)
+        if self.env.raw_tracepoint_args("consume_skb") >= 2:  # 6.3+: where it was freed
+            flags.append("-DCONSUME_LOCATION")
+        return flags
 
     def adopt(self, program: Program | None, stream: bool = False) -> None:
         # Not Probe.adopt's ring: its batch path reads one record size only.

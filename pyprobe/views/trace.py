@@ -172,8 +172,8 @@ def what(h: Mapping[str, Any]) -> str:
     text = WHAT.get(hook, hook)
     if hook == "drop":
         text = f"DROPPED: {h['drop_reason']} at {h['location']}"
-    elif hook == "consume":
-        text = f"freed at {h['location']}"
+    elif hook == "consume":  # (before 6.3 consume_skb tells no location)
+        text = "freed" if h["location"] in ("", "0x0") else f"freed at {h['location']}"
     elif hook == "copy":
         text = f"read by {h['comm']} ({h['pid']})"
     elif hook == "xmit" and h["reason"]:

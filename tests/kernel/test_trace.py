@@ -82,7 +82,8 @@ def test_each_echo_request_is_traced_once_with_its_hops_in_order(env, pair):
             ("receive", b, db),
             ("consume", b, db),
         ]
-        assert p.ordered[-1]["location"].startswith("icmp_rcv")
+        if env.raw_tracepoint_args("consume_skb") >= 2:  # 6.3+: where it was freed
+            assert p.ordered[-1]["location"].startswith("icmp_rcv")
         assert {h["kind"] for h in p.hops} == {"veth"}
         assert not p.dropped
     assert seqs == list(range(seqs[0], seqs[0] + N))

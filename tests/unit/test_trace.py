@@ -231,7 +231,7 @@ def test_pcap_file_has_each_packet_once_with_how_it_ended(fake, capsys, tmp_path
     assert packets == [(icmp_echo(1), 98), (icmp_echo(2), 98)]
     raw = path.read_bytes()
     assert b"pyprobe trace: DROPPED: NETFILTER_DROP" in raw  # the first packet's comment
-    assert raw.count(b"pyprobe trace: freed at") == 1
+    assert raw.count(b"pyprobe trace: freed") == 1
 
 
 def test_pcap_file_that_cannot_be_written_is_one_line(fake, capsys, tmp_path):

@@ -176,7 +176,7 @@ def watched(capsys, target: str, clients) -> tuple[dict, list]:
     default = signal.getsignal(signal.SIGINT)
 
     def drive() -> None:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120  # loading takes ~20 s under emulation (TCG)
         while signal.getsignal(signal.SIGINT) is default and time.monotonic() < deadline:
             time.sleep(0.05)
         try:

@@ -32,10 +32,15 @@ class Links:
 
     def get(self, netns: int, ifindex: int) -> dict[int, str]:
         """The namespace's links; re-read when the device is unknown (at
-        most every MISS_REFRESH)."""
+        most every MISS_REFRESH) or the table is over a second old: a
+        namespace's inode is reused once it is gone, and a new namespace
+        with the old one's inode and ifindexes would be named by the old
+        one's devices (a trace hop in a lab's h2 on the last lab's rt's
+        "lan")."""
         with self.lock:
             names = self.links.get(netns)
-            if (names is None or ifindex not in names) and self.age() > MISS_REFRESH:
+            known = names is not None and ifindex in names
+            if (not known and self.age() > MISS_REFRESH) or self.age() > 1:
                 self._refresh()
                 names = self.links.get(netns)
             return names or {}

@@ -128,12 +128,16 @@ class Trace(Probe):
         the entries then run the filter and nothing else. (A match in the
         moment between is seen at its first hop, which attaches them again;
         that packet alone may lose its hops until the next match re-arms.)"""
+        if self._unlink() and self.program is not None:
+            self._paused_ns = time.monotonic_ns()
+            self.program.delete_keys("armed", [0])  # an array's: zeroed
+
+    def _unlink(self) -> int:
+        """Close the deferred points' links; how many there were."""
         links, self._links = self._links, []
         for fd in links:
             os.close(fd)
-        if links and self.program is not None:
-            self._paused_ns = time.monotonic_ns()
-            self.program.delete_keys("armed", [0])  # an array's: zeroed
+        return len(links)
 
     def tick(self, now: float | None = None) -> None:
         """Rest once nothing has matched for rest_after seconds."""
@@ -143,7 +147,7 @@ class Trace(Probe):
             self.rest()
 
     def detach(self) -> None:
-        self.rest()  # before the programs go
+        self._unlink()  # before the programs go
         super().detach()
 
     def decode(self, raw: bytes) -> dict[str, Any]:

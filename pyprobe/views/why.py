@@ -118,7 +118,7 @@ def observed(packets: Iterable[Packet], host: str, port: int, udp: bool = False)
                 end((h.dst, h.dport), "refused", ts)
             elif "S" in flags and "A" in flags:
                 end((h.dst, h.dport), "connected", ts)
-        elif h.l4 in (1, 58) and h.icmp_type in (3, 1):  # unreachable (ICMPv6: 1)
+        elif (h.l4, h.icmp_type) in ((1, 3), (58, 1)):  # destination unreachable
             inner = quoted(p)
             if inner.l4 == proto and inner.dst == host and inner.dport == port:
                 port_unreachable = h.icmp_code == (3 if h.l4 == 1 else 4)

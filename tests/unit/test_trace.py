@@ -319,3 +319,62 @@ def test_compile_refuses_an_on_demand_probe_in_one_line(capsys):
     code, out, err = run(capsys, FakeLoader(), "compile", "--probe", "trace")
     assert code == 2 and out == "" and err.count("\n") == 1
     assert "trace: compiled by its own command" in err
+
+
+def icmp_unreachable(pkt, code, inner_src, sport, inner_dst, dport):
+    """An ICMP destination unreachable from inner_dst quoting a UDP datagram."""
+
+    def ip(proto, src, dst):
+        return (bytes([0x45, 0, 0, 56]) + bytes(5) + bytes([proto]) + bytes(2)
+                + bytes(map(int, src.split("."))) + bytes(map(int, dst.split("."))))  # fmt: skip
+
+    quoted = ip(17, inner_src, inner_dst) + struct.pack("!HHHH", sport, dport, 20, 0)
+    raw = bytes(12) + b"\x08\x00" + ip(1, inner_dst, inner_src) + bytes([3, code]) + bytes(6)
+    raw += quoted
+    first = decoded({"pkt": pkt, "ts_ns": 5, "flags": F_FIRST | F_ETHERNET, "data": raw,
+                     "caplen": len(raw), "wirelen": len(raw)})  # fmt: skip
+    p = view.Packet(pkt)
+    p.hops = [first]
+    return p
+
+
+def test_why_watch_reads_each_clients_outcome_from_what_came_back():
+    """SYN then SYN-ACK: connected; SYN then RST: refused; a SYN and nothing
+    (its retransmit is the same client): timeout; a server's packet to a
+    client never seen starting is nobody's attempt."""
+    s, d = "10.0.0.1", "10.0.0.2"
+    packets = [
+        tcp_packet(1, "S", s, 40001, d, 80, "xmit"),
+        tcp_packet(2, "SA", d, 80, s, 40001, "xmit"),
+        tcp_packet(3, "S", s, 40002, d, 80, "xmit"),
+        tcp_packet(4, "RA", d, 80, s, 40002, "xmit"),
+        tcp_packet(5, "S", s, 40003, d, 80, "xmit"),
+        tcp_packet(6, "S", s, 40003, d, 80, "xmit"),
+        tcp_packet(7, "A", d, 80, s, 40009, "xmit"),
+        tcp_packet(8, "S", s, 40004, d, 81, "xmit"),  # another port: not its
+    ]
+    got = [a.outcome for a in why.observed(packets, d, 80)]
+    assert got == ["connected", "refused", "timeout"]
+
+
+def test_why_watch_an_icmp_error_quoting_a_datagram_ends_it():
+    s, d = "10.0.0.1", "10.0.0.2"
+
+    def datagram(pkt, sport, src=s, dst=d, sp=None, dp=53):
+        p = tcp_packet(pkt, "", src, sp or sport, dst, dp, "xmit")
+        raw = bytearray(p.hops[0]["data"])
+        raw[14 + 9] = 17  # UDP
+        p.hops[0]["data"] = bytes(raw)
+        return p
+
+    packets = [
+        datagram(1, 5001),
+        icmp_unreachable(2, 3, s, 5001, d, 53),  # port unreachable: refused
+        datagram(3, 5002),
+        icmp_unreachable(4, 1, s, 5002, d, 53),  # host unreachable
+        datagram(5, 5003),
+        datagram(6, 0, src=d, dst=s, sp=53, dp=5003),  # an answer
+        datagram(7, 5004),
+    ]
+    got = [a.outcome for a in why.observed(packets, d, 53, udp=True)]
+    assert got == ["refused", "unreachable", "answered", "timeout"]

@@ -238,3 +238,21 @@ def read_with_libpcap(path) -> tuple[int, list[tuple[bytes, int]]]:
         return lib.pcap_datalink(handle), out
     finally:
         lib.pcap_close(handle)
+
+
+def nstat_in(path: str | Path) -> dict[str, int]:
+    """A namespace's /proc/net/snmp and netstat counters, named as nstat
+    names them (TcpInSegs, TcpExtListenOverflows...): ground truth."""
+    from pyprobe.netns.namespaces import run_in_netns
+
+    def read() -> dict[str, int]:
+        out: dict[str, int] = {}
+        for f in ("snmp", "netstat"):
+            lines = Path(f"/proc/thread-self/net/{f}").read_text().splitlines()
+            for names, values in zip(lines[::2], lines[1::2], strict=True):
+                prefix, _, keys = names.partition(": ")
+                for k, v in zip(keys.split(), values.split()[1:], strict=True):
+                    out[prefix + k] = int(v)
+        return out
+
+    return run_in_netns(path, read)

@@ -26,7 +26,6 @@ import struct
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -35,7 +34,7 @@ from pyprobe.kernel.env import KernelEnv
 from pyprobe.lab.pair import VethPair
 from pyprobe.netns import namespaces
 from tests.kernel.test_cli_kernel import PYPROBE
-from tests.support import registry
+from tests.support import nstat_in, registry
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 
@@ -47,17 +46,7 @@ def reached(path) -> int:
     """Segments that reached tcp_rcv_established (or would have): the
     namespace's TcpInSegs less those coalesced or dropped at the backlog."""
 
-    def read() -> dict[str, int]:
-        out: dict[str, int] = {}
-        for f in ("snmp", "netstat"):
-            lines = Path(f"/proc/thread-self/net/{f}").read_text().splitlines()
-            for names, values in zip(lines[::2], lines[1::2], strict=True):
-                prefix, _, keys = names.partition(": ")
-                for k, v in zip(keys.split(), values.split()[1:], strict=True):
-                    out[prefix + k] = int(v)
-        return out
-
-    c = namespaces.run_in_netns(path, read)
+    c = nstat_in(path)
     return c["TcpInSegs"] - c["TcpExtTCPBacklogCoalesce"] - c["TcpExtTCPBacklogDrop"]
 
 

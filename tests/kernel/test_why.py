@@ -12,7 +12,6 @@ import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -20,6 +19,7 @@ from pyprobe import cli
 from pyprobe.lab import traffic
 from pyprobe.lab.pair import VethPair
 from pyprobe.netns import namespaces
+from tests.support import nstat_in
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 PORT = 7930
@@ -160,12 +160,7 @@ def test_a_probe_beside_the_trace_that_cannot_run_is_left_out(capsys, pair, monk
 
 
 def _active_opens(pair: VethPair) -> int:
-    def read() -> int:
-        lines = Path("/proc/thread-self/net/snmp").read_text().splitlines()
-        tcp = [ln.split() for ln in lines if ln.startswith("Tcp:")]
-        return int(tcp[1][tcp[0].index("ActiveOpens")])
-
-    return namespaces.run_in_netns(pair.path(pair.a), read)
+    return nstat_in(pair.path(pair.a))["TcpActiveOpens"]
 
 
 def watched(capsys, target: str, clients) -> tuple[dict, list]:

@@ -9,31 +9,20 @@ and after)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from pyprobe import cli
 from pyprobe.lab import scenarios, topology
-from pyprobe.netns.namespaces import NETNS_RUN_DIR, run_in_netns
+from pyprobe.netns.namespaces import NETNS_RUN_DIR
+from tests.support import nstat_in
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 
 
 def netstat(short: str) -> dict[str, int]:
-    """The namespace's /proc/net/snmp and netstat counters, as nstat names them."""
-
-    def read() -> dict[str, int]:
-        out: dict[str, int] = {}
-        for f in ("snmp", "netstat"):
-            lines = Path(f"/proc/thread-self/net/{f}").read_text().splitlines()
-            for names, values in zip(lines[::2], lines[1::2], strict=True):
-                prefix, _, keys = names.partition(": ")
-                for k, v in zip(keys.split(), values.split()[1:], strict=True):
-                    out[prefix + k] = int(v)
-        return out
-
-    return run_in_netns(topology.ns_path(short), read)
+    """A lab namespace's nstat counters."""
+    return nstat_in(topology.ns_path(short))
 
 
 @pytest.fixture

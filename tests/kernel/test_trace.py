@@ -53,6 +53,21 @@ def path(p: view.Packet) -> list[tuple[str, str, str]]:
     return [(h["hook"], h["netns_name"], h["device"]) for h in p.ordered]
 
 
+def echo_request_path(pair: VethPair) -> list[tuple[str, str, str]]:
+    """An echo request's hops: queued on the sender's veth, handed to its
+    peer inside that transmit (netif_rx before net_dev_xmit returns), taken
+    by the receiver's stack, answered and freed by icmp_rcv."""
+    a, b, da, db = pair.a, pair.b, pair.dev_a, pair.dev_b
+    return [
+        ("queue", a, da),
+        ("start_xmit", a, da),
+        ("netif_rx", b, db),
+        ("xmit", a, da),
+        ("receive", b, db),
+        ("consume", b, db),
+    ]
+
+
 @pytest.fixture
 def pair():
     with VethPair(prefix=f"tt{time.monotonic_ns() % 100000}", net=84) as made:
@@ -61,7 +76,6 @@ def pair():
 
 
 def test_each_echo_request_is_traced_once_with_its_hops_in_order(env, pair):
-    a, b, da, db = pair.a, pair.b, pair.dev_a, pair.dev_b
     packets, stats, lost = traced(
         env, pair, f"icmp[icmptype] == icmp-echo and dst host {pair.addr_b}", lambda: ping(pair)
     )
@@ -71,17 +85,7 @@ def test_each_echo_request_is_traced_once_with_its_hops_in_order(env, pair):
     for p in packets:
         assert p.summary().startswith(f"{pair.addr_a} > {pair.addr_b} ICMP echo request")
         seqs.append(int(p.summary().split(" seq ")[1].split(",")[0]))
-        # queued on the sender's veth, handed to its peer inside that transmit
-        # (netif_rx before net_dev_xmit returns), taken by the receiver's
-        # stack, answered and freed by icmp_rcv
-        assert path(p) == [
-            ("queue", a, da),
-            ("start_xmit", a, da),
-            ("netif_rx", b, db),
-            ("xmit", a, da),
-            ("receive", b, db),
-            ("consume", b, db),
-        ]
+        assert path(p) == echo_request_path(pair)
         if env.raw_tracepoint_args("consume_skb") >= 2:  # 6.3+: where it was freed
             assert p.ordered[-1]["location"].startswith("icmp_rcv")
         assert {h["kind"] for h in p.hops} == {"veth"}
@@ -304,7 +308,7 @@ def test_at_rest_only_the_entries_stay_attached_and_a_match_resumes_following(en
     queue, and nothing else runs for it. The first match attaches them
     again: that packet is marked as followed only from then on, and every
     later one has its whole path."""
-    a, b, da, db = pair.a, pair.b, pair.dev_a, pair.dev_b
+    a, b, da = pair.a, pair.b, pair.dev_a
     probe = registry.create("trace", env=env)
     probe.configure(expression=f"icmp[icmptype] == icmp-echo and dst host {pair.addr_b}")
     probe.rest_after = 0.5
@@ -350,11 +354,4 @@ def test_at_rest_only_the_entries_stay_attached_and_a_match_resumes_following(en
     assert path(first)[0] == ("queue", a, da) and "(followed only from" in view.lines(first, 1)[0]
     for p in rest:
         assert p.resumed_ms is None
-        assert path(p) == [
-            ("queue", a, da),
-            ("start_xmit", a, da),
-            ("netif_rx", b, db),
-            ("xmit", a, da),
-            ("receive", b, db),
-            ("consume", b, db),
-        ]
+        assert path(p) == echo_request_path(pair)

@@ -95,19 +95,30 @@ class Packet:
         last = self.ordered[-1]["hook"]
         return {"drop": "dropped", "consume": "freed", "copy": "read"}.get(last, "unfinished")
 
-    def summary(self) -> str:
+    def first_bytes(self) -> tuple[dict[str, Any], bytes, bool] | None:
+        """Its first hop (the one that carries them), its bytes, and whether
+        they start at a MAC header; None when they were not seen."""
         first = next((h for h in self.hops if h["flags"] & F_FIRST), None)
         if first is None:
+            return None
+        return first, bytes(first["data"])[: first["caplen"]], bool(first["flags"] & F_ETHERNET)
+
+    def summary(self) -> str:
+        seen = self.first_bytes()
+        if seen is None:
             return "(its first bytes were not seen)"
-        raw = bytes(first["data"])[: first["caplen"]]
-        return describe(raw, bool(first["flags"] & F_ETHERNET), first["wirelen"])
+        first, raw, ethernet = seen
+        return describe(raw, ethernet, first["wirelen"])
 
     def headers(self) -> Headers:
-        first = next((h for h in self.hops if h["flags"] & F_FIRST), None)
-        if first is None:
-            return Headers()
-        raw = bytes(first["data"])[: first["caplen"]]
-        return headers(raw, bool(first["flags"] & F_ETHERNET))
+        seen = self.first_bytes()
+        return Headers() if seen is None else headers(seen[1], seen[2])
+
+    def quoted(self) -> Headers:
+        """The headers an ICMP error quotes (the packet it is about); none
+        when this is not one or its bytes were not seen."""
+        seen = self.first_bytes()
+        return Headers() if seen is None else quoted(seen[1], seen[2])
 
     def comment(self) -> str:
         """How it ended and the devices it went through, in a line (the
@@ -125,16 +136,11 @@ class Packet:
     def capture(self) -> tuple[int, bytes, int, bool] | None:
         """(wall-clock ns, bytes, length on the wire, from Ethernet?) of its
         first hop, for a pcap file; None when its bytes were not seen."""
-        first = next((h for h in self.hops if h["flags"] & F_FIRST), None)
-        if first is None:
+        seen = self.first_bytes()
+        if seen is None:
             return None
-        data = bytes(first["data"])[: first["caplen"]]
-        return (
-            first["ts_ns"] + MONO_TO_WALL_NS,
-            data,
-            first["wirelen"],
-            bool(first["flags"] & F_ETHERNET),
-        )
+        first, data, ethernet = seen
+        return first["ts_ns"] + MONO_TO_WALL_NS, data, first["wirelen"], ethernet
 
     def record(self) -> dict[str, Any]:
         """The packet as JSON shows it: its summary, end, and every hop."""
@@ -294,21 +300,37 @@ class Headers:
     size: int = 0
 
 
-def headers(raw: bytes, ethernet: bool) -> Headers:
-    """A packet's headers from its first bytes (from its MAC header when
-    ethernet, else its IP)."""
+def _network(raw: bytes, ethernet: bool) -> tuple[int, bytes]:
+    """The ethertype and what follows the link-layer header (VLAN tags
+    skipped); (0, b"") when the bytes end before it."""
     at, proto = 0, 0x0800
     if ethernet:
         if len(raw) < 14:
-            return Headers()
+            return 0, b""
         (proto,) = struct.unpack_from("!H", raw, 12)
         at = 14
         while proto in (0x8100, 0x88A8) and len(raw) >= at + 4:  # VLAN tags
             (proto,) = struct.unpack_from("!H", raw, at + 2)
             at += 4
-        if proto not in (0x0800, 0x86DD):
-            return Headers(ethertype=proto)
-    ip = raw[at:]
+    return proto, raw[at:]
+
+
+def quoted(raw: bytes, ethernet: bool) -> Headers:
+    """The headers an ICMP or ICMPv6 error quotes after its 8 bytes: the
+    packet it is about."""
+    _, ip = _network(raw, ethernet)
+    if not ip:
+        return Headers()
+    length = (ip[0] & 0xF) * 4 if ip[0] >> 4 == 4 else 40  # IPv4's header length, or IPv6's
+    return headers(ip[length + 8 :], ethernet=False)
+
+
+def headers(raw: bytes, ethernet: bool) -> Headers:
+    """A packet's headers from its first bytes (from its MAC header when
+    ethernet, else its IP)."""
+    proto, ip = _network(raw, ethernet)
+    if ethernet and proto not in (0x0800, 0x86DD):
+        return Headers(ethertype=proto)
     version = ip[0] >> 4 if ip else 0
     if version == 4 and len(ip) >= 20:
         src, dst = str(ipaddress.IPv4Address(ip[12:16])), str(ipaddress.IPv4Address(ip[16:20]))

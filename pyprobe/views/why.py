@@ -44,7 +44,7 @@ from typing import Any
 
 from . import evidence as ev_
 from .evidence import Cause, Evidence
-from .trace import F_ETHERNET, F_FIRST, Headers, Packet, headers, what
+from .trace import Packet, what
 
 # drop reasons (without SKB_DROP_REASON_) -> who drops, in words
 _BY = {
@@ -119,25 +119,12 @@ def observed(packets: Iterable[Packet], host: str, port: int, udp: bool = False)
             elif "S" in flags and "A" in flags:
                 end((h.dst, h.dport), "connected", ts)
         elif (h.l4, h.icmp_type) in ((1, 3), (58, 1)):  # destination unreachable
-            inner = quoted(p)
+            inner = p.quoted()
             if inner.l4 == proto and inner.dst == host and inner.dport == port:
                 port_unreachable = h.icmp_code == (3 if h.l4 == 1 else 4)
                 outcome = "refused" if port_unreachable else "unreachable"
                 end((inner.src, inner.sport), outcome, ts)
     return [ended.get(client, Attempt("timeout", 0.0)) for client in started]
-
-
-def quoted(p: Packet) -> Headers:
-    """The headers an ICMP error quotes (the packet it is about)."""
-    first = next((h for h in p.hops if h["flags"] & F_FIRST), None)
-    if first is None:
-        return Headers()
-    raw = bytes(first["data"])[: first["caplen"]]
-    at = 14 if first["flags"] & F_ETHERNET else 0
-    if len(raw) <= at:
-        return Headers()
-    ip_len = (raw[at] & 0xF) * 4 if raw[at] >> 4 == 4 else 40
-    return headers(raw[at + ip_len + 8 :], ethernet=False)
 
 
 def place(h: dict[str, Any]) -> str:

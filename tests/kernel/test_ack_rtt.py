@@ -94,15 +94,7 @@ def test_ack_rtt_counts_every_received_segment_and_its_srtt(disabled, hook, monk
             start = {ns: reached(pair.path(ns)) for ns in ino}
             hist = {ns: histogram(probe, ino[ns]) for ns in ino}
 
-            for _ in range(ROUNDS):  # ping-pong: each end's srtt settles on the path's RTT
-                cli.sendall(b"x")
-                assert conn.recv(1) == b"x"
-                conn.sendall(b"y")
-                assert cli.recv(1) == b"y"
-            # The last pong's ACK, now: delayed (40 ms), it would move the
-            # server's srtt by an eighth of that after every sample the histogram holds.
-            cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-            time.sleep(0.2)
+            ping_pong(cli, conn, ROUNDS)  # each end's srtt settles on the path's RTT
             # one segment to each end, its srtt read just before
             rtt = {}
             for ns, me, peer, byte in ((pair.a, cli, conn, b"q"), (pair.b, conn, cli, b"r")):
@@ -136,6 +128,19 @@ def test_ack_rtt_counts_every_received_segment_and_its_srtt(disabled, hook, monk
         srtt, delta = rtt[ns]
         assert [k for k, n in enumerate(delta) if n] == [slot(srtt * 1000)], (ns, srtt)
         assert delta[slot(srtt * 1000)] == 1
+
+
+def ping_pong(cli: socket.socket, conn: socket.socket, rounds: int) -> None:
+    """A byte each way, rounds times; then the connection quiet: the last
+    pong's ACK sent now (delayed, 40 ms, it would move the server's srtt by
+    an eighth of that after every sample the histogram holds)."""
+    for _ in range(rounds):
+        cli.sendall(b"x")
+        assert conn.recv(1) == b"x"
+        conn.sendall(b"y")
+        assert cli.recv(1) == b"y"
+    cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    time.sleep(0.2)
 
 
 def srtt_us(s: socket.socket) -> int:
@@ -173,13 +178,7 @@ def test_queues_ack_rtt_cli_reports_what_the_namespace_received():
             assert proc.stdout is not None
             first = json.loads(proc.stdout.readline())  # attached
             baseline = reached(a)
-            for _ in range(50):
-                cli.sendall(b"x")
-                assert conn.recv(1) == b"x"
-                conn.sendall(b"y")
-                assert cli.recv(1) == b"y"
-            cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-            time.sleep(0.2)
+            ping_pong(cli, conn, 50)
             received = reached(a) - baseline
             *_, last = [json.loads(line) for line in proc.stdout]
             assert proc.wait(10) == 0

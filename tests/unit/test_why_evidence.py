@@ -83,6 +83,14 @@ def test_a_drop_off_the_traced_packets_is_added_and_other_families_are_not():
     assert not any("IPV6DISABLED" in c.text for c in found)
 
 
+def timed_out_through_rt(ev: Evidence) -> list:
+    """The causes of a connect from h1 that timed out, its SYN last seen in rt."""
+    syn = tcp_packet(1, "S", "10.0.0.1", 40000, "10.0.0.2", 80, "xmit")
+    syn.hops[-1]["netns_name"] = "rt"
+    return why.causes("10.0.0.2:80", [why.Attempt("timeout", 2000)], [syn], evidence=ev,
+                      source="h1")  # fmt: skip
+
+
 def test_conntrack_trouble_in_a_crossed_namespace_is_a_cause():
     ev = Evidence(
         rows={"conntrack": [
@@ -93,10 +101,7 @@ def test_conntrack_trouble_in_a_crossed_namespace_is_a_cause():
         ]},
         events={},
     )  # fmt: skip
-    syn = tcp_packet(1, "S", "10.0.0.1", 40000, "10.0.0.2", 80, "xmit")
-    syn.hops[-1]["netns_name"] = "rt"
-    found = why.causes("10.0.0.2:80", [why.Attempt("timeout", 2000)], [syn], evidence=ev,
-                       source="h1")  # fmt: skip
+    found = timed_out_through_rt(ev)
     # entries at the limit: a full table, said with every count
     assert (
         "conntrack table full in rt: 64/64 entries (nf_conntrack_max), 3 new connections "
@@ -113,10 +118,6 @@ def test_conntrack_trouble_below_the_limit_is_not_a_full_table():
         ]},
         events={},
     )  # fmt: skip
-    syn = tcp_packet(1, "S", "10.0.0.1", 40000, "10.0.0.2", 80, "xmit")
-    syn.hops[-1]["netns_name"] = "rt"
-    found = why.causes("10.0.0.2:80", [why.Attempt("timeout", 2000)], [syn], evidence=ev,
-                       source="h1")  # fmt: skip
-    texts = [c.text for c in found]
+    texts = [c.text for c in timed_out_through_rt(ev)]
     assert "conntrack in rt: 2 insert failed (conntrack; table 10/64)" in texts
     assert not any(t.startswith("conntrack table full") for t in texts)
